@@ -1,0 +1,5 @@
+//! A software passkey authenticator, and the phone side of a hybrid session.
+#![forbid(unsafe_code)]
+
+pub mod store;
+pub mod user;

@@ -1,0 +1,205 @@
+//! Where passkeys live: the [`CredentialStore`] trait the authenticator works against, and
+//! [`MemoryStore`], a volatile implementation for tests and demos.
+//!
+//! The authenticator never writes to a store until a ceremony has completed (the user approved
+//! and the response was built), so a declined or failed request leaves the store untouched.
+
+use std::fmt;
+
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// One passkey as the authenticator keeps it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct StoredCredential {
+    /// The credential ID the relying party sees (random, 16–64 bytes).
+    pub credential_id: Vec<u8>,
+    /// The RP ID the credential is scoped to.
+    pub rp_id: String,
+    /// The RP's display name, if it gave one.
+    pub rp_name: Option<String>,
+    /// The user handle (WebAuthn `user.id`).
+    pub user_handle: Vec<u8>,
+    /// `user.name`, if given.
+    pub user_name: Option<String>,
+    /// `user.displayName`, if given.
+    pub user_display_name: Option<String>,
+    /// The ES256 private key: a big-endian P-256 scalar.
+    pub private_key: [u8; 32],
+    /// Whether the credential is discoverable (a "resident key").
+    pub discoverable: bool,
+    /// The signature counter last used; see the authenticator's counter policy.
+    pub sign_count: u32,
+    /// The per-credential secret behind hmac-secret / PRF for assertions with user verification.
+    pub cred_random_uv: [u8; 32],
+    /// The same, for assertions without user verification.
+    pub cred_random_no_uv: [u8; 32],
+    /// Creation time, Unix seconds.
+    pub created: u64,
+    /// Last successful assertion, Unix seconds.
+    pub last_used: Option<u64>,
+}
+
+impl fmt::Debug for StoredCredential {
+    // Keys and per-credential secrets never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredCredential")
+            .field("credential_id_len", &self.credential_id.len())
+            .field("rp_id", &self.rp_id)
+            .field("discoverable", &self.discoverable)
+            .field("sign_count", &self.sign_count)
+            .field("created", &self.created)
+            .field("last_used", &self.last_used)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing the backing file failed.
+    #[error("passkey store I/O error at {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The file is not a passkey store, is truncated, or fails authentication.
+    #[error("passkey store at {path} is corrupt or was not written by hybridge: {reason}")]
+    Corrupt { path: String, reason: String },
+    /// The PIN was wrong.
+    #[error("wrong PIN; {remaining} attempt(s) left before the store locks")]
+    WrongPin { remaining: u32 },
+    /// Too many wrong PINs: the store refuses to open until it is reset.
+    #[error("passkey store is locked after too many wrong PIN attempts")]
+    Locked,
+    /// No credential with that ID.
+    #[error("no passkey with that credential ID")]
+    NotFound,
+    /// A credential with that ID already exists.
+    #[error("a passkey with that credential ID already exists")]
+    Duplicate,
+}
+
+/// The authenticator's view of persistent storage.
+///
+/// Implementations make each mutating call durable before returning: after `Ok`, a crash
+/// loses nothing; after `Err`, the previous contents are intact.
+pub trait CredentialStore: Send {
+    /// Every credential scoped to `rp_id` (discoverable or not), newest first.
+    fn credentials_for_rp(&self, rp_id: &str) -> Result<Vec<StoredCredential>, StoreError>;
+    /// The credential with this ID, if it exists.
+    fn credential(&self, credential_id: &[u8]) -> Result<Option<StoredCredential>, StoreError>;
+    /// Adds a credential. A discoverable credential replaces any other discoverable one for the
+    /// same RP ID and user handle, as CTAP2 requires.
+    fn insert(&mut self, credential: StoredCredential) -> Result<(), StoreError>;
+    /// Records a successful assertion: the new counter and the time.
+    fn record_use(
+        &mut self,
+        credential_id: &[u8],
+        sign_count: u32,
+        now: u64,
+    ) -> Result<(), StoreError>;
+    /// Every credential, for a passkey manager.
+    fn list(&self) -> Result<Vec<StoredCredential>, StoreError>;
+    /// Changes the user display name shown for a credential.
+    fn rename(&mut self, credential_id: &[u8], display_name: &str) -> Result<(), StoreError>;
+    /// Deletes a credential.
+    fn delete(&mut self, credential_id: &[u8]) -> Result<(), StoreError>;
+}
+
+/// A store that lives in memory only.
+#[derive(Default)]
+pub struct MemoryStore {
+    credentials: Vec<StoredCredential>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn index(&self, credential_id: &[u8]) -> Result<usize, StoreError> {
+        self.credentials
+            .iter()
+            .position(|c| c.credential_id == credential_id)
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+/// Applies the CTAP2 insert rule to a list of credentials; shared by every store.
+pub fn insert_credential(
+    credentials: &mut Vec<StoredCredential>,
+    credential: StoredCredential,
+) -> Result<(), StoreError> {
+    if credentials
+        .iter()
+        .any(|c| c.credential_id == credential.credential_id)
+    {
+        return Err(StoreError::Duplicate);
+    }
+    if credential.discoverable {
+        credentials.retain(|c| {
+            !(c.discoverable
+                && c.rp_id == credential.rp_id
+                && c.user_handle == credential.user_handle)
+        });
+    }
+    credentials.push(credential);
+    Ok(())
+}
+
+impl CredentialStore for MemoryStore {
+    fn credentials_for_rp(&self, rp_id: &str) -> Result<Vec<StoredCredential>, StoreError> {
+        let mut found: Vec<_> = self
+            .credentials
+            .iter()
+            .filter(|c| c.rp_id == rp_id)
+            .cloned()
+            .collect();
+        found.sort_by_key(|c| std::cmp::Reverse(c.created));
+        Ok(found)
+    }
+
+    fn credential(&self, credential_id: &[u8]) -> Result<Option<StoredCredential>, StoreError> {
+        Ok(self
+            .credentials
+            .iter()
+            .find(|c| c.credential_id == credential_id)
+            .cloned())
+    }
+
+    fn insert(&mut self, credential: StoredCredential) -> Result<(), StoreError> {
+        insert_credential(&mut self.credentials, credential)
+    }
+
+    fn record_use(
+        &mut self,
+        credential_id: &[u8],
+        sign_count: u32,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let i = self.index(credential_id)?;
+        self.credentials[i].sign_count = sign_count;
+        self.credentials[i].last_used = Some(now);
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<StoredCredential>, StoreError> {
+        Ok(self.credentials.clone())
+    }
+
+    fn rename(&mut self, credential_id: &[u8], display_name: &str) -> Result<(), StoreError> {
+        let i = self.index(credential_id)?;
+        self.credentials[i].user_display_name = Some(display_name.to_owned());
+        Ok(())
+    }
+
+    fn delete(&mut self, credential_id: &[u8]) -> Result<(), StoreError> {
+        let i = self.index(credential_id)?;
+        self.credentials.remove(i);
+        Ok(())
+    }
+}
+
+/// A secret held in memory only as long as needed, e.g. a store key derived from the PIN.
+pub type SecretBytes = Zeroizing<Vec<u8>>;

@@ -1,0 +1,2 @@
+//! CTAP2 messages for hybridge.
+#![forbid(unsafe_code)]
