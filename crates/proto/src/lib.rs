@@ -3,4 +3,15 @@
 //! Every protocol decision lives here; the async crates only move bytes and wait.
 #![forbid(unsafe_code)]
 
+pub mod advert;
+pub mod crypter;
+pub mod digits;
+pub mod domain;
+mod error;
+pub mod handshake;
+pub mod kdf;
+pub mod keys;
+pub mod secret;
 pub mod tunnel;
+
+pub use error::Error;

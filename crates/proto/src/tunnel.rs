@@ -28,11 +28,17 @@ pub const CLIENT_PAYLOAD_HEADER: &str = "X-caBLE-Client-Payload";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TunnelError {
     /// The path is not one of the three tunnel endpoints.
-    #[error("not a tunnel path: expected /cable/new/<32 hex>, /cable/connect/<6 hex>/<32 hex> or /cable/contact/<base64url>")]
+    #[error(
+        "not a tunnel path: expected /cable/new/<32 hex>, /cable/connect/<6 hex>/<32 hex> or /cable/contact/<base64url>"
+    )]
     UnknownPath,
     /// An ID has the wrong number of characters.
     #[error("{what} must be {expected} hex characters, got {got}")]
-    BadLength { what: &'static str, expected: usize, got: usize },
+    BadLength {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
     /// An ID contains something other than hex digits.
     #[error("{what} must contain only hex digits")]
     NotHex { what: &'static str },
@@ -43,7 +49,11 @@ pub enum TunnelError {
 
 fn decode_hex<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], TunnelError> {
     if s.len() != 2 * N {
-        return Err(TunnelError::BadLength { what, expected: 2 * N, got: s.len() });
+        return Err(TunnelError::BadLength {
+            what,
+            expected: 2 * N,
+            got: s.len(),
+        });
     }
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).map_err(|_| TunnelError::NotHex { what })?;
@@ -107,7 +117,10 @@ pub enum TunnelPath {
     /// `/cable/new/<tunnel id>`: the phone opens a tunnel and waits.
     New { tunnel_id: TunnelId },
     /// `/cable/connect/<routing id>/<tunnel id>`: the laptop (or, linked, the phone) joins.
-    Connect { routing_id: RoutingId, tunnel_id: TunnelId },
+    Connect {
+        routing_id: RoutingId,
+        tunnel_id: TunnelId,
+    },
     /// `/cable/contact/<contact id>`: the laptop asks the server to wake a linked phone.
     Contact { contact_id: Vec<u8> },
 }
@@ -122,12 +135,16 @@ impl TunnelPath {
     /// assert!(TunnelPath::parse("/cable/new/68656C6C6F2C20776562617574686E21/").is_err());
     /// ```
     pub fn parse(path: &str) -> Result<Self, TunnelError> {
-        let rest = path.strip_prefix("/cable/").ok_or(TunnelError::UnknownPath)?;
+        let rest = path
+            .strip_prefix("/cable/")
+            .ok_or(TunnelError::UnknownPath)?;
         let mut parts = rest.split('/');
         let kind = parts.next().ok_or(TunnelError::UnknownPath)?;
         let args: Vec<&str> = parts.collect();
         match (kind, args.as_slice()) {
-            ("new", [tunnel]) => Ok(Self::New { tunnel_id: TunnelId::from_hex(tunnel)? }),
+            ("new", [tunnel]) => Ok(Self::New {
+                tunnel_id: TunnelId::from_hex(tunnel)?,
+            }),
             ("connect", [routing, tunnel]) => Ok(Self::Connect {
                 routing_id: RoutingId::from_hex(routing)?,
                 tunnel_id: TunnelId::from_hex(tunnel)?,
@@ -137,12 +154,15 @@ impl TunnelPath {
                 // and bound the length before allocating.
                 if contact.is_empty()
                     || contact.len() > MAX_CONTACT_ID_LEN.div_ceil(3) * 4
-                    || !contact.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    || !contact
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 {
                     return Err(TunnelError::BadContactId);
                 }
-                let contact_id =
-                    URL_SAFE_NO_PAD.decode(contact).map_err(|_| TunnelError::BadContactId)?;
+                let contact_id = URL_SAFE_NO_PAD
+                    .decode(contact)
+                    .map_err(|_| TunnelError::BadContactId)?;
                 if contact_id.is_empty() || contact_id.len() > MAX_CONTACT_ID_LEN {
                     return Err(TunnelError::BadContactId);
                 }
@@ -156,8 +176,15 @@ impl TunnelPath {
     pub fn to_path(&self) -> String {
         match self {
             Self::New { tunnel_id } => format!("/cable/new/{}", tunnel_id.to_hex()),
-            Self::Connect { routing_id, tunnel_id } => {
-                format!("/cable/connect/{}/{}", routing_id.to_hex(), tunnel_id.to_hex())
+            Self::Connect {
+                routing_id,
+                tunnel_id,
+            } => {
+                format!(
+                    "/cable/connect/{}/{}",
+                    routing_id.to_hex(),
+                    tunnel_id.to_hex()
+                )
             }
             Self::Contact { contact_id } => {
                 format!("/cable/contact/{}", URL_SAFE_NO_PAD.encode(contact_id))
@@ -196,7 +223,9 @@ mod tests {
         // Brief §10.7.
         assert_eq!(
             TunnelPath::parse(&format!("/cable/new/{HELLO}")).unwrap(),
-            TunnelPath::New { tunnel_id: TunnelId(*b"hello, webauthn!") }
+            TunnelPath::New {
+                tunnel_id: TunnelId(*b"hello, webauthn!")
+            }
         );
         assert_eq!(
             TunnelPath::parse(&format!("/cable/connect/616263/{HELLO}")).unwrap(),
@@ -246,7 +275,9 @@ mod tests {
 
     #[test]
     fn contact_ids_round_trip() {
-        let p = TunnelPath::Contact { contact_id: vec![0xfb, 0xff, 0x01] };
+        let p = TunnelPath::Contact {
+            contact_id: vec![0xfb, 0xff, 0x01],
+        };
         assert_eq!(p.to_path(), "/cable/contact/-_8B");
         assert_eq!(TunnelPath::parse(&p.to_path()).unwrap(), p);
         let too_long = URL_SAFE_NO_PAD.encode(vec![7u8; MAX_CONTACT_ID_LEN + 1]);
@@ -255,7 +286,10 @@ mod tests {
 
     #[test]
     fn urls_for_hosts_and_local_relays() {
-        let p = TunnelPath::Connect { routing_id: RoutingId([9, 10, 11]), tunnel_id: TunnelId([0; 16]) };
+        let p = TunnelPath::Connect {
+            routing_id: RoutingId([9, 10, 11]),
+            tunnel_id: TunnelId([0; 16]),
+        };
         assert_eq!(
             p.to_url("cable.ua5v.com"),
             "wss://cable.ua5v.com/cable/connect/090A0B/00000000000000000000000000000000"
@@ -268,7 +302,10 @@ mod tests {
 
     #[test]
     fn routing_id_header() {
-        assert_eq!(parse_routing_id_header(b"090a0B").unwrap(), RoutingId([9, 10, 11]));
+        assert_eq!(
+            parse_routing_id_header(b"090a0B").unwrap(),
+            RoutingId([9, 10, 11])
+        );
         assert!(parse_routing_id_header(b"090a0").is_err());
         assert!(parse_routing_id_header(b"\xff\xfe").is_err());
     }
