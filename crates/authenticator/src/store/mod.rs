@@ -1,5 +1,6 @@
 //! Where passkeys live: the [`CredentialStore`] trait the authenticator works against, and
-//! [`MemoryStore`], a volatile implementation for tests and demos.
+//! [`MemoryStore`], a volatile implementation for tests and demos, and [`FileStore`], the
+//! encrypted, PIN-protected file a real authenticator uses.
 //!
 //! The authenticator never writes to a store until a ceremony has completed (the user approved
 //! and the response was built), so a declined or failed request leaves the store untouched.
@@ -7,6 +8,13 @@
 use std::fmt;
 
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+mod file;
+mod format;
+mod kdf;
+
+pub use file::{CreateOptions, FileStore, PinVerifier};
+pub use kdf::{KdfParams, MAX_PIN_BYTES, MIN_PIN_CHARS};
 
 /// One passkey as the authenticator keeps it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -77,6 +85,10 @@ pub enum StoreError {
     /// A credential with that ID already exists.
     #[error("a passkey with that credential ID already exists")]
     Duplicate,
+    /// The PIN does not meet the policy (at least 4 characters); it was not counted as an
+    /// attempt.
+    #[error("PIN rejected: {reason}")]
+    PinPolicy { reason: String },
 }
 
 /// The authenticator's view of persistent storage.

@@ -1,0 +1,704 @@
+//! [`FileStore`]: passkeys in one encrypted file, unlocked with a PIN.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rand_core::{OsRng, RngCore};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::format::{self, Header, OpenError};
+use super::kdf::{KdfParams, check_pin_policy, derive_key};
+use super::{CredentialStore, StoreError, StoredCredential, insert_credential};
+
+/// Settings for a new store.
+#[derive(Clone, Copy, Debug)]
+pub struct CreateOptions {
+    /// Argon2id cost.
+    pub kdf: KdfParams,
+    /// Wrong PINs in a row before the store locks: 1 to 255. Default 8.
+    pub max_pin_attempts: u32,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        Self {
+            kdf: KdfParams::default(),
+            max_pin_attempts: 8,
+        }
+    }
+}
+
+/// A [`CredentialStore`] persisted in one encrypted file, unlocked with a PIN.
+///
+/// * **Encrypted at rest.** The body (every credential, with RP IDs, user names and private
+///   keys) is AES-256-GCM encrypted under a key derived from the PIN with Argon2id; the salt
+///   and cost parameters are in the header, which is the associated data. The file holds
+///   nothing readable but the header; the layout is documented in `store/format.rs`.
+/// * **Crash safe.** Every change writes a complete new file next to the old one
+///   (`<name>.tmp`, created with mode 0600), fsyncs it, renames it over the old one and fsyncs
+///   the directory. A crash at any point leaves either the old or the new file; a stale temp
+///   file is ignored and replaced by the next write.
+/// * **Limited PIN attempts.** The header counts wrong PINs. The count is written to disk
+///   *before* a PIN is tried and reset only after it proved right, so killing the process
+///   mid-attempt, or restarting it, never gives an attempt back. After
+///   [`max attempts`](CreateOptions::max_pin_attempts) wrong PINs in a row the store is locked
+///   for good ([`StoreError::Locked`]).
+///
+/// # Recovering from a lockout or a forgotten PIN
+///
+/// There is no backdoor: the PIN is the only way to the key. Delete the store file and create
+/// a new one; the passkeys in it are lost, so sign in to each site another way and register
+/// the phone again.
+///
+/// # Threat model
+///
+/// The attempt limit protects against someone guessing PINs through hybridge. Someone who can
+/// copy the file can guess offline at the Argon2id cost per guess, and someone who can write
+/// it can reset the counter; keep the file in a directory only you can read (the store
+/// creates missing parent directories with mode 0700). One process should use a store at a
+/// time.
+///
+/// # Example
+///
+/// ```
+/// use hybridge_authenticator::store::{CredentialStore, FileStore, KdfParams};
+/// # let dir = std::env::temp_dir().join(format!("hybridge-doc-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let path = dir.join("passkeys.hbk");
+/// // Tests and examples use tiny Argon2 parameters; real stores use `KdfParams::default()`.
+/// let store = FileStore::create(&path, "2468", KdfParams::insecure_for_tests())?;
+/// assert!(store.list()?.is_empty());
+/// drop(store);
+///
+/// let mut store = FileStore::open(&path, "2468")?;
+/// let verifier = store.pin_verifier(); // for the user agent; shares the attempt counter
+/// assert!(verifier.verify("1357").is_err());
+/// assert_eq!(store.remaining_attempts(), 7);
+/// store.verify_pin("2468")?;
+/// assert_eq!(store.remaining_attempts(), 8);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), hybridge_authenticator::store::StoreError>(())
+/// ```
+///
+/// Clones of its [`PinVerifier`] share its state, so a user agent can verify the PIN while the
+/// authenticator holds the store.
+pub struct FileStore {
+    shared: Arc<Mutex<Inner>>,
+}
+
+/// Verifies the PIN of an open [`FileStore`], sharing its attempt counter and lockout.
+///
+/// Cheap to clone; give one to the user agent.
+#[derive(Clone)]
+pub struct PinVerifier {
+    shared: Arc<Mutex<Inner>>,
+}
+
+struct Unlocked {
+    key: Zeroizing<[u8; 32]>,
+    credentials: Vec<StoredCredential>,
+}
+
+struct Inner {
+    path: PathBuf,
+    header: Header,
+    /// The body as last written, so the counter can be rewritten without the key.
+    ciphertext: Vec<u8>,
+    /// `None` once the store has locked: the key and the credentials are gone from memory.
+    unlocked: Option<Unlocked>,
+    #[cfg(test)]
+    fail_before_rename: bool,
+}
+
+fn io_error(path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn random<const N: usize>(path: &Path) -> Result<[u8; N], StoreError> {
+    let mut b = [0u8; N];
+    OsRng
+        .try_fill_bytes(&mut b)
+        .map_err(|e| io_error(path, io::Error::other(e.to_string())))?;
+    Ok(b)
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves the old or the new file.
+fn write_atomic(path: &Path, bytes: &[u8], fail_before_rename: bool) -> Result<(), StoreError> {
+    let tmp = temp_path(path);
+    // A stale temp file from a crash may have any mode; start afresh.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&tmp, e)),
+    }
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(&tmp, e));
+    }
+    if fail_before_rename {
+        // Test seam: the process "dies" here, leaving the temp file behind.
+        return Err(io_error(
+            path,
+            io::Error::other("injected crash before rename"),
+        ));
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(path, e));
+    }
+    let dir = parent_dir(path);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(format::MAX_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
+    if bytes.len() as u64 > format::MAX_FILE_LEN {
+        return Err(corrupt(path, "file is larger than any passkey store"));
+    }
+    Ok(bytes)
+}
+
+impl Inner {
+    fn write(&self, header: &Header, ciphertext: &[u8]) -> Result<(), StoreError> {
+        let bytes = format::serialize(header, ciphertext).map_err(|r| corrupt(&self.path, r))?;
+        #[cfg(test)]
+        let fail = self.fail_before_rename;
+        #[cfg(not(test))]
+        let fail = false;
+        write_atomic(&self.path, &bytes, fail)
+    }
+
+    /// Persists a new wrong-attempt count; memory follows only if the write succeeded.
+    fn set_failed_attempts(&mut self, n: u32) -> Result<(), StoreError> {
+        let mut header = self.header.clone();
+        header.failed_attempts = n;
+        self.write(&header, &self.ciphertext)?;
+        self.header = header;
+        Ok(())
+    }
+
+    fn unlocked(&self) -> Result<&Unlocked, StoreError> {
+        self.unlocked.as_ref().ok_or(StoreError::Locked)
+    }
+
+    fn remaining(&self) -> u32 {
+        if self.unlocked.is_none() {
+            return 0;
+        }
+        self.header
+            .max_attempts
+            .saturating_sub(self.header.failed_attempts)
+    }
+
+    fn verify_pin(&mut self, pin: &str) -> Result<(), StoreError> {
+        check_pin_policy(pin)?;
+        self.unlocked()?;
+        let failed = self.header.failed_attempts.saturating_add(1);
+        // Count the attempt on disk before trying the PIN.
+        self.set_failed_attempts(failed)?;
+        let derived = derive_key(pin, &self.header.salt, &self.header.kdf)
+            .map_err(|r| corrupt(&self.path, r))?;
+        let right = self
+            .unlocked()
+            .is_ok_and(|u| bool::from(derived.ct_eq(&*u.key)));
+        if right {
+            return self.set_failed_attempts(0);
+        }
+        let remaining = self.header.max_attempts.saturating_sub(failed);
+        if remaining == 0 {
+            self.unlocked = None;
+            return Err(StoreError::Locked);
+        }
+        Err(StoreError::WrongPin { remaining })
+    }
+
+    /// Applies `change` to a copy of the credentials, writes it with a fresh nonce, and only
+    /// then makes it the current state: after an error, disk and memory are unchanged.
+    fn mutate(
+        &mut self,
+        change: impl FnOnce(&mut Vec<StoredCredential>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let unlocked = self.unlocked()?;
+        let mut next = unlocked.credentials.clone();
+        change(&mut next)?;
+        let mut header = self.header.clone();
+        header.nonce = random(&self.path)?;
+        let ciphertext =
+            format::seal(&unlocked.key, &header, &next).map_err(|r| corrupt(&self.path, r))?;
+        self.write(&header, &ciphertext)?;
+        self.header = header;
+        self.ciphertext = ciphertext;
+        if let Some(u) = self.unlocked.as_mut() {
+            u.credentials = next;
+        }
+        Ok(())
+    }
+
+    fn index(&self, credential_id: &[u8]) -> Result<usize, StoreError> {
+        self.unlocked()?
+            .credentials
+            .iter()
+            .position(|c| c.credential_id == credential_id)
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+impl FileStore {
+    /// Creates a new, empty store at `path` protected by `pin`, allowing 8 wrong PINs.
+    /// Fails if a file already exists there. Missing parent directories are created (mode
+    /// 0700).
+    pub fn create(path: impl AsRef<Path>, pin: &str, kdf: KdfParams) -> Result<Self, StoreError> {
+        Self::create_with(
+            path,
+            pin,
+            CreateOptions {
+                kdf,
+                ..CreateOptions::default()
+            },
+        )
+    }
+
+    /// [`create`](Self::create) with all settings.
+    pub fn create_with(
+        path: impl AsRef<Path>,
+        pin: &str,
+        options: CreateOptions,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        check_pin_policy(pin)?;
+        if !(1..=format::MAX_ATTEMPTS_LIMIT).contains(&options.max_pin_attempts) {
+            return Err(io_error(
+                &path,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the PIN attempt limit must be between 1 and 255",
+                ),
+            ));
+        }
+        let dir = parent_dir(&path);
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| io_error(dir, e))?;
+        if fs::symlink_metadata(&path).is_ok() {
+            return Err(io_error(
+                &path,
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a file already exists there; open it, or delete it to start over",
+                ),
+            ));
+        }
+        let header = Header {
+            kdf: options.kdf,
+            salt: random(&path)?,
+            max_attempts: options.max_pin_attempts,
+            nonce: random(&path)?,
+            failed_attempts: 0,
+        };
+        let key = derive_key(pin, &header.salt, &header.kdf).map_err(|r| corrupt(&path, r))?;
+        let ciphertext = format::seal(&key, &header, &[]).map_err(|r| corrupt(&path, r))?;
+        let inner = Inner {
+            path,
+            header,
+            ciphertext,
+            unlocked: Some(Unlocked {
+                key,
+                credentials: Vec::new(),
+            }),
+            #[cfg(test)]
+            fail_before_rename: false,
+        };
+        inner.write(&inner.header, &inner.ciphertext)?;
+        Ok(Self::from_inner(inner))
+    }
+
+    /// Opens the store at `path` with `pin`.
+    ///
+    /// A wrong PIN is counted on disk before it is tried and returns
+    /// [`StoreError::WrongPin`] with the attempts left, or [`StoreError::Locked`] when none are.
+    /// A damaged file returns [`StoreError::Corrupt`] and is left as it is. A PIN shorter than
+    /// the policy allows is rejected with [`StoreError::PinPolicy`] without counting.
+    pub fn open(path: impl AsRef<Path>, pin: &str) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        check_pin_policy(pin)?;
+        let bytes = read_file(&path)?;
+        let (header, ciphertext) = format::parse(&bytes).map_err(|r| corrupt(&path, r))?;
+        if header.failed_attempts >= header.max_attempts {
+            return Err(StoreError::Locked);
+        }
+        let mut inner = Inner {
+            path,
+            header,
+            ciphertext: ciphertext.to_vec(),
+            unlocked: None,
+            #[cfg(test)]
+            fail_before_rename: false,
+        };
+        let failed = inner.header.failed_attempts + 1;
+        inner.set_failed_attempts(failed)?;
+        let key = derive_key(pin, &inner.header.salt, &inner.header.kdf)
+            .map_err(|r| corrupt(&inner.path, r))?;
+        match format::open(&key, &inner.header, &inner.ciphertext) {
+            Ok(credentials) => {
+                inner.set_failed_attempts(0)?;
+                inner.unlocked = Some(Unlocked { key, credentials });
+                Ok(Self::from_inner(inner))
+            }
+            Err(OpenError::Authentication) => {
+                match inner.header.max_attempts.saturating_sub(failed) {
+                    0 => Err(StoreError::Locked),
+                    remaining => Err(StoreError::WrongPin { remaining }),
+                }
+            }
+            Err(OpenError::Malformed(reason)) => {
+                // The PIN was right (the body authenticated), so it does not count.
+                inner.set_failed_attempts(0)?;
+                Err(corrupt(&inner.path, reason))
+            }
+        }
+    }
+
+    fn from_inner(inner: Inner) -> Self {
+        Self {
+            shared: Arc::new(Mutex::new(inner)),
+        }
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.shared)
+    }
+
+    /// A handle that verifies this store's PIN with the same counter and lockout.
+    pub fn pin_verifier(&self) -> PinVerifier {
+        PinVerifier {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Verifies the PIN, for user verification during a ceremony: Argon2id is run again and
+    /// the result compared with the store key in constant time. Wrong PINs count as for
+    /// [`open`](Self::open); at the limit the store locks and every later call fails with
+    /// [`StoreError::Locked`].
+    pub fn verify_pin(&mut self, pin: &str) -> Result<(), StoreError> {
+        self.inner().verify_pin(pin)
+    }
+
+    /// Changes the PIN after verifying the old one: new salt, new key, body re-encrypted.
+    pub fn change_pin(&mut self, old_pin: &str, new_pin: &str) -> Result<(), StoreError> {
+        check_pin_policy(new_pin)?;
+        let mut inner = self.inner();
+        inner.verify_pin(old_pin)?;
+        let mut header = inner.header.clone();
+        header.salt = random(&inner.path)?;
+        header.nonce = random(&inner.path)?;
+        let key =
+            derive_key(new_pin, &header.salt, &header.kdf).map_err(|r| corrupt(&inner.path, r))?;
+        let ciphertext = format::seal(&key, &header, &inner.unlocked()?.credentials)
+            .map_err(|r| corrupt(&inner.path, r))?;
+        inner.write(&header, &ciphertext)?;
+        inner.header = header;
+        inner.ciphertext = ciphertext;
+        if let Some(u) = inner.unlocked.as_mut() {
+            u.key = key;
+        }
+        Ok(())
+    }
+
+    /// Wrong PINs still allowed before the store locks; 0 once locked.
+    pub fn remaining_attempts(&self) -> u32 {
+        self.inner().remaining()
+    }
+
+    /// Whether the store has locked since it was opened.
+    pub fn is_locked(&self) -> bool {
+        self.inner().unlocked.is_none()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> PathBuf {
+        self.inner().path.clone()
+    }
+
+    #[cfg(test)]
+    fn set_fail_before_rename(&mut self, fail: bool) {
+        self.inner().fail_before_rename = fail;
+    }
+}
+
+fn lock(shared: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // Inner is only replaced field by field after a successful write, so it is consistent
+    // even if a holder panicked.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl PinVerifier {
+    /// See [`FileStore::verify_pin`].
+    pub fn verify(&self, pin: &str) -> Result<(), StoreError> {
+        lock(&self.shared).verify_pin(pin)
+    }
+
+    /// See [`FileStore::remaining_attempts`].
+    pub fn remaining_attempts(&self) -> u32 {
+        lock(&self.shared).remaining()
+    }
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner();
+        f.debug_struct("FileStore")
+            .field("path", &inner.path)
+            .field("locked", &inner.unlocked.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for PinVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PinVerifier").finish_non_exhaustive()
+    }
+}
+
+impl CredentialStore for FileStore {
+    fn credentials_for_rp(&self, rp_id: &str) -> Result<Vec<StoredCredential>, StoreError> {
+        let inner = self.inner();
+        let mut found: Vec<_> = inner
+            .unlocked()?
+            .credentials
+            .iter()
+            .filter(|c| c.rp_id == rp_id)
+            .cloned()
+            .collect();
+        found.sort_by_key(|c| std::cmp::Reverse(c.created));
+        Ok(found)
+    }
+
+    fn credential(&self, credential_id: &[u8]) -> Result<Option<StoredCredential>, StoreError> {
+        let inner = self.inner();
+        Ok(inner
+            .unlocked()?
+            .credentials
+            .iter()
+            .find(|c| c.credential_id == credential_id)
+            .cloned())
+    }
+
+    fn insert(&mut self, credential: StoredCredential) -> Result<(), StoreError> {
+        self.inner()
+            .mutate(|creds| insert_credential(creds, credential))
+    }
+
+    fn record_use(
+        &mut self,
+        credential_id: &[u8],
+        sign_count: u32,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        let i = inner.index(credential_id)?;
+        inner.mutate(|creds| {
+            creds[i].sign_count = sign_count;
+            creds[i].last_used = Some(now);
+            Ok(())
+        })
+    }
+
+    fn list(&self) -> Result<Vec<StoredCredential>, StoreError> {
+        Ok(self.inner().unlocked()?.credentials.clone())
+    }
+
+    fn rename(&mut self, credential_id: &[u8], display_name: &str) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        let i = inner.index(credential_id)?;
+        inner.mutate(|creds| {
+            creds[i].user_display_name = Some(display_name.to_owned());
+            Ok(())
+        })
+    }
+
+    fn delete(&mut self, credential_id: &[u8]) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        let i = inner.index(credential_id)?;
+        inner.mutate(|creds| {
+            creds.remove(i);
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("hybridge-store-unit-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn credential(id: u8, rp: &str) -> StoredCredential {
+        StoredCredential {
+            credential_id: vec![id; 16],
+            rp_id: rp.into(),
+            rp_name: None,
+            user_handle: vec![id],
+            user_name: Some(format!("user{id}")),
+            user_display_name: None,
+            private_key: [id; 32],
+            discoverable: true,
+            sign_count: 0,
+            cred_random_uv: [0; 32],
+            cred_random_no_uv: [0; 32],
+            created: u64::from(id),
+            last_used: None,
+        }
+    }
+
+    fn ids(store: &FileStore) -> Vec<Vec<u8>> {
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .map(|c| c.credential_id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn crash_before_rename_keeps_old_contents() {
+        let dir = TempDir::new("crash");
+        let path = dir.0.join("store");
+        let mut store = FileStore::create(&path, "1234", KdfParams::insecure_for_tests()).unwrap();
+        store.insert(credential(1, "a.example")).unwrap();
+        let before = fs::read(&path).unwrap();
+
+        store.set_fail_before_rename(true);
+        assert!(matches!(
+            store.insert(credential(2, "b.example")),
+            Err(StoreError::Io { .. })
+        ));
+        assert!(matches!(store.delete(&[1; 16]), Err(StoreError::Io { .. })));
+        // The failed writes changed neither the file nor the open store.
+        assert_eq!(fs::read(&path).unwrap(), before);
+        assert!(temp_path(&path).exists(), "the 'crash' left its temp file");
+        assert_eq!(ids(&store), vec![vec![1; 16]]);
+        // A wrong PIN whose counter cannot be written is not tried at all.
+        assert!(matches!(
+            store.verify_pin("9999"),
+            Err(StoreError::Io { .. })
+        ));
+        assert_eq!(store.remaining_attempts(), 8);
+        drop(store);
+
+        // After the "crash", the store opens with the old contents and writes again.
+        let mut store = FileStore::open(&path, "1234").unwrap();
+        assert_eq!(ids(&store), vec![vec![1; 16]]);
+        store.insert(credential(2, "b.example")).unwrap();
+        assert!(!temp_path(&path).exists());
+        drop(store);
+        let store = FileStore::open(&path, "1234").unwrap();
+        assert_eq!(ids(&store), vec![vec![1; 16], vec![2; 16]]);
+    }
+
+    #[test]
+    fn verifier_shares_the_counter_and_lockout() {
+        let dir = TempDir::new("verifier");
+        let path = dir.0.join("store");
+        let options = CreateOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            max_pin_attempts: 3,
+        };
+        let mut store = FileStore::create_with(&path, "1234", options).unwrap();
+        store.insert(credential(1, "a.example")).unwrap();
+        let verifier = store.pin_verifier();
+        assert!(matches!(
+            verifier.verify("0000"),
+            Err(StoreError::WrongPin { remaining: 2 })
+        ));
+        assert!(matches!(
+            store.verify_pin("0001"),
+            Err(StoreError::WrongPin { remaining: 1 })
+        ));
+        assert_eq!(verifier.remaining_attempts(), 1);
+        verifier.verify("1234").unwrap();
+        assert_eq!(store.remaining_attempts(), 3);
+        assert!(matches!(
+            verifier.verify("123"),
+            Err(StoreError::PinPolicy { .. })
+        ));
+        assert_eq!(store.remaining_attempts(), 3);
+        for _ in 0..2 {
+            assert!(matches!(
+                verifier.verify("0000"),
+                Err(StoreError::WrongPin { .. })
+            ));
+        }
+        assert!(matches!(verifier.verify("0000"), Err(StoreError::Locked)));
+        // Locked: the key and credentials are gone, even the right PIN no longer helps.
+        assert!(store.is_locked());
+        assert!(matches!(store.list(), Err(StoreError::Locked)));
+        assert!(matches!(
+            store.insert(credential(2, "b.example")),
+            Err(StoreError::Locked)
+        ));
+        assert!(matches!(store.verify_pin("1234"), Err(StoreError::Locked)));
+        assert!(matches!(
+            FileStore::open(&path, "1234"),
+            Err(StoreError::Locked)
+        ));
+    }
+}
