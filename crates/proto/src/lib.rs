@@ -8,9 +8,12 @@ pub mod crypter;
 pub mod digits;
 pub mod domain;
 mod error;
+pub mod frame;
 pub mod handshake;
 pub mod kdf;
 pub mod keys;
+pub mod linking;
+pub mod qr;
 pub mod secret;
 pub mod tunnel;
 
