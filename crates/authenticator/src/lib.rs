@@ -1,5 +1,7 @@
 //! A software passkey authenticator, and the phone side of a hybrid session.
 #![forbid(unsafe_code)]
 
+pub mod scripted;
 pub mod store;
+pub mod terminal;
 pub mod user;
