@@ -15,6 +15,7 @@ pub mod keys;
 pub mod linking;
 pub mod qr;
 pub mod secret;
+pub mod session;
 pub mod tunnel;
 
 pub use error::Error;
