@@ -2,4 +2,5 @@
 //! the tunnel and the handshake.
 #![forbid(unsafe_code)]
 
+pub mod render;
 pub mod webauthn;
