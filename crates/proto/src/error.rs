@@ -41,7 +41,12 @@ pub enum Error {
     UnknownDomain(u16),
     /// A Noise handshake message has the wrong length.
     #[error("handshake message must be {expected} bytes, got {got}")]
-    HandshakeLength { expected: usize, got: usize },
+    HandshakeLength {
+        /// The required length (81).
+        expected: usize,
+        /// The length received.
+        got: usize,
+    },
     /// The Noise handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(&'static str),

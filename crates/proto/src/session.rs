@@ -310,7 +310,9 @@ impl LaptopLinked {
 pub enum LaptopEvent {
     /// The post-handshake message: getInfo, features, and the revision the phone speaks.
     PostHandshake {
+        /// The message.
         message: PostHandshake,
+        /// Revision 0 if it was padded CBOR, else 1.
         revision: ProtocolRevision,
     },
     /// Linking data whose signature verified; store it (keyed by the phone's public key) to

@@ -35,13 +35,19 @@ pub enum TunnelError {
     /// An ID has the wrong number of characters.
     #[error("{what} must be {expected} hex characters, got {got}")]
     BadLength {
+        /// Which ID.
         what: &'static str,
+        /// The required number of characters.
         expected: usize,
+        /// The number received.
         got: usize,
     },
     /// An ID contains something other than hex digits.
     #[error("{what} must contain only hex digits")]
-    NotHex { what: &'static str },
+    NotHex {
+        /// Which ID.
+        what: &'static str,
+    },
     /// The contact ID is not unpadded base64url, is empty, or is too long.
     #[error("contact ID must be 1 to {MAX_CONTACT_ID_LEN} bytes of unpadded base64url")]
     BadContactId,
@@ -115,14 +121,22 @@ impl fmt::Display for RoutingId {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum TunnelPath {
     /// `/cable/new/<tunnel id>`: the phone opens a tunnel and waits.
-    New { tunnel_id: TunnelId },
+    New {
+        /// The tunnel to open.
+        tunnel_id: TunnelId,
+    },
     /// `/cable/connect/<routing id>/<tunnel id>`: the laptop (or, linked, the phone) joins.
     Connect {
+        /// Which backend holds the tunnel.
         routing_id: RoutingId,
+        /// The tunnel to join.
         tunnel_id: TunnelId,
     },
     /// `/cable/contact/<contact id>`: the laptop asks the server to wake a linked phone.
-    Contact { contact_id: Vec<u8> },
+    Contact {
+        /// The phone's contact ID from linking data.
+        contact_id: Vec<u8>,
+    },
 }
 
 impl TunnelPath {
