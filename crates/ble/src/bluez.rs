@@ -1,0 +1,429 @@
+//! Real Bluetooth through BlueZ: a btleplug scanner and a bluer advertiser (Linux only).
+//!
+//! Both talk to `bluetoothd` over the system D-Bus, through the `dbus` crate with libdbus
+//! vendored, so building needs a C compiler but no `libdbus-1-dev`.
+//!
+//! Connecting to D-Bus is a blocking call inside both libraries. It runs on a helper thread
+//! and is bounded by the caller's timeout, so a missing or wedged D-Bus gives
+//! [`Error::BluezUnavailable`] instead of a hang. (When D-Bus never answers, the helper thread
+//! itself ends only when libdbus gives up, about 25 s later.)
+
+use std::time::Duration;
+
+#[cfg(target_os = "linux")]
+pub use linux::{BluezAdvertiser, BtleplugScanner};
+#[cfg(not(target_os = "linux"))]
+pub use other::{BluezAdvertiser, BtleplugScanner};
+
+/// Limit on each D-Bus call once connected (start/stop discovery, register an advert, read a
+/// device's properties).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The lower 96 bits of the Bluetooth base UUID `0000xxxx-0000-1000-8000-00805f9b34fb`.
+const BASE_UUID_LOW: u128 = 0x0000_1000_8000_0080_5f9b_34fb;
+
+/// The full 128-bit UUID of a 16-bit Bluetooth UUID.
+pub fn uuid128(uuid16: u16) -> u128 {
+    (u128::from(uuid16) << 96) | BASE_UUID_LOW
+}
+
+/// The 16-bit form of a 128-bit UUID, if it is built on the Bluetooth base UUID.
+pub fn uuid16(uuid: u128) -> Option<u16> {
+    if uuid & ((1u128 << 96) - 1) != BASE_UUID_LOW || uuid >> 112 != 0 {
+        return None;
+    }
+    u16::try_from(uuid >> 96).ok()
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use btleplug::api::{Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
+    use btleplug::platform::{Adapter, Manager, PeripheralId};
+    use futures_util::StreamExt as _;
+    use tokio::sync::oneshot;
+
+    use super::{OPERATION_TIMEOUT, uuid16, uuid128};
+    use crate::scan::{Delivery, STOP_TIMEOUT, ScanSink};
+    use crate::udp::check_len;
+    use crate::{
+        Advertisement, Advertiser, AdvertisingHandle, BoxFuture, DEFAULT_SCAN_CAPACITY, Error,
+        Scan, Scanner,
+    };
+
+    fn unavailable(e: impl std::fmt::Display) -> Error {
+        Error::BluezUnavailable {
+            detail: e.to_string(),
+        }
+    }
+
+    /// Runs `connect` (which makes blocking D-Bus calls) on a helper thread, bounded by
+    /// `timeout`. The futures it starts with `tokio::spawn` run on the caller's runtime.
+    async fn connect_off_thread<T, F, Fut>(timeout: Duration, connect: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let runtime = tokio::runtime::Handle::current();
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("hybridge-dbus-connect".into())
+            .spawn(move || {
+                let _ = tx.send(runtime.block_on(connect()));
+            })
+            .map_err(|e| unavailable(format!("cannot start the D-Bus connect thread: {e}")))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(unavailable("the D-Bus connect thread failed")),
+            Err(_) => Err(unavailable(format!(
+                "no answer from the system D-Bus / BlueZ within {timeout:?}"
+            ))),
+        }
+    }
+
+    async fn bounded<T, E: std::fmt::Display>(
+        operation: &'static str,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(OPERATION_TIMEOUT, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Error::Bluetooth {
+                operation,
+                detail: e.to_string(),
+            }),
+            Err(_) => Err(Error::Bluetooth {
+                operation,
+                detail: format!("BlueZ did not answer within {OPERATION_TIMEOUT:?}"),
+            }),
+        }
+    }
+
+    /// Scans with btleplug on a BlueZ adapter.
+    ///
+    /// The scan is unfiltered (BlueZ returns nothing at all when given a service-UUID filter)
+    /// with duplicate reporting on; service data under the wanted UUIDs is picked out here.
+    /// Devices BlueZ already knows when the scan starts are reported from its cache, so an
+    /// advert that appeared before the scan is not missed.
+    #[derive(Clone, Debug)]
+    pub struct BtleplugScanner {
+        adapter: Adapter,
+        name: String,
+        capacity: usize,
+    }
+
+    impl BtleplugScanner {
+        /// Connects to BlueZ and picks the adapter named `adapter` (e.g. `hci0`) or the first.
+        ///
+        /// # Errors
+        /// [`Error::BluezUnavailable`] if D-Bus or bluetoothd cannot be reached within
+        /// `timeout`; [`Error::NoAdapter`] if BlueZ has no (such) adapter.
+        pub async fn open(adapter: Option<&str>, timeout: Duration) -> Result<Self, Error> {
+            let wanted = adapter.map(str::to_owned);
+            connect_off_thread(timeout, move || async move {
+                let manager = Manager::new().await.map_err(unavailable)?;
+                let adapters = manager.adapters().await.map_err(unavailable)?;
+                for adapter in adapters {
+                    // adapter_info is "hci0 (usb:v1D6Bp0246d0537)".
+                    let info = adapter.adapter_info().await.map_err(unavailable)?;
+                    let name = info
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if wanted.as_deref().is_none_or(|w| w == name) {
+                        tracing::debug!(adapter = %info, "btleplug scanner ready");
+                        return Ok(BtleplugScanner {
+                            adapter,
+                            name,
+                            capacity: DEFAULT_SCAN_CAPACITY,
+                        });
+                    }
+                }
+                Err(Error::NoAdapter { wanted })
+            })
+            .await
+        }
+
+        /// The adapter's name, e.g. `hci0`.
+        pub fn adapter_name(&self) -> &str {
+            &self.name
+        }
+
+        /// Sets how many advertisements a scan buffers (at least 1).
+        pub fn with_capacity(mut self, capacity: usize) -> Self {
+            self.capacity = capacity.max(1);
+            self
+        }
+
+        async fn start(&self, uuids: Vec<u16>) -> Result<Scan, Error> {
+            let adapter = self.adapter.clone();
+            // Subscribe first so nothing between start_scan and the subscription is lost.
+            let mut events = bounded("subscribe to BlueZ events", adapter.events()).await?;
+            bounded("start scanning", adapter.start_scan(ScanFilter::default())).await?;
+            tracing::debug!(adapter = %self.name, "BlueZ scan started");
+            let name = self.name.clone();
+            Ok(Scan::spawn(
+                "bluez",
+                &uuids,
+                self.capacity,
+                move |sink, mut stop| async move {
+                    let result = loop {
+                        let event = tokio::select! {
+                            biased;
+                            _ = &mut stop => break Ok(()),
+                            e = events.next() => e,
+                        };
+                        let Some(event) = event else {
+                            break Err(Error::Bluetooth {
+                                operation: "scan",
+                                detail: "BlueZ stopped sending events (did bluetoothd exit?)"
+                                    .into(),
+                            });
+                        };
+                        if handle_event(&adapter, &sink, event).await == Delivery::Closed
+                            || sink.is_closed()
+                        {
+                            break Ok(());
+                        }
+                    };
+                    match tokio::time::timeout(STOP_TIMEOUT, adapter.stop_scan()).await {
+                        Ok(Ok(())) => tracing::debug!(adapter = %name, "BlueZ scan stopped"),
+                        Ok(Err(e)) => tracing::debug!(adapter = %name, error = %e, "stop scan"),
+                        Err(_) => tracing::debug!(adapter = %name, "stop scan timed out"),
+                    }
+                    result
+                },
+            ))
+        }
+    }
+
+    /// Delivers the service data an event carries or points at.
+    async fn handle_event(adapter: &Adapter, sink: &ScanSink, event: CentralEvent) -> Delivery {
+        match event {
+            CentralEvent::ServiceDataAdvertisement { id, service_data } => {
+                deliver_all(sink, service_data, None, &id.to_string())
+            }
+            // A device (re)appeared or was heard again: read the service data BlueZ holds for
+            // it. This is what reports adverts already cached when the scan started, and
+            // repeats whose content did not change (BlueZ signals only changes).
+            CentralEvent::DeviceDiscovered(id)
+            | CentralEvent::DeviceUpdated(id)
+            | CentralEvent::RssiUpdate { id, .. } => match properties(adapter, &id).await {
+                Some(props) => deliver_all(
+                    sink,
+                    props.service_data,
+                    props.rssi,
+                    &props.address.to_string(),
+                ),
+                None => Delivery::Filtered,
+            },
+            _ => Delivery::Filtered,
+        }
+    }
+
+    async fn properties(
+        adapter: &Adapter,
+        id: &PeripheralId,
+    ) -> Option<btleplug::api::PeripheralProperties> {
+        let read = async {
+            let peripheral = adapter.peripheral(id).await.ok()?;
+            peripheral.properties().await.ok().flatten()
+        };
+        tokio::time::timeout(OPERATION_TIMEOUT, read)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn deliver_all(
+        sink: &ScanSink,
+        service_data: impl IntoIterator<Item = (uuid::Uuid, Vec<u8>)>,
+        rssi: Option<i16>,
+        address: &str,
+    ) -> Delivery {
+        let mut outcome = Delivery::Filtered;
+        for (uuid, data) in service_data {
+            let Some(uuid16) = uuid16(uuid.as_u128()) else {
+                continue;
+            };
+            if !sink.wants(uuid16) {
+                continue;
+            }
+            let mut adv = Advertisement::new(uuid16, data);
+            adv.rssi = rssi;
+            adv.address = Some(address.to_owned());
+            outcome = sink.deliver(adv);
+            if outcome == Delivery::Closed {
+                break;
+            }
+        }
+        outcome
+    }
+
+    impl Scanner for BtleplugScanner {
+        fn scan<'a>(&'a self, uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
+            Box::pin(self.start(uuids.to_vec()))
+        }
+    }
+
+    /// Advertises through BlueZ's LE advertising manager with bluer.
+    ///
+    /// The advert is what Chrome on Android sends (brief §4.1): non-connectable, the UUID in
+    /// the service-UUID list and as service data, no device name, no TX power.
+    #[derive(Clone, Debug)]
+    pub struct BluezAdvertiser {
+        session: bluer::Session,
+        adapter: bluer::Adapter,
+    }
+
+    impl BluezAdvertiser {
+        /// Connects to BlueZ and picks the adapter named `adapter` (e.g. `hci0`) or the first.
+        ///
+        /// # Errors
+        /// [`Error::BluezUnavailable`] if D-Bus or bluetoothd cannot be reached within
+        /// `timeout`; [`Error::NoAdapter`] if BlueZ has no (such) adapter.
+        pub async fn open(adapter: Option<&str>, timeout: Duration) -> Result<Self, Error> {
+            let wanted = adapter.map(str::to_owned);
+            connect_off_thread(timeout, move || async move {
+                let session = bluer::Session::new().await.map_err(unavailable)?;
+                let names = session.adapter_names().await.map_err(unavailable)?;
+                let name = match &wanted {
+                    None => names.into_iter().next(),
+                    Some(w) => names.into_iter().find(|n| n == w),
+                };
+                let Some(name) = name else {
+                    return Err(Error::NoAdapter { wanted });
+                };
+                let adapter = session.adapter(&name).map_err(unavailable)?;
+                tracing::debug!(adapter = %name, "BlueZ advertiser ready");
+                Ok(BluezAdvertiser { session, adapter })
+            })
+            .await
+        }
+
+        /// The adapter's name, e.g. `hci0`.
+        pub fn adapter_name(&self) -> &str {
+            self.adapter.name()
+        }
+
+        async fn start(
+            &self,
+            uuid16: u16,
+            service_data: &[u8],
+        ) -> Result<AdvertisingHandle, Error> {
+            check_len(service_data)?;
+            let name = self.adapter.name().to_owned();
+            if !bounded("read adapter state", self.adapter.is_powered()).await? {
+                return Err(Error::Bluetooth {
+                    operation: "advertise",
+                    detail: format!(
+                        "adapter {name} is powered off; turn it on with `bluetoothctl power on`"
+                    ),
+                });
+            }
+            let uuid = uuid::Uuid::from_u128(uuid128(uuid16));
+            let advert = bluer::adv::Advertisement {
+                // Broadcast = non-connectable. No local name, no TX power (empty includes).
+                advertisement_type: bluer::adv::Type::Broadcast,
+                service_uuids: [uuid].into(),
+                service_data: [(uuid, service_data.to_vec())].into(),
+                ..Default::default()
+            };
+            let registered =
+                bounded("register advertisement", self.adapter.advertise(advert)).await?;
+            tracing::debug!(adapter = %name, uuid16, "BlueZ advertising started");
+            let session = self.session.clone();
+            Ok(AdvertisingHandle::spawn(
+                "bluez",
+                move |stop, sent| async move {
+                    sent.add();
+                    // Advertising lasts as long as `registered` lives; dropping it unregisters.
+                    let _ = stop.await;
+                    drop(registered);
+                    drop(session);
+                    tracing::debug!(adapter = %name, "BlueZ advertising stopped");
+                    Ok(())
+                },
+            ))
+        }
+    }
+
+    impl Advertiser for BluezAdvertiser {
+        fn advertise<'a>(
+            &'a self,
+            uuid16: u16,
+            service_data: &'a [u8],
+        ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>> {
+            Box::pin(self.start(uuid16, service_data))
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod other {
+    use std::time::Duration;
+
+    use crate::{Advertiser, AdvertisingHandle, BoxFuture, Error, Scan, Scanner};
+
+    /// BlueZ scanner: Linux only. Elsewhere [`open`](Self::open) fails with
+    /// [`Error::Unsupported`].
+    #[derive(Clone, Debug)]
+    pub struct BtleplugScanner {
+        _private: (),
+    }
+
+    impl BtleplugScanner {
+        /// Always [`Error::Unsupported`] off Linux.
+        pub async fn open(_adapter: Option<&str>, _timeout: Duration) -> Result<Self, Error> {
+            Err(Error::Unsupported("BlueZ"))
+        }
+    }
+
+    impl Scanner for BtleplugScanner {
+        fn scan<'a>(&'a self, _uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
+            Box::pin(async { Err(Error::Unsupported("BlueZ")) })
+        }
+    }
+
+    /// BlueZ advertiser: Linux only. Elsewhere [`open`](Self::open) fails with
+    /// [`Error::Unsupported`].
+    #[derive(Clone, Debug)]
+    pub struct BluezAdvertiser {
+        _private: (),
+    }
+
+    impl BluezAdvertiser {
+        /// Always [`Error::Unsupported`] off Linux.
+        pub async fn open(_adapter: Option<&str>, _timeout: Duration) -> Result<Self, Error> {
+            Err(Error::Unsupported("BlueZ"))
+        }
+    }
+
+    impl Advertiser for BluezAdvertiser {
+        fn advertise<'a>(
+            &'a self,
+            _uuid16: u16,
+            _service_data: &'a [u8],
+        ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>> {
+            Box::pin(async { Err(Error::Unsupported("BlueZ")) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_conversions() {
+        assert_eq!(uuid128(0xfff9), 0x0000fff9_0000_1000_8000_00805f9b34fb);
+        assert_eq!(uuid16(0x0000fde2_0000_1000_8000_00805f9b34fb), Some(0xfde2));
+        assert_eq!(uuid16(uuid128(0x1234)), Some(0x1234));
+        // 32-bit and non-base UUIDs are not 16-bit UUIDs.
+        assert_eq!(uuid16(0x0001fff9_0000_1000_8000_00805f9b34fb), None);
+        assert_eq!(uuid16(0x0000fff9_0000_1000_8000_00805f9b34fc), None);
+    }
+}
