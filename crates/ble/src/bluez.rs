@@ -5,7 +5,7 @@
 //!
 //! Connecting to D-Bus is a blocking call inside both libraries. It runs on a helper thread
 //! and is bounded by the caller's timeout, so a missing or wedged D-Bus gives
-//! [`Error::BluezUnavailable`] instead of a hang. (When D-Bus never answers, the helper thread
+//! [`Error::BluezUnavailable`](crate::Error::BluezUnavailable) instead of a hang. (When D-Bus never answers, the helper thread
 //! itself ends only when libdbus gives up, about 25 s later.)
 
 use std::time::Duration;
@@ -189,7 +189,9 @@ mod linux {
                             break Ok(());
                         }
                     };
-                    match tokio::time::timeout(STOP_TIMEOUT, adapter.stop_scan()).await {
+                    // Shorter than STOP_TIMEOUT, which bounds this whole task in `Scan::stop`.
+                    let limit = STOP_TIMEOUT / 2;
+                    match tokio::time::timeout(limit, adapter.stop_scan()).await {
                         Ok(Ok(())) => tracing::debug!(adapter = %name, "BlueZ scan stopped"),
                         Ok(Err(e)) => tracing::debug!(adapter = %name, error = %e, "stop scan"),
                         Err(_) => tracing::debug!(adapter = %name, "stop scan timed out"),

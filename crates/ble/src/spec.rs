@@ -144,12 +144,13 @@ impl FromStr for RadioSpec {
         };
         match (kind, arg) {
             ("bluez", adapter) => {
-                if let Some(name) = adapter
-                    && (name.is_empty()
-                        || !name
+                let valid_name = |name: &str| {
+                    !name.is_empty()
+                        && name
                             .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-                {
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                };
+                if let Some(name) = adapter.filter(|n| !valid_name(n)) {
                     return Err(invalid(format!(
                         "{name:?} is not an adapter name like hci0"
                     )));
