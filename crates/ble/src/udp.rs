@@ -24,6 +24,12 @@
 //! repeats its advert. The target may be unicast or broadcast: IPv4 advertiser sockets have
 //! `SO_BROADCAST` set. The scanner binds an address and treats each datagram received there as
 //! one advertisement.
+//!
+//! With [`RadioSpec`](crate::RadioSpec) one `udp:ADDR:PORT` serves both sides: the phone
+//! sends to `ADDR:PORT` and the laptop binds it. That works for a unicast address of the
+//! laptop (`udp:10.0.0.1:4500`), for loopback, and for a subnet broadcast address
+//! (`udp:10.0.0.255:4500`; Linux lets a socket bind a broadcast address and receive what is
+//! sent to it). For `255.255.255.255` the scanner binds `0.0.0.0:PORT`; `bind=` overrides.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
