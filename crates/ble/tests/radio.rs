@@ -54,6 +54,29 @@ async fn udp_round_trip_delivers_repeats() {
 }
 
 #[tokio::test]
+async fn udp_ipv6_round_trip() {
+    let Ok(mut scan) = UdpScanner::new("[::1]:0".parse().unwrap())
+        .scan(&CABLE_UUIDS)
+        .await
+    else {
+        eprintln!("no IPv6 loopback: skipping");
+        return;
+    };
+    let addr = scan.local_addr().unwrap();
+    let spec: RadioSpec = format!("udp:{addr},interval=10ms").parse().unwrap();
+    let handle = spec
+        .advertiser()
+        .await
+        .unwrap()
+        .advertise(UUID_GOOGLE, &advert(9))
+        .await
+        .unwrap();
+    let adv = scan.next_timeout(WAIT).await.unwrap();
+    assert_eq!((adv.uuid16, adv.service_data), (UUID_GOOGLE, advert(9)));
+    handle.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn udp_accepts_both_cable_uuids_and_injected_text() {
     let (mut scan, addr) = udp_scan().await;
     let tool = UdpSocket::bind("127.0.0.1:0").await.unwrap();
