@@ -430,7 +430,7 @@ fn child_dbus_without_bluez() {
     if std::env::var_os("HYBRIDGE_BLE_CHILD").is_none() {
         return;
     }
-    child_runtime(assert_bluez_fails_cleanly(Duration::from_secs(3), true));
+    child_runtime(|| assert_bluez_fails_cleanly(Duration::from_secs(3), true));
 }
 
 /// Child of `bluez_with_unresponsive_dbus_times_out`: a socket that never answers.
@@ -440,18 +440,22 @@ fn child_unresponsive_dbus() {
     if std::env::var_os("HYBRIDGE_BLE_CHILD").is_none() {
         return;
     }
-    child_runtime(assert_bluez_fails_cleanly(Duration::from_secs(1), true));
+    child_runtime(|| assert_bluez_fails_cleanly(Duration::from_secs(1), true));
 }
 
-fn child_runtime(test: impl std::future::Future<Output = ()>) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(test);
-    // A connect still stuck inside libdbus must not keep the process alive.
-    runtime.shutdown_background();
+/// Runs `test` on both runtime flavours: the connect thread must work with either.
+fn child_runtime<F: std::future::Future<Output = ()>>(test: impl Fn() -> F) {
+    for multi_thread in [false, true] {
+        let mut builder = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        let runtime = builder.worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(test());
+        // A connect still stuck inside libdbus must not keep the process alive.
+        runtime.shutdown_background();
+    }
 }
 
 #[test]
