@@ -1,0 +1,101 @@
+//! Relay configuration: where to listen, who we are, and every limit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hybridge_proto::tunnel::RoutingId;
+
+/// Everything [`crate::Relay::bind`] needs. `Config::default()` listens on an ephemeral
+/// loopback port with the public defaults for every limit, which is what tests want.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address of the tunnel listener (`ws://` or, with `tls`, `wss://`).
+    pub listen: SocketAddr,
+    /// Separate listener for `/metrics`, `/healthz` and `/readyz`. When `None`, `/metrics`
+    /// is served on the tunnel listener instead (health endpoints are always served there).
+    pub metrics_listen: Option<SocketAddr>,
+    /// This instance's routing ID, sent in `X-caBLE-Routing-ID`; `/cable/connect` must
+    /// name it. In a cluster (issue 6) each node has its own.
+    pub routing_id: RoutingId,
+    /// PEM certificate chain and private key for built-in TLS; `None` for plain ws behind a
+    /// TLS-terminating proxy.
+    pub tls: Option<TlsFiles>,
+    pub limits: Limits,
+}
+
+/// PEM files for built-in TLS, re-read on [`crate::Relay::reload_tls`] (SIGHUP).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Every limit, with defaults a public deployment can live with.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// How long a phone on `/cable/new` waits for the laptop before it is closed (1008).
+    pub pairing_timeout: Duration,
+    /// Lifetime of a tunnel, counted from the phone's `/cable/new` (1008 when exceeded).
+    pub tunnel_ttl: Duration,
+    /// After pairing, the first message must flow within this time (1008), so a pair of
+    /// silent sockets cannot sit on a slot for the whole lifetime.
+    pub first_message_timeout: Duration,
+    /// Time allowed from TCP accept to a complete request head (including the TLS
+    /// handshake): a client that connects and sends nothing is dropped after this.
+    pub header_timeout: Duration,
+    /// Longest request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Time allowed to deliver a close frame and see the peer's end of the stream.
+    pub close_timeout: Duration,
+    /// Largest message in bytes (1009 when exceeded). Messages are streamed through frame
+    /// by frame, so this does not cost memory.
+    pub max_message_size: u64,
+    /// Most messages per tunnel, both directions together (1008 when exceeded); 0 = no limit.
+    pub max_messages: u64,
+    /// Most concurrent tunnels (waiting phones and paired), 503 beyond.
+    pub max_tunnels: usize,
+    /// Sustained new connections per second per client IP (IPv6: per /64); 0 disables.
+    pub rate_per_ip: f64,
+    /// Burst of connections a client IP may open at once.
+    pub rate_burst: u32,
+    /// Bytes queued per direction (and before the peer joins) before the relay stops
+    /// reading from the sender: backpressure instead of unbounded buffering.
+    pub queue_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            pairing_timeout: Duration::from_secs(60),
+            tunnel_ttl: Duration::from_secs(300),
+            first_message_timeout: Duration::from_secs(15),
+            header_timeout: Duration::from_secs(5),
+            max_header_bytes: 8 * 1024,
+            close_timeout: Duration::from_secs(2),
+            max_message_size: 1 << 20,
+            max_messages: 256,
+            max_tunnels: 10_000,
+            rate_per_ip: 20.0,
+            rate_burst: 100,
+            queue_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
+            routing_id: random_routing_id(),
+            tls: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A random routing ID (the default when none is configured).
+pub fn random_routing_id() -> RoutingId {
+    RoutingId(rand::random())
+}

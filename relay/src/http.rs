@@ -1,0 +1,147 @@
+//! The HTTP/1.1 part: reading one request head and writing the upgrade or error response.
+//!
+//! Only `GET` with a handful of headers is meaningful here, so this is a thin layer over
+//! `httparse` with a hard size limit rather than a general HTTP server.
+
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+/// What the relay needs from a request head.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub method_is_get: bool,
+    pub path: String,
+    /// `Upgrade: websocket` and `Connection: upgrade` present.
+    pub upgrade: bool,
+    /// `Sec-WebSocket-Version: 13`.
+    pub version_13: bool,
+    /// `Sec-WebSocket-Key`, if present and well-formed (16 bytes base64).
+    pub key: Option<String>,
+    /// `fido.cable` among the offered subprotocols.
+    pub fido_cable: bool,
+}
+
+/// Outcome of trying to parse the bytes read so far.
+pub enum Parsed {
+    /// A complete head of `len` bytes.
+    Complete(Request, usize),
+    /// Need more bytes.
+    Partial,
+    /// Not HTTP/1.x.
+    Invalid,
+}
+
+/// Parses a request head from `buf`.
+pub fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Invalid,
+    };
+    let mut out = Request {
+        method_is_get: req.method == Some("GET"),
+        path: req.path.unwrap_or("").to_owned(),
+        ..Default::default()
+    };
+    let (mut upgrade_ws, mut conn_upgrade) = (false, false);
+    for h in req.headers.iter() {
+        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_ws |= v.eq_ignore_ascii_case("websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            conn_upgrade |= v
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            out.version_13 = v == "13";
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            let ok = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .is_ok_and(|k| k.len() == 16);
+            out.key = ok.then(|| v.to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            out.fido_cable |= v
+                .split(',')
+                .any(|t| t.trim() == hybridge_proto::tunnel::SUBPROTOCOL);
+        }
+    }
+    out.upgrade = upgrade_ws && conn_upgrade;
+    Parsed::Complete(out, len)
+}
+
+/// `Sec-WebSocket-Accept` for a client key (RFC 6455 §4.2.2).
+pub fn accept_key(key: &str) -> String {
+    let mut h = Sha1::new();
+    h.update(key.as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// Appends a `101 Switching Protocols` response echoing `fido.cable`, with the routing ID
+/// header when given (only `/cable/new` carries it, brief §6.2).
+pub fn push_switching(out: &mut Vec<u8>, key: &str, routing_id: Option<&str>) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: fido.cable\r\nSec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(accept_key(key).as_bytes());
+    if let Some(r) = routing_id {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(hybridge_proto::tunnel::ROUTING_ID_HEADER.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(r.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// A complete, connection-closing HTTP response.
+pub fn response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6455_accept_example() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn parses_upgrade() {
+        let req = b"GET /cable/new/00 HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: foo, fido.cable\r\n\r\nrest";
+        let Parsed::Complete(r, n) = parse(req) else {
+            panic!("not complete")
+        };
+        assert_eq!(&req[n..], b"rest");
+        assert!(r.method_is_get && r.upgrade && r.version_13 && r.fido_cable && r.key.is_some());
+        assert_eq!(r.path, "/cable/new/00");
+        assert!(matches!(parse(&req[..20]), Parsed::Partial));
+        assert!(matches!(
+            parse(b"\x16\x03\x01 junk\r\n\r\n"),
+            Parsed::Invalid
+        ));
+    }
+}

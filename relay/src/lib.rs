@@ -1,0 +1,32 @@
+//! hybridge-relay: the hybrid (caBLE v2) tunnel server (brief §6).
+//!
+//! A phone opens `/cable/new/<tunnel id>` and waits; a laptop opens
+//! `/cable/connect/<routing id>/<tunnel id>`; the relay pairs the two WebSockets and
+//! forwards their binary messages unchanged, within limits (issue 4).
+//!
+//! Embedding a relay in a test or a demo:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hybridge_relay::Error> {
+//! use hybridge_relay::{Config, Relay};
+//! let relay = Relay::bind(Config::default()).await?; // 127.0.0.1, ephemeral port
+//! println!("relay at {} routing ID {}", relay.url(), relay.routing_id());
+//! relay.shutdown(std::time::Duration::from_secs(1)).await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+mod conn;
+pub mod http;
+pub mod metrics;
+mod ratelimit;
+mod registry;
+pub mod rlimit;
+mod server;
+mod tunnel;
+pub mod ws;
+
+pub use config::{Config, Limits, TlsFiles};
+pub use server::{Error, Phase, Relay};

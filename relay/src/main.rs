@@ -1,0 +1,241 @@
+//! `hybridge-relay`: the tunnel server binary. See `--help`.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use hybridge_proto::tunnel::RoutingId;
+use hybridge_relay::{Config, Limits, Relay, TlsFiles, rlimit};
+
+/// The FIDO hybrid (caBLE v2) tunnel server: pairs a phone's `/cable/new` WebSocket with a
+/// laptop's `/cable/connect` and relays their encrypted messages.
+///
+/// Every flag can also be set from the environment variable shown. Durations take a unit:
+/// 500ms, 30s, 5m (a bare number is seconds).
+///
+/// Examples:
+///   hybridge-relay --listen 0.0.0.0:8080 --metrics-listen 127.0.0.1:9090
+///   hybridge-relay --listen [::]:443 --tls-cert fullchain.pem --tls-key key.pem
+///   HYBRIDGE_RELAY_LISTEN=127.0.0.1:8080 HYBRIDGE_RELAY_LOG_FORMAT=json hybridge-relay
+///
+/// On start it prints one JSON line to stdout with the bound addresses and routing ID.
+/// SIGHUP reloads the TLS certificate and key; SIGTERM (or Ctrl-C) drains and exits.
+/// Exit codes: 0 after a clean shutdown, 1 when it cannot start, 2 for bad usage.
+#[derive(Parser, Debug)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// Address for tunnels (and /healthz, /readyz).
+    #[arg(long, env = "HYBRIDGE_RELAY_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address for /metrics, /healthz and /readyz. Without it, /metrics is on --listen.
+    #[arg(long, env = "HYBRIDGE_RELAY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// This instance's routing ID (6 hex characters) for X-caBLE-Routing-ID; random if unset.
+    #[arg(long, env = "HYBRIDGE_RELAY_ROUTING_ID", value_parser = parse_routing_id)]
+    routing_id: Option<RoutingId>,
+    /// PEM certificate chain for built-in TLS (wss). Needs --tls-key.
+    #[arg(long, env = "HYBRIDGE_RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for built-in TLS.
+    #[arg(long, env = "HYBRIDGE_RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How long a phone waits for its laptop.
+    #[arg(long, env = "HYBRIDGE_RELAY_PAIRING_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pairing_timeout: Duration,
+    /// Tunnel lifetime from the phone's connect; closed with 1008 after it.
+    #[arg(long, env = "HYBRIDGE_RELAY_TUNNEL_TTL", default_value = "300s", value_parser = parse_duration)]
+    tunnel_ttl: Duration,
+    /// After pairing, the first message must flow within this time.
+    #[arg(long, env = "HYBRIDGE_RELAY_FIRST_MESSAGE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    first_message_timeout: Duration,
+    /// Time from TCP accept to a complete request head (TLS handshake included).
+    #[arg(long, env = "HYBRIDGE_RELAY_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Longest request head in bytes.
+    #[arg(long, env = "HYBRIDGE_RELAY_MAX_HEADER_BYTES", default_value_t = 8192)]
+    max_header_bytes: usize,
+    /// Time to deliver a close frame and see the peer go.
+    #[arg(long, env = "HYBRIDGE_RELAY_CLOSE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    close_timeout: Duration,
+    /// Largest message in bytes (1009 beyond).
+    #[arg(long, env = "HYBRIDGE_RELAY_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
+    max_message_size: u64,
+    /// Most messages per tunnel, both directions (1008 beyond); 0 for no limit.
+    #[arg(long, env = "HYBRIDGE_RELAY_MAX_MESSAGES", default_value_t = 256)]
+    max_messages: u64,
+    /// Most concurrent tunnels (503 beyond). Default: what the open-files limit allows
+    /// (two sockets per tunnel).
+    #[arg(long, env = "HYBRIDGE_RELAY_MAX_TUNNELS")]
+    max_tunnels: Option<usize>,
+    /// New connections per second per client IP (IPv6: per /64); 0 disables (429 beyond).
+    #[arg(long, env = "HYBRIDGE_RELAY_RATE_PER_IP", default_value_t = 20.0)]
+    rate_per_ip: f64,
+    /// Connections a client IP may open in a burst.
+    #[arg(long, env = "HYBRIDGE_RELAY_RATE_BURST", default_value_t = 100)]
+    rate_burst: u32,
+    /// Bytes queued per direction before the relay stops reading the sender.
+    #[arg(long, env = "HYBRIDGE_RELAY_QUEUE_BYTES", default_value_t = 64 * 1024)]
+    queue_bytes: usize,
+    /// On SIGTERM, how long paired tunnels may finish before they are closed with 1001.
+    #[arg(long, env = "HYBRIDGE_RELAY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Log filter (tracing env-filter syntax): info, debug, hybridge_relay=debug, ...
+    #[arg(long, env = "HYBRIDGE_RELAY_LOG", default_value = "info")]
+    log: String,
+    /// Log format.
+    #[arg(long, env = "HYBRIDGE_RELAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, env = "HYBRIDGE_RELAY_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+}
+
+fn parse_routing_id(s: &str) -> Result<RoutingId, String> {
+    RoutingId::from_hex(s).map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 500ms, 30s, 5m)"))?;
+    if !(0.0..=1e9).contains(&v) {
+        return Err(format!("duration out of range: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * mul))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.worker_threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let (soft, hard) = rlimit::raise_nofile();
+    let capacity = rlimit::tunnel_capacity(soft);
+    tracing::info!(
+        nofile_soft = soft,
+        nofile_hard = hard,
+        tunnel_capacity = capacity,
+        "open-files limit"
+    );
+    let max_tunnels = cli.max_tunnels.unwrap_or(capacity.min(1 << 20) as usize);
+    if (max_tunnels as u64) > capacity {
+        tracing::warn!(
+            max_tunnels,
+            tunnel_capacity = capacity,
+            "--max-tunnels exceeds what the open-files limit allows; raise `ulimit -n`"
+        );
+    }
+    let config = Config {
+        listen: cli.listen,
+        metrics_listen: cli.metrics_listen,
+        routing_id: cli
+            .routing_id
+            .unwrap_or_else(hybridge_relay::config::random_routing_id),
+        tls: cli
+            .tls_cert
+            .zip(cli.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
+        limits: Limits {
+            pairing_timeout: cli.pairing_timeout,
+            tunnel_ttl: cli.tunnel_ttl,
+            first_message_timeout: cli.first_message_timeout,
+            header_timeout: cli.header_timeout,
+            max_header_bytes: cli.max_header_bytes.max(256),
+            close_timeout: cli.close_timeout,
+            max_message_size: cli.max_message_size,
+            max_messages: cli.max_messages,
+            max_tunnels,
+            rate_per_ip: cli.rate_per_ip,
+            rate_burst: cli.rate_burst,
+            queue_bytes: cli.queue_bytes.max(1024),
+        },
+    };
+    let tls = config.tls.is_some();
+    let relay = match Relay::bind(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(1);
+        }
+    };
+    let metrics = relay
+        .metrics_addr()
+        .map(|a| format!("\"{a}\""))
+        .unwrap_or_else(|| "null".into());
+    println!(
+        "{{\"listen\":\"{}\",\"metrics\":{metrics},\"routing_id\":\"{}\",\"tls\":{tls},\"pid\":{}}}",
+        relay.local_addr(),
+        relay.routing_id(),
+        std::process::id()
+    );
+    tracing::info!(listen = %relay.local_addr(), routing_id = %relay.routing_id(), tls, "relay started");
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::from(1);
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match relay.reload_tls() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),
+            },
+        }
+    }
+    tracing::info!(
+        grace_ms = cli.shutdown_grace.as_millis() as u64,
+        tunnels = relay.tunnels(),
+        "shutting down"
+    );
+    relay.shutdown(cli.shutdown_grace).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,235 @@
+//! Prometheus metrics, kept as plain atomics and rendered in the text exposition format.
+//! Counters on the hot path are updated once per read batch, not per byte.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Why a connection was refused or dropped before it became (part of) a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    RateLimited,
+    Capacity,
+    HeaderTimeout,
+    TlsHandshake,
+}
+
+impl Reject {
+    const ALL: [Reject; 8] = [
+        Reject::BadRequest,
+        Reject::NotFound,
+        Reject::MethodNotAllowed,
+        Reject::Conflict,
+        Reject::RateLimited,
+        Reject::Capacity,
+        Reject::HeaderTimeout,
+        Reject::TlsHandshake,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            Reject::BadRequest => "bad_request",
+            Reject::NotFound => "not_found",
+            Reject::MethodNotAllowed => "method_not_allowed",
+            Reject::Conflict => "conflict",
+            Reject::RateLimited => "rate_limited",
+            Reject::Capacity => "capacity",
+            Reject::HeaderTimeout => "header_timeout",
+            Reject::TlsHandshake => "tls_handshake",
+        }
+    }
+    pub fn status(self) -> u16 {
+        match self {
+            Reject::BadRequest => 400,
+            Reject::NotFound => 404,
+            Reject::MethodNotAllowed => 405,
+            Reject::Conflict => 409,
+            Reject::RateLimited => 429,
+            Reject::Capacity => 503,
+            Reject::HeaderTimeout | Reject::TlsHandshake => 408,
+        }
+    }
+}
+
+/// Why a tunnel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    PeerClosed,
+    PeerGone,
+    Violation,
+    PairingTimeout,
+    FirstMessageTimeout,
+    Ttl,
+    Shutdown,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 7] = [
+        CloseReason::PeerClosed,
+        CloseReason::PeerGone,
+        CloseReason::Violation,
+        CloseReason::PairingTimeout,
+        CloseReason::FirstMessageTimeout,
+        CloseReason::Ttl,
+        CloseReason::Shutdown,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerGone => "peer_gone",
+            CloseReason::Violation => "violation",
+            CloseReason::PairingTimeout => "pairing_timeout",
+            CloseReason::FirstMessageTimeout => "first_message_timeout",
+            CloseReason::Ttl => "ttl",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the `/new`→`/connect` wait histogram.
+const WAIT_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connections: AtomicU64,
+    pub waiting: AtomicI64,
+    pub active: AtomicI64,
+    pub pairings: AtomicU64,
+    pub bytes: AtomicU64,
+    pub messages: AtomicU64,
+    rejections: [AtomicU64; 8],
+    closes: [AtomicU64; 7],
+    wait_buckets: [AtomicU64; 13],
+    wait_sum_us: AtomicU64,
+    pub tls_reloads: AtomicU64,
+    pub tls_reload_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn reject(&self, r: Reject) {
+        self.rejections[r as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn closed(&self, r: CloseReason) {
+        self.closes[r as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn rejections(&self, r: Reject) -> u64 {
+        self.rejections[r as usize].load(Relaxed)
+    }
+
+    pub fn paired_after(&self, wait: Duration) {
+        self.pairings.fetch_add(1, Relaxed);
+        let s = wait.as_secs_f64();
+        let i = WAIT_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(WAIT_BUCKETS.len());
+        self.wait_buckets[i].fetch_add(1, Relaxed);
+        self.wait_sum_us.fetch_add(wait.as_micros() as u64, Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let mut one = |name: &str, kind: &str, help: &str, v: String| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        one(
+            "hybridge_relay_tunnels_active",
+            "gauge",
+            "Paired tunnels.",
+            self.active.load(Relaxed).to_string(),
+        );
+        one(
+            "hybridge_relay_phones_waiting",
+            "gauge",
+            "Phones on /cable/new waiting for the laptop.",
+            self.waiting.load(Relaxed).to_string(),
+        );
+        one(
+            "hybridge_relay_connections_total",
+            "counter",
+            "Accepted TCP connections.",
+            self.connections.load(Relaxed).to_string(),
+        );
+        one(
+            "hybridge_relay_pairings_total",
+            "counter",
+            "Tunnels paired.",
+            self.pairings.load(Relaxed).to_string(),
+        );
+        one(
+            "hybridge_relay_relayed_bytes_total",
+            "counter",
+            "Message payload bytes relayed.",
+            self.bytes.load(Relaxed).to_string(),
+        );
+        one(
+            "hybridge_relay_relayed_messages_total",
+            "counter",
+            "Messages relayed.",
+            self.messages.load(Relaxed).to_string(),
+        );
+        one(
+            "hybridge_relay_tls_reloads_total",
+            "counter",
+            "Successful TLS certificate reloads.",
+            self.tls_reloads.load(Relaxed).to_string(),
+        );
+        one(
+            "hybridge_relay_tls_reload_errors_total",
+            "counter",
+            "Failed TLS certificate reloads.",
+            self.tls_reload_errors.load(Relaxed).to_string(),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP hybridge_relay_rejections_total Requests refused before the upgrade, by reason.\n# TYPE hybridge_relay_rejections_total counter"
+        );
+        for r in Reject::ALL {
+            let _ = writeln!(
+                s,
+                "hybridge_relay_rejections_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.rejections(r)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP hybridge_relay_tunnel_closes_total Tunnels ended, by reason.\n# TYPE hybridge_relay_tunnel_closes_total counter"
+        );
+        for r in CloseReason::ALL {
+            let _ = writeln!(
+                s,
+                "hybridge_relay_tunnel_closes_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.closes[r as usize].load(Relaxed)
+            );
+        }
+        let name = "hybridge_relay_pairing_wait_seconds";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Time from /cable/new to /cable/connect.\n# TYPE {name} histogram"
+        );
+        let mut cum = 0;
+        for (i, b) in WAIT_BUCKETS.iter().enumerate() {
+            cum += self.wait_buckets[i].load(Relaxed);
+            let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += self.wait_buckets[WAIT_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+        let _ = writeln!(
+            s,
+            "{name}_sum {}",
+            self.wait_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(s, "{name}_count {cum}");
+        s
+    }
+}

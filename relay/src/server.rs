@@ -1,0 +1,466 @@
+//! Listeners, request routing before the upgrade, TLS, and the relay's lifecycle.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hybridge_proto::tunnel::{RoutingId, TunnelError, TunnelPath};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout, timeout_at};
+
+use crate::config::{Config, Limits, TlsFiles};
+use crate::conn::Conn;
+use crate::http::{self, Parsed, Request};
+use crate::metrics::{Metrics, Reject};
+use crate::ratelimit::RateLimiter;
+use crate::registry::{Handoff, Registry};
+use crate::tunnel::{self, Slot};
+
+/// Errors starting or reconfiguring a relay.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {0}: {1} (is the port in use, or below 1024 without privilege?)")]
+    Bind(SocketAddr, #[source] io::Error),
+    #[error("cannot read TLS file {0}: {1}")]
+    TlsFile(String, String),
+    #[error("TLS certificate and key do not make a valid configuration: {0}")]
+    TlsConfig(#[from] rustls::Error),
+    #[error("TLS is not configured (start with --tls-cert and --tls-key)")]
+    NoTls,
+}
+
+/// Where the relay is in its life. Tunnels watch this to close on shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Accepting connections.
+    Running,
+    /// Not accepting; waiting phones are closed (no laptop can reach them any more) and
+    /// paired tunnels run on until the drain deadline.
+    Draining,
+    /// Closing every tunnel with 1001.
+    Closing,
+    /// Everything is closed; auxiliary tasks exit.
+    Stopped,
+}
+
+pub(crate) struct TlsState {
+    files: TlsFiles,
+    current: RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl TlsState {
+    fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Error> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let file_err = |p: &std::path::Path, e: rustls_pki_types::pem::Error| {
+            Error::TlsFile(p.display().to_string(), e.to_string())
+        };
+        let certs = CertificateDer::pem_file_iter(&files.cert)
+            .map_err(|e| file_err(&files.cert, e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_err(&files.cert, e))?;
+        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_err(&files.key, e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// State shared by every task of one relay.
+pub(crate) struct Shared {
+    pub limits: Limits,
+    pub routing_id: RoutingId,
+    pub routing_hex: String,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub rate: RateLimiter,
+    pub tls: Option<TlsState>,
+    pub phase: watch::Sender<Phase>,
+    /// Tunnels counted against `max_tunnels` (waiting and paired).
+    pub tunnels: AtomicUsize,
+    /// Live connection tasks.
+    pub conns: AtomicUsize,
+    metrics_on_main: bool,
+}
+
+/// A running relay. Dropping it closes everything at once; [`Relay::shutdown`] drains.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), hybridge_relay::Error> {
+/// let relay = hybridge_relay::Relay::bind(hybridge_relay::Config::default()).await?;
+/// let base = relay.url(); // "ws://127.0.0.1:PORT", for TunnelPath::to_url
+/// // ... run phones and laptops against `base` ...
+/// relay.shutdown(std::time::Duration::from_secs(1)).await;
+/// # Ok(()) }
+/// ```
+pub struct Relay {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    let sock = sock.map_err(|e| Error::Bind(addr, e))?;
+    sock.set_reuseaddr(true).map_err(|e| Error::Bind(addr, e))?;
+    sock.bind(addr).map_err(|e| Error::Bind(addr, e))?;
+    // A deep backlog: pairings arrive in bursts of two connections.
+    sock.listen(4096).map_err(|e| Error::Bind(addr, e))
+}
+
+impl Relay {
+    /// Binds the listeners and starts serving on the current tokio runtime.
+    pub async fn bind(config: Config) -> Result<Relay, Error> {
+        let tls = match &config.tls {
+            Some(files) => Some(TlsState {
+                current: RwLock::new(TlsState::load(files)?),
+                files: files.clone(),
+            }),
+            None => None,
+        };
+        let listener = listen(config.listen)?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Bind(config.listen, e))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(a) => Some(listen(a)?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let (phase, _) = watch::channel(Phase::Running);
+        let shared = Arc::new(Shared {
+            rate: RateLimiter::new(config.limits.rate_per_ip, config.limits.rate_burst),
+            limits: config.limits,
+            routing_id: config.routing_id,
+            routing_hex: config.routing_id.to_hex(),
+            registry: Registry::default(),
+            metrics: Metrics::default(),
+            tls,
+            phase,
+            tunnels: AtomicUsize::new(0),
+            conns: AtomicUsize::new(0),
+            metrics_on_main: metrics_listener.is_none(),
+        });
+        let mut tasks = vec![tokio::spawn(accept_loop(shared.clone(), listener, false))];
+        if let Some(l) = metrics_listener {
+            tasks.push(tokio::spawn(accept_loop(shared.clone(), l, true)));
+        }
+        if shared.rate.enabled() {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut phase = s.phase.subscribe();
+                loop {
+                    tokio::select! {
+                        _ = sleep(Duration::from_secs(10)) => s.rate.sweep(std::time::Instant::now()),
+                        _ = phase.wait_for(|p| *p >= Phase::Stopped) => break,
+                    }
+                }
+            }));
+        }
+        Ok(Relay {
+            shared,
+            local_addr,
+            metrics_addr,
+            tasks,
+        })
+    }
+
+    /// The tunnel listener's address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The metrics listener's address, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Base URL of the relay (`ws://ip:port` or `wss://ip:port`), as taken by
+    /// `hybridge_proto::tunnel::TunnelPath::to_url`.
+    pub fn url(&self) -> String {
+        let scheme = if self.shared.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    pub fn routing_id(&self) -> RoutingId {
+        self.shared.routing_id
+    }
+
+    /// The Prometheus text exposition, as served on `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
+    }
+
+    /// Re-reads the PEM certificate and key. New connections use them; live tunnels are
+    /// untouched. On error the old certificate stays in use.
+    pub fn reload_tls(&self) -> Result<(), Error> {
+        let tls = self.shared.tls.as_ref().ok_or(Error::NoTls)?;
+        match TlsState::load(&tls.files) {
+            Ok(cfg) => {
+                match tls.current.write() {
+                    Ok(mut c) => *c = cfg,
+                    Err(p) => *p.into_inner() = cfg,
+                }
+                self.shared.metrics.tls_reloads.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.metrics.tls_reload_errors.fetch_add(1, Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Tunnels currently open (waiting or paired).
+    pub fn tunnels(&self) -> usize {
+        self.shared.tunnels.load(Relaxed)
+    }
+
+    /// Graceful shutdown: stop accepting, close waiting phones, let paired tunnels run for
+    /// up to `drain`, then close the rest with 1001 and wait for them to go.
+    pub async fn shutdown(self, drain: Duration) {
+        let s = &self.shared;
+        s.phase.send_replace(Phase::Draining);
+        let deadline = Instant::now() + drain;
+        while s.tunnels.load(Relaxed) > 0 && Instant::now() < deadline {
+            sleep(Duration::from_millis(20)).await;
+        }
+        s.phase.send_replace(Phase::Closing);
+        let deadline = Instant::now() + s.limits.close_timeout + Duration::from_millis(500);
+        while s.conns.load(Relaxed) > 0 && Instant::now() < deadline {
+            sleep(Duration::from_millis(10)).await;
+        }
+        // Drop runs next and marks Stopped.
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shared.phase.send_replace(Phase::Stopped);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, metrics_only: bool) {
+    let mut phase = shared.phase.subscribe();
+    let stop_at = if metrics_only {
+        Phase::Stopped
+    } else {
+        Phase::Draining
+    };
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let r = tokio::select! {
+            r = listener.accept() => r,
+            _ = phase.wait_for(|p| *p >= stop_at) => break,
+        };
+        match r {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(handle(shared.clone(), tcp, peer, metrics_only));
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    tracing::warn!(error = %e, "accept failed");
+                    last_warn = Some(Instant::now());
+                }
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+struct ConnGuard(Arc<Shared>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.conns.fetch_sub(1, Relaxed);
+    }
+}
+
+enum HeadError {
+    Io,
+    TooLarge,
+    Invalid,
+}
+
+async fn read_head(conn: &mut Conn, max: usize) -> Result<(Request, Vec<u8>), HeadError> {
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        if buf.len() >= max {
+            return Err(HeadError::TooLarge);
+        }
+        buf.reserve(1024.min(max - buf.len()));
+        match conn.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return Err(HeadError::Io),
+            Ok(_) => {}
+        }
+        match http::parse(&buf) {
+            Parsed::Complete(req, len) => return Ok((req, buf[len..].to_vec())),
+            Parsed::Partial => continue,
+            Parsed::Invalid => return Err(HeadError::Invalid),
+        }
+    }
+}
+
+/// Sends a complete HTTP response and closes the connection.
+pub(crate) async fn refuse(
+    shared: Arc<Shared>,
+    conn: Conn,
+    status: u16,
+    body: Option<(&str, String)>,
+) {
+    let (ctype, body) = body.unwrap_or(("text/plain", String::new()));
+    respond(&shared, conn, http::response(status, ctype, &body)).await;
+}
+
+async fn respond(shared: &Shared, mut conn: Conn, bytes: Vec<u8>) {
+    let _ = timeout(shared.limits.close_timeout, async {
+        conn.write_all(&bytes).await?;
+        conn.flush().await?;
+        conn.shutdown().await
+    })
+    .await;
+}
+
+async fn reject(shared: Arc<Shared>, conn: Conn, r: Reject) {
+    shared.metrics.reject(r);
+    tracing::debug!(reason = r.label(), "request refused");
+    refuse(shared, conn, r.status(), None).await;
+}
+
+async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_only: bool) {
+    shared.conns.fetch_add(1, Relaxed);
+    let _guard = ConnGuard(shared.clone());
+    let limits = &shared.limits;
+    let deadline = Instant::now() + limits.header_timeout;
+    let allowed = metrics_only || {
+        shared.metrics.connections.fetch_add(1, Relaxed);
+        shared.rate.allow(peer.ip(), std::time::Instant::now())
+    };
+    let mut conn = match (&shared.tls, metrics_only) {
+        (Some(tls), false) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+            match timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => Conn::Tls(Box::new(s)),
+                Ok(Err(_)) => return shared.metrics.reject(Reject::TlsHandshake),
+                Err(_) => return shared.metrics.reject(Reject::HeaderTimeout),
+            }
+        }
+        _ => Conn::Plain(tcp),
+    };
+    let (req, early) =
+        match timeout_at(deadline, read_head(&mut conn, limits.max_header_bytes)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(HeadError::Io)) => return,
+            Ok(Err(HeadError::TooLarge | HeadError::Invalid)) => {
+                return reject(shared, conn, Reject::BadRequest).await;
+            }
+            Err(_) => return shared.metrics.reject(Reject::HeaderTimeout),
+        };
+
+    // Operational endpoints.
+    let running = *shared.phase.borrow() == Phase::Running;
+    if req.method_is_get {
+        let text = |s: &str| Some(("text/plain", s.to_owned()));
+        match req.path.as_str() {
+            "/healthz" => return refuse(shared, conn, 200, text("ok\n")).await,
+            "/readyz" if running => return refuse(shared, conn, 200, text("ready\n")).await,
+            "/readyz" => return refuse(shared, conn, 503, text("draining\n")).await,
+            "/metrics" if metrics_only || shared.metrics_on_main => {
+                let body = shared.metrics.render();
+                return refuse(shared, conn, 200, Some(("text/plain; version=0.0.4", body))).await;
+            }
+            _ => {}
+        }
+    }
+    if metrics_only {
+        return refuse(shared, conn, 404, None).await;
+    }
+
+    // Tunnel endpoints (brief §6.1, §6.2). Never log the path: it holds the tunnel ID.
+    if !allowed {
+        return reject(shared, conn, Reject::RateLimited).await;
+    }
+    if !req.method_is_get {
+        return reject(shared, conn, Reject::MethodNotAllowed).await;
+    }
+    if req.path.starts_with("/cable/contact/") {
+        return reject(shared, conn, Reject::NotFound).await; // issue 5
+    }
+    let path = match TunnelPath::parse(&req.path) {
+        Ok(p) => p,
+        Err(TunnelError::UnknownPath) => return reject(shared, conn, Reject::NotFound).await,
+        Err(_) => return reject(shared, conn, Reject::BadRequest).await,
+    };
+    let key = match (&req.key, req.upgrade && req.version_13 && req.fido_cable) {
+        (Some(k), true) => k.clone(),
+        _ => return reject(shared, conn, Reject::BadRequest).await,
+    };
+    if !running {
+        return reject(shared, conn, Reject::Capacity).await;
+    }
+    match path {
+        TunnelPath::New { tunnel_id } => {
+            if shared.tunnels.fetch_add(1, Relaxed) >= limits.max_tunnels {
+                shared.tunnels.fetch_sub(1, Relaxed);
+                return reject(shared, conn, Reject::Capacity).await;
+            }
+            let slot = Slot(shared.clone());
+            let waiter = match shared.registry.register(tunnel_id) {
+                Ok(w) => w,
+                Err(_) => {
+                    drop(slot);
+                    return reject(shared, conn, Reject::Conflict).await;
+                }
+            };
+            tunnel::run(slot, conn, early, key, waiter).await;
+        }
+        TunnelPath::Connect {
+            routing_id,
+            tunnel_id,
+        } => {
+            // Another routing ID belongs to another instance: a cluster (issue 6) forwards
+            // here; a single relay knows no such tunnel.
+            let tx = (routing_id == shared.routing_id)
+                .then(|| shared.registry.claim(&tunnel_id))
+                .flatten();
+            let Some(tx) = tx else {
+                return reject(shared, conn, Reject::NotFound).await;
+            };
+            if let Err(h) = tx.send(Handoff { conn, early, key }) {
+                reject(shared, h.conn, Reject::NotFound).await;
+            }
+        }
+        TunnelPath::Contact { .. } => reject(shared, conn, Reject::NotFound).await,
+    }
+}

@@ -1,0 +1,661 @@
+//! Integration tests: the real `hybridge-relay` binary on 127.0.0.1, driven by a WebSocket
+//! client (tokio-tungstenite) and by raw TCP where a client must misbehave.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::{sleep, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+const T: Duration = Duration::from_secs(10);
+
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+    routing: String,
+    pid: u32,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn start(args: &[&str]) -> Relay {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
+        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hybridge-relay");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = timeout(T, lines.next_line())
+        .await
+        .expect("startup line in time")
+        .expect("read")
+        .expect("a line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("startup JSON");
+    let addr = v["listen"].as_str().expect("listen").parse().expect("addr");
+    let metrics = v["metrics"]
+        .as_str()
+        .map(|s| s.parse().expect("metrics addr"));
+    let routing = v["routing_id"].as_str().expect("routing").to_owned();
+    let pid = child.id().expect("pid");
+    Relay {
+        child,
+        addr,
+        metrics,
+        routing,
+        pid,
+    }
+}
+
+fn tid(n: u8) -> String {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&(std::process::id() as u64).to_be_bytes());
+    id[8] = n;
+    id[9..].copy_from_slice(&rand_bytes());
+    hex_upper(&id)
+}
+
+fn rand_bytes() -> [u8; 7] {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut b = [0u8; 7];
+    b.copy_from_slice(&t.to_le_bytes()[..7]);
+    b
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+type Ws<S> = WebSocketStream<S>;
+
+async fn ws_on<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    url: &str,
+    proto: Option<&str>,
+) -> Result<(Ws<S>, Option<String>), WsError> {
+    let mut req = url.into_client_request()?;
+    if let Some(p) = proto {
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
+    }
+    let (ws, resp) = client_async(req, stream).await?;
+    let routing = resp
+        .headers()
+        .get("x-cable-routing-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    if proto.is_some() {
+        assert_eq!(
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.as_bytes()),
+            Some(&b"fido.cable"[..])
+        );
+    }
+    Ok((ws, routing))
+}
+
+async fn ws(addr: SocketAddr, path: &str) -> Result<(Ws<TcpStream>, Option<String>), WsError> {
+    let tcp = TcpStream::connect(addr).await.map_err(WsError::Io)?;
+    ws_on(tcp, &format!("ws://{addr}{path}"), Some("fido.cable")).await
+}
+
+async fn status_of(addr: SocketAddr, path: &str, proto: Option<&str>) -> u16 {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    match timeout(T, ws_on(tcp, &format!("ws://{addr}{path}"), proto))
+        .await
+        .expect("in time")
+    {
+        Ok(_) => 101,
+        Err(WsError::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+/// Opens /new and /connect; returns (phone, laptop).
+async fn pair(r: &Relay, id: &str) -> (Ws<TcpStream>, Ws<TcpStream>) {
+    let (phone, routing) = ws(r.addr, &format!("/cable/new/{id}")).await.expect("new");
+    let routing = routing.expect("routing ID header");
+    assert_eq!(routing, r.routing);
+    let (laptop, none) = ws(
+        r.addr,
+        &format!(
+            "/cable/connect/{}/{}",
+            routing.to_lowercase(),
+            id.to_lowercase()
+        ),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(none, None);
+    (phone, laptop)
+}
+
+async fn next_binary<S: AsyncRead + AsyncWrite + Unpin>(w: &mut Ws<S>) -> Vec<u8> {
+    loop {
+        match timeout(T, w.next()).await.expect("message in time") {
+            Some(Ok(Message::Binary(b))) => return b.to_vec(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the close frame and returns its code.
+async fn close_code<S: AsyncRead + AsyncWrite + Unpin>(w: &mut Ws<S>) -> u16 {
+    loop {
+        match timeout(T, w.next()).await.expect("close in time") {
+            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+            Some(Ok(Message::Close(None))) => return 1005,
+            Some(Ok(_)) => continue,
+            other => panic!("expected close, got {other:?}"),
+        }
+    }
+}
+
+async fn raw_request(addr: SocketAddr, req: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    timeout(T, s.read_to_string(&mut out))
+        .await
+        .expect("response in time")
+        .unwrap();
+    out
+}
+
+async fn get(addr: SocketAddr, path: &str) -> String {
+    raw_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await
+}
+
+fn bin(v: &[u8]) -> Message {
+    Message::Binary(v.to_vec().into())
+}
+
+#[tokio::test]
+async fn pairs_and_relays_both_ways() {
+    let r = start(&["--routing-id", "a1b2c3"]).await;
+    assert_eq!(r.routing, "A1B2C3");
+    let id = tid(1);
+    let (mut phone, mut laptop) = pair(&r, &id).await;
+    laptop.send(bin(b"noise message 1")).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, b"noise message 1");
+    phone.send(bin(b"noise message 2")).await.unwrap();
+    assert_eq!(next_binary(&mut laptop).await, b"noise message 2");
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+    phone.send(bin(&big)).await.unwrap();
+    laptop.send(bin(&big[..70_000])).await.unwrap();
+    assert_eq!(next_binary(&mut laptop).await, big);
+    assert_eq!(next_binary(&mut phone).await, &big[..70_000]);
+    for i in 0..20u8 {
+        laptop.send(bin(&[i; 3])).await.unwrap();
+    }
+    for i in 0..20u8 {
+        assert_eq!(next_binary(&mut phone).await, [i; 3]);
+    }
+    // A ping is answered and not relayed.
+    phone
+        .send(Message::Ping(b"hi".to_vec().into()))
+        .await
+        .unwrap();
+    laptop.send(bin(b"after ping")).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, b"after ping");
+    // A clean close by one peer closes the other with 1000.
+    phone.close(None).await.unwrap();
+    assert_eq!(close_code(&mut laptop).await, 1000);
+    let m = get(r.addr, "/metrics").await;
+    assert!(m.contains("hybridge_relay_pairings_total 1"), "{m}");
+    assert!(
+        m.contains("hybridge_relay_pairing_wait_seconds_count 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn buffers_before_the_peer_joins() {
+    let r = start(&[]).await;
+    let id = tid(2);
+    let (mut phone, routing) = ws(r.addr, &format!("/cable/new/{id}")).await.unwrap();
+    for i in 0..5u8 {
+        phone.send(bin(&[i; 10])).await.unwrap();
+    }
+    sleep(Duration::from_millis(100)).await;
+    let (mut laptop, _) = ws(r.addr, &format!("/cable/connect/{}/{id}", routing.unwrap()))
+        .await
+        .unwrap();
+    for i in 0..5u8 {
+        assert_eq!(next_binary(&mut laptop).await, [i; 10]);
+    }
+    laptop.send(bin(b"reply")).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, b"reply");
+}
+
+#[tokio::test]
+async fn http_statuses_before_the_upgrade() {
+    let r = start(&[]).await;
+    let id = tid(3);
+    let a = r.addr;
+    assert_eq!(
+        status_of(a, &format!("/cable/new/{id}"), None).await,
+        400,
+        "missing subprotocol"
+    );
+    assert_eq!(
+        status_of(a, &format!("/cable/new/{id}"), Some("chat")).await,
+        400,
+        "wrong subprotocol"
+    );
+    assert_eq!(
+        status_of(a, "/cable/new/0011zz", Some("fido.cable")).await,
+        400,
+        "malformed"
+    );
+    assert_eq!(
+        status_of(a, &format!("/cable/new/{id}/"), Some("fido.cable")).await,
+        404,
+        "unknown path"
+    );
+    assert_eq!(
+        status_of(
+            a,
+            &format!("/cable/connect/{}/{id}", r.routing),
+            Some("fido.cable")
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        status_of(a, "/cable/contact/AAAA", Some("fido.cable")).await,
+        404
+    );
+    assert_eq!(status_of(a, "/elsewhere", Some("fido.cable")).await, 404);
+    let (_phone, _) = ws(a, &format!("/cable/new/{id}")).await.unwrap();
+    assert_eq!(
+        status_of(
+            a,
+            &format!("/cable/new/{}", id.to_lowercase()),
+            Some("fido.cable")
+        )
+        .await,
+        409
+    );
+    let other = if r.routing == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
+    assert_eq!(
+        status_of(
+            a,
+            &format!("/cable/connect/{other}/{id}"),
+            Some("fido.cable")
+        )
+        .await,
+        404,
+        "foreign routing ID"
+    );
+    let post = raw_request(
+        a,
+        &format!("POST /cable/new/{id} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+    )
+    .await;
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    let junk = raw_request(a, "\x16\x03\x01\x00junk\r\n\r\n").await;
+    assert!(junk.starts_with("HTTP/1.1 400"), "{junk}");
+    assert!(get(a, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(get(a, "/readyz").await.starts_with("HTTP/1.1 200"));
+    let m = get(a, "/metrics").await;
+    assert!(
+        m.contains("hybridge_relay_rejections_total{reason=\"conflict\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("hybridge_relay_phones_waiting 1"), "{m}");
+}
+
+#[tokio::test]
+async fn close_codes_after_the_upgrade() {
+    let r = start(&["--max-message-size", "1024", "--max-messages", "4"]).await;
+    // Text frame: 1003 to the sender, the other side is told its peer left.
+    let (mut phone, mut laptop) = pair(&r, &tid(4)).await;
+    laptop.send(Message::Text("hello".into())).await.unwrap();
+    assert_eq!(close_code(&mut laptop).await, 1003);
+    assert_eq!(close_code(&mut phone).await, 1001);
+    // Oversize: 1009.
+    let (mut phone, mut laptop) = pair(&r, &tid(5)).await;
+    phone.send(bin(&[0; 1024])).await.unwrap();
+    assert_eq!(next_binary(&mut laptop).await.len(), 1024);
+    phone.send(bin(&[0; 1025])).await.unwrap();
+    assert_eq!(close_code(&mut phone).await, 1009);
+    assert_eq!(close_code(&mut laptop).await, 1001);
+    // Message count: the fifth message in the tunnel closes with 1008.
+    let (mut phone, mut laptop) = pair(&r, &tid(6)).await;
+    for _ in 0..2 {
+        laptop.send(bin(b"q")).await.unwrap();
+        next_binary(&mut phone).await;
+        phone.send(bin(b"a")).await.unwrap();
+        next_binary(&mut laptop).await;
+    }
+    laptop.send(bin(b"one too many")).await.unwrap();
+    assert_eq!(close_code(&mut laptop).await, 1008);
+    assert_eq!(close_code(&mut phone).await, 1001);
+    // Clean close from the laptop: the phone gets 1000.
+    let (mut phone, mut laptop) = pair(&r, &tid(7)).await;
+    laptop.send(bin(b"bye")).await.unwrap();
+    laptop.close(None).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, b"bye");
+    assert_eq!(close_code(&mut phone).await, 1000);
+}
+
+#[tokio::test]
+async fn ttl_pairing_and_first_message_timeouts() {
+    let r = start(&[
+        "--tunnel-ttl",
+        "1500ms",
+        "--pairing-timeout",
+        "500ms",
+        "--first-message-timeout",
+        "700ms",
+    ])
+    .await;
+    // Pairing timeout: the lone phone is closed with 1008.
+    let (mut lone, _) = ws(r.addr, &format!("/cable/new/{}", tid(8))).await.unwrap();
+    let t0 = Instant::now();
+    assert_eq!(close_code(&mut lone).await, 1008);
+    assert!(t0.elapsed() >= Duration::from_millis(400));
+    // First-message timeout: a silent pair is closed with 1008.
+    let (mut phone, mut laptop) = pair(&r, &tid(9)).await;
+    assert_eq!(close_code(&mut phone).await, 1008);
+    assert_eq!(close_code(&mut laptop).await, 1008);
+    // TTL: a busy tunnel is closed with 1008 at its lifetime.
+    let (mut phone, mut laptop) = pair(&r, &tid(10)).await;
+    let t0 = Instant::now();
+    laptop.send(bin(b"x")).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, b"x");
+    assert_eq!(close_code(&mut phone).await, 1008);
+    assert_eq!(close_code(&mut laptop).await, 1008);
+    let e = t0.elapsed();
+    assert!(
+        e >= Duration::from_millis(1200) && e < Duration::from_secs(5),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn capacity_503_and_rate_limit_429() {
+    let r = start(&["--max-tunnels", "2"]).await;
+    let (_a, _) = ws(r.addr, &format!("/cable/new/{}", tid(11)))
+        .await
+        .unwrap();
+    let (_b, _) = ws(r.addr, &format!("/cable/new/{}", tid(12)))
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(
+            r.addr,
+            &format!("/cable/new/{}", tid(13)),
+            Some("fido.cable")
+        )
+        .await,
+        503
+    );
+    drop(_a);
+    sleep(Duration::from_millis(200)).await;
+    let (_c, _) = ws(r.addr, &format!("/cable/new/{}", tid(14)))
+        .await
+        .expect("slot freed");
+
+    let r = start(&["--rate-per-ip", "1", "--rate-burst", "3"]).await;
+    for _ in 0..3 {
+        assert_eq!(
+            status_of(r.addr, "/cable/contact/AAAA", Some("fido.cable")).await,
+            404
+        );
+    }
+    assert_eq!(
+        status_of(
+            r.addr,
+            &format!("/cable/new/{}", tid(15)),
+            Some("fido.cable")
+        )
+        .await,
+        429
+    );
+    // Health checks are not rate-limited.
+    assert!(get(r.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn silent_clients_do_not_block_others_and_are_dropped() {
+    let r = start(&["--header-timeout", "600ms", "--rate-per-ip", "0"]).await;
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(TcpStream::connect(r.addr).await.unwrap());
+    }
+    // A half-sent request is just as silent.
+    let mut half = TcpStream::connect(r.addr).await.unwrap();
+    half.write_all(b"GET /cable/new/").await.unwrap();
+    silent.push(half);
+    let t0 = Instant::now();
+    let (mut phone, mut laptop) = pair(&r, &tid(16)).await;
+    laptop.send(bin(b"still works")).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, b"still works");
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "pairing was held up"
+    );
+    for mut s in silent {
+        let mut b = [0u8; 16];
+        let n = timeout(Duration::from_secs(3), s.read(&mut b))
+            .await
+            .expect("dropped after the header timeout");
+        assert!(matches!(n, Ok(0) | Err(_)));
+    }
+    let m = get(r.addr, "/metrics").await;
+    assert!(
+        m.contains("hybridge_relay_rejections_total{reason=\"header_timeout\"} 201"),
+        "{m}"
+    );
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_with_live_tunnels() {
+    let mut r = start(&["--shutdown-grace", "1s", "--metrics-listen", "127.0.0.1:0"]).await;
+    let metrics = r.metrics.expect("metrics listener");
+    assert!(
+        get(metrics, "/metrics")
+            .await
+            .contains("hybridge_relay_tunnels_active 0")
+    );
+    let (mut phone, mut laptop) = pair(&r, &tid(17)).await;
+    laptop.send(bin(b"before")).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, b"before");
+    let (mut waiting, _) = ws(r.addr, &format!("/cable/new/{}", tid(18)))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    signal(r.pid, "-TERM");
+    // The waiting phone can no longer be reached: closed at once with 1001.
+    assert_eq!(close_code(&mut waiting).await, 1001);
+    // Not ready any more; the live tunnel keeps working during the grace period.
+    assert!(get(metrics, "/readyz").await.starts_with("HTTP/1.1 503"));
+    sleep(Duration::from_millis(100)).await;
+    assert!(TcpStream::connect(r.addr).await.is_err(), "still accepting");
+    phone.send(bin(b"during")).await.unwrap();
+    assert_eq!(next_binary(&mut laptop).await, b"during");
+    assert_eq!(close_code(&mut phone).await, 1001);
+    assert_eq!(close_code(&mut laptop).await, 1001);
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    let status = timeout(T, r.child.wait()).await.expect("exits").unwrap();
+    assert!(status.success());
+}
+
+mod tls {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::TlsConnector;
+
+    fn cert() -> (String, String, CertificateDer<'static>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        (
+            ck.cert.pem(),
+            ck.signing_key.serialize_pem(),
+            ck.cert.der().clone(),
+        )
+    }
+
+    fn connector(root: &CertificateDer<'static>) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsConnector::from(Arc::new(cfg))
+    }
+
+    async fn wss(
+        addr: SocketAddr,
+        root: &CertificateDer<'static>,
+        path: &str,
+    ) -> std::io::Result<(
+        Ws<tokio_rustls::client::TlsStream<TcpStream>>,
+        Option<String>,
+    )> {
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = connector(root)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        ws_on(
+            tls,
+            &format!("wss://localhost:{}{path}", addr.port()),
+            Some("fido.cable"),
+        )
+        .await
+        .map_err(std::io::Error::other)
+    }
+
+    #[tokio::test]
+    async fn tls_with_certificate_reload() {
+        let dir = std::env::temp_dir().join(format!(
+            "hybridge-relay-tls-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let (c1, k1, root1) = cert();
+        std::fs::write(&cert_path, c1).unwrap();
+        std::fs::write(&key_path, k1).unwrap();
+        let r = start(&[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ])
+        .await;
+
+        let id = tid(19);
+        let (mut phone, routing) = wss(r.addr, &root1, &format!("/cable/new/{id}"))
+            .await
+            .unwrap();
+        let routing = routing.unwrap();
+        let (mut laptop, _) = wss(r.addr, &root1, &format!("/cable/connect/{routing}/{id}"))
+            .await
+            .unwrap();
+        laptop.send(bin(b"over tls")).await.unwrap();
+        assert_eq!(next_binary(&mut phone).await, b"over tls");
+
+        // Replace the certificate and reload with SIGHUP.
+        let (c2, k2, root2) = cert();
+        std::fs::write(&cert_path, c2).unwrap();
+        std::fs::write(&key_path, k2).unwrap();
+        signal(r.pid, "-HUP");
+        let t0 = Instant::now();
+        let _p2 = loop {
+            if let Ok(x) = wss(r.addr, &root2, &format!("/cable/new/{}", tid(21))).await {
+                break x;
+            }
+            assert!(t0.elapsed() < T, "new certificate never served");
+            sleep(Duration::from_millis(50)).await;
+        };
+        // New connections get the new certificate; the old one is no longer trusted...
+        assert!(
+            wss(r.addr, &root1, &format!("/cable/new/{}", tid(20)))
+                .await
+                .is_err()
+        );
+        // ...and the live tunnel was not dropped.
+        phone.send(bin(b"after reload")).await.unwrap();
+        assert_eq!(next_binary(&mut laptop).await, b"after reload");
+        phone.close(None).await.unwrap();
+        assert_eq!(close_code(&mut laptop).await, 1000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[tokio::test]
+async fn load_tool_smoke() {
+    let r = start(&["--rate-per-ip", "0", "--max-messages", "0"]).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_relay-load"))
+        .args([
+            "suite",
+            "--url",
+            &format!("ws://{}", r.addr),
+            "--pid",
+            &r.pid.to_string(),
+        ])
+        .args([
+            "--pairings",
+            "200",
+            "--workers",
+            "8",
+            "--hold",
+            "100",
+            "--seconds",
+            "0.5",
+            "--in-flight",
+            "10",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "relay-load failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("pairings/s"), "{stdout}");
+    assert!(stdout.contains("RSS per tunnel"), "{stdout}");
+    assert!(stdout.contains("p99"), "{stdout}");
+}
