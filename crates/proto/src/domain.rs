@@ -110,4 +110,27 @@ mod tests {
         assert!(find_ids_with_tld("xyz", 5).is_empty());
         assert_eq!(id_for_hostname("cable.wufkweyy3uaxb.com"), Some(266));
     }
+
+    #[test]
+    fn every_hashed_hostname_is_well_formed() {
+        for id in FIRST_HASHED_ID..=u16::MAX {
+            let h = hostname(id).unwrap();
+            let parts: Vec<&str> = h.split('.').collect();
+            assert_eq!(parts.len(), 3, "{h}");
+            assert_eq!(parts[0], "cable");
+            assert!(
+                !parts[1].is_empty() && parts[1].bytes().all(|b| BASE32.contains(&b)),
+                "{h}"
+            );
+            assert!(HASHED_TLDS.contains(&parts[2]), "{h}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn search_never_panics(tld in "\\PC{0,8}", count in 0usize..4) {
+            let found = find_ids_with_tld(&tld, count);
+            proptest::prop_assert!(found.len() <= count);
+        }
+    }
 }

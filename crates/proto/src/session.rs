@@ -183,7 +183,7 @@ impl LaptopQr {
 }
 
 /// What the laptop holds from an earlier QR session to reach a linked phone.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LinkedPhone {
     /// Contact ID for `/cable/contact`.
     pub contact_id: Vec<u8>,
@@ -191,8 +191,10 @@ pub struct LinkedPhone {
     pub link_id: Vec<u8>,
     /// The link secret.
     pub link_secret: LinkSecret,
-    /// The phone's identity key.
+    /// The phone's identity key (store links keyed by it, as libwebauthn does).
     pub public_key: PublicKey,
+    /// The phone's display name.
+    pub name: String,
     /// Tunnel-server domain of the QR session's advert.
     pub domain_id: u16,
 }
@@ -205,8 +207,69 @@ impl LinkedPhone {
             link_id: l.link_id.clone(),
             link_secret: l.link_secret.clone(),
             public_key: l.authenticator_public_key,
+            name: l.authenticator_name.clone(),
             domain_id,
         }
+    }
+
+    /// A CBOR encoding for storage: `{1: contact ID, 2: link ID, 3: secret, 4: public key,
+    /// 5: name, 6: domain ID}`. It contains the link secret: store it encrypted.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        hybridge_cbor::encode(&hybridge_cbor::Value::map([
+            (
+                hybridge_cbor::Value::from(1u8),
+                hybridge_cbor::Value::from(self.contact_id.clone()),
+            ),
+            (2u8.into(), self.link_id.clone().into()),
+            (3u8.into(), self.link_secret.expose().to_vec().into()),
+            (
+                4u8.into(),
+                crate::keys::uncompressed(&self.public_key).into(),
+            ),
+            (5u8.into(), self.name.as_str().into()),
+            (6u8.into(), self.domain_id.into()),
+        ]))
+    }
+
+    /// Parses [`LinkedPhone::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        use hybridge_cbor::Value;
+        let v = hybridge_cbor::decode(bytes)?;
+        let b = |k: u8| {
+            v.get(k)
+                .and_then(Value::as_bytes)
+                .ok_or(Error::Malformed("stored link is missing a field"))
+        };
+        Ok(Self {
+            contact_id: b(1)?.to_vec(),
+            link_id: b(2)?.to_vec(),
+            link_secret: LinkSecret::from_slice(b(3)?)
+                .ok_or(Error::Malformed("stored link secret must be 32 bytes"))?,
+            public_key: crate::keys::parse_public(b(4)?)?,
+            name: v
+                .get(5u8)
+                .and_then(Value::as_text)
+                .unwrap_or_default()
+                .to_owned(),
+            domain_id: v
+                .get(6u8)
+                .and_then(Value::as_u64)
+                .and_then(|d| u16::try_from(d).ok())
+                .ok_or(Error::Malformed("stored link has no domain ID"))?,
+        })
+    }
+}
+
+/// Checks the connect signal of `/cable/contact` (brief §6.2): when the server echoed
+/// `X-caBLE-Signal-Connection`, its first message must be exactly `[0x00]` and is consumed
+/// before the handshake.
+pub fn check_connect_signal(message: &[u8]) -> Result<(), Error> {
+    if message == [0x00] {
+        Ok(())
+    } else {
+        Err(Error::State(
+            "the tunnel server's connect signal must be exactly [0x00]",
+        ))
     }
 }
 

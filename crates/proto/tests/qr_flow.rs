@@ -162,6 +162,11 @@ fn qr_flow_transcript_is_pinned() {
 
     // The linking data lets the next session skip the QR code: the linked flow.
     let stored = LinkedPhone::from_linking(&linking, connect.domain_id);
+    assert_eq!(stored.name, "Test phone");
+    let stored = LinkedPhone::from_bytes(&stored.to_bytes()).unwrap();
+    assert!(LinkedPhone::from_bytes(&[0xa0]).is_err());
+    hybridge_proto::session::check_connect_signal(&[0]).unwrap();
+    assert!(hybridge_proto::session::check_connect_signal(&[0, 0]).is_err());
     let mut rng = rand::rngs::OsRng;
     let mut laptop = LaptopLinked::new(&mut rng, stored, RequestType::MakeCredential);
     assert_eq!(
