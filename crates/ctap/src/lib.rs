@@ -54,3 +54,6 @@ pub use request::{
 pub use response::{GetAssertionResponse, GetInfoResponse, MakeCredentialResponse, Response};
 pub use status::{CtapError, StatusCode};
 pub use types::{CredentialDescriptor, Options, PubKeyCredParam, RpEntity, UserEntity};
+
+#[cfg(test)]
+mod proptests;
