@@ -103,6 +103,12 @@ impl AdvertPlaintext {
     }
 }
 
+fn aes(key: &EidKey) -> Aes256 {
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    k.copy_from_slice(&key.expose()[..32]);
+    Aes256::new(&(*k).into())
+}
+
 fn tag(key: &EidKey, ct: &[u8]) -> [u8; 4] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.expose()[32..])
@@ -114,7 +120,7 @@ fn tag(key: &EidKey, ct: &[u8]) -> [u8; 4] {
 
 /// Encrypts a plaintext into the 20-byte advert: `AES-256(k[0..32], pt) ‖ HMAC(k[32..], ct)[..4]`.
 pub fn encrypt(key: &EidKey, plaintext: &[u8; PLAINTEXT_LEN]) -> [u8; ADVERT_LEN] {
-    let cipher = Aes256::new_from_slice(&key.expose()[..32]).unwrap_or_else(|_| unreachable!());
+    let cipher = aes(key);
     let mut block = aes::Block::from(*plaintext);
     cipher.encrypt_block(&mut block);
     let mut out = [0u8; ADVERT_LEN];
@@ -133,7 +139,7 @@ pub fn decrypt_raw(key: &EidKey, service_data: &[u8]) -> Option<[u8; PLAINTEXT_L
     if !bool::from(expected.ct_eq(&advert[16..20])) {
         return None;
     }
-    let cipher = Aes256::new_from_slice(&key.expose()[..32]).ok()?;
+    let cipher = aes(key);
     let mut ct = [0u8; PLAINTEXT_LEN];
     ct.copy_from_slice(&advert[..16]);
     let mut block = aes::Block::from(ct);
