@@ -132,6 +132,17 @@ mod tests {
         // Brief §10.2.
         let t = tunnel_id(&QrSecret::new([0; 16]));
         assert_eq!(t.to_hex(), "3EEF97097986413B059EAA2A30D653D4");
+        // And the connect URLs of brief §10.2, for domains 0 and 1.
+        let path = crate::tunnel::TunnelPath::Connect {
+            routing_id: crate::tunnel::RoutingId([9, 10, 11]),
+            tunnel_id: t,
+        };
+        for (d, host) in [(0, "cable.ua5v.com"), (1, "cable.auth.com")] {
+            assert_eq!(
+                path.to_url(&crate::domain::hostname(d).unwrap()),
+                format!("wss://{host}/cable/connect/090A0B/3EEF97097986413B059EAA2A30D653D4")
+            );
+        }
     }
 
     #[test]
