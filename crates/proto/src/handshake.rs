@@ -497,6 +497,35 @@ mod tests {
         assert_eq!(done.crypter.decrypt(&reply).unwrap(), b"ok");
     }
 
+    #[test]
+    fn snow_matches_hand_written_nk_msg1() {
+        // Brief §7.3: Init(NKpsk0); MixHash([0x00]); MixHash(s_p); MixKeyAndHash(psk);
+        // MixHash(e_d); MixKey(e_d); MixKey(ECDH(e_d, s_p)); EncryptAndHash("").
+        let s_p = key(5);
+        let e_d = key(10);
+        let psk = [0x24u8; 32];
+        let mut h = [0u8; 32];
+        h[..31].copy_from_slice(NK_PROTOCOL.as_bytes());
+        let ck = h;
+        mix_hash(&mut h, &[0x00]);
+        mix_hash(&mut h, &keys::uncompressed(&s_p.public_key()));
+        let (ck, t, _) = hkdf2(&ck, &psk);
+        mix_hash(&mut h, &t);
+        let ed_pub = keys::uncompressed(&e_d.public_key());
+        mix_hash(&mut h, &ed_pub);
+        let (ck, _, _) = hkdf2(&ck, &ed_pub);
+        let es = keys::ecdh_x(&e_d, &s_p.public_key());
+        let (_, k, _) = hkdf2(&ck, es.expose());
+        let aead = aes_gcm::Aes256Gcm::new_from_slice(&k).unwrap();
+        let tag = aead
+            .encrypt(&[0u8; 12].into(), Payload { msg: &[], aad: &h })
+            .unwrap();
+        let mut expected = ed_pub.to_vec();
+        expected.extend_from_slice(&tag);
+        let (_, m1) = Initiator::linked(&s_p.public_key(), &Psk::new(psk), &e_d).unwrap();
+        assert_eq!(m1.to_vec(), expected);
+    }
+
     proptest! {
         #[test]
         fn responder_never_panics(m in proptest::collection::vec(any::<u8>(), 0..100)) {

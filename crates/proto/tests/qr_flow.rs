@@ -316,3 +316,95 @@ const PINNED: &[(&str, &str)] = &[
     ("ctap_response", "a689f387f1cc91b9a1d98878cbd4b48e7edf8f67831f6efdd06ee4df68dc18637b820e2da93317bb76a48f21f0c75a85"),
     ("shutdown", "1a3d2167f724b6ccc1c8b5ae6e3a9d31c39eb1b633ce5e3c468ba79c1a1874448510ff6c14a84e7547658fd7e0529858"),
 ];
+
+/// A deterministic "RNG" for pinning: repeats one byte. Only for tests.
+struct FixedRng(u8);
+
+impl rand_core::RngCore for FixedRng {
+    fn next_u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.0; 4])
+    }
+    fn next_u64(&mut self) -> u64 {
+        u64::from_le_bytes([self.0; 8])
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        dest.fill(self.0);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        dest.fill(self.0);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for FixedRng {}
+
+#[test]
+fn linked_flow_transcript_is_pinned() {
+    let mut t = Transcript::default();
+    // The phone derives link secrets from its root secret and the pairing ID (brief §3.1).
+    let phone_identity = seed(5);
+    let root = [6u8; 32];
+    let link_id = vec![8u8; 8];
+    let stored = LinkedPhone {
+        contact_id: b"contact".to_vec(),
+        link_id: link_id.clone(),
+        link_secret: hybridge_proto::kdf::phone_link_secret(&root, Some(b"contact"), &link_id),
+        public_key: phone_identity.public_key(),
+        name: "Test phone".into(),
+        domain_id: 0,
+    };
+    let mut laptop = LaptopLinked::new(&mut FixedRng(0x11), stored, RequestType::GetAssertion);
+    t.rec_text("contact_path", &laptop.contact_path().to_path());
+    t.rec_text("client_payload", &laptop.client_payload_header());
+
+    // Phone: woken with the client payload, recomputes the link secret, advertises.
+    let payload =
+        hybridge_proto::linking::ClientPayload::from_header_value(&laptop.client_payload_header())
+            .unwrap();
+    let secret = hybridge_proto::kdf::phone_link_secret(&root, Some(b"contact"), &payload.link_id);
+    let mut phone = PhoneLinked::new(secret, &payload);
+    let sd = phone.service_data(AdvertPlaintext::linked(&mut FixedRng(0x22)));
+    t.rec("linked_advert", &sd);
+    assert!(!laptop.on_advert(&[0; 20]).unwrap());
+    assert!(laptop.on_advert(&sd).unwrap());
+
+    // NKpsk0 against the phone's identity key.
+    let m1 = laptop.handshake_message(&seed(3)).unwrap();
+    t.rec("nk_msg1", m1);
+    let (mut phone, m2) = phone.respond(&phone_identity, &m1, &seed(4)).unwrap();
+    t.rec("nk_msg2", m2);
+    let mut laptop = laptop.finish(&m2).unwrap();
+    t.rec("nk_handshake_hash", laptop.handshake_hash());
+    let ph = phone
+        .post_handshake(&PostHandshake::ctap(vec![0xa0]))
+        .unwrap();
+    t.rec("nk_post_handshake", &ph);
+    assert!(matches!(
+        laptop.on_message(&ph).unwrap()[0],
+        LaptopEvent::PostHandshake { .. }
+    ));
+    // Linking data on a linked connection cannot be verified, so the phone offers none.
+    assert!(
+        phone
+            .linking_info(
+                &phone_identity,
+                vec![],
+                vec![],
+                LinkSecret::new([0; 32]),
+                String::new()
+            )
+            .is_none()
+    );
+    t.check(PINNED_LINKED);
+}
+
+#[rustfmt::skip]
+const PINNED_LINKED: &[(&str, &str)] = &[
+    ("contact_path", "/cable/contact/Y29udGFjdA"),
+    ("client_payload", "A30148080808080808080802501111111111111111111111111111111103626761"),
+    ("linked_advert", "c9fb77b60493c1ddc3ff1fa1d971b7b6a82da3e1"),
+    ("nk_msg1", "04f71f5a3104b2a87d4a424ba3c57a6a07151da16d24c0889c0dc45e47b241e64aeea6df6890f4fbdaa4d21c3faeb069f1d956843d6211ef8db8eeb5cf39fec2f2ba2341308661fb6e36dd3958bb29651d"),
+    ("nk_msg2", "04ab05ac46807cc24b7fb1c2c677b7f327ed8957c4c066cb8e543f38022611128375adaadf98e1270005d8fb7d899fa1baf418e42512a264b7618d51abd7087854d310d69058fbaeabf9a0a6ed4c7e00c0"),
+    ("nk_handshake_hash", "ac5a048f042b2fd00cf044dde9709026eddb2d353b5a855241824316d139bd5a"),
+    ("nk_post_handshake", "2d6bfc206b187a4ed293eea5f3bcf2fe0d2a0a004cbedfe522229daf2d43182c9317ca30d712043c29da5cbb4559b184"),
+];
