@@ -135,7 +135,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub fn render(&self, open_connections: usize) -> String {
         let mut s = String::with_capacity(4096);
         let mut one = |name: &str, kind: &str, help: &str, v: String| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -151,6 +151,12 @@ impl Metrics {
             "gauge",
             "Phones on /cable/new waiting for the laptop.",
             self.waiting.load(Relaxed).to_string(),
+        );
+        one(
+            "hybridge_relay_connections_open",
+            "gauge",
+            "Open client connections: tunnel sockets and requests in progress.",
+            open_connections.to_string(),
         );
         one(
             "hybridge_relay_connections_total",

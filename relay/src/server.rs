@@ -167,18 +167,17 @@ impl Relay {
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(accept_loop(shared.clone(), l, true)));
         }
-        if shared.rate.enabled() {
-            let s = shared.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut phase = s.phase.subscribe();
-                loop {
-                    tokio::select! {
-                        _ = sleep(Duration::from_secs(10)) => s.rate.sweep(std::time::Instant::now()),
-                        _ = phase.wait_for(|p| *p >= Phase::Stopped) => break,
-                    }
+        // Housekeeping: sweep idle rate-limit buckets.
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut phase = s.phase.subscribe();
+            loop {
+                tokio::select! {
+                    _ = sleep(Duration::from_secs(10)) => s.rate.sweep(std::time::Instant::now()),
+                    _ = phase.wait_for(|p| *p >= Phase::Stopped) => break,
                 }
-            }));
-        }
+            }
+        }));
         Ok(Relay {
             shared,
             local_addr,
@@ -214,7 +213,7 @@ impl Relay {
 
     /// The Prometheus text exposition, as served on `/metrics`.
     pub fn metrics_text(&self) -> String {
-        self.shared.metrics.render()
+        self.shared.metrics.render(self.shared.conns.load(Relaxed))
     }
 
     /// Re-reads the PEM certificate and key. New connections use them; live tunnels are
@@ -370,7 +369,9 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     let mut conn = match (&shared.tls, metrics_only) {
         (Some(tls), false) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-            match timeout_at(deadline, acceptor.accept(tcp)).await {
+            // Boxed: the handshake state is large and would otherwise stay in every
+            // long-lived tunnel task.
+            match Box::pin(timeout_at(deadline, acceptor.accept(tcp))).await {
                 Ok(Ok(s)) => Conn::Tls(Box::new(s)),
                 Ok(Err(_)) => return shared.metrics.reject(Reject::TlsHandshake),
                 Err(_) => return shared.metrics.reject(Reject::HeaderTimeout),
@@ -397,7 +398,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             "/readyz" if running => return refuse(shared, conn, 200, text("ready\n")).await,
             "/readyz" => return refuse(shared, conn, 503, text("draining\n")).await,
             "/metrics" if metrics_only || shared.metrics_on_main => {
-                let body = shared.metrics.render();
+                let body = shared.metrics.render(shared.conns.load(Relaxed));
                 return refuse(shared, conn, 200, Some(("text/plain; version=0.0.4", body))).await;
             }
             _ => {}
@@ -443,7 +444,8 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                     return reject(shared, conn, Reject::Conflict).await;
                 }
             };
-            tunnel::run(slot, conn, early, key, waiter).await;
+            // Boxed: the laptop's connection task, which ends at the handoff, stays small.
+            Box::pin(tunnel::run(slot, conn, early, key, waiter)).await;
         }
         TunnelPath::Connect {
             routing_id,

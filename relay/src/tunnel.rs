@@ -288,7 +288,7 @@ fn plan_for(end: &End) -> Plan {
 /// Writes what is queued (and a close frame, if the stream is between frames), shuts the
 /// socket down and waits for the peer's end of the stream, all within `limit`.
 async fn finish(
-    mut side: Side,
+    side: &mut Side,
     close: Option<(u16, &'static str)>,
     boundary: bool,
     limit: Duration,
@@ -306,20 +306,16 @@ async fn finish(
         drop(std::mem::take(&mut side.out));
         conn.flush().await?;
         conn.shutdown().await?;
-        let mut sink = [0u8; 256];
+        let mut sink = [0u8; 64];
         while conn.read(&mut sink).await? != 0 {}
         Ok::<_, io::Error>(())
     })
     .await;
 }
 
-async fn finish_both(p: Pipes, plan: Plan, limit: Duration) {
+async fn finish_both(p: &mut Pipes, plan: Plan, limit: Duration) {
     let (to_phone, to_laptop, _) = plan;
-    let Pipes {
-        mut phone,
-        mut laptop,
-        ..
-    } = p;
+    let Pipes { phone, laptop, .. } = p;
     // A side that went away is dropped at once.
     let phone_boundary = laptop.dec.at_frame_boundary();
     let laptop_boundary = phone.dec.at_frame_boundary();
@@ -376,7 +372,8 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
         max_messages: limits.max_messages,
         ..Default::default()
     };
-    let mut p = Pipes::new(tally, limits.queue_bytes);
+    // Boxed so the task's future stays small: only the I/O state is large.
+    let mut p = Box::new(Pipes::new(tally, limits.queue_bytes));
     http::push_switching(&mut p.phone.out, &key, Some(&shared.routing_hex));
     p.phone.conn = Some(conn);
     tracing::debug!(tunnel = %tag, "phone waiting");
@@ -421,7 +418,7 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
             };
             tracing::debug!(tunnel = %tag, reason = plan.2.label(), "phone left before pairing");
             m.closed(plan.2);
-            finish_both(p, plan, limits.close_timeout).await;
+            finish_both(&mut p, plan, limits.close_timeout).await;
             return;
         }
     };
@@ -478,6 +475,6 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
     };
     tracing::debug!(tunnel = %tag, reason = plan.2.label(), messages = p.tally.messages, "tunnel closed");
     m.closed(plan.2);
-    finish_both(p, plan, limits.close_timeout).await;
+    finish_both(&mut p, plan, limits.close_timeout).await;
     drop(slot);
 }
