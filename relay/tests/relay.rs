@@ -659,3 +659,43 @@ async fn load_tool_smoke() {
     assert!(stdout.contains("RSS per tunnel"), "{stdout}");
     assert!(stdout.contains("p99"), "{stdout}");
 }
+
+/// The library API other crates embed: bind in-process, use `url()` and `routing_id()`,
+/// shut down gracefully.
+#[tokio::test]
+async fn embedded_relay_api() {
+    use hybridge_proto::tunnel::{TunnelId, TunnelPath};
+    let relay = hybridge_relay::Relay::bind(hybridge_relay::Config::default())
+        .await
+        .unwrap();
+    let base = relay.url();
+    assert!(base.starts_with("ws://127.0.0.1:"));
+    let tunnel_id = TunnelId(*b"embedded relay!!");
+    let new = TunnelPath::New { tunnel_id }.to_url(&base);
+    let tcp = TcpStream::connect(relay.local_addr()).await.unwrap();
+    let (mut phone, routing) = ws_on(tcp, &new, Some("fido.cable")).await.unwrap();
+    let routing_id =
+        hybridge_proto::tunnel::parse_routing_id_header(routing.unwrap().as_bytes()).unwrap();
+    assert_eq!(routing_id, relay.routing_id());
+    let connect = TunnelPath::Connect {
+        routing_id,
+        tunnel_id,
+    }
+    .to_url(&base);
+    let tcp = TcpStream::connect(relay.local_addr()).await.unwrap();
+    let (mut laptop, _) = ws_on(tcp, &connect, Some("fido.cable")).await.unwrap();
+    laptop.send(bin(b"in-process")).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, b"in-process");
+    assert_eq!(relay.tunnels(), 1);
+    assert!(
+        relay
+            .metrics_text()
+            .contains("hybridge_relay_tunnels_active 1")
+    );
+    let (_, code_p, code_l) = tokio::join!(
+        relay.shutdown(Duration::from_millis(200)),
+        close_code(&mut phone),
+        close_code(&mut laptop)
+    );
+    assert_eq!((code_p, code_l), (1001, 1001));
+}
