@@ -699,3 +699,42 @@ async fn embedded_relay_api() {
     );
     assert_eq!((code_p, code_l), (1001, 1001));
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A sender whose peer does not read is throttled: the relay queues at most
+/// `--queue-bytes` per direction and stops reading, so its memory stays flat.
+#[tokio::test]
+async fn backpressure_bounds_memory() {
+    let r = start(&["--queue-bytes", "16384"]).await;
+    let (phone, mut laptop) = pair(&r, &tid(22)).await;
+    let rss0 = rss_kib(r.pid);
+    const MSG: usize = 512 * 1024;
+    const COUNT: usize = 80; // 40 MiB: far more than the socket buffers hold
+    let sender = tokio::spawn(async move {
+        let mut phone = phone;
+        for i in 0..COUNT {
+            phone.send(bin(&vec![i as u8; MSG])).await.unwrap();
+        }
+        phone
+    });
+    sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !sender.is_finished(),
+        "40 MiB went nowhere: no backpressure"
+    );
+    let grown = rss_kib(r.pid).saturating_sub(rss0);
+    assert!(
+        grown < 8 * 1024,
+        "relay grew by {grown} KiB while its peer did not read"
+    );
+    for i in 0..COUNT {
+        let m = next_binary(&mut laptop).await;
+        assert_eq!((m.len(), m[0], m[MSG - 1]), (MSG, i as u8, i as u8));
+    }
+    let _phone = timeout(T, sender).await.expect("sender finishes").unwrap();
+}
