@@ -33,11 +33,21 @@ impl Drop for Relay {
 }
 
 async fn start(args: &[&str]) -> Relay {
+    start_with(args, Stdio::inherit()).await
+}
+
+async fn start_with(args: &[&str], stderr: Stdio) -> Relay {
+    let quiet: &[&str] = if args.contains(&"--log") {
+        &[]
+    } else {
+        &["--log", "warn"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
-        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(quiet)
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("start hybridge-relay");
@@ -737,4 +747,33 @@ async fn backpressure_bounds_memory() {
         assert_eq!((m.len(), m[0], m[MSG - 1]), (MSG, i as u8, i as u8));
     }
     let _phone = timeout(T, sender).await.expect("sender finishes").unwrap();
+}
+
+/// Debug logs name tunnels by a short tag, never by the full ID, and carry no message bytes.
+#[tokio::test]
+async fn logs_never_contain_tunnel_ids_or_payloads() {
+    let mut r = start_with(&["--log", "debug", "--log-format", "json"], Stdio::piped()).await;
+    let id = tid(23);
+    let (mut phone, mut laptop) = pair(&r, &id).await;
+    laptop.send(bin(b"SECRET-PAYLOAD")).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, b"SECRET-PAYLOAD");
+    phone.close(None).await.unwrap();
+    assert_eq!(close_code(&mut laptop).await, 1000);
+    signal(r.pid, "-TERM");
+    let mut err = String::new();
+    let mut stderr = r.child.stderr.take().unwrap();
+    timeout(T, stderr.read_to_string(&mut err))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(err.contains("\"paired\""), "{err}");
+    assert!(err.contains(&id[..4].to_lowercase()), "tag missing: {err}");
+    assert!(
+        !err.to_lowercase().contains(&id[4..].to_lowercase()),
+        "full tunnel ID logged: {err}"
+    );
+    assert!(!err.contains("SECRET"), "payload logged: {err}");
+    for line in err.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("JSON log line");
+    }
 }
