@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Validates every deployment config that a tool can check:
+#   - HAProxy:  haproxy -c -f (with a generated self-signed PEM and the real routing map)
+#   - YAML:     every *.yaml parses (PyYAML), then structural checks of the compose file and
+#               the Kubernetes manifests (check_configs.py)
+#   - routing:  compose routing IDs == routing.map == HAProxy backends; the StatefulSet's
+#               ordinal -> routing ID wrapper produces the IDs the Ingress routes
+#   - systemd:  systemd-analyze verify (ExecStart pointed at an existing binary)
+#   - shell:    sh -n on the scripts; docker compose config if the compose plugin exists
+# A missing tool is a SKIP, or a failure with --strict (CI installs them:
+# apt-get install haproxy python3-yaml systemd).
+set -uo pipefail
+cd "$(dirname "$0")"
+strict=0
+[ "${1:-}" = "--strict" ] && strict=1
+pass=0 fail=0 skip=0
+ok()   { echo "ok:   $*"; pass=$((pass + 1)); }
+bad()  { echo "FAIL: $*"; fail=$((fail + 1)); }
+miss() { if [ $strict = 1 ]; then bad "$* (tool missing, --strict)"; else echo "SKIP: $*"; skip=$((skip + 1)); fi; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# HAProxy
+if command -v haproxy >/dev/null && command -v openssl >/dev/null; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$tmp/k.pem" -out "$tmp/c.pem" 2>/dev/null
+    cat "$tmp/c.pem" "$tmp/k.pem" > "$tmp/relay.pem"
+    sed -e "s#/usr/local/etc/haproxy/certs/relay.pem#$tmp/relay.pem#" \
+        -e "s#/usr/local/etc/haproxy/routing.map#$PWD/compose/haproxy/routing.map#g" \
+        compose/haproxy/haproxy.cfg > "$tmp/haproxy.cfg"
+    # Relay hostnames resolve only inside compose: drop those warnings, keep the rest.
+    if out=$(haproxy -c -f "$tmp/haproxy.cfg" 2>&1); then
+        warn=$(echo "$out" | grep WARNING | grep -v "could not resolve address" || true)
+        if [ -n "$warn" ]; then bad "haproxy -c: unexpected warnings"; echo "$warn"; else ok "haproxy -c compose/haproxy/haproxy.cfg"; fi
+    else
+        bad "haproxy -c compose/haproxy/haproxy.cfg"; echo "$out"
+    fi
+else
+    miss "haproxy -c (apt-get install haproxy)"
+fi
+
+# YAML + structure
+py=""
+for p in /usr/bin/python3 python3; do
+    if command -v "$p" >/dev/null && "$p" -c 'import yaml' 2>/dev/null; then py=$p; break; fi
+done
+if [ -n "$py" ]; then
+    if "$py" check_configs.py; then ok "YAML parsed; compose, Kubernetes and routing checks"; else bad "check_configs.py"; fi
+else
+    miss "YAML checks (apt-get install python3-yaml)"
+fi
+
+# The StatefulSet's routing-ID wrapper, run with a fake pod hostname.
+if [ -n "$py" ]; then
+    script=$("$py" -c 'import yaml,sys
+for d in yaml.safe_load_all(open("k8s/relay.yaml")):
+    if d and d["kind"]=="StatefulSet":
+        print(d["spec"]["template"]["spec"]["containers"][0]["args"][0])')
+    script=${script//exec \/usr\/local\/bin\/hybridge-relay/sh -c \'echo \$HYBRIDGE_RELAY_ROUTING_ID\'}
+    got=$(HOSTNAME=hybridge-relay-2 sh -c "$script" 2>&1)
+    if [ "$got" = "000002" ]; then ok "StatefulSet wrapper: hybridge-relay-2 -> routing ID 000002"; else bad "StatefulSet wrapper gave '$got'"; fi
+    if ! HOSTNAME=relay sh -c "$script" >/dev/null 2>&1; then ok "StatefulSet wrapper refuses a hostname without an ordinal"; else bad "wrapper accepted a hostname without an ordinal"; fi
+fi
+
+# systemd
+if command -v systemd-analyze >/dev/null; then
+    sed 's#^ExecStart=.*#ExecStart=/bin/true#' systemd/hybridge-relay.service > "$tmp/hybridge-relay.service"
+    if out=$(systemd-analyze verify "$tmp/hybridge-relay.service" 2>&1) && [ -z "$out" ]; then
+        ok "systemd-analyze verify systemd/hybridge-relay.service"
+    else
+        bad "systemd-analyze verify"; echo "$out"
+    fi
+else
+    miss "systemd-analyze verify (apt-get install systemd)"
+fi
+
+# Dockerfile basics (no engine needed)
+if grep -q '^FROM .* AS builder' Dockerfile && [ "$(grep -c '^FROM ' Dockerfile)" -ge 2 ] \
+    && grep -q '^USER 10001' Dockerfile && grep -q '^HEALTHCHECK ' Dockerfile; then
+    ok "Dockerfile: multi-stage, non-root USER, HEALTHCHECK"
+else
+    bad "Dockerfile: needs a builder stage, a runtime stage, USER 10001 and HEALTHCHECK"
+fi
+
+# Shell scripts
+for s in check.sh compose/make-dev-cert.sh; do
+    if sh -n "$s" 2>/dev/null || bash -n "$s"; then ok "syntax $s"; else bad "syntax $s"; fi
+done
+
+# docker compose config, only where the plugin exists (no engine needed for it)
+if docker compose version >/dev/null 2>&1; then
+    mkdir -p compose/certs
+    if docker compose -f compose/compose.yaml config -q; then ok "docker compose config"; else bad "docker compose config"; fi
+else
+    echo "SKIP: docker compose config (no compose plugin; structure checked by check_configs.py)"
+fi
+
+echo "deploy: $pass passed, $fail failed, $skip skipped"
+[ $fail = 0 ]
