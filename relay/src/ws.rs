@@ -542,4 +542,52 @@ mod tests {
             assert_eq!(stop, Some(want));
         }
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(data in proptest::collection::vec(any::<u8>(), 0..3000), chunk in 1usize..97) {
+            let mut t = tally();
+            let mut dec = Decoder::new();
+            for piece in data.chunks(chunk) {
+                let (_, stop) = run(&mut dec, piece, &mut t);
+                if stop.is_some() { break; }
+            }
+        }
+
+        /// Any fragmentation of any messages, cut into any read sizes, comes out as the same
+        /// frames unmasked.
+        #[test]
+        fn frames_survive_any_split(
+            msgs in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..70_000), 1usize..4), 0..6),
+            chunk in 1usize..9000,
+            mask in any::<[u8; 4]>(),
+        ) {
+            let (mut input, mut want) = (Vec::new(), Vec::new());
+            for (payload, parts) in &msgs {
+                let step = payload.len().div_ceil(*parts).max(1);
+                let pieces: Vec<&[u8]> = if payload.is_empty() { vec![&[][..]] } else { payload.chunks(step).collect() };
+                for (i, p) in pieces.iter().enumerate() {
+                    let opcode = if i == 0 { op::BINARY } else { op::CONTINUATION };
+                    let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
+                    push_client_frame(&mut input, fin | opcode, p, mask);
+                    let mut h = [0u8; 10];
+                    let n = write_header(&mut h, fin | opcode, p.len() as u64);
+                    want.extend_from_slice(&h[..n]);
+                    want.extend_from_slice(p);
+                }
+            }
+            let mut t = tally();
+            let mut dec = Decoder::new();
+            let mut out = Vec::new();
+            for piece in input.chunks(chunk) {
+                let (o, stop) = run(&mut dec, piece, &mut t);
+                prop_assert_eq!(stop, None);
+                out.extend_from_slice(&o);
+            }
+            prop_assert_eq!(out, want);
+            prop_assert_eq!(t.messages, msgs.len() as u64);
+        }
+    }
 }

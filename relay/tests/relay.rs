@@ -404,7 +404,7 @@ async fn ttl_pairing_and_first_message_timeouts() {
     assert_eq!(close_code(&mut laptop).await, 1008);
     let e = t0.elapsed();
     assert!(
-        e >= Duration::from_millis(1200) && e < Duration::from_secs(5),
+        e >= Duration::from_millis(700) && e < Duration::from_secs(5),
         "{e:?}"
     );
 }
@@ -455,7 +455,7 @@ async fn capacity_503_and_rate_limit_429() {
 
 #[tokio::test]
 async fn silent_clients_do_not_block_others_and_are_dropped() {
-    let r = start(&["--header-timeout", "600ms", "--rate-per-ip", "0"]).await;
+    let r = start(&["--header-timeout", "1500ms", "--rate-per-ip", "0"]).await;
     let mut silent = Vec::new();
     for _ in 0..200 {
         silent.push(TcpStream::connect(r.addr).await.unwrap());
@@ -469,12 +469,12 @@ async fn silent_clients_do_not_block_others_and_are_dropped() {
     laptop.send(bin(b"still works")).await.unwrap();
     assert_eq!(next_binary(&mut phone).await, b"still works");
     assert!(
-        t0.elapsed() < Duration::from_millis(500),
+        t0.elapsed() < Duration::from_millis(1200),
         "pairing was held up"
     );
     for mut s in silent {
         let mut b = [0u8; 16];
-        let n = timeout(Duration::from_secs(3), s.read(&mut b))
+        let n = timeout(Duration::from_secs(5), s.read(&mut b))
             .await
             .expect("dropped after the header timeout");
         assert!(matches!(n, Ok(0) | Err(_)));
