@@ -29,4 +29,4 @@ mod tunnel;
 pub mod ws;
 
 pub use config::{Config, Limits, TlsFiles};
-pub use server::{Error, Phase, Relay};
+pub use server::{Error, Phase, Relay, RelayHandle};

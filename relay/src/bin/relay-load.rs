@@ -29,6 +29,9 @@ use tokio::time::timeout;
 #[derive(Parser)]
 #[command(verbatim_doc_comment)]
 struct Cli {
+    /// Client threads (1: a single-threaded runtime).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -202,6 +205,7 @@ struct PairingResult {
     errors: u64,
     rate: f64,
     cpu_per_1000: Option<Duration>,
+    client_cpu_per_1000: Option<Duration>,
 }
 
 async fn pairing(t: &Target, workers: usize, count: usize) -> Result<PairingResult, BoxErr> {
@@ -209,6 +213,7 @@ async fn pairing(t: &Target, workers: usize, count: usize) -> Result<PairingResu
     let next = Arc::new(AtomicUsize::new(0));
     let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let cpu0 = cpu_time(t.pid);
+    let own0 = cpu_time(Some(std::process::id()));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..workers {
@@ -242,8 +247,12 @@ async fn pairing(t: &Target, workers: usize, count: usize) -> Result<PairingResu
     }
     let elapsed = t0.elapsed();
     let cpu = cpu_time(t.pid).zip(cpu0).map(|(a, b)| a.saturating_sub(b));
+    let own = cpu_time(Some(std::process::id()))
+        .zip(own0)
+        .map(|(a, b)| a.saturating_sub(b));
     let ok = ok.load(Relaxed);
     Ok(PairingResult {
+        client_cpu_per_1000: own.map(|c| c.mul_f64(1000.0 / ok.max(1) as f64)),
         ok,
         errors: errors.load(Relaxed),
         rate: ok as f64 / elapsed.as_secs_f64(),
@@ -366,6 +375,7 @@ async fn hold(t: &Target, n: usize) -> Result<HoldResult, BoxErr> {
 }
 
 struct LatencyResult {
+    client_cpu_per_msg: Option<Duration>,
     msgs_per_s: f64,
     p50: Duration,
     p99: Duration,
@@ -377,6 +387,7 @@ async fn latency(t: &Target, k: usize, seconds: f64, size: usize) -> Result<Late
     let pairs = open_many(t, k, 0).await?;
     let dur = Duration::from_secs_f64(seconds);
     let cpu0 = cpu_time(t.pid);
+    let own0 = cpu_time(Some(std::process::id()));
     let t0 = Instant::now();
     let end = t0 + dur;
     let mut set = tokio::task::JoinSet::new();
@@ -402,6 +413,9 @@ async fn latency(t: &Target, k: usize, seconds: f64, size: usize) -> Result<Late
     }
     let elapsed = t0.elapsed();
     let cpu = cpu_time(t.pid).zip(cpu0).map(|(a, b)| a.saturating_sub(b));
+    let own = cpu_time(Some(std::process::id()))
+        .zip(own0)
+        .map(|(a, b)| a.saturating_sub(b));
     all.sort_unstable();
     let pct = |p: f64| {
         let i = ((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1));
@@ -411,6 +425,7 @@ async fn latency(t: &Target, k: usize, seconds: f64, size: usize) -> Result<Late
     // Let the closes settle before the next measurement.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(LatencyResult {
+        client_cpu_per_msg: own.map(|c| c / msgs.max(1) as u32),
         msgs_per_s: msgs as f64 / elapsed.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
@@ -455,6 +470,13 @@ fn print_pairing(r: &PairingResult, workers: usize) {
             .unwrap_or_else(|| "n/a (no --pid)".into()),
         "<= 70 ms",
     );
+    if let Some(c) = r.client_cpu_per_1000 {
+        row(
+            "load tool CPU per 1,000 pairings",
+            format!("{:.1} ms", c.as_secs_f64() * 1e3),
+            "",
+        );
+    }
 }
 
 fn print_hold(r: &HoldResult) {
@@ -512,6 +534,13 @@ fn print_latency(r: &LatencyResult, k: usize, size: usize) {
     if let Some(c) = r.cpu_per_msg {
         row(
             &format!("server CPU per relayed message ({k} in flight)"),
+            format!("{:.2} µs", c.as_secs_f64() * 1e6),
+            "",
+        );
+    }
+    if let Some(c) = r.client_cpu_per_msg {
+        row(
+            &format!("load tool CPU per message ({k} in flight)"),
             format!("{:.2} µs", c.as_secs_f64() * 1e6),
             "",
         );
