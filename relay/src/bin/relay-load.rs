@@ -538,6 +538,13 @@ fn print_latency(r: &LatencyResult, k: usize, size: usize) {
             "",
         );
     }
+    if let Some(c) = r.cpu_per_msg.filter(|c| !c.is_zero()) {
+        row(
+            "  = messages/s per server core (CPU-bound)",
+            format!("{:.0}", 1.0 / c.as_secs_f64()),
+            "",
+        );
+    }
     if let Some(c) = r.client_cpu_per_msg {
         row(
             &format!("load tool CPU per message ({k} in flight)"),
