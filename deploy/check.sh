@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Validates every deployment config that a tool can check:
-#   - HAProxy:  haproxy -c -f (with a generated self-signed PEM and the real routing map)
+#   - HAProxy:  haproxy -c -f (with a generated self-signed PEM and the real routing map), and
+#               a live routing test through it with three relays on loopback when a relay
+#               binary is at hand (HYBRIDGE_RELAY_BIN)
 #   - YAML:     every *.yaml parses (PyYAML), then structural checks of the compose file and
 #               the Kubernetes manifests (check_configs.py)
 #   - routing:  compose routing IDs == routing.map == HAProxy backends; the StatefulSet's
@@ -37,6 +39,24 @@ if command -v haproxy >/dev/null && command -v openssl >/dev/null; then
     fi
 else
     miss "haproxy -c (apt-get install haproxy)"
+fi
+
+# HAProxy live: routing by routing ID through the real config, with three relays on
+# loopback (needs a relay binary: HYBRIDGE_RELAY_BIN, or target/debug/hybridge-relay).
+relay_bin=${HYBRIDGE_RELAY_BIN:-}
+if [ -z "$relay_bin" ]; then
+    for c in "${CARGO_TARGET_DIR:-../target}/debug/hybridge-relay" ../target/debug/hybridge-relay; do
+        [ -x "$c" ] && { relay_bin=$c; break; }
+    done
+fi
+if [ -n "$relay_bin" ] && [ -x "$relay_bin" ] && command -v haproxy >/dev/null && [ -f "$tmp/relay.pem" ]; then
+    if out=$(timeout 120 python3 haproxy_routing_test.py "$relay_bin" "$tmp/relay.pem" 2>&1); then
+        ok "$out"
+    else
+        bad "haproxy routing test"; echo "$out"
+    fi
+else
+    echo "SKIP: haproxy routing test (set HYBRIDGE_RELAY_BIN to a built hybridge-relay)"
 fi
 
 # YAML + structure
