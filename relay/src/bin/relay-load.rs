@@ -477,6 +477,15 @@ fn print_pairing(r: &PairingResult, workers: usize) {
             "",
         );
     }
+    // What the measured CPU cost allows when the relay has one core to itself: a guide when
+    // the machine is busy with other work and wall-clock rates say little.
+    if let Some(c) = r.cpu_per_1000.filter(|c| !c.is_zero()) {
+        row(
+            "  = pairings/s per server core (CPU-bound)",
+            format!("{:.0}", 1000.0 / c.as_secs_f64()),
+            "",
+        );
+    }
 }
 
 fn print_hold(r: &HoldResult) {
