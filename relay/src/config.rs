@@ -21,6 +21,11 @@ pub struct Config {
     /// PEM certificate chain and private key for built-in TLS; `None` for plain ws behind a
     /// TLS-terminating proxy.
     pub tls: Option<TlsFiles>,
+    /// Behind a proxy: the request header carrying the client's address
+    /// (`X-Forwarded-For`, rightmost entry, or `X-Real-IP`), used for the per-IP rate
+    /// limit. Without it every client looks like the proxy. Only set this when a proxy
+    /// you control always sets the header.
+    pub client_ip_header: Option<String>,
     pub limits: Limits,
 }
 
@@ -90,6 +95,7 @@ impl Default for Config {
             metrics_listen: None,
             routing_id: random_routing_id(),
             tls: None,
+            client_ip_header: None,
             limits: Limits::default(),
         }
     }

@@ -3,6 +3,8 @@
 //! Only `GET` with a handful of headers is meaningful here, so this is a thin layer over
 //! `httparse` with a hard size limit rather than a general HTTP server.
 
+use std::net::{IpAddr, SocketAddr};
+
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
@@ -19,6 +21,9 @@ pub struct Request {
     pub key: Option<String>,
     /// `fido.cable` among the offered subprotocols.
     pub fido_cable: bool,
+    /// The client address a trusted proxy put in the configured header (the rightmost
+    /// entry, which is the one the nearest proxy added).
+    pub client_ip: Option<IpAddr>,
 }
 
 /// Outcome of trying to parse the bytes read so far.
@@ -31,8 +36,9 @@ pub enum Parsed {
     Invalid,
 }
 
-/// Parses a request head from `buf`.
-pub fn parse(buf: &[u8]) -> Parsed {
+/// Parses a request head from `buf`; `client_ip_header` names the header a trusted proxy
+/// uses for the client's address (`X-Forwarded-For`, `X-Real-IP`), if any.
+pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -62,6 +68,12 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 .decode(v)
                 .is_ok_and(|k| k.len() == 16);
             out.key = ok.then(|| v.to_owned());
+        } else if client_ip_header.is_some_and(|c| name.eq_ignore_ascii_case(c)) {
+            let last = v.rsplit(',').next().unwrap_or("").trim();
+            out.client_ip = last
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()));
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             out.fido_cable |= v
                 .split(',')
@@ -132,16 +144,31 @@ mod tests {
     #[test]
     fn parses_upgrade() {
         let req = b"GET /cable/new/00 HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: foo, fido.cable\r\n\r\nrest";
-        let Parsed::Complete(r, n) = parse(req) else {
+        let Parsed::Complete(r, n) = parse(req, None) else {
             panic!("not complete")
         };
         assert_eq!(&req[n..], b"rest");
         assert!(r.method_is_get && r.upgrade && r.version_13 && r.fido_cable && r.key.is_some());
         assert_eq!(r.path, "/cable/new/00");
-        assert!(matches!(parse(&req[..20]), Parsed::Partial));
+        assert!(matches!(parse(&req[..20], None), Parsed::Partial));
         assert!(matches!(
-            parse(b"\x16\x03\x01 junk\r\n\r\n"),
+            parse(b"\x16\x03\x01 junk\r\n\r\n", None),
             Parsed::Invalid
         ));
+    }
+
+    #[test]
+    fn client_ip_from_trusted_header() {
+        let req = b"GET / HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9, 198.51.100.7\r\nX-Real-IP: [2001:db8::1]:443\r\n\r\n";
+        let ip = |h| match parse(req, h) {
+            Parsed::Complete(r, _) => r.client_ip,
+            _ => panic!("not complete"),
+        };
+        assert_eq!(
+            ip(Some("x-forwarded-for")),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(ip(Some("X-Real-IP")), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(ip(None), None);
     }
 }

@@ -74,6 +74,11 @@ struct Cli {
     /// New connections per second per client IP (IPv6: per /64); 0 disables (429 beyond).
     #[arg(long, env = "HYBRIDGE_RELAY_RATE_PER_IP", default_value_t = 20.0)]
     rate_per_ip: f64,
+    /// Behind a proxy: take the client's address for the rate limit from this request
+    /// header (X-Forwarded-For: rightmost entry; or X-Real-IP). Only with a proxy that
+    /// always sets it.
+    #[arg(long, env = "HYBRIDGE_RELAY_CLIENT_IP_HEADER")]
+    client_ip_header: Option<String>,
     /// Connections a client IP may open in a burst.
     #[arg(long, env = "HYBRIDGE_RELAY_RATE_BURST", default_value_t = 100)]
     rate_burst: u32,
@@ -185,6 +190,7 @@ async fn run(cli: Cli) -> ExitCode {
         );
     }
     let config = Config {
+        client_ip_header: cli.client_ip_header,
         listen: cli.listen,
         metrics_listen: cli.metrics_listen,
         routing_id: cli

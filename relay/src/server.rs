@@ -97,6 +97,7 @@ pub(crate) struct Shared {
     pub tunnels: AtomicUsize,
     /// Live connection tasks.
     pub conns: AtomicUsize,
+    client_ip_header: Option<String>,
     metrics_on_main: bool,
 }
 
@@ -164,6 +165,7 @@ impl Relay {
             phase,
             tunnels: AtomicUsize::new(0),
             conns: AtomicUsize::new(0),
+            client_ip_header: config.client_ip_header.clone(),
             metrics_on_main: metrics_listener.is_none(),
         });
         let mut tasks = vec![tokio::spawn(accept_loop(shared.clone(), listener, false))];
@@ -341,7 +343,11 @@ enum HeadError {
     Invalid,
 }
 
-async fn read_head(conn: &mut Conn, max: usize) -> Result<(Request, Vec<u8>), HeadError> {
+async fn read_head(
+    conn: &mut Conn,
+    max: usize,
+    client_ip_header: Option<&str>,
+) -> Result<(Request, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(512);
     loop {
         if buf.len() >= max {
@@ -352,7 +358,7 @@ async fn read_head(conn: &mut Conn, max: usize) -> Result<(Request, Vec<u8>), He
             Ok(0) | Err(_) => return Err(HeadError::Io),
             Ok(_) => {}
         }
-        match http::parse(&buf) {
+        match http::parse(&buf, client_ip_header) {
             Parsed::Complete(req, len) => return Ok((req, buf[len..].to_vec())),
             Parsed::Partial => continue,
             Parsed::Invalid => return Err(HeadError::Invalid),
@@ -391,9 +397,12 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     let _guard = ConnGuard(shared.clone());
     let limits = &shared.limits;
     let deadline = Instant::now() + limits.header_timeout;
-    let allowed = metrics_only || {
+    // Every connection counts against its IP's rate, even one that never sends a request;
+    // behind a proxy the client's address is only known from the request head.
+    let mut allowed = metrics_only || {
         shared.metrics.connections.fetch_add(1, Relaxed);
-        shared.rate.allow(peer.ip(), std::time::Instant::now())
+        let now = std::time::Instant::now();
+        shared.client_ip_header.is_some() || shared.rate.allow(peer.ip(), now)
     };
     let mut conn = match (&shared.tls, metrics_only) {
         (Some(tls), false) => {
@@ -408,15 +417,23 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
         }
         _ => Conn::Plain(tcp),
     };
-    let (req, early) =
-        match timeout_at(deadline, read_head(&mut conn, limits.max_header_bytes)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(HeadError::Io)) => return,
-            Ok(Err(HeadError::TooLarge | HeadError::Invalid)) => {
-                return reject(shared, conn, Reject::BadRequest).await;
-            }
-            Err(_) => return shared.metrics.reject(Reject::HeaderTimeout),
-        };
+    let (req, early) = match timeout_at(
+        deadline,
+        read_head(
+            &mut conn,
+            limits.max_header_bytes,
+            shared.client_ip_header.as_deref(),
+        ),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(HeadError::Io)) => return,
+        Ok(Err(HeadError::TooLarge | HeadError::Invalid)) => {
+            return reject(shared, conn, Reject::BadRequest).await;
+        }
+        Err(_) => return shared.metrics.reject(Reject::HeaderTimeout),
+    };
 
     // Operational endpoints.
     let running = *shared.phase.borrow() == Phase::Running;
@@ -438,6 +455,10 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     }
 
     // Tunnel endpoints (brief §6.1, §6.2). Never log the path: it holds the tunnel ID.
+    if shared.client_ip_header.is_some() && !metrics_only {
+        let ip = req.client_ip.unwrap_or(peer.ip());
+        allowed = shared.rate.allow(ip, std::time::Instant::now());
+    }
     if !allowed {
         return reject(shared, conn, Reject::RateLimited).await;
     }

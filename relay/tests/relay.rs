@@ -449,6 +449,38 @@ async fn capacity_503_and_rate_limit_429() {
         .await,
         429
     );
+    // Behind a proxy the limit applies to the address the proxy reports.
+    let r2 = start(&[
+        "--rate-per-ip",
+        "1",
+        "--rate-burst",
+        "2",
+        "--client-ip-header",
+        "X-Forwarded-For",
+    ])
+    .await;
+    let via = |ip: &str| {
+        format!(
+            "GET /cable/contact/AAAA HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.9.9.9, {ip}\r\n\r\n"
+        )
+    };
+    for _ in 0..2 {
+        assert!(
+            raw_request(r2.addr, &via("203.0.113.1"))
+                .await
+                .starts_with("HTTP/1.1 404")
+        );
+    }
+    assert!(
+        raw_request(r2.addr, &via("203.0.113.1"))
+            .await
+            .starts_with("HTTP/1.1 429")
+    );
+    assert!(
+        raw_request(r2.addr, &via("203.0.113.2"))
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
     // Health checks are not rate-limited.
     assert!(get(r.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
 }
