@@ -181,10 +181,23 @@ fn write_atomic(path: &Path, bytes: &[u8], fail_before_rename: bool) -> Result<(
         let _ = fs::remove_file(&tmp);
         return Err(io_error(path, e));
     }
+    // Make the rename itself durable. The new file is already in place, so a filesystem that
+    // cannot sync directories is not a failure (reporting one would make the caller believe
+    // the old contents were still there).
     let dir = parent_dir(path);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error(dir, e))
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e)
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput
+                    | io::ErrorKind::Unsupported
+                    | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            Err(io_error(dir, e))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, StoreError> {
@@ -201,7 +214,8 @@ fn read_file(path: &Path) -> Result<Vec<u8>, StoreError> {
 
 impl Inner {
     fn write(&self, header: &Header, ciphertext: &[u8]) -> Result<(), StoreError> {
-        let bytes = format::serialize(header, ciphertext).map_err(|r| corrupt(&self.path, r))?;
+        let bytes = format::serialize(header, ciphertext)
+            .map_err(|r| io_error(&self.path, io::Error::other(r)))?;
         #[cfg(test)]
         let fail = self.fail_before_rename;
         #[cfg(not(test))]
@@ -450,6 +464,11 @@ impl FileStore {
     /// Wrong PINs still allowed before the store locks; 0 once locked.
     pub fn remaining_attempts(&self) -> u32 {
         self.inner().remaining()
+    }
+
+    /// Wrong PINs in a row allowed by this store.
+    pub fn max_pin_attempts(&self) -> u32 {
+        self.inner().header.max_attempts
     }
 
     /// Whether the store has locked since it was opened.

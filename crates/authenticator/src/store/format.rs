@@ -94,6 +94,13 @@ pub fn serialize(header: &Header, ciphertext: &[u8]) -> Result<Vec<u8>, String> 
     out.extend_from_slice(ciphertext);
     let sum = Sha256::digest(&out);
     out.extend_from_slice(&sum);
+    if out.len() as u64 > MAX_FILE_LEN {
+        // It could not be read back.
+        return Err(format!(
+            "the passkey store is full ({} bytes; the limit is {MAX_FILE_LEN})",
+            out.len()
+        ));
+    }
     Ok(out)
 }
 
