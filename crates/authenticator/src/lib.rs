@@ -1,6 +1,7 @@
 //! A software passkey authenticator, and the phone side of a hybrid session.
 #![forbid(unsafe_code)]
 
+pub mod authenticator;
 pub mod qr_image;
 pub mod scripted;
 pub mod store;
