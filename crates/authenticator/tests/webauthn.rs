@@ -14,7 +14,7 @@ use hybridge_authenticator::store::{CredentialStore, MemoryStore};
 use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, Ceremony, UserAgent};
 use hybridge_cbor::Value;
 use hybridge_ctap::{
-    CredentialDescriptor, GetAssertionExtensions, GetAssertionRequest, GetAssertionResponse,
+    CredentialDescriptor, Flags, GetAssertionExtensions, GetAssertionRequest, GetAssertionResponse,
     GetInfoResponse, MakeCredentialExtensions, MakeCredentialRequest, MakeCredentialResponse,
     Options, PrfInputs, PrfValues, PubKeyCredParam, Request, RpEntity, StatusCode, UserEntity,
 };
@@ -1067,4 +1067,52 @@ proptest! {
             prop_assert!(cmd == 0x04 || cmd == 0x0B || phone.user_mut().asked.len() == 1);
         }
     }
+}
+
+#[test]
+fn up_false_assertion_and_always_verify() {
+    use hybridge_authenticator::authenticator::{AttestationFormat, Config};
+    let rp = rp();
+    let mut phone = phone().with_config(Config {
+        attestation: AttestationFormat::None,
+        always_verify: true,
+    });
+    let (cred, mc) = register(
+        &mut phone,
+        &rp,
+        "kim",
+        false,
+        UserVerificationPolicy::Required,
+        |r| {
+            r.options.uv = None;
+            r.extensions.hmac_secret = None;
+        },
+    );
+    assert_eq!(mc.attestation.fmt(), "none");
+    let ad = mc.authenticator_data().unwrap();
+    assert!(
+        ad.flags.uv(),
+        "always_verify asks for UV even without the uv option"
+    );
+    assert!(ad.extensions.is_none() && !ad.flags.has(Flags::ED));
+    assert!(phone.user_mut().asked.last().unwrap().user_verification);
+
+    // up=false: hybrid still shows the prompt, but the UP flag says presence was not asked.
+    let req = GetAssertionRequest {
+        rp_id: RP_ID.into(),
+        client_data_hash: [3; 32],
+        allow_list: vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())],
+        extensions: Default::default(),
+        options: Options {
+            up: Some(false),
+            ..Default::default()
+        },
+        pin_uv_auth_param: None,
+        pin_uv_auth_protocol: None,
+    };
+    let ga =
+        GetAssertionResponse::decode_reply(&phone.handle(&Request::from(req).encode())).unwrap();
+    let flags = ga.authenticator_data().unwrap().flags;
+    assert!(!flags.up() && flags.uv());
+    assert_eq!(ga.credential.unwrap().id, cred.cred_id.to_vec());
 }
