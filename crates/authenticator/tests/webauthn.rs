@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hybridge_authenticator::authenticator::{AAGUID, Authenticator};
-use hybridge_authenticator::store::{CredentialStore, MemoryStore};
+use hybridge_authenticator::store::{CredentialStore, MemoryStore, StoreError};
 use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, Ceremony, UserAgent};
 use hybridge_cbor::Value;
 use hybridge_ctap::{
@@ -1115,4 +1115,83 @@ fn up_false_assertion_and_always_verify() {
     let flags = ga.authenticator_data().unwrap().flags;
     assert!(!flags.up() && flags.uv());
     assert_eq!(ga.credential.unwrap().id, cred.cred_id.to_vec());
+}
+
+/// A store whose writes fail: the authenticator must not report success for a ceremony whose
+/// result was not persisted.
+struct ReadOnlyStore(MemoryStore);
+
+impl CredentialStore for ReadOnlyStore {
+    fn credentials_for_rp(
+        &self,
+        rp_id: &str,
+    ) -> Result<Vec<hybridge_authenticator::store::StoredCredential>, StoreError> {
+        self.0.credentials_for_rp(rp_id)
+    }
+    fn credential(
+        &self,
+        id: &[u8],
+    ) -> Result<Option<hybridge_authenticator::store::StoredCredential>, StoreError> {
+        self.0.credential(id)
+    }
+    fn insert(
+        &mut self,
+        _c: hybridge_authenticator::store::StoredCredential,
+    ) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+    fn record_use(&mut self, _id: &[u8], _count: u32, _now: u64) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+    fn list(&self) -> Result<Vec<hybridge_authenticator::store::StoredCredential>, StoreError> {
+        self.0.list()
+    }
+    fn rename(&mut self, _id: &[u8], _name: &str) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+    fn delete(&mut self, _id: &[u8]) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+}
+
+fn read_only() -> StoreError {
+    StoreError::Io {
+        path: "test".into(),
+        source: std::io::Error::other("read-only"),
+    }
+}
+
+#[test]
+fn store_write_failure_is_not_success() {
+    let rp = rp();
+    let mut phone = phone();
+    let (cred, _) = register(
+        &mut phone,
+        &rp,
+        "lee",
+        true,
+        UserVerificationPolicy::Required,
+        |_| {},
+    );
+    let (memory, user) = phone.into_parts();
+    let mut ro = Authenticator::new(ReadOnlyStore(memory), user, || NOW, rand_core::OsRng);
+    let req = fresh_request(&rp, "mia");
+    assert_eq!(
+        status(&ro.handle(&Request::from(req).encode())),
+        StatusCode::CTAP1_ERR_OTHER
+    );
+    let ga = GetAssertionRequest {
+        rp_id: RP_ID.into(),
+        client_data_hash: [5; 32],
+        allow_list: vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())],
+        extensions: Default::default(),
+        options: Options::default(),
+        pin_uv_auth_param: None,
+        pin_uv_auth_protocol: None,
+    };
+    assert_eq!(
+        status(&ro.handle(&Request::from(ga).encode())),
+        StatusCode::CTAP1_ERR_OTHER
+    );
+    assert_eq!(ro.store().list().unwrap().len(), 1);
 }
