@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authenticator;
+pub mod phone;
 pub mod qr_image;
 pub mod scripted;
 pub mod store;

@@ -1,6 +1,15 @@
 //! The laptop side of a hybrid sign-in: the WebAuthn client, the QR code, the proximity scan,
 //! the tunnel and the handshake.
+//!
+//! * [`session`]: the hybrid session over a radio and a tunnel server — [`session::register`]
+//!   and [`session::sign_in`] take the relying party's options JSON and an origin and return
+//!   the WebAuthn response ([`webauthn::Registration`] / [`webauthn::Assertion`], `to_json()`);
+//!   [`session::Laptop`] and [`session::Tunnel`] run a raw CTAP request. Progress arrives as
+//!   [`session::Event`]s, failures as one [`session::Error`] naming the step.
+//! * [`webauthn`]: options JSON, the RP ID check, clientDataJSON, response JSON.
+//! * [`render`]: the QR code for a terminal, PNG or SVG.
 #![forbid(unsafe_code)]
 
 pub mod render;
+pub mod session;
 pub mod webauthn;

@@ -1,0 +1,194 @@
+//! The tunnel WebSocket (brief §6): `ws://` for local relays, `wss://` with rustls and the
+//! webpki roots otherwise; subprotocol `fido.cable`, which the server must echo; one binary
+//! message per protocol message, up to 1 MiB.
+//!
+//! (The laptop session in `hybridge-client` has its own copy of these few lines: the two
+//! crates do not depend on each other.)
+
+use std::sync::{Arc, OnceLock};
+
+use futures_util::{SinkExt, StreamExt};
+use hybridge_proto::tunnel::SUBPROTOCOL;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Largest WebSocket message accepted: the 1 MiB record limit plus AEAD tag and framing.
+pub const MAX_MESSAGE_LEN: usize = (1 << 20) + 1024;
+
+/// Any byte stream a WebSocket can run over (plain TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connected tunnel WebSocket.
+pub type Ws = WebSocketStream<Box<dyn Io>>;
+
+/// The HTTP response that upgraded the connection (101).
+pub type UpgradeResponse = tungstenite::handshake::client::Response;
+
+/// Why a tunnel connection could not be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Bad URL.
+    Url(String),
+    /// TCP or TLS failed: the server is unreachable, or not who it claims to be.
+    Unreachable(String),
+    /// The server answered the upgrade with this HTTP status.
+    Refused(u16),
+    /// The server did not echo `fido.cable`.
+    Subprotocol,
+    /// Anything else in the WebSocket handshake.
+    Protocol(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(e) => write!(f, "invalid tunnel URL: {e}"),
+            Self::Unreachable(e) => f.write_str(e),
+            Self::Refused(s) => write!(f, "the server answered HTTP {s} instead of 101"),
+            Self::Subprotocol => write!(
+                f,
+                "the server did not accept the {SUBPROTOCOL} WebSocket subprotocol (not a hybrid tunnel server?)"
+            ),
+            Self::Protocol(e) => write!(f, "WebSocket handshake failed: {e}"),
+        }
+    }
+}
+
+/// The default TLS client configuration: ring, webpki roots, TLS 1.2 and 1.3.
+pub fn default_tls() -> Arc<rustls::ClientConfig> {
+    static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Arc::new(tls_with_roots(roots))
+    })
+    .clone()
+}
+
+/// A TLS client configuration trusting exactly `roots` (for self-hosted relays with a private
+/// CA, and tests).
+pub fn tls_with_roots(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        // Only fails for a provider without the default versions, which ring has.
+        .unwrap_or_else(|_| rustls::ClientConfig::builder());
+    builder.with_root_certificates(roots).with_no_client_auth()
+}
+
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_LEN))
+        .max_frame_size(Some(MAX_MESSAGE_LEN))
+}
+
+/// Opens a tunnel WebSocket to `url` (`ws://` or `wss://`), offering `fido.cable` and
+/// requiring the server to echo it. No timeout here: the caller wraps the whole connect in its
+/// step timeout.
+pub async fn connect(
+    url: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Ws, UpgradeResponse), ConnectError> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| ConnectError::Url(e.to_string()))?;
+    request.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    let uri = request.uri().clone();
+    let secure = match uri.scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
+        other => {
+            return Err(ConnectError::Url(format!(
+                "scheme must be ws or wss, not {:?}",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| ConnectError::Url("no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| ConnectError::Unreachable(format!("cannot connect to {host}:{port}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if secure {
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|_| ConnectError::Url(format!("{host:?} is not a valid TLS server name")))?;
+        let connector = tokio_rustls::TlsConnector::from(tls.unwrap_or_else(default_tls));
+        let tls = connector.connect(name, tcp).await.map_err(|e| {
+            ConnectError::Unreachable(format!("TLS with {host}:{port} failed: {e}"))
+        })?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config()))
+            .await
+            .map_err(|e| match e {
+                tungstenite::Error::Http(r) => ConnectError::Refused(r.status().as_u16()),
+                tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_),
+                ) => ConnectError::Subprotocol,
+                tungstenite::Error::Io(e) => ConnectError::Unreachable(e.to_string()),
+                other => ConnectError::Protocol(other.to_string()),
+            })?;
+    let echoed = response
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    if echoed != Some(SUBPROTOCOL) {
+        return Err(ConnectError::Subprotocol);
+    }
+    Ok((ws, response))
+}
+
+/// The next binary message. `Ok(None)`: the peer closed the tunnel. Pings and pongs are
+/// skipped (tungstenite answers pings itself); a text message is a protocol error.
+pub async fn recv(ws: &mut Ws) -> Result<Option<Vec<u8>>, String> {
+    loop {
+        match ws.next().await {
+            None => return Ok(None),
+            Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
+            Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Text(_))) => {
+                return Err("the tunnel carried a text message; hybrid uses binary only".into());
+            }
+            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
+                return Ok(None);
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Sends one binary message.
+pub async fn send(ws: &mut Ws, message: Vec<u8>) -> Result<(), String> {
+    ws.send(Message::Binary(message.into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Closes the WebSocket politely; gives up silently after `limit`.
+pub async fn close(ws: &mut Ws, limit: std::time::Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        let _ = ws.close(None).await;
+        // Drain until the peer's close arrives.
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}

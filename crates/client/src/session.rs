@@ -1,0 +1,511 @@
+//! The laptop side of a hybrid session, over real sockets and a radio: QR code → BLE scan →
+//! tunnel → Noise handshake → one CTAP request → shutdown.
+//!
+//! Every protocol decision is made by [`hybridge_proto::session::LaptopQr`]; this module only
+//! waits, with a timeout on every step, and reports progress as [`Event`]s.
+//!
+//! Two levels:
+//! * [`register`] and [`sign_in`]: the WebAuthn client. RP options JSON and an origin in,
+//!   [`Registration`](crate::webauthn::Registration) /
+//!   [`Assertion`](crate::webauthn::Assertion) out (`to_json()` gives
+//!   `RegistrationResponseJSON` / `AuthenticationResponseJSON`). The RP ID is checked against
+//!   the origin before any QR code exists.
+//! * [`Laptop`] → [`Tunnel`]: the raw session, for one CTAP request of your own.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo(options_json: &str) -> Result<(), hybridge_client::session::Error> {
+//! use hybridge_ble::RadioSpec;
+//! use hybridge_client::session::{self, Event, Events, LaptopConfig, RelayOverrides};
+//!
+//! let radio: RadioSpec = "bluez".parse().map_err(session::Error::Radio)?;
+//! let scanner = radio.scanner().await.map_err(session::Error::Radio)?;
+//! let config = LaptopConfig {
+//!     // A self-hosted relay for every domain ID the phone may name:
+//!     relays: RelayOverrides::all("wss://relay.example.net"),
+//!     ..LaptopConfig::default()
+//! };
+//! let (events, mut progress) = Events::channel(32);
+//! tokio::spawn(async move {
+//!     while let Some(event) = progress.recv().await {
+//!         match event {
+//!             Event::QrReady(url) => eprintln!("scan this with your phone: {url}"),
+//!             other => eprintln!("{other}"),
+//!         }
+//!     }
+//! });
+//! let registration =
+//!     session::register(options_json, "https://example.com", &*scanner, &config, &events).await?;
+//! println!("{}", registration.to_json());
+//! # Ok(()) }
+//! ```
+
+mod ceremony;
+mod error;
+pub mod ws;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hybridge_ble::{CABLE_UUIDS, Scanner};
+use hybridge_ctap::GetInfoResponse;
+use hybridge_proto::linking::LinkingInfo;
+use hybridge_proto::qr::{QrKeys, RequestType};
+use hybridge_proto::session::{LaptopChannel, LaptopEvent, LaptopQr};
+use hybridge_proto::{domain, keys};
+use rand_core::OsRng;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+pub use ceremony::{register, sign_in};
+pub use error::{Error, Step, from_status};
+
+/// Where to find tunnel servers. By default a domain ID resolves to its assigned (0, 1) or
+/// hashed (≥ 256) hostname, as `wss://`; overrides send IDs to self-hosted or local relays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelayOverrides {
+    /// Domain ID → base URL (`wss://relay.example.net`, `ws://127.0.0.1:8080`) or bare host.
+    pub by_domain: BTreeMap<u16, String>,
+    /// A base URL for every domain ID without its own entry.
+    pub all: Option<String>,
+}
+
+impl RelayOverrides {
+    /// Every domain ID to one relay.
+    pub fn all(url: impl Into<String>) -> Self {
+        Self {
+            by_domain: BTreeMap::new(),
+            all: Some(url.into()),
+        }
+    }
+
+    /// The base URL for `domain_id`: an override, else its hostname (`wss://`).
+    pub fn resolve(&self, domain_id: u16) -> Result<String, Error> {
+        let base = match (self.by_domain.get(&domain_id), &self.all) {
+            (Some(u), _) | (None, Some(u)) => u.clone(),
+            (None, None) => domain::hostname(domain_id).ok_or(Error::UnknownDomain(domain_id))?,
+        };
+        let base = base.trim_end_matches('/');
+        Ok(if base.contains("://") {
+            base.to_owned()
+        } else {
+            format!("wss://{base}")
+        })
+    }
+}
+
+/// Timeouts of the laptop's steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From showing the QR code to hearing the phone's advert (default 60 s).
+    pub scan: Duration,
+    /// Opening the tunnel WebSocket, TCP and TLS included (default 10 s).
+    pub connect: Duration,
+    /// Noise handshake and the phone's post-handshake message (default 10 s).
+    pub handshake: Duration,
+    /// From sending the request to the phone's answer, while the user decides (default
+    /// 120 s).
+    pub user: Duration,
+    /// Sending the shutdown and closing the WebSocket (default 2 s).
+    pub close: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            scan: Duration::from_secs(60),
+            connect: Duration::from_secs(10),
+            handshake: Duration::from_secs(10),
+            user: Duration::from_secs(120),
+            close: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Configuration of a laptop session.
+#[derive(Clone, Debug, Default)]
+pub struct LaptopConfig {
+    /// Tunnel-server resolution.
+    pub relays: RelayOverrides,
+    /// Step timeouts.
+    pub timeouts: Timeouts,
+    /// TLS for `wss://` relays; `None`: the webpki roots ([`ws::tls_with_roots`] builds one
+    /// for a private CA).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// QR key 4: tell the phone we would store linking data. Off by default (this client
+    /// does not store links yet); verified linking data is returned in [`SessionEnd`] anyway.
+    pub supports_linking: bool,
+}
+
+/// Progress of a laptop session, for a UI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Show this `FIDO:/` URL as a QR code.
+    QrReady(String),
+    /// Listening for the phone's advert.
+    Scanning,
+    /// The phone's advert was heard; it uses this tunnel-server domain.
+    PhoneNearby {
+        /// Domain ID from the advert.
+        domain_id: u16,
+    },
+    /// Opening the tunnel on this relay (base URL only: the tunnel ID is a secret).
+    Connecting(String),
+    /// The handshake with the phone succeeded.
+    HandshakeDone,
+    /// The request was sent; the user is deciding on the phone.
+    WaitingForUser,
+    /// The phone answered and the tunnel was closed.
+    Done,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::QrReady(_) => f.write_str("scan the QR code with your phone"),
+            Event::Scanning => f.write_str("waiting for the phone (Bluetooth)"),
+            Event::PhoneNearby { domain_id } => {
+                write!(f, "phone nearby (tunnel-server domain {domain_id})")
+            }
+            Event::Connecting(url) => write!(f, "connecting to {url}"),
+            Event::HandshakeDone => f.write_str("connected to the phone"),
+            Event::WaitingForUser => f.write_str("confirm on your phone"),
+            Event::Done => f.write_str("done"),
+        }
+    }
+}
+
+/// Where events go: a bounded channel, or nowhere. A UI that does not keep up loses events;
+/// it never slows the protocol down.
+#[derive(Clone, Debug, Default)]
+pub struct Events(Option<mpsc::Sender<Event>>);
+
+impl Events {
+    /// Events are dropped.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// A bounded channel of `capacity` events and its receiver.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self(Some(tx)), rx)
+    }
+
+    /// Sends one event without waiting.
+    pub fn emit(&self, event: Event) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.try_send(event);
+        }
+    }
+}
+
+impl From<mpsc::Sender<Event>> for Events {
+    fn from(tx: mpsc::Sender<Event>) -> Self {
+        Self(Some(tx))
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A laptop session before the phone was found: fresh QR keys.
+#[derive(Debug)]
+pub struct Laptop {
+    qr: LaptopQr,
+    config: LaptopConfig,
+}
+
+impl Laptop {
+    /// New QR keys for a request of `request_type` (QR key 5: `mc` to register, `ga` to sign
+    /// in).
+    pub fn new(request_type: RequestType, config: LaptopConfig) -> Self {
+        let keys = QrKeys::generate(&mut OsRng);
+        let qr = LaptopQr::new(keys, now_unix(), config.supports_linking, request_type);
+        Self { qr, config }
+    }
+
+    /// The `FIDO:/` URL to show as a QR code.
+    pub fn qr_url(&self) -> String {
+        self.qr.qr_url()
+    }
+
+    /// Shows the QR code ([`Event::QrReady`]), scans until this QR code's advert is heard
+    /// (everyone else's adverts are ignored), connects to the tunnel server the advert names,
+    /// does the handshake and reads the phone's post-handshake message. The relay is contacted
+    /// only after the advert matched.
+    pub async fn connect(
+        mut self,
+        scanner: &dyn Scanner,
+        events: &Events,
+    ) -> Result<Tunnel, Error> {
+        let t = self.config.timeouts;
+        events.emit(Event::QrReady(self.qr.qr_url()));
+        events.emit(Event::Scanning);
+        let connect = {
+            let mut scan = scanner.scan(&CABLE_UUIDS).await.map_err(Error::Radio)?;
+            let deadline = Instant::now() + t.scan;
+            let mut unusable = None;
+            let found = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break None;
+                }
+                match scan.next_timeout(left).await {
+                    Ok(adv) => match self.qr.on_advert(&adv.service_data) {
+                        Ok(Some(c)) => break Some(c),
+                        Ok(None) => {}
+                        // Made with our key but unusable: remember, keep listening.
+                        Err(e) => unusable = Some(e),
+                    },
+                    Err(hybridge_ble::Error::ScanTimeout(_)) => break None,
+                    Err(e) => {
+                        let _ = scan.stop().await;
+                        return Err(Error::Radio(e));
+                    }
+                }
+            };
+            let _ = scan.stop().await;
+            match (found, unusable) {
+                (Some(c), _) => c,
+                (None, Some(e)) => return Err(Error::BadAdvert(e)),
+                (None, None) => return Err(Error::ProximityTimeout(t.scan)),
+            }
+        };
+        events.emit(Event::PhoneNearby {
+            domain_id: connect.domain_id,
+        });
+
+        let base = self.config.relays.resolve(connect.domain_id)?;
+        let url = connect.path().to_url(&base);
+        tracing::debug!(relay = %base, tunnel = %connect.tunnel_id.log_tag(), "connecting");
+        events.emit(Event::Connecting(base.clone()));
+        let (mut socket, _) =
+            match timeout(t.connect, ws::connect(&url, self.config.tls.clone())).await {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        step: Step::Connecting,
+                        after: t.connect,
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(Error::RelayUnreachable {
+                        url: base,
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(Ok(c)) => c,
+            };
+
+        let ephemeral = keys::generate(&mut OsRng);
+        let msg1 = self
+            .qr
+            .handshake_message(&ephemeral)
+            .map_err(Error::Handshake)?;
+        let deadline = Instant::now() + t.handshake;
+        let step_timeout = |step| Error::Timeout {
+            step,
+            after: t.handshake,
+        };
+        let msg2 = timeout_at(deadline, async {
+            ws::send(&mut socket, msg1.to_vec())
+                .await
+                .map_err(|reason| Error::Tunnel {
+                    step: Step::Handshake,
+                    reason,
+                })?;
+            recv(&mut socket, Step::Handshake).await
+        })
+        .await
+        .ok_or_else(|| step_timeout(Step::Handshake))??;
+        let mut channel = match self.qr.finish(&msg2) {
+            Ok(c) => c,
+            Err(e) => {
+                ws::close(&mut socket, t.close).await;
+                return Err(Error::Handshake(e));
+            }
+        };
+        events.emit(Event::HandshakeDone);
+
+        let mut tunnel = Tunnel {
+            socket,
+            channel: None,
+            get_info: None,
+            linking: None,
+            timeouts: t,
+            closed: false,
+        };
+        let first = match timeout_at(deadline, recv(&mut tunnel.socket, Step::PostHandshake)).await
+        {
+            None => return Err(step_timeout(Step::PostHandshake)),
+            Some(r) => r?,
+        };
+        let evs = match channel.on_message(&first) {
+            Ok(evs) => evs,
+            Err(source) => {
+                tunnel.abort().await;
+                return Err(Error::Protocol {
+                    step: Step::PostHandshake,
+                    source,
+                });
+            }
+        };
+        let mut ctap = true;
+        for ev in evs {
+            match ev {
+                LaptopEvent::PostHandshake { message, .. } => ctap = message.supports_ctap(),
+                other => tunnel.note(other),
+            }
+        }
+        tunnel.get_info = channel.get_info().map(<[u8]>::to_vec);
+        tunnel.channel = Some(Box::new(channel));
+        if !ctap {
+            tunnel.close(&Events::none()).await;
+            return Err(Error::NoCtap);
+        }
+        Ok(tunnel)
+    }
+}
+
+async fn timeout_at<F: std::future::Future>(deadline: Instant, f: F) -> Option<F::Output> {
+    tokio::time::timeout_at(deadline, f).await.ok()
+}
+
+/// The next message, or the error naming `step`.
+async fn recv(socket: &mut ws::Ws, step: Step) -> Result<Vec<u8>, Error> {
+    match ws::recv(socket).await {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(Error::TunnelClosed(step)),
+        Err(reason) => Err(Error::Tunnel { step, reason }),
+    }
+}
+
+/// An open, encrypted tunnel to the phone, after its post-handshake message.
+pub struct Tunnel {
+    socket: ws::Ws,
+    // Boxed: it holds the Noise and AEAD state. `None` once aborted.
+    channel: Option<Box<LaptopChannel>>,
+    get_info: Option<Vec<u8>>,
+    linking: Option<LinkingInfo>,
+    timeouts: Timeouts,
+    closed: bool,
+}
+
+/// What the session leaves behind.
+#[derive(Debug, Default)]
+pub struct SessionEnd {
+    /// Verified linking data, if the phone offered it (store it keyed by the phone's public
+    /// key to skip the QR code next time).
+    pub linking: Option<LinkingInfo>,
+}
+
+impl fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tunnel")
+            .field("open", &self.channel.is_some())
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tunnel {
+    /// The phone's getInfo response, CBOR (no status byte).
+    pub fn get_info(&self) -> Option<&[u8]> {
+        self.get_info.as_deref()
+    }
+
+    /// The phone's getInfo response, parsed; `None` if it sent none or it does not parse.
+    pub fn get_info_response(&self) -> Option<GetInfoResponse> {
+        self.get_info()
+            .and_then(|b| GetInfoResponse::from_cbor(b).ok())
+    }
+
+    fn note(&mut self, event: LaptopEvent) {
+        match event {
+            LaptopEvent::Linked(l) => self.linking = Some(l),
+            LaptopEvent::LinkingRejected(why) => {
+                tracing::debug!(%why, "linking data from the phone dropped");
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends one CTAP request (`command ‖ CBOR`) and returns the phone's answer
+    /// (`status ‖ CBOR`). getInfo (`[0x04]`) is answered from the post-handshake message, as
+    /// Chromium does. Hybrid phones accept one request per session.
+    ///
+    /// Any message that fails to decrypt aborts the session: the tunnel is closed and nothing
+    /// is returned.
+    pub async fn transact(&mut self, request: &[u8], events: &Events) -> Result<Vec<u8>, Error> {
+        const STEP: Step = Step::WaitingForUser;
+        if request == [0x04] {
+            if let Some(info) = self.get_info() {
+                let mut out = vec![0x00];
+                out.extend_from_slice(info);
+                return Ok(out);
+            }
+        }
+        let channel = self.channel.as_mut().ok_or(Error::TunnelClosed(STEP))?;
+        let ct = channel
+            .send_ctap(request)
+            .map_err(|source| Error::Protocol { step: STEP, source })?;
+        events.emit(Event::WaitingForUser);
+        let after = self.timeouts.user;
+        let result = tokio::time::timeout(after, async {
+            ws::send(&mut self.socket, ct)
+                .await
+                .map_err(|reason| Error::Tunnel { step: STEP, reason })?;
+            loop {
+                let m = recv(&mut self.socket, STEP).await?;
+                let channel = self.channel.as_mut().ok_or(Error::TunnelClosed(STEP))?;
+                let evs = channel
+                    .on_message(&m)
+                    .map_err(|source| Error::Protocol { step: STEP, source })?;
+                for ev in evs {
+                    match ev {
+                        LaptopEvent::CtapResponse(r) => return Ok(r),
+                        LaptopEvent::PhoneShutdown => return Err(Error::TunnelClosed(STEP)),
+                        other => self.note(other),
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or(Err(Error::Timeout { step: STEP, after }));
+        if result.is_err() {
+            self.abort().await;
+        }
+        result
+    }
+
+    /// Closes at once, without a shutdown message (after a failure).
+    async fn abort(&mut self) {
+        self.channel = None;
+        if !self.closed {
+            self.closed = true;
+            ws::close(&mut self.socket, self.timeouts.close).await;
+        }
+    }
+
+    /// Sends the shutdown message and closes the tunnel; emits [`Event::Done`].
+    pub async fn close(mut self, events: &Events) -> SessionEnd {
+        if let Some(channel) = self.channel.as_mut() {
+            if let Ok(Some(ct)) = channel.shutdown() {
+                let _ =
+                    tokio::time::timeout(self.timeouts.close, ws::send(&mut self.socket, ct)).await;
+            }
+        }
+        self.abort().await;
+        events.emit(Event::Done);
+        SessionEnd {
+            linking: self.linking.take(),
+        }
+    }
+}

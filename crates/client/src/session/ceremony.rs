@@ -1,0 +1,347 @@
+//! The WebAuthn client on top of the session: RP options → CTAP request → phone → WebAuthn
+//! response, as a browser does for a hybrid authenticator.
+
+use hybridge_ble::Scanner;
+use hybridge_ctap::extensions::cred_props_rk;
+use hybridge_ctap::{
+    AuthenticatorData, CredentialDescriptor, GetAssertionExtensions, GetAssertionRequest,
+    GetAssertionResponse, GetInfoResponse, MakeCredentialExtensions, MakeCredentialRequest,
+    MakeCredentialResponse, Options, PrfInputs, PubKeyCredParam, Request, RpEntity, UserEntity,
+    rp_id_hash,
+};
+use hybridge_proto::qr::RequestType;
+
+use super::{Error, Events, Laptop, LaptopConfig, Tunnel, from_status};
+use crate::webauthn::{
+    self, Assertion, ClientDataType, CreationOptions, ExtensionResults, Origin, PrfInput,
+    Registration, RequestOptions, ResidentKey, UserVerification,
+};
+
+/// Registers a passkey on the phone: `options_json` is the RP's
+/// `PublicKeyCredentialCreationOptionsJSON` (bare or wrapped in `{"publicKey": …}`), `origin`
+/// the page's origin. The RP ID is checked against the origin before the QR code is made, so
+/// nothing reaches a phone on a mismatch.
+pub async fn register(
+    options_json: &str,
+    origin: &str,
+    scanner: &dyn Scanner,
+    config: &LaptopConfig,
+    events: &Events,
+) -> Result<Registration, Error> {
+    let origin = Origin::parse(origin)?;
+    let options = CreationOptions::from_json(options_json, &origin)?;
+    let client_data_json =
+        webauthn::client_data_json(ClientDataType::Create, &options.challenge, &origin);
+    let laptop = Laptop::new(RequestType::MakeCredential, config.clone());
+    let tunnel = laptop.connect(scanner, events).await?;
+    let info = tunnel.get_info_response().unwrap_or_else(no_info);
+    let request = match make_credential_request(&options, &client_data_json, &info) {
+        Ok(r) => r,
+        Err(e) => {
+            tunnel.close(&Events::none()).await;
+            return Err(e);
+        }
+    };
+    let rk = request.options.rk;
+    let bytes = transact(tunnel, Request::MakeCredential(Box::new(request)), events).await?;
+    check_status(&bytes)?;
+    let response = MakeCredentialResponse::decode_reply(&bytes)
+        .map_err(|e| Error::BadResponse(e.to_string()))?;
+    registration(&options, client_data_json, &response, rk)
+}
+
+/// Signs in with a passkey on the phone: `options_json` is the RP's
+/// `PublicKeyCredentialRequestOptionsJSON`. The RP ID is checked against the origin first.
+pub async fn sign_in(
+    options_json: &str,
+    origin: &str,
+    scanner: &dyn Scanner,
+    config: &LaptopConfig,
+    events: &Events,
+) -> Result<Assertion, Error> {
+    let origin = Origin::parse(origin)?;
+    let options = RequestOptions::from_json(options_json, &origin)?;
+    let client_data_json =
+        webauthn::client_data_json(ClientDataType::Get, &options.challenge, &origin);
+    let laptop = Laptop::new(RequestType::GetAssertion, config.clone());
+    let tunnel = laptop.connect(scanner, events).await?;
+    let info = tunnel.get_info_response().unwrap_or_else(no_info);
+    let request = get_assertion_request(&options, &client_data_json, &info);
+    let bytes = transact(tunnel, Request::GetAssertion(Box::new(request)), events).await?;
+    check_status(&bytes)?;
+    let response = GetAssertionResponse::decode_reply(&bytes)
+        .map_err(|e| Error::BadResponse(e.to_string()))?;
+    assertion(&options, client_data_json, &response)
+}
+
+/// A non-zero status byte becomes the matching WebAuthn error.
+fn check_status(response: &[u8]) -> Result<(), Error> {
+    match response.first() {
+        None => Err(Error::BadResponse("empty CTAP response".into())),
+        Some(0) => Ok(()),
+        Some(&status) => Err(from_status(hybridge_ctap::StatusCode(status))),
+    }
+}
+
+/// One request, then the shutdown message (a failed request already closed the tunnel).
+async fn transact(mut tunnel: Tunnel, request: Request, events: &Events) -> Result<Vec<u8>, Error> {
+    let result = tunnel.transact(&request.encode(), events).await;
+    if result.is_ok() {
+        tunnel.close(events).await;
+    }
+    result
+}
+
+/// A phone that sent no (parseable) getInfo: assume nothing.
+fn no_info() -> GetInfoResponse {
+    GetInfoResponse {
+        versions: Vec::new(),
+        extensions: Vec::new(),
+        aaguid: [0; 16],
+        options: Vec::new(),
+        max_msg_size: None,
+        pin_uv_auth_protocols: Vec::new(),
+        max_credential_count_in_list: None,
+        max_credential_id_length: None,
+        transports: Vec::new(),
+        algorithms: Vec::new(),
+    }
+}
+
+fn uv_option(uv: UserVerification, info: &GetInfoResponse) -> Option<bool> {
+    match uv {
+        UserVerification::Required => Some(true),
+        // Phones verify the user themselves (getInfo `uv: true`); ask when they can.
+        UserVerification::Preferred => info.option("uv").filter(|&b| b),
+        UserVerification::Discouraged => None,
+    }
+}
+
+fn prf_inputs(p: &PrfInput) -> PrfInputs {
+    let salts = |v: &webauthn::PrfValues| {
+        hybridge_ctap::PrfValues::from_inputs(&v.first, v.second.as_deref())
+    };
+    PrfInputs {
+        eval: p.eval.as_ref().map(salts),
+        eval_by_credential: p
+            .eval_by_credential
+            .iter()
+            .map(|(id, v)| (id.clone(), salts(v)))
+            .collect(),
+    }
+}
+
+fn supports(info: &GetInfoResponse, extension: &str) -> bool {
+    info.extensions.iter().any(|e| e == extension)
+}
+
+/// CreationOptions → authenticatorMakeCredential.
+pub(crate) fn make_credential_request(
+    o: &CreationOptions,
+    client_data_json: &[u8],
+    info: &GetInfoResponse,
+) -> Result<MakeCredentialRequest, Error> {
+    let phone_rk = info.option("rk") == Some(true);
+    let rk = match o.resident_key {
+        ResidentKey::Required if !phone_rk => {
+            return Err(Error::NotSupported(
+                "the site requires a discoverable credential and the phone cannot store one".into(),
+            ));
+        }
+        ResidentKey::Required => true,
+        ResidentKey::Preferred => phone_rk,
+        ResidentKey::Discouraged => false,
+    };
+    if o.user_verification == UserVerification::Required && info.option("uv") == Some(false) {
+        return Err(Error::NotSupported(
+            "the site requires user verification and the phone cannot verify its user".into(),
+        ));
+    }
+    let prf = o
+        .extensions
+        .prf
+        .as_ref()
+        .filter(|_| supports(info, hybridge_ctap::extensions::PRF))
+        .map(|p| PrfInputs {
+            // evalByCredential has no meaning at creation.
+            eval_by_credential: Vec::new(),
+            ..prf_inputs(p)
+        });
+    Ok(MakeCredentialRequest {
+        client_data_hash: webauthn::client_data_hash(client_data_json),
+        rp: RpEntity {
+            id: o.rp_id.clone(),
+            name: Some(o.rp_name.clone()),
+        },
+        user: UserEntity {
+            id: o.user_id.clone(),
+            name: Some(o.user_name.clone()),
+            display_name: Some(o.user_display_name.clone()),
+        },
+        pub_key_cred_params: vec![PubKeyCredParam::es256()],
+        exclude_list: o
+            .exclude
+            .iter()
+            .map(|d| CredentialDescriptor::public_key(d.id.clone()))
+            .collect(),
+        extensions: MakeCredentialExtensions {
+            hmac_secret: None,
+            prf,
+        },
+        options: Options {
+            rk: rk.then_some(true),
+            up: None,
+            uv: uv_option(o.user_verification, info),
+        },
+        pin_uv_auth_param: None,
+        pin_uv_auth_protocol: None,
+        enterprise_attestation: None,
+        attestation_formats_preference: None,
+    })
+}
+
+/// RequestOptions → authenticatorGetAssertion.
+pub(crate) fn get_assertion_request(
+    o: &RequestOptions,
+    client_data_json: &[u8],
+    info: &GetInfoResponse,
+) -> GetAssertionRequest {
+    let prf = o
+        .extensions
+        .prf
+        .as_ref()
+        .filter(|_| supports(info, hybridge_ctap::extensions::PRF))
+        .map(prf_inputs)
+        .map(|mut p| {
+            // evalByCredential only for credentials in the allow list (WebAuthn L3 §10.1.4).
+            p.eval_by_credential
+                .retain(|(id, _)| o.allow.iter().any(|d| &d.id == id));
+            p
+        });
+    GetAssertionRequest {
+        rp_id: o.rp_id.clone(),
+        client_data_hash: webauthn::client_data_hash(client_data_json),
+        allow_list: o
+            .allow
+            .iter()
+            .map(|d| CredentialDescriptor::public_key(d.id.clone()))
+            .collect(),
+        extensions: GetAssertionExtensions { prf },
+        options: Options {
+            rk: None,
+            up: None,
+            uv: uv_option(o.user_verification, info),
+        },
+        pin_uv_auth_param: None,
+        pin_uv_auth_protocol: None,
+    }
+}
+
+fn check_auth_data(
+    bytes: &[u8],
+    rp_id: &str,
+    uv_required: bool,
+) -> Result<AuthenticatorData, Error> {
+    let ad = AuthenticatorData::parse(bytes)
+        .map_err(|e| Error::BadResponse(format!("authenticator data: {e}")))?;
+    if ad.rp_id_hash != rp_id_hash(rp_id) {
+        return Err(Error::BadResponse(
+            "the authenticator data is for a different RP ID".into(),
+        ));
+    }
+    if !ad.flags.up() {
+        return Err(Error::BadResponse(
+            "the phone did not collect user presence".into(),
+        ));
+    }
+    if uv_required && !ad.flags.uv() {
+        return Err(Error::NotAllowed(
+            "the site requires user verification and the phone did not verify the user".into(),
+        ));
+    }
+    Ok(ad)
+}
+
+fn prf_results(p: Option<&hybridge_ctap::PrfOutputs>) -> Option<webauthn::PrfValues> {
+    p.and_then(|p| p.results.as_ref())
+        .map(|r| webauthn::PrfValues {
+            first: r.first.to_vec(),
+            second: r.second.map(|s| s.to_vec()),
+        })
+}
+
+/// makeCredential response → Registration.
+pub(crate) fn registration(
+    o: &CreationOptions,
+    client_data_json: Vec<u8>,
+    r: &MakeCredentialResponse,
+    rk: Option<bool>,
+) -> Result<Registration, Error> {
+    let ad = check_auth_data(
+        &r.auth_data,
+        &o.rp_id,
+        o.user_verification == UserVerification::Required,
+    )?;
+    let acd = ad.attested_credential_data.as_ref().ok_or_else(|| {
+        Error::BadResponse("makeCredential returned no attested credential data".into())
+    })?;
+    let prf = r.unsigned_extension_outputs.prf.as_ref();
+    let extensions = ExtensionResults {
+        cred_props_rk: o.extensions.cred_props.then(|| cred_props_rk(rk)),
+        prf_enabled: o
+            .extensions
+            .prf
+            .as_ref()
+            .map(|_| prf.and_then(|p| p.enabled).unwrap_or(false)),
+        prf_results: o.extensions.prf.as_ref().and_then(|_| prf_results(prf)),
+    };
+    Ok(Registration {
+        credential_id: acd.credential_id.clone(),
+        client_data_json,
+        attestation_object: r.attestation_object(),
+        authenticator_data: r.auth_data.clone(),
+        public_key: acd.public_key.to_sec1(),
+        extensions,
+    })
+}
+
+/// getAssertion response → Assertion.
+pub(crate) fn assertion(
+    o: &RequestOptions,
+    client_data_json: Vec<u8>,
+    r: &GetAssertionResponse,
+) -> Result<Assertion, Error> {
+    check_auth_data(
+        &r.auth_data,
+        &o.rp_id,
+        o.user_verification == UserVerification::Required,
+    )?;
+    let credential_id = match (&r.credential, o.allow.as_slice()) {
+        (Some(c), _) => c.id.clone(),
+        // CTAP lets the authenticator omit the credential when the allow list had one entry.
+        (None, [only]) => only.id.clone(),
+        (None, _) => {
+            return Err(Error::BadResponse(
+                "getAssertion named no credential".into(),
+            ));
+        }
+    };
+    if !o.allow.is_empty() && !o.allow.iter().any(|d| d.id == credential_id) {
+        return Err(Error::BadResponse(
+            "the phone used a credential the site did not allow".into(),
+        ));
+    }
+    let prf = r.unsigned_extension_outputs.prf.as_ref();
+    Ok(Assertion {
+        credential_id,
+        client_data_json,
+        authenticator_data: r.auth_data.clone(),
+        signature: r.signature.clone(),
+        user_handle: r.user_handle().map(<[u8]>::to_vec),
+        extensions: ExtensionResults {
+            cred_props_rk: None,
+            prf_enabled: None,
+            prf_results: o.extensions.prf.as_ref().and_then(|_| prf_results(prf)),
+        },
+    })
+}

@@ -1,0 +1,204 @@
+//! The laptop session's one error type: every variant names the step that failed and, where
+//! there is one, what to do about it.
+
+use std::fmt;
+use std::time::Duration;
+
+use hybridge_ctap::StatusCode;
+
+use crate::webauthn::WebAuthnError;
+
+/// A step of the laptop session, as named in errors and timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Scanning for the phone's BLE advert.
+    Scanning,
+    /// Opening the WebSocket to the tunnel server.
+    Connecting,
+    /// The Noise handshake with the phone.
+    Handshake,
+    /// Waiting for the phone's post-handshake message (its getInfo).
+    PostHandshake,
+    /// Sending the request and waiting for the person holding the phone to answer.
+    WaitingForUser,
+    /// Sending the shutdown message and closing the tunnel.
+    Closing,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Scanning => "scanning for the phone",
+            Step::Connecting => "connecting to the tunnel server",
+            Step::Handshake => "doing the handshake with the phone",
+            Step::PostHandshake => "waiting for the phone's first message",
+            Step::WaitingForUser => "waiting for the user to answer on the phone",
+            Step::Closing => "closing the tunnel",
+        })
+    }
+}
+
+/// Everything that can go wrong in a laptop session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The RP options, the origin or the RP ID were refused (before any QR code is shown).
+    #[error(transparent)]
+    WebAuthn(#[from] WebAuthnError),
+    /// No advert for this QR code was heard. The relay was never contacted.
+    #[error(
+        "no phone advert seen within {}s: is Bluetooth on and the phone near? \
+         (scan the QR code with the phone's camera)",
+        .0.as_secs()
+    )]
+    ProximityTimeout(Duration),
+    /// The radio failed.
+    #[error("the radio failed while scanning for the phone: {0}")]
+    Radio(#[source] hybridge_ble::Error),
+    /// An advert made with this QR code's key was unusable (for example an unknown
+    /// tunnel-server domain).
+    #[error("the phone's advert was unusable: {0}")]
+    BadAdvert(#[source] hybridge_proto::Error),
+    /// The advert names a tunnel-server domain without a known hostname and no override.
+    #[error(
+        "the phone uses tunnel-server domain {0}, which has no known hostname: \
+         map it to a relay URL (relay override)"
+    )]
+    UnknownDomain(u16),
+    /// The tunnel server could not be reached or refused the connection.
+    #[error("cannot open the tunnel at {url}: {reason}")]
+    RelayUnreachable {
+        /// The relay base URL (no tunnel ID).
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A step did not finish in time.
+    #[error("timed out after {}s while {step}", .after.as_secs_f32())]
+    Timeout {
+        /// The step.
+        step: Step,
+        /// Its timeout.
+        after: Duration,
+    },
+    /// The Noise handshake failed (wrong keys, or the tunnel joined someone else).
+    #[error("the handshake with the phone failed: {0}")]
+    Handshake(#[source] hybridge_proto::Error),
+    /// The tunnel closed before the session finished.
+    #[error("the tunnel closed while {0}")]
+    TunnelClosed(Step),
+    /// A WebSocket-level failure on an open tunnel.
+    #[error("the tunnel failed while {step}: {reason}")]
+    Tunnel {
+        /// The step.
+        step: Step,
+        /// Why.
+        reason: String,
+    },
+    /// A message from the phone failed to decrypt or parse (tampered with, corrupted or out of
+    /// order). The session was aborted and nothing from it was accepted.
+    #[error(
+        "a message from the phone was rejected while {step} ({source}); the session was aborted"
+    )]
+    Protocol {
+        /// The step.
+        step: Step,
+        /// The protocol error.
+        source: hybridge_proto::Error,
+    },
+    /// The phone does not offer CTAP over this tunnel.
+    #[error("the phone does not offer CTAP over hybrid")]
+    NoCtap,
+    /// The user declined, the operation timed out on the phone, or no credential matched.
+    #[error("NotAllowedError: {0}")]
+    NotAllowed(String),
+    /// A credential in excludeCredentials already exists on the phone.
+    #[error("InvalidStateError: {0}")]
+    InvalidState(String),
+    /// The phone cannot do what the RP requires.
+    #[error("NotSupportedError: {0}")]
+    NotSupported(String),
+    /// The phone answered with a CTAP error that has no better WebAuthn name.
+    #[error("UnknownError: the phone answered {0}")]
+    Ctap(StatusCode),
+    /// The phone's answer is malformed or does not match the request.
+    #[error("the phone's response is invalid: {0}")]
+    BadResponse(String),
+}
+
+impl Error {
+    /// The WebAuthn `DOMException` name a browser would reject with, for scripts that compare
+    /// them: `NotAllowedError`, `InvalidStateError`, `NotSupportedError`, `SecurityError` (RP
+    /// ID / origin) or `UnknownError`.
+    pub fn dom_exception(&self) -> &'static str {
+        match self {
+            Error::WebAuthn(WebAuthnError::RpIdMismatch { .. })
+            | Error::WebAuthn(WebAuthnError::InsecureOrigin(_)) => "SecurityError",
+            Error::WebAuthn(WebAuthnError::NoSupportedAlgorithm) | Error::NotSupported(_) => {
+                "NotSupportedError"
+            }
+            Error::WebAuthn(WebAuthnError::BadOptions(_)) => "TypeError",
+            Error::InvalidState(_) => "InvalidStateError",
+            Error::NotAllowed(_) | Error::ProximityTimeout(_) | Error::Timeout { .. } => {
+                "NotAllowedError"
+            }
+            _ => "UnknownError",
+        }
+    }
+
+    /// The step the session was in, for errors raised by a step.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            Error::ProximityTimeout(_) | Error::Radio(_) | Error::BadAdvert(_) => {
+                Some(Step::Scanning)
+            }
+            Error::UnknownDomain(_) | Error::RelayUnreachable { .. } => Some(Step::Connecting),
+            Error::Handshake(_) => Some(Step::Handshake),
+            Error::Timeout { step, .. }
+            | Error::Tunnel { step, .. }
+            | Error::Protocol { step, .. } => Some(*step),
+            Error::TunnelClosed(step) => Some(*step),
+            _ => None,
+        }
+    }
+}
+
+/// The WebAuthn error for a CTAP status the phone answered with (the mapping Chromium's
+/// `device/fido` uses, simplified to the DOMException names).
+pub fn from_status(status: StatusCode) -> Error {
+    let name = status.name().unwrap_or("unknown status");
+    match status {
+        StatusCode::CTAP2_ERR_OPERATION_DENIED => Error::NotAllowed(format!(
+            "the user declined on the phone, or could not be verified ({name})"
+        )),
+        StatusCode::CTAP2_ERR_NO_CREDENTIALS | StatusCode::CTAP2_ERR_INVALID_CREDENTIAL => {
+            Error::NotAllowed(format!(
+                "the phone has no passkey for this site that the site accepts ({name})"
+            ))
+        }
+        StatusCode::CTAP2_ERR_USER_ACTION_TIMEOUT
+        | StatusCode::CTAP2_ERR_ACTION_TIMEOUT
+        | StatusCode::CTAP1_ERR_TIMEOUT => Error::NotAllowed(format!(
+            "the user did not answer on the phone in time ({name})"
+        )),
+        StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL | StatusCode::CTAP2_ERR_NOT_ALLOWED => {
+            Error::NotAllowed(format!("the phone cancelled the request ({name})"))
+        }
+        StatusCode::CTAP2_ERR_UV_BLOCKED
+        | StatusCode::CTAP2_ERR_PIN_BLOCKED
+        | StatusCode::CTAP2_ERR_PIN_AUTH_BLOCKED
+        | StatusCode::CTAP2_ERR_UV_INVALID
+        | StatusCode::CTAP2_ERR_PIN_INVALID => Error::NotAllowed(format!(
+            "user verification on the phone failed or is locked ({name})"
+        )),
+        StatusCode::CTAP2_ERR_CREDENTIAL_EXCLUDED => Error::InvalidState(format!(
+            "the phone already holds a passkey that the site excluded ({name})"
+        )),
+        StatusCode::CTAP2_ERR_UNSUPPORTED_ALGORITHM
+        | StatusCode::CTAP2_ERR_UNSUPPORTED_OPTION
+        | StatusCode::CTAP2_ERR_INVALID_OPTION => Error::NotSupported(format!(
+            "the phone does not support what the site asked for ({name})"
+        )),
+        other => Error::Ctap(other),
+    }
+}

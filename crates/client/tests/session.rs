@@ -1,0 +1,606 @@
+//! Laptop and phone sessions end to end in one process: an in-process relay, the in-memory
+//! radio, the software authenticator behind the phone session, and an independent relying
+//! party (webauthn-rs-core) that issues the options and verifies the responses.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hybridge_authenticator::authenticator::Authenticator;
+use hybridge_authenticator::phone::{
+    self, PhoneConfig, PhoneError, PhoneEvents, PhoneOutcome, PhoneTimeouts, QrInput,
+};
+use hybridge_authenticator::store::MemoryStore;
+use hybridge_authenticator::user::{
+    AccountChoice, Approval, ApprovalRequest, AutoApprove, UserAgent,
+};
+use hybridge_ble::{Advertiser, MemoryRadio, Scanner, UUID_FIDO, UUID_GOOGLE};
+use hybridge_client::session::{
+    self, Error, Event, Events, LaptopConfig, RelayOverrides, Step, Timeouts,
+};
+use hybridge_client::webauthn::{Assertion, Registration};
+use hybridge_proto::advert::AdvertPlaintext;
+use hybridge_proto::qr::{QrKeys, RequestType};
+use hybridge_proto::session::{LaptopQr, PhoneQr};
+use hybridge_proto::tunnel::RoutingId;
+use hybridge_relay::{Config, Relay};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Request as WsRequest, Response as WsResponse,
+};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use url::Url;
+use webauthn_rs_core::WebauthnCore;
+use webauthn_rs_core::proto::{
+    Credential, PublicKeyCredential, RegisterPublicKeyCredential, UserVerificationPolicy,
+};
+
+const ORIGIN: &str = "https://example.com";
+const T: Duration = Duration::from_secs(20);
+
+fn rp() -> WebauthnCore {
+    WebauthnCore::new_unsafe_experts_only(
+        "Example",
+        "example.com",
+        vec![Url::parse(ORIGIN).unwrap()],
+        Duration::from_secs(60),
+        None,
+        None,
+    )
+}
+
+fn laptop_config(relay: &str) -> LaptopConfig {
+    LaptopConfig {
+        relays: RelayOverrides::all(relay),
+        timeouts: Timeouts {
+            scan: Duration::from_secs(10),
+            connect: Duration::from_secs(5),
+            handshake: Duration::from_secs(5),
+            user: Duration::from_secs(10),
+            close: Duration::from_secs(1),
+        },
+        ..LaptopConfig::default()
+    }
+}
+
+fn phone_config(relay: &str) -> PhoneConfig {
+    PhoneConfig {
+        relay: Some(relay.into()),
+        domain_id: 0,
+        timeouts: PhoneTimeouts {
+            laptop: Duration::from_secs(10),
+            close: Duration::from_secs(1),
+            ..PhoneTimeouts::default()
+        },
+        tls: None,
+    }
+}
+
+type Phone<U> = Arc<Mutex<Authenticator<MemoryStore, U>>>;
+
+fn phone_with<U: UserAgent + 'static>(user: U) -> Phone<U> {
+    Arc::new(Mutex::new(Authenticator::new(
+        MemoryStore::new(),
+        user,
+        || 1_700_000_000,
+        rand_core::OsRng,
+    )))
+}
+
+/// Collects the laptop's events; hands the QR text to whoever waits for it.
+fn watch_events() -> (Events, oneshot::Receiver<String>, JoinHandle<Vec<Event>>) {
+    let (events, mut rx) = Events::channel(64);
+    let (qr_tx, qr_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut qr_tx = Some(qr_tx);
+        let mut seen = Vec::new();
+        while let Some(e) = rx.recv().await {
+            if let Event::QrReady(url) = &e {
+                if let Some(tx) = qr_tx.take() {
+                    let _ = tx.send(url.clone());
+                }
+            }
+            seen.push(e);
+        }
+        seen
+    });
+    (events, qr_rx, task)
+}
+
+/// A phone that scans the QR code when it appears and serves one request.
+fn spawn_phone<U: UserAgent + 'static>(
+    qr: oneshot::Receiver<String>,
+    radio: MemoryRadio,
+    authenticator: Phone<U>,
+    config: PhoneConfig,
+) -> JoinHandle<Result<PhoneOutcome, PhoneError>> {
+    tokio::spawn(async move {
+        let url = qr.await.expect("the laptop shows a QR code");
+        phone::serve(
+            &QrInput::Text(url),
+            &radio,
+            authenticator,
+            &config,
+            &PhoneEvents::none(),
+        )
+        .await
+    })
+}
+
+struct Rig {
+    relay: Relay,
+    radio: MemoryRadio,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        Self {
+            relay: Relay::bind(Config::default()).await.unwrap(),
+            radio: MemoryRadio::new().with_interval(Duration::from_millis(10)),
+        }
+    }
+
+    /// One registration through the whole stack; the laptop may talk to `laptop_relay`
+    /// (a proxy) instead of the relay itself.
+    async fn register<U: UserAgent + 'static>(
+        &self,
+        options: &str,
+        authenticator: Phone<U>,
+        laptop_relay: Option<&str>,
+    ) -> (
+        Result<Registration, Error>,
+        Result<PhoneOutcome, PhoneError>,
+        Vec<Event>,
+    ) {
+        let (events, qr, watcher) = watch_events();
+        let phone = spawn_phone(
+            qr,
+            self.radio.clone(),
+            authenticator,
+            phone_config(&self.relay.url()),
+        );
+        let config = laptop_config(laptop_relay.unwrap_or(&self.relay.url()));
+        let result = tokio::time::timeout(
+            T,
+            session::register(options, ORIGIN, &self.radio, &config, &events),
+        )
+        .await
+        .expect("the laptop finishes");
+        drop(events);
+        let phone = tokio::time::timeout(T, phone)
+            .await
+            .expect("the phone finishes")
+            .unwrap();
+        (result, phone, watcher.await.unwrap())
+    }
+
+    async fn sign_in<U: UserAgent + 'static>(
+        &self,
+        options: &str,
+        authenticator: Phone<U>,
+    ) -> (
+        Result<Assertion, Error>,
+        Result<PhoneOutcome, PhoneError>,
+        Vec<Event>,
+    ) {
+        let (events, qr, watcher) = watch_events();
+        let phone = spawn_phone(
+            qr,
+            self.radio.clone(),
+            authenticator,
+            phone_config(&self.relay.url()),
+        );
+        let config = laptop_config(&self.relay.url());
+        let result = tokio::time::timeout(
+            T,
+            session::sign_in(options, ORIGIN, &self.radio, &config, &events),
+        )
+        .await
+        .expect("the laptop finishes");
+        drop(events);
+        let phone = tokio::time::timeout(T, phone)
+            .await
+            .expect("the phone finishes")
+            .unwrap();
+        (result, phone, watcher.await.unwrap())
+    }
+}
+
+fn creation_options(
+    rp: &WebauthnCore,
+    user: &str,
+) -> (String, webauthn_rs_core::proto::RegistrationState) {
+    let builder = rp
+        .new_challenge_register_builder(user.as_bytes(), user, &format!("{user} display"))
+        .unwrap()
+        .user_verification_policy(UserVerificationPolicy::Required)
+        .require_resident_key(true);
+    let (ccr, state) = rp.generate_challenge_register(builder).unwrap();
+    (serde_json::to_string(&ccr).unwrap(), state)
+}
+
+fn verify_registration(
+    rp: &WebauthnCore,
+    reg: &Registration,
+    state: &webauthn_rs_core::proto::RegistrationState,
+) -> Credential {
+    let json = reg.to_json();
+    assert_eq!(
+        json["response"]["transports"],
+        serde_json::json!(["hybrid"])
+    );
+    assert_eq!(json["authenticatorAttachment"], "cross-platform");
+    let rpc: RegisterPublicKeyCredential = serde_json::from_value(json).unwrap();
+    rp.register_credential(&rpc, state, None)
+        .expect("the RP accepts the registration")
+}
+
+#[tokio::test]
+async fn register_then_sign_in_verified_by_an_independent_rp() {
+    let rig = Rig::new().await;
+    let rp = rp();
+    let authenticator = phone_with(AutoApprove);
+
+    let (options, state) = creation_options(&rp, "alice");
+    let (reg, phone, events) = rig.register(&options, authenticator.clone(), None).await;
+    let reg = reg.expect("registration succeeds");
+    assert_eq!(
+        phone.unwrap(),
+        PhoneOutcome {
+            command: 0x01,
+            status: 0x00
+        }
+    );
+    let cred = verify_registration(&rp, &reg, &state);
+    assert!(reg.public_key.is_some_and(|p| p[0] == 0x04));
+    // Every step was reported, in order.
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            Event::QrReady(u) => {
+                assert!(u.starts_with("FIDO:/"));
+                "qr"
+            }
+            Event::Scanning => "scanning",
+            Event::PhoneNearby { domain_id } => {
+                assert_eq!(*domain_id, 0);
+                "nearby"
+            }
+            Event::Connecting(url) => {
+                assert_eq!(url, &rig.relay.url(), "no tunnel ID in the event");
+                "connecting"
+            }
+            Event::HandshakeDone => "handshake",
+            Event::WaitingForUser => "user",
+            Event::Done => "done",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "qr",
+            "scanning",
+            "nearby",
+            "connecting",
+            "handshake",
+            "user",
+            "done"
+        ]
+    );
+
+    // Sign in with the allow list, then discoverably.
+    for allow in [vec![cred.clone()], vec![]] {
+        let builder = rp
+            .new_challenge_authenticate_builder(
+                allow.clone(),
+                Some(UserVerificationPolicy::Required),
+            )
+            .unwrap();
+        let (rcr, mut state) = rp.generate_challenge_authenticate(builder).unwrap();
+        let options = serde_json::to_string(&rcr).unwrap();
+        let (assertion, phone, _) = rig.sign_in(&options, authenticator.clone()).await;
+        let assertion = assertion.expect("sign-in succeeds");
+        assert_eq!(
+            phone.unwrap(),
+            PhoneOutcome {
+                command: 0x02,
+                status: 0x00
+            }
+        );
+        assert_eq!(assertion.user_handle.as_deref(), Some(&b"alice"[..]));
+        if allow.is_empty() {
+            state.set_allowed_credentials(vec![cred.clone()]);
+        }
+        let pkc: PublicKeyCredential = serde_json::from_value(assertion.to_json()).unwrap();
+        rp.authenticate_credential(&pkc, &state)
+            .expect("the RP accepts the assertion");
+    }
+    // The relay notices the closes asynchronously.
+    for _ in 0..200 {
+        if rig.relay.tunnels() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(rig.relay.tunnels(), 0, "every tunnel was closed");
+}
+
+/// Someone else's phone advertising nearby (under both UUIDs), and junk: ignored; ours is
+/// found.
+#[tokio::test]
+async fn adverts_of_other_sessions_are_ignored() {
+    let rig = Rig::new().await;
+    let other = LaptopQr::new(
+        QrKeys::generate(&mut rand_core::OsRng),
+        1_700_000_000,
+        false,
+        RequestType::MakeCredential,
+    );
+    let mut other_phone = PhoneQr::from_qr_url(&other.qr_url()).unwrap();
+    let foreign = other_phone.service_data(
+        AdvertPlaintext::new(&mut rand_core::OsRng, RoutingId([9, 9, 9]), 0),
+        None,
+    );
+    let _a = rig.radio.advertise(UUID_FIDO, &foreign).await.unwrap();
+    let _b = rig.radio.advertise(UUID_GOOGLE, &foreign).await.unwrap();
+    let _c = rig.radio.advertise(UUID_FIDO, &[0u8; 20]).await.unwrap();
+    let _d = rig.radio.advertise(UUID_FIDO, &[1u8; 5]).await.unwrap();
+
+    let rp = rp();
+    let (options, state) = creation_options(&rp, "bob");
+    let (reg, phone, _) = rig.register(&options, phone_with(AutoApprove), None).await;
+    verify_registration(&rp, &reg.expect("our phone is found"), &state);
+    phone.unwrap();
+}
+
+/// No advert: a proximity error, and the relay never saw the laptop.
+#[tokio::test]
+async fn no_advert_is_a_proximity_timeout_without_contacting_the_relay() {
+    let rig = Rig::new().await;
+    let rp = rp();
+    let (options, _) = creation_options(&rp, "carol");
+    let mut config = laptop_config(&rig.relay.url());
+    config.timeouts.scan = Duration::from_millis(300);
+    let (events, _qr, watcher) = watch_events();
+    let err = session::register(&options, ORIGIN, &rig.radio, &config, &events)
+        .await
+        .unwrap_err();
+    drop(events);
+    assert!(matches!(err, Error::ProximityTimeout(_)), "{err}");
+    assert_eq!(err.step(), Some(Step::Scanning));
+    assert!(err.to_string().contains("is Bluetooth on"), "{err}");
+    assert!(
+        rig.relay
+            .metrics_text()
+            .lines()
+            .any(|l| l == "hybridge_relay_connections_total 0"),
+        "the relay saw a connection:\n{}",
+        rig.relay.metrics_text()
+    );
+    let events = watcher.await.unwrap();
+    assert!(!events.iter().any(|e| matches!(e, Event::Connecting(_))));
+}
+
+struct Decline;
+
+impl UserAgent for Decline {
+    fn approve(&mut self, _: &ApprovalRequest) -> Approval {
+        Approval::Declined
+    }
+    fn choose_account(&mut self, _: &str, _: &[AccountChoice]) -> Option<usize> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn user_declines_on_the_phone_is_not_allowed() {
+    let rig = Rig::new().await;
+    let rp = rp();
+    let (options, _) = creation_options(&rp, "dave");
+    let (reg, phone, _) = rig.register(&options, phone_with(Decline), None).await;
+    let err = reg.unwrap_err();
+    assert!(matches!(err, Error::NotAllowed(_)), "{err}");
+    assert_eq!(err.dom_exception(), "NotAllowedError");
+    assert_eq!(phone.unwrap().status, 0x27, "CTAP2_ERR_OPERATION_DENIED");
+}
+
+/// A phone that advertises for the QR code without a relay behind it.
+fn spawn_fake_phone(qr: oneshot::Receiver<String>, radio: MemoryRadio) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(url) = qr.await else { return };
+        let mut phone = PhoneQr::from_qr_url(&url).unwrap();
+        let data = phone.service_data(
+            AdvertPlaintext::new(&mut rand_core::OsRng, RoutingId([1, 2, 3]), 0),
+            None,
+        );
+        let _h = radio.advertise(UUID_FIDO, &data).await.unwrap();
+        tokio::time::sleep(T).await;
+    })
+}
+
+#[tokio::test]
+async fn relay_down_is_a_clear_connect_error() {
+    let radio = MemoryRadio::new().with_interval(Duration::from_millis(10));
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let relay = format!("ws://127.0.0.1:{port}");
+    let rp = rp();
+    let (options, _) = creation_options(&rp, "erin");
+    let (events, qr, _watcher) = watch_events();
+    let fake = spawn_fake_phone(qr, radio.clone());
+    let err = session::register(&options, ORIGIN, &radio, &laptop_config(&relay), &events)
+        .await
+        .unwrap_err();
+    fake.abort();
+    match &err {
+        Error::RelayUnreachable { url, reason } => {
+            assert_eq!(url, &relay);
+            assert!(reason.contains("cannot connect"), "{reason}");
+        }
+        other => panic!("expected RelayUnreachable, got {other}"),
+    }
+    assert_eq!(err.step(), Some(Step::Connecting));
+}
+
+#[tokio::test]
+async fn rp_id_mismatch_is_refused_before_any_qr_code() {
+    let radio = MemoryRadio::new();
+    let rp = rp();
+    let (options, _) = creation_options(&rp, "frank");
+    let (events, mut rx) = Events::channel(8);
+    let config = laptop_config("ws://127.0.0.1:9");
+    let err = session::register(
+        &options,
+        "https://evil.example.net",
+        &radio,
+        &config,
+        &events,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WebAuthn(hybridge_client::webauthn::WebAuthnError::RpIdMismatch { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(err.dom_exception(), "SecurityError");
+    drop(events);
+    assert!(
+        rx.recv().await.is_none(),
+        "no event, so no QR code was shown"
+    );
+    assert_eq!(radio.scanner_count(), 0, "no scan was started");
+
+    let builder = rp
+        .new_challenge_authenticate_builder(vec![], Some(UserVerificationPolicy::Required))
+        .unwrap();
+    let (rcr, _) = rp.generate_challenge_authenticate(builder).unwrap();
+    let options = serde_json::to_string(&rcr).unwrap();
+    let err = session::sign_in(
+        &options,
+        "https://example.org",
+        &radio,
+        &config,
+        &Events::none(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.dom_exception(), "SecurityError", "{err}");
+}
+
+/// A WebSocket proxy standing in for a malicious relay: forwards laptop ↔ relay, flipping one
+/// bit of the `flip`-th message from the relay to the laptop (0 = Noise message 2).
+async fn tampering_proxy(relay: String, flip: usize) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let path = Arc::new(Mutex::new(String::new()));
+        let p = path.clone();
+        // The callback's signature is tungstenite's; its error type is not ours to shrink.
+        #[allow(clippy::result_large_err)]
+        let callback = move |req: &WsRequest, mut resp: WsResponse| {
+            *p.lock().unwrap() = req.uri().path().to_owned();
+            resp.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static("fido.cable"),
+            );
+            Ok(resp)
+        };
+        let Ok(laptop) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+            return;
+        };
+        let path = path.lock().unwrap().clone();
+        let mut req = format!("{relay}{path}").into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("fido.cable"),
+        );
+        let Ok((upstream, _)) = tokio_tungstenite::connect_async(req).await else {
+            return;
+        };
+        let (mut l_tx, mut l_rx) = laptop.split();
+        let (mut u_tx, mut u_rx) = upstream.split();
+        let up = async {
+            while let Some(Ok(m)) = l_rx.next().await {
+                if u_tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let down = async {
+            let mut n = 0;
+            while let Some(Ok(m)) = u_rx.next().await {
+                let m = match m {
+                    Message::Binary(b) => {
+                        let mut b = b.to_vec();
+                        if n == flip {
+                            let last = b.len() - 1;
+                            b[last / 2] ^= 0x01;
+                        }
+                        n += 1;
+                        Message::Binary(b.into())
+                    }
+                    other => other,
+                };
+                if l_tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! { _ = up => {}, _ = down => {} }
+    });
+    (format!("ws://{addr}"), task)
+}
+
+#[tokio::test]
+async fn a_flipped_bit_aborts_the_session_and_nothing_is_accepted() {
+    let rp = rp();
+    // 0: Noise message 2; 1: the post-handshake message; 3: the CTAP response (2 is the
+    // padded update).
+    for (flip, step) in [
+        (0, Step::Handshake),
+        (1, Step::PostHandshake),
+        (3, Step::WaitingForUser),
+    ] {
+        let rig = Rig::new().await;
+        let (proxy, task) = tampering_proxy(rig.relay.url(), flip).await;
+        let (options, _) = creation_options(&rp, "mallory");
+        let (reg, _phone, events) = rig
+            .register(&options, phone_with(AutoApprove), Some(&proxy))
+            .await;
+        task.abort();
+        let err = reg.expect_err("a tampered session must fail");
+        assert_eq!(err.step(), Some(step), "flip {flip}: {err}");
+        match (&err, flip) {
+            (Error::Handshake(_), 0) => {}
+            (Error::Protocol { source, .. }, _) => {
+                assert_eq!(source, &hybridge_proto::Error::Decrypt, "flip {flip}")
+            }
+            (other, _) => panic!("flip {flip}: unexpected {other}"),
+        }
+        assert!(
+            !events.contains(&Event::Done),
+            "flip {flip}: nothing was accepted"
+        );
+    }
+}
+
+// Keep the mpsc import honest: the events API takes a plain sender too.
+#[test]
+fn events_from_a_sender() {
+    let (tx, _rx) = mpsc::channel::<Event>(1);
+    let _ = Events::from(tx);
+    fn _scanner_is_object_safe(_: &dyn Scanner) {}
+}
