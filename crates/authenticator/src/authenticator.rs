@@ -29,11 +29,13 @@
 //! * **Attestation:** `"packed"` self attestation by default (signed with the credential key, no
 //!   certificate), or `"none"` ([`Config::attestation`]); CTAP 2.2
 //!   `attestationFormatsPreference` is honoured when it names one of the two.
-//! * **Extensions:** `hmac-secret: true` at creation is answered in the authenticator data.
-//!   `prf` follows Chromium's hybrid phone (see `hybridge_ctap::extensions`): outputs in the
+//! * **Extensions:** `prf` follows Chromium's hybrid phone (see `hybridge_ctap::extensions`): outputs in the
 //!   unsigned extension outputs, `HMAC-SHA256(CredRandom, salt)` with the salts as received
 //!   (clients hash them), CredRandom chosen by whether the user was verified. Every credential
-//!   has both CredRandoms, so PRF works for every credential.
+//!   has both CredRandoms, so PRF works for every credential. `hmac-secret` is neither
+//!   advertised nor answered: its assertions need a PIN/UV auth protocol for the salt
+//!   encryption, which phones do not have (Chrome's phone lists only `prf`), and getInfo must
+//!   not promise what the authenticator cannot do. A request naming it is served without it.
 //! * **PIN/UV auth protocols:** none (as phones do, brief §8.3): a request carrying
 //!   `pinUvAuthParam` gets `CTAP2_ERR_MISSING_PARAMETER` without a protocol, else
 //!   `CTAP1_ERR_INVALID_PARAMETER`.
@@ -43,7 +45,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hybridge_cbor::Value;
-use hybridge_ctap::extensions::{HMAC_SECRET, evaluate_prf};
+use hybridge_ctap::extensions::evaluate_prf;
 use hybridge_ctap::{
     AttestationStatement, AttestedCredentialData, AuthenticatorData, CoseKey, CredentialDescriptor,
     CtapError, Flags, GetAssertionRequest, GetAssertionResponse, GetInfoResponse,
@@ -187,7 +189,7 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
     pub fn get_info(&self) -> GetInfoResponse {
         GetInfoResponse {
             versions: vec!["FIDO_2_0".into(), "FIDO_2_1".into()],
-            extensions: vec![HMAC_SECRET.into(), hybridge_ctap::extensions::PRF.into()],
+            extensions: vec![hybridge_ctap::extensions::PRF.into()],
             aaguid: AAGUID,
             options: vec![("rk".into(), true), ("uv".into(), true)],
             max_msg_size: None,
@@ -311,8 +313,9 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
         if verified {
             flags |= Flags::UV;
         }
-        let extensions = (req.extensions.hmac_secret == Some(true))
-            .then(|| Value::map([(Value::from(HMAC_SECRET), Value::from(true))]));
+        // No signed extension outputs: hmac-secret is not supported (see the module docs) and
+        // prf outputs are unsigned.
+        let extensions = None;
         let auth_data = AuthenticatorData {
             rp_id_hash: rp_id_hash(&req.rp.id),
             flags: Flags(flags),
