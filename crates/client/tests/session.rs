@@ -117,23 +117,25 @@ fn spawn_phone<U: UserAgent + 'static>(
     radio: MemoryRadio,
     authenticator: Phone<U>,
     config: PhoneConfig,
+    photo: bool,
 ) -> JoinHandle<Result<PhoneOutcome, PhoneError>> {
     tokio::spawn(async move {
         let url = qr.await.expect("the laptop shows a QR code");
-        phone::serve(
-            &QrInput::Text(url),
-            &radio,
-            authenticator,
-            &config,
-            &PhoneEvents::none(),
-        )
-        .await
+        let qr = if photo {
+            // The phone reads the QR code from a picture of it.
+            QrInput::Image(hybridge_client::render::png(&url).unwrap())
+        } else {
+            QrInput::Text(url)
+        };
+        phone::serve(&qr, &radio, authenticator, &config, &PhoneEvents::none()).await
     })
 }
 
 struct Rig {
     relay: Relay,
     radio: MemoryRadio,
+    /// The phone reads the QR code from a PNG instead of its text.
+    photo: bool,
 }
 
 impl Rig {
@@ -141,6 +143,7 @@ impl Rig {
         Self {
             relay: Relay::bind(Config::default()).await.unwrap(),
             radio: MemoryRadio::new().with_interval(Duration::from_millis(10)),
+            photo: false,
         }
     }
 
@@ -162,6 +165,7 @@ impl Rig {
             self.radio.clone(),
             authenticator,
             phone_config(&self.relay.url()),
+            self.photo,
         );
         let config = laptop_config(laptop_relay.unwrap_or(&self.relay.url()));
         let result = tokio::time::timeout(
@@ -193,6 +197,7 @@ impl Rig {
             self.radio.clone(),
             authenticator,
             phone_config(&self.relay.url()),
+            self.photo,
         );
         let config = laptop_config(&self.relay.url());
         let result = tokio::time::timeout(
@@ -330,10 +335,11 @@ async fn register_then_sign_in_verified_by_an_independent_rp() {
 }
 
 /// Someone else's phone advertising nearby (under both UUIDs), and junk: ignored; ours is
-/// found.
+/// found. (This phone reads the QR code from a PNG of it.)
 #[tokio::test]
 async fn adverts_of_other_sessions_are_ignored() {
-    let rig = Rig::new().await;
+    let mut rig = Rig::new().await;
+    rig.photo = true;
     let other = LaptopQr::new(
         QrKeys::generate(&mut rand_core::OsRng),
         1_700_000_000,
@@ -577,7 +583,7 @@ async fn a_flipped_bit_aborts_the_session_and_nothing_is_accepted() {
         let rig = Rig::new().await;
         let (proxy, task) = tampering_proxy(rig.relay.url(), flip).await;
         let (options, _) = creation_options(&rp, "mallory");
-        let (reg, _phone, events) = rig
+        let (reg, phone, events) = rig
             .register(&options, phone_with(AutoApprove), Some(&proxy))
             .await;
         task.abort();
@@ -594,7 +600,59 @@ async fn a_flipped_bit_aborts_the_session_and_nothing_is_accepted() {
             !events.contains(&Event::Done),
             "flip {flip}: nothing was accepted"
         );
+        if flip < 3 {
+            // The laptop hung up before sending a request: Chromium's UNEXPECTED_EOF.
+            assert!(
+                matches!(phone, Err(PhoneError::UnexpectedEof)),
+                "flip {flip}: {phone:?}"
+            );
+        }
     }
+}
+
+/// A laptop that never comes: the phone gives up in time and stops advertising.
+#[tokio::test]
+async fn phone_stops_advertising_when_no_laptop_comes() {
+    let rig = Rig::new().await;
+    let laptop = LaptopQr::new(
+        QrKeys::generate(&mut rand_core::OsRng),
+        1_700_000_000,
+        false,
+        RequestType::GetAssertion,
+    );
+    let mut config = phone_config(&rig.relay.url());
+    config.timeouts.laptop = Duration::from_millis(300);
+    let mut scan = rig.radio.scan(&hybridge_ble::CABLE_UUIDS).await.unwrap();
+    let err = phone::serve(
+        &QrInput::Text(laptop.qr_url()),
+        &rig.radio,
+        phone_with(AutoApprove),
+        &config,
+        &PhoneEvents::none(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PhoneError::Timeout {
+                step: phone::PhoneStep::WaitingForLaptop,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // It did advertise, and stopped: drain what was queued, then silence.
+    scan.next_timeout(Duration::from_secs(1)).await.unwrap();
+    while scan.try_next().is_some() {}
+    assert!(scan.next_timeout(Duration::from_millis(200)).await.is_err());
+    for _ in 0..200 {
+        if rig.relay.tunnels() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(rig.relay.tunnels(), 0, "the tunnel was closed");
 }
 
 // Keep the mpsc import honest: the events API takes a plain sender too.
