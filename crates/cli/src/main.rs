@@ -1,14 +1,19 @@
 //! `hybridge`: FIDO hybrid (caBLE v2) from the command line.
 //!
-//! Data goes to stdout (JSON where a program will read it); errors go to stderr as one line.
-//! Exit codes: 0 success, 1 invalid input, 2 usage error.
+//! Data goes to stdout (JSON where a program will read it); progress, prompts and the QR code
+//! go to stderr; an error is one line on stderr. Exit codes: see [`error`].
 //!
 //! Each subcommand lives in its own module with an `Args` struct and a `run` function, so new
 //! ones (register, sign-in, phone, passkeys, demo) slot in as one enum variant and one module.
 #![forbid(unsafe_code)]
 
+mod common;
+mod demo;
 mod error;
 mod inspect;
+mod laptop;
+mod passkeys;
+mod phone;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,16 +25,64 @@ use crate::error::{EXIT_OK, EXIT_USAGE};
 /// FIDO hybrid transport ("use a phone to sign in") tools.
 #[derive(Debug, Parser)]
 #[command(name = "hybridge", version, about, propagate_version = true)]
-#[command(
-    after_help = "Examples:\n  hybridge inspect qr 'FIDO:/…'\n  hybridge inspect domain 266\n\nExit codes: 0 success, 1 invalid input, 2 usage error."
-)]
+#[command(after_help = MAIN_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+const MAIN_HELP: &str = concat!(
+    "Examples:
+  hybridge demo                      # the whole flow on this machine, no Bluetooth
+  hybridge register --options create.json --origin https://example.com > response.json
+  hybridge sign-in --options get.json --origin https://example.com --relay ws://127.0.0.1:8080
+  hybridge phone --qr 'FIDO:/…' --store passkeys.hbk --relay ws://127.0.0.1:8080
+  hybridge passkeys list --store passkeys.hbk
+  hybridge inspect qr 'FIDO:/…'
+
+Every flag can also be set from the environment variable shown in each command's --help.
+
+",
+    "Exit codes:
+  0 success              1 invalid input        2 usage error
+  3 no phone nearby / a step timed out          4 declined / not allowed on the phone
+  5 relay unreachable / tunnel broke            6 RP ID does not match the origin
+  7 handshake failed / message tampered with    8 Bluetooth / radio unavailable
+  9 passkey store (wrong PIN, locked, damaged)  10 demo: relying party rejected a response
+  130 interrupted"
+);
+
+const CEREMONY_HELP: &str = "Examples:
+  hybridge register --options create.json --origin https://example.com --qr-out qr.png
+  hybridge sign-in --options get.json --origin https://example.com \\
+      --ble udp:127.0.0.1:47000 --relay ws://127.0.0.1:8080 --scan-timeout 30s
+
+The QR code and progress go to stderr; the response JSON (RegistrationResponseJSON or
+AuthenticationResponseJSON) goes to stdout, ready to POST to the relying party.
+Exit codes: 0 ok, 1 invalid input, 2 usage, 3 no phone nearby / timeout, 4 NotAllowed
+(declined), 5 relay unreachable, 6 RP ID does not match the origin, 7 handshake failed or
+tampering, 8 radio unavailable.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole flow on this machine: relay, phone, laptop and a relying party.
+    #[command(
+        after_help = "Example:\n  hybridge demo\n\nNo Bluetooth or network needed: an in-process relay, the in-memory radio, a\nsoftware phone that approves automatically and an embedded relying party\n(webauthn-rs-core) that verifies the registration and the sign-in.\nExit codes: 0 both verified, 10 the relying party rejected a response, others as for register."
+    )]
+    Demo(demo::DemoArgs),
+    /// Register a passkey on a phone (the laptop side): QR code, Bluetooth, tunnel.
+    #[command(after_help = CEREMONY_HELP)]
+    Register(laptop::CeremonyArgs),
+    /// Sign in with a passkey on a phone (the laptop side).
+    #[command(after_help = CEREMONY_HELP)]
+    SignIn(laptop::CeremonyArgs),
+    /// Be the phone: read the laptop's QR code and answer with the software authenticator.
+    #[command(
+        after_help = "Examples:\n  hybridge phone --qr 'FIDO:/…' --store ~/.local/share/hybridge/passkeys.hbk\n  hybridge phone --qr-image qr.png --store passkeys.hbk --relay ws://127.0.0.1:8080 \\\n      --ble udp:127.0.0.1:47000 --yes --pin-file pin.txt\n\nA JSON summary goes to stdout. Exit codes: 0 served, 1 invalid QR code or input,\n3 the laptop never connected, 4 the request was declined, 5 relay unreachable,\n7 handshake failed, 8 radio unavailable, 9 wrong PIN or locked store."
+    )]
+    Phone(phone::PhoneArgs),
+    /// List, rename or delete the passkeys in a phone's store (JSON on stdout).
+    Passkeys(passkeys::PasskeysArgs),
     /// Decode QR codes, adverts and tunnel domains (JSON on stdout).
     Inspect(inspect::InspectArgs),
 }
@@ -56,6 +109,11 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Passkeys(args) => passkeys::run(args),
+        Command::Demo(args) => run_async(demo::run(args)),
+        Command::Register(args) => run_async(laptop::run(laptop::Kind::Register, args)),
+        Command::SignIn(args) => run_async(laptop::run(laptop::Kind::SignIn, args)),
+        Command::Phone(args) => run_async(phone::run(args)),
     };
     match result {
         Ok(json) => {
@@ -72,4 +130,24 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// Runs an async command on a fresh runtime, stopping at Ctrl-C. The runtime is shut down
+/// without waiting for blocking threads (BlueZ's D-Bus threads, a PIN prompt) to finish.
+fn run_async(
+    f: impl std::future::Future<Output = Result<serde_json::Value, error::CliError>>,
+) -> Result<serde_json::Value, error::CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| error::CliError::Invalid(format!("cannot start the async runtime: {e}")))?;
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = f => r,
+            _ = tokio::signal::ctrl_c() => Err(error::CliError::Interrupted),
+        }
+    });
+    rt.shutdown_background();
+    result
 }

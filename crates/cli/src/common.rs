@@ -1,0 +1,299 @@
+//! Pieces shared by the subcommands: durations, the passkey store and its PIN, the QR code on
+//! the terminal, and progress lines.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hybridge_authenticator::scripted::ScriptedAgent;
+use hybridge_authenticator::store::{FileStore, KdfParams};
+use hybridge_authenticator::terminal::Terminal;
+use hybridge_client::render;
+use zeroize::Zeroizing;
+
+use crate::error::CliError;
+
+/// Parses `500ms`, `30s`, `5m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, scale_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1u64)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (s, 1000)
+    };
+    let value: u64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 30s, 5m)"))?;
+    let ms = value
+        .checked_mul(scale_ms)
+        .filter(|&ms| ms > 0 && ms <= 24 * 3600 * 1000)
+        .ok_or_else(|| format!("{s:?} must be between 1ms and 24h"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// Reads a file named on the command line (`-` is stdin), at most 1 MiB.
+pub fn read_input(what: &'static str, path: &Path) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    let io = |source| CliError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(1 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(1 << 20).read_to_end(&mut bytes))
+            .map_err(io)?;
+    }
+    Ok(bytes)
+}
+
+/// Where the store PIN comes from.
+#[derive(Clone, Debug)]
+pub struct PinSource {
+    /// `--pin-file`: automation.
+    pub file: Option<PathBuf>,
+}
+
+impl PinSource {
+    fn read_file(&self) -> Result<Option<Zeroizing<String>>, CliError> {
+        match &self.file {
+            None => Ok(None),
+            Some(path) => ScriptedAgent::read_pin_file(path)
+                .map(Some)
+                .map_err(|source| CliError::Io {
+                    what: "cannot read the PIN file",
+                    path: path.display().to_string(),
+                    source,
+                }),
+        }
+    }
+
+    /// The PIN of an existing store: from the file, else asked on the terminal.
+    pub fn existing(&self, store: &Path) -> Result<Zeroizing<String>, CliError> {
+        if let Some(pin) = self.read_file()? {
+            return Ok(pin);
+        }
+        let mut term = Terminal::stdio();
+        let prompt = format!("PIN for the passkey store {}: ", store.display());
+        match term.read_pin(&prompt) {
+            Ok(Some(pin)) if !pin.is_empty() => Ok(pin),
+            Ok(_) => Err(CliError::Invalid(
+                "no PIN given: type it at the prompt, or use --pin-file FILE".into(),
+            )),
+            Err(e) => Err(CliError::Invalid(format!("cannot read the PIN: {e}"))),
+        }
+    }
+
+    /// A PIN for a new store: from the file, else asked twice on the terminal.
+    pub fn new_pin(&self, store: &Path) -> Result<Zeroizing<String>, CliError> {
+        if let Some(pin) = self.read_file()? {
+            return Ok(pin);
+        }
+        let mut term = Terminal::stdio();
+        term.say(&format!(
+            "Creating a new passkey store at {}. Choose a PIN (at least 4 characters).",
+            store.display()
+        ));
+        for _ in 0..3 {
+            let first = match term.read_pin("New PIN: ") {
+                Ok(Some(p)) if !p.is_empty() => p,
+                Ok(_) => break,
+                Err(e) => return Err(CliError::Invalid(format!("cannot read the PIN: {e}"))),
+            };
+            let second = match term.read_pin("Repeat the PIN: ") {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => return Err(CliError::Invalid(format!("cannot read the PIN: {e}"))),
+            };
+            if *first == *second {
+                return Ok(first);
+            }
+            term.say("The PINs differ; try again.");
+        }
+        Err(CliError::Invalid(
+            "no new PIN given: type it at the prompt, or use --pin-file FILE".into(),
+        ))
+    }
+}
+
+/// Opens the store at `path` (creating it when `create` and it does not exist). Returns the
+/// store and the PIN that opened it (for `--yes` user verification).
+pub fn open_store(
+    path: &Path,
+    pin: &PinSource,
+    create: bool,
+) -> Result<(FileStore, Zeroizing<String>, bool), CliError> {
+    if std::fs::symlink_metadata(path).is_err() {
+        if !create {
+            return Err(CliError::Invalid(format!(
+                "no passkey store at {} (`hybridge phone --store {}` creates one)",
+                path.display(),
+                path.display()
+            )));
+        }
+        let pin = pin.new_pin(path)?;
+        let store = FileStore::create(path, &pin, KdfParams::default())?;
+        return Ok((store, pin, true));
+    }
+    let pin = pin.existing(path)?;
+    let store = FileStore::open(path, &pin)?;
+    Ok((store, pin, false))
+}
+
+/// Draws the QR code and its text on stderr, and writes `--qr-out` if given.
+pub fn show_qr(url: &str, qr_out: Option<&Path>) {
+    // The file first: whoever reads the text below may look for the file next.
+    let written = qr_out.map(|path| (path, render::write_file(url, path)));
+    let mut err = std::io::stderr().lock();
+    match render::terminal(url) {
+        Ok(blocks) => {
+            let _ = writeln!(err, "{blocks}");
+        }
+        Err(e) => {
+            let _ = writeln!(err, "hybridge: cannot draw the QR code: {e}");
+        }
+    }
+    let _ = writeln!(err, "{url}");
+    let _ = writeln!(err, "Scan this QR code with your phone's camera.");
+    if let Some((path, Err(e))) = written {
+        let _ = writeln!(err, "hybridge: cannot write {}: {e}", path.display());
+    }
+}
+
+/// Checks `--qr-out`'s extension before anything starts.
+pub fn check_qr_out(path: Option<&Path>) -> Result<(), CliError> {
+    if let Some(p) = path {
+        render::QrFormat::from_path(p).map_err(|e| CliError::Invalid(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Progress on stderr: a spinner line on a terminal, plain lines otherwise.
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<Mutex<ProgressState>>,
+    tty: bool,
+    prefix: &'static str,
+}
+
+struct ProgressState {
+    current: Option<String>,
+    frame: usize,
+    paused: bool,
+}
+
+const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+impl Progress {
+    /// Progress lines starting with `prefix` (e.g. "laptop: "). The spinner runs only when
+    /// stderr is a terminal and `HYBRIDGE_NO_SPINNER` is unset.
+    pub fn new(prefix: &'static str) -> Self {
+        let tty =
+            std::io::stderr().is_terminal() && std::env::var_os("HYBRIDGE_NO_SPINNER").is_none();
+        let p = Self {
+            inner: Arc::new(Mutex::new(ProgressState {
+                current: None,
+                frame: 0,
+                paused: false,
+            })),
+            tty,
+            prefix,
+        };
+        if tty {
+            let weak = Arc::downgrade(&p.inner);
+            let prefix = p.prefix;
+            std::thread::spawn(move || {
+                while let Some(inner) = weak.upgrade() {
+                    if let Ok(mut s) = inner.lock() {
+                        if !s.paused {
+                            if let Some(cur) = s.current.clone() {
+                                s.frame = (s.frame + 1) % FRAMES.len();
+                                let mut err = std::io::stderr().lock();
+                                let _ = write!(err, "\r\x1b[2K{} {prefix}{cur}", FRAMES[s.frame]);
+                                let _ = err.flush();
+                            }
+                        }
+                    }
+                    drop(inner);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        p
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new step: the previous one is marked done.
+    pub fn step(&self, msg: impl Into<String>) {
+        let msg = msg.into();
+        let mut s = self.lock();
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            if let Some(prev) = s.current.take() {
+                let _ = writeln!(err, "\r\x1b[2K✓ {}{prev}", self.prefix);
+            }
+            let _ = write!(err, "\r\x1b[2K{} {}{msg}", FRAMES[s.frame], self.prefix);
+            let _ = err.flush();
+            s.current = Some(msg);
+        } else {
+            let _ = writeln!(err, "{}{msg}", self.prefix);
+        }
+    }
+
+    /// Runs `f` with the spinner line cleared (to print something else on stderr).
+    pub fn aside(&self, f: impl FnOnce()) {
+        let mut s = self.lock();
+        s.paused = true;
+        if self.tty {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+        f();
+        s.paused = false;
+    }
+
+    /// Ends the progress display: the last step is marked done (`ok`) or failed.
+    pub fn finish(&self, ok: bool) {
+        let mut s = self.lock();
+        if self.tty {
+            if let Some(prev) = s.current.take() {
+                let mark = if ok { "✓" } else { "✗" };
+                let _ = writeln!(std::io::stderr(), "\r\x1b[2K{mark} {}{prev}", self.prefix);
+            }
+        }
+        s.current = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("99999999999999999m").is_err());
+    }
+}

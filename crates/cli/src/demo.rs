@@ -1,0 +1,322 @@
+//! `hybridge demo`: the whole hybrid flow on this machine, no Bluetooth, no network.
+//!
+//! An in-process tunnel server (hybridge-relay), a phone (the software authenticator with an
+//! in-memory store, approving automatically), a laptop (the WebAuthn client) and an embedded
+//! relying party (webauthn-rs-core, an independent implementation) that issues the options
+//! and verifies the responses. The BLE advert travels over the in-memory radio.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
+use hybridge_authenticator::phone::{self, PhoneConfig, PhoneEvents, PhoneTimeouts, QrInput};
+use hybridge_authenticator::store::MemoryStore;
+use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, Ceremony, UserAgent};
+use hybridge_ble::MemoryRadio;
+use hybridge_client::session::{self, LaptopConfig, RelayOverrides, Timeouts};
+use hybridge_client::webauthn::b64url;
+use hybridge_relay::{Config as RelayConfig, Relay};
+use serde_json::{Value as Json, json};
+use tokio::sync::oneshot;
+use url::Url;
+use webauthn_rs_core::WebauthnCore;
+use webauthn_rs_core::proto::{
+    PublicKeyCredential, RegisterPublicKeyCredential, UserVerificationPolicy,
+};
+
+use crate::common::{Progress, check_qr_out, parse_duration};
+use crate::error::CliError;
+use crate::laptop::spawn_event_printer;
+
+/// `hybridge demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The relying party's ID (the origin is https://RP_ID).
+    #[arg(long, env = "HYBRIDGE_DEMO_RP_ID", default_value = "example.com")]
+    rp_id: String,
+    /// The account name to register.
+    #[arg(long, env = "HYBRIDGE_DEMO_USER", default_value = "alice")]
+    user: String,
+    /// Also write the QR codes to FILE (.png, .svg or .txt).
+    #[arg(long, env = "HYBRIDGE_QR_OUT", value_name = "FILE")]
+    qr_out: Option<PathBuf>,
+    /// Limit on each ceremony.
+    #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+/// The demo's phone user: says what is asked and approves, as a verified user.
+struct DemoUser;
+
+impl UserAgent for DemoUser {
+    fn approve(&mut self, r: &ApprovalRequest) -> Approval {
+        let account = r
+            .user_name
+            .as_deref()
+            .map(hybridge_authenticator::terminal::sanitize)
+            .unwrap_or_else(|| "an account".into());
+        let what = match r.ceremony {
+            Ceremony::Register => "create a passkey for",
+            Ceremony::SignIn => "sign in to",
+        };
+        eprintln!(
+            "phone:  the user is asked to {what} {} as {account}: approved (PIN verified)",
+            hybridge_authenticator::terminal::sanitize(&r.rp_id)
+        );
+        Approval::Approved { verified: true }
+    }
+
+    fn choose_account(&mut self, _rp_id: &str, accounts: &[AccountChoice]) -> Option<usize> {
+        (!accounts.is_empty()).then_some(0)
+    }
+}
+
+type Phone = Arc<Mutex<Authenticator<MemoryStore, DemoUser>>>;
+
+struct Rig {
+    relay_url: String,
+    radio: MemoryRadio,
+    phone: Phone,
+    origin: String,
+    qr_out: Option<PathBuf>,
+    timeout: Duration,
+}
+
+impl Rig {
+    /// Runs one ceremony: the laptop shows the QR code, the phone "scans" it and serves.
+    async fn ceremony<T>(
+        &self,
+        laptop: impl AsyncFnOnce(
+            &session::Events,
+            &MemoryRadio,
+            &LaptopConfig,
+        ) -> Result<T, session::Error>,
+    ) -> Result<(T, Duration), CliError> {
+        let progress = Progress::new("laptop: ");
+        let (qr_tx, qr_rx) = oneshot::channel::<(String, Instant)>();
+        let mut qr_tx = Some(qr_tx);
+        let (events, printer) =
+            spawn_event_printer(progress.clone(), self.qr_out.clone(), move |url| {
+                if let Some(tx) = qr_tx.take() {
+                    let _ = tx.send((url.to_owned(), Instant::now()));
+                }
+            });
+        let phone_task = {
+            let radio = self.radio.clone();
+            let phone = self.phone.clone();
+            let config = PhoneConfig {
+                relay: Some(self.relay_url.clone()),
+                domain_id: 0,
+                timeouts: PhoneTimeouts {
+                    laptop: self.timeout,
+                    ..PhoneTimeouts::default()
+                },
+                tls: None,
+            };
+            tokio::spawn(async move {
+                let (url, shown) = qr_rx
+                    .await
+                    .map_err(|_| CliError::Invalid("the laptop showed no QR code".into()))?;
+                eprintln!("phone:  scanned the QR code");
+                let (events, mut rx) = PhoneEvents::channel(64);
+                let printer = tokio::spawn(async move {
+                    while let Some(p) = rx.recv().await {
+                        eprintln!("phone:  {p}");
+                    }
+                });
+                let r = phone::serve(&QrInput::Text(url), &radio, phone, &config, &events).await;
+                drop(events);
+                let _ = printer.await;
+                Ok::<_, CliError>((r?, shown))
+            })
+        };
+        let config = LaptopConfig {
+            relays: RelayOverrides::all(self.relay_url.clone()),
+            timeouts: Timeouts {
+                scan: self.timeout,
+                user: self.timeout,
+                ..Timeouts::default()
+            },
+            ..LaptopConfig::default()
+        };
+        let result =
+            tokio::time::timeout(self.timeout, laptop(&events, &self.radio, &config)).await;
+        let done = Instant::now();
+        drop(events);
+        let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+        progress.finish(matches!(result, Ok(Ok(_))));
+        let laptop_result = match result {
+            Ok(r) => r.map_err(CliError::from),
+            Err(_) => Err(CliError::Session(session::Error::Timeout {
+                step: session::Step::WaitingForUser,
+                after: self.timeout,
+            })),
+        };
+        let phone_result = match tokio::time::timeout(self.timeout, phone_task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(CliError::Invalid(format!("the phone task failed: {e}"))),
+            Err(_) => Err(CliError::Invalid("the phone did not finish".into())),
+        };
+        let value = laptop_result?;
+        let (outcome, shown) = phone_result?;
+        if outcome.status != 0 {
+            return Err(CliError::PhoneRefused(format!(
+                "status {:#04x}",
+                outcome.status
+            )));
+        }
+        Ok((value, done.saturating_duration_since(shown)))
+    }
+}
+
+/// Runs the demo; a JSON summary is returned for stdout.
+pub async fn run(args: &DemoArgs) -> Result<Json, CliError> {
+    check_qr_out(args.qr_out.as_deref())?;
+    let origin = format!("https://{}", args.rp_id);
+    let origin_url = Url::parse(&origin).map_err(|e| {
+        CliError::Invalid(format!(
+            "--rp-id {:?} gives no valid origin: {e}",
+            args.rp_id
+        ))
+    })?;
+    let rp = WebauthnCore::new_unsafe_experts_only(
+        "hybridge demo",
+        &args.rp_id,
+        vec![origin_url],
+        Duration::from_secs(120),
+        None,
+        None,
+    );
+    let relay = Relay::bind(RelayConfig::default())
+        .await
+        .map_err(|e| CliError::Network(format!("cannot start the in-process relay: {e}")))?;
+    eprintln!("relay:  tunnel server listening on {}", relay.url());
+    eprintln!(
+        "rp:     relying party {} (webauthn-rs-core), origin {origin}",
+        args.rp_id
+    );
+    eprintln!("radio:  in-memory, standing in for Bluetooth LE (no adapter needed)");
+    let rig = Rig {
+        relay_url: relay.url(),
+        radio: MemoryRadio::new().with_interval(Duration::from_millis(20)),
+        phone: Arc::new(Mutex::new(Authenticator::new(
+            MemoryStore::new(),
+            DemoUser,
+            SystemClock,
+            rand_core::OsRng,
+        ))),
+        origin,
+        qr_out: args.qr_out.clone(),
+        timeout: args.timeout,
+    };
+    let outcome = demo(&rig, &rp, &args.user).await;
+    relay.shutdown(Duration::from_secs(1)).await;
+    outcome
+}
+
+async fn demo(rig: &Rig, rp: &WebauthnCore, user: &str) -> Result<Json, CliError> {
+    // 1. Registration.
+    eprintln!("\n== 1. Register a passkey for {user} ==");
+    let builder = rp
+        .new_challenge_register_builder(user.as_bytes(), user, user)
+        .map(|b| {
+            b.user_verification_policy(UserVerificationPolicy::Required)
+                .require_resident_key(true)
+        })
+        .map_err(|e| CliError::Invalid(format!("the relying party refused the user: {e:?}")))?;
+    let (ccr, reg_state) = rp
+        .generate_challenge_register(builder)
+        .map_err(|e| CliError::Invalid(format!("the relying party failed: {e:?}")))?;
+    let options = serde_json::to_string(&ccr)
+        .map_err(|e| CliError::Invalid(format!("cannot encode the options: {e}")))?;
+    eprintln!(
+        "rp:     issued PublicKeyCredentialCreationOptions ({} bytes)",
+        options.len()
+    );
+    let origin = rig.origin.clone();
+    let (registration, reg_time) = rig
+        .ceremony(async |events, radio, config| {
+            session::register(&options, &origin, radio, config, events).await
+        })
+        .await?;
+    let reg_json = registration.to_json();
+    let rpc: RegisterPublicKeyCredential =
+        serde_json::from_value(reg_json).map_err(|e| CliError::RpRejected {
+            what: "registration",
+            reason: e.to_string(),
+        })?;
+    let credential = rp
+        .register_credential(&rpc, &reg_state, None)
+        .map_err(|e| CliError::RpRejected {
+            what: "registration",
+            reason: format!("{e:?}"),
+        })?;
+    let credential_id = b64url(&registration.credential_id);
+    eprintln!("rp:     registration verified: credential {credential_id}");
+
+    // 2. Sign-in with the new passkey.
+    eprintln!("\n== 2. Sign in as {user} ==");
+    let builder = rp
+        .new_challenge_authenticate_builder(
+            vec![credential.clone()],
+            Some(UserVerificationPolicy::Required),
+        )
+        .map_err(|e| CliError::Invalid(format!("the relying party failed: {e:?}")))?;
+    let (rcr, auth_state) = rp
+        .generate_challenge_authenticate(builder)
+        .map_err(|e| CliError::Invalid(format!("the relying party failed: {e:?}")))?;
+    let options = serde_json::to_string(&rcr)
+        .map_err(|e| CliError::Invalid(format!("cannot encode the options: {e}")))?;
+    eprintln!(
+        "rp:     issued PublicKeyCredentialRequestOptions ({} bytes)",
+        options.len()
+    );
+    let (assertion, auth_time) = rig
+        .ceremony(async |events, radio, config| {
+            session::sign_in(&options, &origin, radio, config, events).await
+        })
+        .await?;
+    let pkc: PublicKeyCredential =
+        serde_json::from_value(assertion.to_json()).map_err(|e| CliError::RpRejected {
+            what: "assertion",
+            reason: e.to_string(),
+        })?;
+    let result =
+        rp.authenticate_credential(&pkc, &auth_state)
+            .map_err(|e| CliError::RpRejected {
+                what: "assertion",
+                reason: format!("{e:?}"),
+            })?;
+    eprintln!(
+        "rp:     sign-in verified: user verified {}, counter {}",
+        result.user_verified(),
+        result.counter()
+    );
+
+    eprintln!("\n== Summary ==");
+    eprintln!(
+        "registered passkey {credential_id} for {user}@{} in {} ms",
+        rp_id_of(&rig.origin),
+        reg_time.as_millis()
+    );
+    eprintln!(
+        "signed in with it in {} ms; the relying party verified both",
+        auth_time.as_millis()
+    );
+    Ok(json!({
+        "rp_id": rp_id_of(&rig.origin),
+        "user": user,
+        "credential_id": credential_id,
+        "registration_verified": true,
+        "sign_in_verified": true,
+        "user_verified": result.user_verified(),
+        "registration_ms": reg_time.as_millis() as u64,
+        "sign_in_ms": auth_time.as_millis() as u64,
+    }))
+}
+
+fn rp_id_of(origin: &str) -> &str {
+    origin.strip_prefix("https://").unwrap_or(origin)
+}

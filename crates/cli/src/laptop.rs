@@ -1,0 +1,164 @@
+//! `hybridge register` and `hybridge sign-in`: the laptop side, as a WebAuthn client.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use hybridge_ble::RadioSpec;
+use hybridge_client::session::{self, Event, Events, LaptopConfig, RelayOverrides, Timeouts};
+use hybridge_client::webauthn::{CreationOptions, Origin, RequestOptions};
+use serde_json::Value as Json;
+
+use crate::common::{Progress, check_qr_out, parse_duration, read_input, show_qr};
+use crate::error::CliError;
+
+/// Flags shared by `register` and `sign-in`.
+#[derive(Debug, Args)]
+pub struct CeremonyArgs {
+    /// The relying party's options as JSON: PublicKeyCredentialCreationOptionsJSON for
+    /// register, PublicKeyCredentialRequestOptionsJSON for sign-in (bare or under
+    /// "publicKey"). `-` reads stdin.
+    #[arg(long, env = "HYBRIDGE_OPTIONS", value_name = "FILE")]
+    options: PathBuf,
+    /// The web origin the ceremony is for (https://…); the RP ID must match it.
+    #[arg(long, env = "HYBRIDGE_ORIGIN", value_name = "URL")]
+    origin: String,
+    /// Also write the QR code to FILE: .png, .svg or .txt (the FIDO:/ text).
+    #[arg(long, env = "HYBRIDGE_QR_OUT", value_name = "FILE")]
+    qr_out: Option<PathBuf>,
+    /// The radio that hears the phone: bluez[:hciN] or udp:ADDR:PORT[,bind=ADDR:PORT].
+    #[arg(
+        long,
+        env = "HYBRIDGE_BLE",
+        default_value = "bluez",
+        value_name = "SPEC"
+    )]
+    ble: RadioSpec,
+    /// Send every tunnel-server domain ID to this relay (ws://… or wss://…).
+    #[arg(long, env = "HYBRIDGE_RELAY", value_name = "URL")]
+    relay: Option<String>,
+    /// Send one domain ID to a relay: ID=URL. Repeatable; the env var takes a comma list.
+    #[arg(
+        long = "relay-for",
+        env = "HYBRIDGE_RELAY_FOR",
+        value_name = "ID=URL",
+        value_delimiter = ',',
+        value_parser = parse_relay_for
+    )]
+    relay_for: Vec<(u16, String)>,
+    /// How long to wait for the phone's advert after showing the QR code.
+    #[arg(long, env = "HYBRIDGE_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    scan_timeout: Duration,
+    /// Limit on opening the tunnel.
+    #[arg(long, env = "HYBRIDGE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Limit on the handshake with the phone.
+    #[arg(long, env = "HYBRIDGE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+    /// How long the user may take to answer on the phone.
+    #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn parse_relay_for(s: &str) -> Result<(u16, String), String> {
+    let (id, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ID=URL"))?;
+    let id: u16 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("{id:?} is not a domain ID (0-65535)"))?;
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(format!("{s:?} has no URL"));
+    }
+    Ok((id, url.to_owned()))
+}
+
+impl CeremonyArgs {
+    fn config(&self) -> LaptopConfig {
+        let mut relays = RelayOverrides {
+            all: self.relay.clone(),
+            ..RelayOverrides::default()
+        };
+        for (id, url) in &self.relay_for {
+            relays.by_domain.insert(*id, url.clone());
+        }
+        LaptopConfig {
+            relays,
+            timeouts: Timeouts {
+                scan: self.scan_timeout,
+                connect: self.connect_timeout,
+                handshake: self.handshake_timeout,
+                user: self.timeout,
+                ..Timeouts::default()
+            },
+            ..LaptopConfig::default()
+        }
+    }
+}
+
+/// Which ceremony.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `register`
+    Register,
+    /// `sign-in`
+    SignIn,
+}
+
+/// Shows laptop events on stderr, the QR code included.
+pub fn spawn_event_printer(
+    progress: Progress,
+    qr_out: Option<PathBuf>,
+    mut on_qr: impl FnMut(&str) + Send + 'static,
+) -> (Events, tokio::task::JoinHandle<()>) {
+    let (events, mut rx) = Events::channel(64);
+    let task = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            match &event {
+                Event::QrReady(url) => {
+                    progress.aside(|| show_qr(url, qr_out.as_deref()));
+                    on_qr(url);
+                }
+                other => progress.step(other.to_string()),
+            }
+        }
+    });
+    (events, task)
+}
+
+/// Runs `register` or `sign-in`; the response JSON is returned for stdout.
+pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
+    check_qr_out(args.qr_out.as_deref())?;
+    let options = read_input("cannot read the options file", &args.options)?;
+    let options = String::from_utf8(options)
+        .map_err(|_| CliError::Invalid("the options file is not UTF-8 text".into()))?;
+    // Everything about the request is checked before the radio is opened or a QR code exists:
+    // a wrong RP ID never reaches a phone.
+    let origin = Origin::parse(&args.origin).map_err(session::Error::from)?;
+    match kind {
+        Kind::Register => {
+            CreationOptions::from_json(&options, &origin).map_err(session::Error::from)?;
+        }
+        Kind::SignIn => {
+            RequestOptions::from_json(&options, &origin).map_err(session::Error::from)?;
+        }
+    }
+    let scanner = args.ble.scanner().await?;
+    let config = args.config();
+    let progress = Progress::new("");
+    let (events, printer) = spawn_event_printer(progress.clone(), args.qr_out.clone(), |_| {});
+    let result = match kind {
+        Kind::Register => session::register(&options, &args.origin, &*scanner, &config, &events)
+            .await
+            .map(|r| r.to_json()),
+        Kind::SignIn => session::sign_in(&options, &args.origin, &*scanner, &config, &events)
+            .await
+            .map(|a| a.to_json()),
+    };
+    drop(events);
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+    progress.finish(result.is_ok());
+    Ok(result?)
+}

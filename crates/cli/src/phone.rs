@@ -1,0 +1,202 @@
+//! `hybridge phone`: the phone side, with the software authenticator and a passkey store.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
+use hybridge_authenticator::phone::{self, PhoneConfig, PhoneEvents, PhoneTimeouts, QrInput};
+use hybridge_authenticator::scripted::ScriptedAgent;
+use hybridge_authenticator::store::CredentialStore;
+use hybridge_authenticator::terminal::{StdioInput, Terminal, TerminalAgent};
+use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, UserAgent};
+use hybridge_ble::RadioSpec;
+use serde_json::{Value as Json, json};
+
+use crate::common::{PinSource, open_store, parse_duration, read_input};
+use crate::error::CliError;
+
+/// `hybridge phone …`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("qr_source").required(true).args(["qr", "qr_image"])))]
+pub struct PhoneArgs {
+    /// The laptop's QR code as text (FIDO:/…).
+    #[arg(long, env = "HYBRIDGE_QR", value_name = "TEXT")]
+    qr: Option<String>,
+    /// A photo or screenshot of the laptop's QR code (PNG or JPEG).
+    #[arg(long, value_name = "FILE")]
+    qr_image: Option<PathBuf>,
+    /// The phone's tunnel server (ws://… or wss://…). Default: domain ID's hostname.
+    #[arg(long, env = "HYBRIDGE_PHONE_RELAY", value_name = "URL")]
+    relay: Option<String>,
+    /// The tunnel-server domain ID the advert names, so the laptop finds the relay.
+    #[arg(
+        long,
+        env = "HYBRIDGE_DOMAIN_ID",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    domain_id: u16,
+    /// The passkey store; created on first use (asking for a new PIN).
+    #[arg(long, env = "HYBRIDGE_STORE", value_name = "PATH")]
+    store: PathBuf,
+    /// Approve every request without asking (automation); verifies with the store PIN.
+    #[arg(long, conflicts_with = "decline")]
+    yes: bool,
+    /// Decline every request without asking (automation and tests).
+    #[arg(long)]
+    decline: bool,
+    /// Read the store PIN from this file instead of asking on the terminal.
+    #[arg(long, env = "HYBRIDGE_PIN_FILE", value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    /// The radio to advertise on: bluez[:hciN] or udp:ADDR:PORT (the laptop's scan address).
+    #[arg(
+        long,
+        env = "HYBRIDGE_BLE",
+        default_value = "bluez",
+        value_name = "SPEC"
+    )]
+    ble: RadioSpec,
+    /// How long to advertise, waiting for the laptop.
+    #[arg(long, env = "HYBRIDGE_PHONE_WAIT", default_value = "60s", value_parser = parse_duration)]
+    wait: Duration,
+    /// How long the user may take to answer.
+    #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+/// The person holding the phone: a terminal, or a script.
+enum Agent {
+    Terminal(TerminalAgent<StdioInput, std::io::Stderr>),
+    Scripted(ScriptedAgent),
+}
+
+impl UserAgent for Agent {
+    fn approve(&mut self, request: &ApprovalRequest) -> Approval {
+        let answer = match self {
+            Agent::Terminal(t) => t.approve(request),
+            Agent::Scripted(s) => s.approve(request),
+        };
+        if let Agent::Scripted(_) = self {
+            let what = match answer {
+                Approval::Approved { .. } => "approved (--yes)",
+                Approval::Declined => "declined",
+                Approval::Locked => "refused: the store is locked",
+            };
+            eprintln!("phone: request from {}: {what}", sanitize(&request.rp_id));
+        }
+        answer
+    }
+
+    fn choose_account(&mut self, rp_id: &str, accounts: &[AccountChoice]) -> Option<usize> {
+        match self {
+            Agent::Terminal(t) => t.choose_account(rp_id, accounts),
+            Agent::Scripted(s) => s.choose_account(rp_id, accounts),
+        }
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    hybridge_authenticator::terminal::sanitize(s)
+}
+
+/// CTAP command names for the summary.
+pub fn command_name(command: u8) -> &'static str {
+    match command {
+        0x01 => "makeCredential",
+        0x02 => "getAssertion",
+        0x04 => "getInfo",
+        _ => "other",
+    }
+}
+
+/// Runs `phone`; a JSON summary is returned for stdout.
+pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
+    let qr = match (&args.qr, &args.qr_image) {
+        (Some(text), _) => QrInput::Text(text.clone()),
+        (None, Some(path)) => QrInput::Image(read_input("cannot read the QR image", path)?),
+        (None, None) => {
+            return Err(CliError::Invalid(
+                "give --qr TEXT or --qr-image FILE".into(),
+            ));
+        }
+    };
+    // Reject a bad QR code before asking for a PIN.
+    let text = qr.text()?;
+    hybridge_proto::session::PhoneQr::from_qr_url(&text)
+        .map_err(hybridge_authenticator::phone::PhoneError::InvalidQr)?;
+    let qr = QrInput::Text(text);
+
+    let pins = PinSource {
+        file: args.pin_file.clone(),
+    };
+    let store_path = args.store.clone();
+    let (store, pin, created) =
+        tokio::task::spawn_blocking(move || open_store(&store_path, &pins, true))
+            .await
+            .map_err(|e| CliError::Invalid(format!("opening the store failed: {e}")))??;
+    if created {
+        eprintln!("phone: created the passkey store {}", args.store.display());
+    }
+    let verifier = store.pin_verifier();
+    let agent = if args.yes {
+        Agent::Scripted(ScriptedAgent::new(true).with_pin(pin, verifier))
+    } else if args.decline {
+        Agent::Scripted(ScriptedAgent::new(false))
+    } else {
+        drop(pin);
+        Agent::Terminal(TerminalAgent::new(Terminal::stdio(), verifier))
+    };
+    let passkeys_before = store.list().map(|l| l.len()).unwrap_or(0);
+    let authenticator = Arc::new(Mutex::new(Authenticator::new(
+        store,
+        agent,
+        SystemClock,
+        rand_core::OsRng,
+    )));
+
+    let advertiser = args.ble.advertiser().await?;
+    let config = PhoneConfig {
+        relay: args.relay.clone(),
+        domain_id: args.domain_id,
+        timeouts: PhoneTimeouts {
+            laptop: args.wait,
+            user: args.timeout,
+            ..PhoneTimeouts::default()
+        },
+        tls: None,
+    };
+    let (events, mut rx) = PhoneEvents::channel(64);
+    let printer = tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            eprintln!("phone: {p}");
+        }
+    });
+    let result = phone::serve(&qr, &*advertiser, authenticator.clone(), &config, &events).await;
+    drop(events);
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+    let outcome = result?;
+    let passkeys = authenticator
+        .lock()
+        .ok()
+        .and_then(|a| a.store().list().ok())
+        .map(|l| l.len());
+    let summary = json!({
+        "command": command_name(outcome.command),
+        "status": outcome.status,
+        "passkeys_before": passkeys_before,
+        "passkeys": passkeys,
+    });
+    if outcome.status != 0 {
+        let name = hybridge_ctap::StatusCode(outcome.status)
+            .name()
+            .unwrap_or("an error status");
+        return Err(CliError::PhoneRefused(format!(
+            "{} with {name} ({:#04x})",
+            command_name(outcome.command),
+            outcome.status
+        )));
+    }
+    Ok(summary)
+}

@@ -1,0 +1,150 @@
+//! Ceremony latency: the time from the phone getting the QR code to the laptop having the
+//! response JSON, over loopback (an in-process relay on 127.0.0.1, the UDP radio on
+//! 127.0.0.1), with the user's approval automatic (AutoApprove) so only the machinery is
+//! measured. Prints p50/p90/p99 for registration and sign-in.
+//!
+//! Run: `cargo bench -p hybridge-tests --bench ceremony` (BENCH_ITERS=N, default 200).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
+use hybridge_authenticator::phone::{self, PhoneConfig, PhoneEvents, QrInput};
+use hybridge_authenticator::store::MemoryStore;
+use hybridge_authenticator::user::AutoApprove;
+use hybridge_ble::RadioSpec;
+use hybridge_client::session::{self, Event, Events, LaptopConfig, RelayOverrides};
+use hybridge_relay::{Config, Limits, Relay};
+use hybridge_tests::rp::{ORIGIN, Rp};
+use tokio::sync::oneshot;
+
+type Phone = Arc<Mutex<Authenticator<MemoryStore, AutoApprove>>>;
+
+async fn once(relay: &str, phone: &Phone, options: &str, register: bool) -> Duration {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let laptop_radio: RadioSpec = format!("udp:127.0.0.1:{port}").parse().expect("spec");
+    let phone_radio: RadioSpec = format!("udp:127.0.0.1:{port},interval=20ms")
+        .parse()
+        .expect("spec");
+    let scanner = laptop_radio.scanner().await.expect("scanner");
+    let advertiser = phone_radio.advertiser().await.expect("advertiser");
+    let (events, mut rx) = Events::channel(64);
+    let (qr_tx, qr_rx) = oneshot::channel::<(String, Instant)>();
+    tokio::spawn(async move {
+        let mut qr_tx = Some(qr_tx);
+        while let Some(e) = rx.recv().await {
+            if let Event::QrReady(url) = e {
+                if let Some(tx) = qr_tx.take() {
+                    let _ = tx.send((url, Instant::now()));
+                }
+            }
+        }
+    });
+    let config = PhoneConfig {
+        relay: Some(relay.to_owned()),
+        ..PhoneConfig::default()
+    };
+    let phone = phone.clone();
+    let phone_task = tokio::spawn(async move {
+        let (url, got_qr) = qr_rx.await.expect("QR code");
+        let r = phone::serve(
+            &QrInput::Text(url),
+            &*advertiser,
+            phone,
+            &config,
+            &PhoneEvents::none(),
+        )
+        .await;
+        r.expect("phone session");
+        got_qr
+    });
+    let laptop = LaptopConfig {
+        relays: RelayOverrides::all(relay),
+        ..LaptopConfig::default()
+    };
+    let json = if register {
+        session::register(options, ORIGIN, &*scanner, &laptop, &events)
+            .await
+            .expect("registration")
+            .to_json()
+    } else {
+        session::sign_in(options, ORIGIN, &*scanner, &laptop, &events)
+            .await
+            .expect("sign-in")
+            .to_json()
+    };
+    // "Printing" the response: serialising it for stdout.
+    let printed = serde_json::to_string(&json).expect("JSON");
+    let done = Instant::now();
+    assert!(!printed.is_empty());
+    let got_qr = phone_task.await.expect("phone task");
+    done.duration_since(got_qr)
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let pct = |p: f64| {
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{name:>12}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
+        samples.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+fn main() {
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let relay = Relay::bind(Config {
+            limits: Limits {
+                rate_per_ip: 0.0,
+                ..Limits::default()
+            },
+            ..Config::default()
+        })
+        .await
+        .expect("relay");
+        let url = relay.url();
+        let rp = Rp::new();
+        let phone: Phone = Arc::new(Mutex::new(Authenticator::new(
+            MemoryStore::new(),
+            AutoApprove,
+            SystemClock,
+            rand_core::OsRng,
+        )));
+        // Warm up, and keep one credential to sign in with.
+        let (options, state) = rp.creation_options("bench");
+        let (_events, _) = Events::channel(1);
+        let _ = once(&url, &phone, &options, true).await;
+        let _ = state;
+        let mut reg = Vec::with_capacity(iters);
+        for i in 0..iters {
+            let (options, _) = rp.creation_options(&format!("bench{i}"));
+            reg.push(once(&url, &phone, &options, true).await);
+        }
+        let (options, _) = rp.request_options(Vec::new());
+        let mut get = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            get.push(once(&url, &phone, &options, false).await);
+        }
+        println!("ceremony latency, phone gets the QR code -> laptop has the response JSON (loopback, AutoApprove):");
+        report("register", reg);
+        report("sign-in", get);
+        relay.shutdown(Duration::from_secs(1)).await;
+    });
+}

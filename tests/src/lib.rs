@@ -1,0 +1,116 @@
+//! The harness behind `tests/e2e.rs`: the real `hybridge` and `hybridge-relay` binaries as
+//! child processes, a relying party (webauthn-rs-core) that checks what they print, a
+//! bit-flipping proxy, and network namespaces for the two-machine test.
+//!
+//! The binaries are taken from the target directory this test runs from
+//! (`target/<profile>/`), after a `cargo build -p hybridge-cli -p hybridge-relay --bins` so
+//! they are never stale. `HYBRIDGE_BIN_DIR` points elsewhere (no build then).
+
+pub mod netns;
+pub mod proc;
+pub mod proxy;
+pub mod rp;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The directory with `hybridge` and `hybridge-relay`, built if needed.
+pub fn bin_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("HYBRIDGE_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        // <target>/<profile>/deps/e2e-HASH
+        let exe = std::env::current_exe().expect("current_exe");
+        let deps = exe.parent().expect("deps dir");
+        let profile_dir = deps.parent().expect("profile dir").to_path_buf();
+        let target = profile_dir.parent().expect("target dir").to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "hybridge-cli",
+            "-p",
+            "hybridge-relay",
+            "--bins",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the binaries");
+        assert!(
+            status.success(),
+            "cargo build of hybridge and hybridge-relay failed"
+        );
+        profile_dir
+    })
+}
+
+/// The `hybridge` binary.
+pub fn hybridge() -> PathBuf {
+    bin_dir().join("hybridge")
+}
+
+/// The `hybridge-relay` binary.
+pub fn relay_bin() -> PathBuf {
+    bin_dir().join("hybridge-relay")
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory named after `name` and the process.
+    pub fn new(name: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("hybridge-e2e-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    /// A path inside.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free UDP port on 127.0.0.1 (bound and released: good enough for tests).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
+}
+
+/// A TCP port with nothing listening (bound and released).
+pub fn closed_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free TCP port")
+}
+
+/// Whether this process runs as root (needed for network namespaces).
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

@@ -1,0 +1,497 @@
+//! End to end, with real processes over real sockets: the `hybridge-relay` binary,
+//! `hybridge phone` and `hybridge register` / `hybridge sign-in`, the BLE advert carried by
+//! the UDP radio, and an independent relying party (webauthn-rs-core) that issues the options
+//! and verifies both responses. Then the same across three network namespaces, and the ways
+//! it must fail.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hybridge_tests::netns::{self, Lab};
+use hybridge_tests::proc::{Proc, RelayProc};
+use hybridge_tests::proxy::BitFlipProxy;
+use hybridge_tests::rp::{ORIGIN, Rp};
+use hybridge_tests::{TempDir, closed_tcp_port, free_udp_port, hybridge, is_root, relay_bin};
+
+/// Limit on any one process; generous, for a loaded two-core machine.
+const T: Duration = Duration::from_secs(90);
+const PIN: &str = "2468";
+
+/// Exit codes of `hybridge` (see its --help).
+const EXIT_TIMEOUT: i32 = 3;
+const EXIT_NOT_ALLOWED: i32 = 4;
+const EXIT_NETWORK: i32 = 5;
+const EXIT_SECURITY: i32 = 6;
+const EXIT_PROTOCOL: i32 = 7;
+
+/// One phone's store and PIN file, and where the options files go.
+struct Phone {
+    dir: TempDir,
+}
+
+impl Phone {
+    fn new(name: &str) -> Phone {
+        let dir = TempDir::new(name);
+        std::fs::write(dir.path("pin"), format!("{PIN}\n")).unwrap();
+        Phone { dir }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path("passkeys.hbk")
+    }
+
+    fn pin_file(&self) -> PathBuf {
+        self.dir.path("pin")
+    }
+
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.path(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+/// `hybridge register|sign-in` with a UDP radio and a relay override, started from `base`
+/// (the binary, possibly inside a namespace).
+fn laptop(
+    mut base: Command,
+    ceremony: &str,
+    options: &Path,
+    ble: &str,
+    relay: &str,
+    extra: &[&str],
+) -> Proc {
+    base.arg(ceremony)
+        .arg("--options")
+        .arg(options)
+        .args(["--origin", ORIGIN, "--ble", ble, "--relay", relay])
+        .args(extra);
+    if !extra.contains(&"--scan-timeout") {
+        base.args(["--scan-timeout", "45s"]);
+    }
+    Proc::spawn(&format!("laptop {ceremony}"), base)
+}
+
+/// `hybridge phone` for this QR code, approving with the PIN file unless `extra` says
+/// otherwise.
+fn phone(mut base: Command, p: &Phone, qr: &str, ble: &str, relay: &str, extra: &[&str]) -> Proc {
+    base.args(["phone", "--qr", qr, "--relay", relay, "--ble", ble])
+        .arg("--store")
+        .arg(p.store())
+        .arg("--pin-file")
+        .arg(p.pin_file())
+        .args(extra);
+    Proc::spawn("phone", base)
+}
+
+/// The `FIDO:/` line the laptop printed under its QR code.
+fn qr_of(laptop: &Proc) -> String {
+    laptop
+        .wait_stderr(T, |l| l.starts_with("FIDO:/"))
+        .unwrap_or_else(|| panic!("the laptop showed no QR code\n{}", laptop.dump()))
+}
+
+fn local_laptop(ceremony: &str, options: &Path, port: u16, relay: &str, extra: &[&str]) -> Proc {
+    laptop(
+        Command::new(hybridge()),
+        ceremony,
+        options,
+        &format!("udp:127.0.0.1:{port}"),
+        relay,
+        extra,
+    )
+}
+
+fn local_phone(p: &Phone, qr: &str, port: u16, relay: &str, extra: &[&str]) -> Proc {
+    phone(
+        Command::new(hybridge()),
+        p,
+        qr,
+        &format!("udp:127.0.0.1:{port},interval=20ms"),
+        relay,
+        extra,
+    )
+}
+
+fn expect_code(proc: &mut Proc, code: i32) {
+    let got = proc.code(T);
+    assert_eq!(got, code, "unexpected exit code\n{}", proc.dump());
+}
+
+/// One ceremony on loopback; returns the laptop's stdout (the response JSON).
+/// With `photo`, the laptop also writes the QR code as a PNG and the phone reads that image.
+fn ceremony_local(
+    ceremony: &str,
+    p: &Phone,
+    options: &str,
+    relay: &RelayProc,
+    photo: bool,
+) -> String {
+    let opts = p.file(&format!("{ceremony}.json"), options);
+    let port = free_udp_port();
+    let png = p.dir.path(&format!("{ceremony}-qr.png"));
+    let png_arg = png.to_str().unwrap();
+    let qr_out: &[&str] = if photo { &["--qr-out", png_arg] } else { &[] };
+    let mut l = local_laptop(ceremony, &opts, port, &relay.url(), qr_out);
+    let qr = qr_of(&l);
+    let mut ph = if photo {
+        let mut base = Command::new(hybridge());
+        base.args(["phone", "--qr-image", png_arg, "--relay", &relay.url()])
+            .arg("--ble")
+            .arg(format!("udp:127.0.0.1:{port},interval=20ms"))
+            .arg("--store")
+            .arg(p.store())
+            .arg("--pin-file")
+            .arg(p.pin_file())
+            .arg("--yes");
+        Proc::spawn("phone", base)
+    } else {
+        local_phone(p, &qr, port, &relay.url(), &["--yes"])
+    };
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    l.stdout()
+}
+
+fn hybridge_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(hybridge())
+        .args(args)
+        .output()
+        .expect("run hybridge");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn register_and_sign_in_as_separate_processes_verified_by_an_independent_rp() {
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("loopback");
+
+    let (options, state) = rp.creation_options("alice");
+    let out = ceremony_local("register", &p, &options, &relay, false);
+    let credential = rp
+        .verify_registration(&out, &state)
+        .expect("the RP accepts the registration");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json["response"]["transports"],
+        serde_json::json!(["hybrid"])
+    );
+    assert_eq!(json["authenticatorAttachment"], "cross-platform");
+
+    let (options, state) = rp.request_options(vec![credential.clone()]);
+    // This time the phone reads a photo of the QR code.
+    let out = ceremony_local("sign-in", &p, &options, &relay, true);
+    let result = rp
+        .verify_assertion(&out, &state)
+        .expect("the RP accepts the assertion");
+    assert!(result.user_verified());
+
+    // The passkey is in the phone's store; rename and delete work through the CLI.
+    let store = p.store();
+    let store = store.to_str().unwrap();
+    let pin = p.pin_file();
+    let pin = pin.to_str().unwrap();
+    let wrong = p.file("wrong-pin", "1357");
+    let out = Command::new(hybridge())
+        .args(["passkeys", "list", "--store", store, "--pin-file"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(9), "a wrong PIN is exit code 9");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong PIN"));
+    let list = hybridge_json(&["passkeys", "list", "--store", store, "--pin-file", pin]);
+    let list = list.as_array().expect("a JSON array");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["rp_id"], "example.com");
+    assert_eq!(list[0]["user_name"], "alice");
+    assert_eq!(list[0]["discoverable"], true);
+    assert!(
+        list[0]["last_used"].is_string(),
+        "the sign-in was recorded: {list:?}"
+    );
+    let id = list[0]["credential_id"].as_str().unwrap().to_owned();
+    let renamed = hybridge_json(&[
+        "passkeys",
+        "rename",
+        "--store",
+        store,
+        "--pin-file",
+        pin,
+        &id[..8],
+        "Alice (work)",
+    ]);
+    assert_eq!(renamed["display_name"], "Alice (work)");
+    let deleted = hybridge_json(&[
+        "passkeys",
+        "delete",
+        "--store",
+        store,
+        "--pin-file",
+        pin,
+        &id,
+    ]);
+    assert_eq!(deleted["deleted"], id.as_str());
+    let list = hybridge_json(&["passkeys", "list", "--store", store, "--pin-file", pin]);
+    assert_eq!(list, serde_json::json!([]));
+}
+
+#[test]
+fn two_machines_in_network_namespaces() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED two_machines_in_network_namespaces: needs root for network namespaces (CI runs as root)"
+        );
+        return;
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        eprintln!("SKIPPED two_machines_in_network_namespaces: needs `ip` (iproute2)");
+        return;
+    }
+    // Build first, outside the namespaces.
+    let hy = hybridge();
+    let relay_path = relay_bin();
+    let lab = Lab::new("e2e").unwrap_or_else(|e| panic!("cannot build the namespaces: {e}"));
+
+    let mut relay_cmd = Lab::exec(&lab.relay, &relay_path);
+    relay_cmd.args(["--listen", &format!("{}:8080", netns::RELAY_IP)]);
+    let _relay = RelayProc::start(relay_cmd);
+    let relay_url = format!("ws://{}:8080", netns::RELAY_IP);
+    // The phone broadcasts its advert on the link; the laptop listens on every address.
+    let phone_ble = format!("udp:{}:47000,interval=20ms", netns::BROADCAST);
+    let laptop_ble = format!("udp:{}:47000,bind=0.0.0.0:47000", netns::BROADCAST);
+
+    let rp = Rp::new();
+    let p = Phone::new("netns");
+    let run = |ceremony: &str, options: &str| -> String {
+        let opts = p.file(&format!("{ceremony}.json"), options);
+        let mut l = laptop(
+            Lab::exec(&lab.laptop, &hy),
+            ceremony,
+            &opts,
+            &laptop_ble,
+            &relay_url,
+            &[],
+        );
+        let qr = qr_of(&l);
+        let mut ph = phone(
+            Lab::exec(&lab.phone, &hy),
+            &p,
+            &qr,
+            &phone_ble,
+            &relay_url,
+            &["--yes"],
+        );
+        expect_code(&mut l, 0);
+        expect_code(&mut ph, 0);
+        // The advert came over the link from the phone's address.
+        l.stdout()
+    };
+    let (options, state) = rp.creation_options("bob");
+    let out = run("register", &options);
+    let credential = rp
+        .verify_registration(&out, &state)
+        .expect("the RP accepts the registration");
+    let (options, state) = rp.request_options(vec![credential]);
+    let out = run("sign-in", &options);
+    rp.verify_assertion(&out, &state)
+        .expect("the RP accepts the assertion");
+}
+
+#[test]
+fn advert_from_another_qr_code_is_ignored() {
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("foreign");
+    let (options, state) = rp.creation_options("carol");
+    let opts = p.file("register.json", &options);
+    let port = free_udp_port();
+    let mut l = local_laptop("register", &opts, port, &relay.url(), &[]);
+    let _ = qr_of(&l);
+    // A phone that scanned someone else's QR code advertises to this laptop.
+    let other = other_qr();
+    let other_phone = Phone::new("foreign-other");
+    let mut foreign = local_phone(
+        &other_phone,
+        &other,
+        port,
+        &relay.url(),
+        &["--yes", "--wait", "4s"],
+    );
+    foreign
+        .wait_stderr(T, |l| l.contains("advertising"))
+        .unwrap_or_else(|| panic!("the foreign phone never advertised\n{}", foreign.dump()));
+    std::thread::sleep(Duration::from_millis(500));
+    // The laptop ignores it: the foreign phone's tunnel is never joined.
+    expect_code(&mut foreign, EXIT_TIMEOUT);
+    assert!(!l.stderr().contains("phone nearby"), "{}", l.dump());
+    // The right phone still gets through.
+    let qr = qr_of(&l);
+    let mut ph = local_phone(&p, &qr, port, &relay.url(), &["--yes"]);
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    rp.verify_registration(&l.stdout(), &state)
+        .expect("the RP accepts the registration");
+}
+
+/// A QR code of a laptop that is not part of the test.
+fn other_qr() -> String {
+    use hybridge_proto::qr::{QrKeys, RequestType};
+    use hybridge_proto::session::LaptopQr;
+    let keys = QrKeys::generate(&mut rand_core::OsRng);
+    LaptopQr::new(keys, 1_700_000_000, false, RequestType::MakeCredential).qr_url()
+}
+
+#[test]
+fn no_advert_times_out_with_a_proximity_error_and_never_contacts_the_relay() {
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("noadvert");
+    let (options, _) = rp.creation_options("dave");
+    let opts = p.file("register.json", &options);
+    let start = Instant::now();
+    let mut l = local_laptop(
+        "register",
+        &opts,
+        free_udp_port(),
+        &relay.url(),
+        &["--scan-timeout", "2s"],
+    );
+    expect_code(&mut l, EXIT_TIMEOUT);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(l.stdout().is_empty());
+    assert!(l.stderr().contains("no phone advert"), "{}", l.dump());
+    assert_eq!(
+        relay.metric("hybridge_relay_connections_total"),
+        0.0,
+        "the relay was contacted"
+    );
+}
+
+#[test]
+fn user_declines_on_the_phone() {
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("decline");
+    let (options, _) = rp.creation_options("erin");
+    let opts = p.file("register.json", &options);
+    let port = free_udp_port();
+    let mut l = local_laptop("register", &opts, port, &relay.url(), &[]);
+    let qr = qr_of(&l);
+    let mut ph = local_phone(&p, &qr, port, &relay.url(), &["--decline"]);
+    expect_code(&mut l, EXIT_NOT_ALLOWED);
+    assert!(l.stdout().is_empty());
+    assert!(l.stderr().contains("NotAllowedError"), "{}", l.dump());
+    expect_code(&mut ph, EXIT_NOT_ALLOWED);
+}
+
+#[test]
+fn relay_down_is_a_clear_error() {
+    let down = format!("ws://127.0.0.1:{}", closed_tcp_port());
+    // The phone cannot open its tunnel.
+    let p = Phone::new("down");
+    let mut ph = local_phone(&p, &other_qr(), free_udp_port(), &down, &["--yes"]);
+    expect_code(&mut ph, EXIT_NETWORK);
+    assert!(
+        ph.stderr().contains("cannot open the tunnel at"),
+        "{}",
+        ph.dump()
+    );
+
+    // The laptop hears the phone but cannot reach the relay it was told to use.
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let (options, _) = rp.creation_options("frank");
+    let opts = p.file("register.json", &options);
+    let port = free_udp_port();
+    let mut l = local_laptop("register", &opts, port, &down, &[]);
+    let qr = qr_of(&l);
+    let _ph = local_phone(&p, &qr, port, &relay.url(), &["--yes", "--wait", "10s"]);
+    expect_code(&mut l, EXIT_NETWORK);
+    assert!(l.stdout().is_empty());
+    let last = l.stderr().lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last.starts_with("hybridge: ") && last.contains("cannot open the tunnel at"),
+        "{}",
+        l.dump()
+    );
+}
+
+#[test]
+fn rp_id_not_matching_the_origin_is_refused_before_anything_reaches_the_phone() {
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("phishing");
+    let (options, _) = rp.creation_options("grace");
+    // A phishing page at https://example.com.evil.test asks for example.com's passkeys.
+    let opts = p.file("register.json", &options);
+    let port = free_udp_port();
+    let mut l = Proc::spawn("laptop", {
+        let mut c = Command::new(hybridge());
+        c.arg("register")
+            .arg("--options")
+            .arg(&opts)
+            .args(["--origin", "https://example.com.evil.test", "--ble"])
+            .arg(format!("udp:127.0.0.1:{port}"))
+            .args(["--relay", &relay.url()]);
+        c
+    });
+    expect_code(&mut l, EXIT_SECURITY);
+    assert!(l.stdout().is_empty());
+    assert!(
+        !l.stderr().contains("FIDO:/"),
+        "a QR code was shown\n{}",
+        l.dump()
+    );
+    assert!(
+        l.stderr().contains("is not valid for origin"),
+        "{}",
+        l.dump()
+    );
+    assert_eq!(relay.metric("hybridge_relay_connections_total"), 0.0);
+}
+
+#[test]
+fn relay_flipping_one_bit_aborts_the_session_and_nothing_is_accepted() {
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("tamper");
+    let (options, state) = rp.creation_options("heidi");
+    let opts = p.file("register.json", &options);
+    // Every message from the phone after the handshake reply is encrypted; flip a bit of the
+    // first of them (the post-handshake message with getInfo).
+    let proxy = BitFlipProxy::start(relay.listen, 1);
+    let port = free_udp_port();
+    let mut l = local_laptop("register", &opts, port, &proxy.url(), &[]);
+    let qr = qr_of(&l);
+    let _ph = local_phone(&p, &qr, port, &relay.url(), &["--yes", "--wait", "20s"]);
+    expect_code(&mut l, EXIT_PROTOCOL);
+    assert_eq!(proxy.flipped(), 1);
+    assert!(
+        l.stdout().is_empty(),
+        "a response was printed\n{}",
+        l.dump()
+    );
+    assert!(l.stderr().contains("aborted"), "{}", l.dump());
+    assert!(rp.verify_registration(&l.stdout(), &state).is_err());
+}
+
+#[test]
+fn demo_registers_and_signs_in() {
+    let mut demo = Proc::spawn("demo", {
+        let mut c = Command::new(hybridge());
+        c.arg("demo");
+        c
+    });
+    expect_code(&mut demo, 0);
+    let summary: serde_json::Value = serde_json::from_str(&demo.stdout()).expect("summary JSON");
+    assert_eq!(summary["registration_verified"], true);
+    assert_eq!(summary["sign_in_verified"], true);
+    assert!(demo.stderr().contains("FIDO:/"));
+}
