@@ -136,14 +136,35 @@ struct Rig {
     radio: MemoryRadio,
     /// The phone reads the QR code from a PNG instead of its text.
     photo: bool,
+    /// The relay's base URL.
+    url: String,
+    /// TLS trust for a `wss://` relay.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Rig {
     async fn new() -> Self {
+        let relay = Relay::bind(Config::default()).await.unwrap();
         Self {
-            relay: Relay::bind(Config::default()).await.unwrap(),
+            url: relay.url(),
+            relay,
             radio: MemoryRadio::new().with_interval(Duration::from_millis(10)),
             photo: false,
+            tls: None,
+        }
+    }
+
+    fn phone_config(&self) -> PhoneConfig {
+        PhoneConfig {
+            tls: self.tls.clone(),
+            ..phone_config(&self.url)
+        }
+    }
+
+    fn laptop_config(&self, relay: Option<&str>) -> LaptopConfig {
+        LaptopConfig {
+            tls: self.tls.clone(),
+            ..laptop_config(relay.unwrap_or(&self.url))
         }
     }
 
@@ -164,10 +185,10 @@ impl Rig {
             qr,
             self.radio.clone(),
             authenticator,
-            phone_config(&self.relay.url()),
+            self.phone_config(),
             self.photo,
         );
-        let config = laptop_config(laptop_relay.unwrap_or(&self.relay.url()));
+        let config = self.laptop_config(laptop_relay);
         let result = tokio::time::timeout(
             T,
             session::register(options, ORIGIN, &self.radio, &config, &events),
@@ -196,10 +217,10 @@ impl Rig {
             qr,
             self.radio.clone(),
             authenticator,
-            phone_config(&self.relay.url()),
+            self.phone_config(),
             self.photo,
         );
-        let config = laptop_config(&self.relay.url());
+        let config = self.laptop_config(None);
         let result = tokio::time::timeout(
             T,
             session::sign_in(options, ORIGIN, &self.radio, &config, &events),
@@ -653,6 +674,65 @@ async fn phone_stops_advertising_when_no_laptop_comes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(rig.relay.tunnels(), 0, "the tunnel was closed");
+}
+
+/// A `wss://` relay with a certificate from a private CA: registration and sign-in work when
+/// both sides trust it, and a laptop with only the public roots refuses the relay.
+#[tokio::test]
+async fn over_tls_with_a_private_ca() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("hybridge-session-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let relay = Relay::bind(Config {
+        tls: Some(hybridge_relay::TlsFiles { cert, key }),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("wss://localhost:{}", relay.local_addr().port());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let rig = Rig {
+        relay,
+        radio: MemoryRadio::new().with_interval(Duration::from_millis(10)),
+        photo: false,
+        url: url.clone(),
+        tls: Some(Arc::new(session::ws::tls_with_roots(roots))),
+    };
+    let rp = rp();
+    let authenticator = phone_with(AutoApprove);
+    let (options, state) = creation_options(&rp, "grace");
+    let (reg, phone, _) = rig.register(&options, authenticator.clone(), None).await;
+    let cred = verify_registration(&rp, &reg.expect("registration over wss"), &state);
+    phone.unwrap();
+    let builder = rp
+        .new_challenge_authenticate_builder(vec![cred], Some(UserVerificationPolicy::Required))
+        .unwrap();
+    let (rcr, state) = rp.generate_challenge_authenticate(builder).unwrap();
+    let (assertion, phone, _) = rig
+        .sign_in(&serde_json::to_string(&rcr).unwrap(), authenticator)
+        .await;
+    let pkc: PublicKeyCredential =
+        serde_json::from_value(assertion.expect("sign-in over wss").to_json()).unwrap();
+    rp.authenticate_credential(&pkc, &state).unwrap();
+    phone.unwrap();
+
+    // Public roots only: the self-signed relay is refused.
+    let (options, _) = creation_options(&rp, "heidi");
+    let (events, qr, _watcher) = watch_events();
+    let fake = spawn_fake_phone(qr, rig.radio.clone());
+    let err = session::register(&options, ORIGIN, &rig.radio, &laptop_config(&url), &events)
+        .await
+        .unwrap_err();
+    fake.abort();
+    match &err {
+        Error::RelayUnreachable { reason, .. } => assert!(reason.contains("TLS"), "{reason}"),
+        other => panic!("expected a TLS failure, got {other}"),
+    }
 }
 
 // Keep the mpsc import honest: the events API takes a plain sender too.
