@@ -509,3 +509,49 @@ impl Tunnel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_resolution() {
+        let none = RelayOverrides::default();
+        assert_eq!(none.resolve(0).unwrap(), "wss://cable.ua5v.com");
+        assert_eq!(none.resolve(1).unwrap(), "wss://cable.auth.com");
+        assert_eq!(none.resolve(266).unwrap(), "wss://cable.wufkweyy3uaxb.com");
+        assert!(matches!(none.resolve(7), Err(Error::UnknownDomain(7))));
+
+        let mut o = RelayOverrides::all("ws://127.0.0.1:8080/");
+        o.by_domain.insert(266, "relay.example.net".into());
+        assert_eq!(o.resolve(0).unwrap(), "ws://127.0.0.1:8080");
+        assert_eq!(o.resolve(7).unwrap(), "ws://127.0.0.1:8080");
+        assert_eq!(o.resolve(266).unwrap(), "wss://relay.example.net");
+    }
+
+    #[test]
+    fn status_mapping() {
+        use hybridge_ctap::StatusCode as S;
+        let name = |s| from_status(s).dom_exception();
+        assert_eq!(name(S::CTAP2_ERR_OPERATION_DENIED), "NotAllowedError");
+        assert_eq!(name(S::CTAP2_ERR_NO_CREDENTIALS), "NotAllowedError");
+        assert_eq!(name(S::CTAP2_ERR_USER_ACTION_TIMEOUT), "NotAllowedError");
+        assert_eq!(name(S::CTAP2_ERR_CREDENTIAL_EXCLUDED), "InvalidStateError");
+        assert_eq!(
+            name(S::CTAP2_ERR_UNSUPPORTED_ALGORITHM),
+            "NotSupportedError"
+        );
+        assert_eq!(name(S::CTAP1_ERR_OTHER), "UnknownError");
+    }
+
+    #[test]
+    fn proximity_error_names_the_fix() {
+        let e = Error::ProximityTimeout(Duration::from_secs(60));
+        assert!(
+            e.to_string().starts_with(
+                "no phone advert seen within 60s: is Bluetooth on and the phone near?"
+            )
+        );
+        assert_eq!(e.step(), Some(Step::Scanning));
+    }
+}

@@ -735,6 +735,57 @@ async fn over_tls_with_a_private_ca() {
     }
 }
 
+/// credProps and prf through the whole stack: the client hashes PRF inputs, the phone
+/// evaluates them, the client reports them; the RP still verifies both ceremonies.
+#[tokio::test]
+async fn cred_props_and_prf_end_to_end() {
+    let rig = Rig::new().await;
+    let rp = rp();
+    let authenticator = phone_with(AutoApprove);
+    let (options, state) = creation_options(&rp, "ivan");
+    let mut json: serde_json::Value = serde_json::from_str(&options).unwrap();
+    json["publicKey"]["extensions"] = serde_json::json!({ "credProps": true, "prf": {} });
+    let (reg, _, _) = rig
+        .register(&json.to_string(), authenticator.clone(), None)
+        .await;
+    let reg = reg.unwrap();
+    assert_eq!(reg.extensions.cred_props_rk, Some(true));
+    assert_eq!(reg.extensions.prf_enabled, Some(true));
+    let out = reg.to_json();
+    assert_eq!(out["clientExtensionResults"]["credProps"]["rk"], true);
+    assert_eq!(out["clientExtensionResults"]["prf"]["enabled"], true);
+    let cred = verify_registration(&rp, &reg, &state);
+
+    let mut firsts = Vec::new();
+    for input in ["salt one", "salt one", "salt two"] {
+        let builder = rp
+            .new_challenge_authenticate_builder(
+                vec![cred.clone()],
+                Some(UserVerificationPolicy::Required),
+            )
+            .unwrap();
+        let (rcr, state) = rp.generate_challenge_authenticate(builder).unwrap();
+        let mut json = serde_json::to_value(&rcr).unwrap();
+        json["publicKey"]["extensions"] = serde_json::json!({
+            "prf": { "eval": { "first": hybridge_client::webauthn::b64url(input.as_bytes()) } }
+        });
+        let (assertion, _, _) = rig.sign_in(&json.to_string(), authenticator.clone()).await;
+        let assertion = assertion.unwrap();
+        let results = assertion
+            .extensions
+            .prf_results
+            .clone()
+            .expect("prf results");
+        assert_eq!(results.first.len(), 32);
+        assert!(results.second.is_none());
+        firsts.push(results.first);
+        let pkc: PublicKeyCredential = serde_json::from_value(assertion.to_json()).unwrap();
+        rp.authenticate_credential(&pkc, &state).unwrap();
+    }
+    assert_eq!(firsts[0], firsts[1], "same input, same output");
+    assert_ne!(firsts[0], firsts[2], "different input, different output");
+}
+
 // Keep the mpsc import honest: the events API takes a plain sender too.
 #[test]
 fn events_from_a_sender() {

@@ -345,3 +345,87 @@ pub(crate) fn assertion(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webauthn::Origin;
+
+    fn info(rk: bool, uv: bool, prf: bool) -> GetInfoResponse {
+        GetInfoResponse {
+            extensions: if prf { vec!["prf".into()] } else { Vec::new() },
+            options: vec![("rk".into(), rk), ("uv".into(), uv)],
+            ..no_info()
+        }
+    }
+
+    fn creation(selection: &str, extensions: &str) -> CreationOptions {
+        let json = format!(
+            r#"{{"rp":{{"id":"example.com","name":"Example"}},
+                "user":{{"id":"YWxpY2U","name":"alice","displayName":"Alice"}},
+                "challenge":"AAAAAAAAAAAAAAAAAAAAAA",
+                "pubKeyCredParams":[{{"type":"public-key","alg":-7}}],
+                "excludeCredentials":[{{"type":"public-key","id":"AQID"}}],
+                "authenticatorSelection":{selection},
+                "extensions":{extensions}}}"#
+        );
+        CreationOptions::from_json(&json, &Origin::parse("https://example.com").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn creation_maps_to_make_credential() {
+        let o = creation(
+            r#"{"residentKey":"preferred","userVerification":"preferred"}"#,
+            r#"{"prf":{"eval":{"first":"AQ"}}}"#,
+        );
+        let r = make_credential_request(&o, b"{}", &info(true, true, true)).unwrap();
+        assert_eq!(r.rp.id, "example.com");
+        assert_eq!(r.user.id, b"alice");
+        assert_eq!(r.options.rk, Some(true));
+        assert_eq!(r.options.uv, Some(true));
+        assert_eq!(r.exclude_list[0].id, [1, 2, 3]);
+        assert_eq!(r.pub_key_cred_params, [PubKeyCredParam::es256()]);
+        let prf = r.extensions.prf.unwrap();
+        // The client hashes PRF inputs before they reach the phone.
+        assert_eq!(
+            prf.eval.unwrap().first,
+            hybridge_ctap::extensions::prf_salt(&[1])
+        );
+
+        // A phone without rk/uv/prf gets neither option nor extension.
+        let r = make_credential_request(&o, b"{}", &info(false, false, false)).unwrap();
+        assert_eq!((r.options.rk, r.options.uv), (None, None));
+        assert!(r.extensions.prf.is_none());
+
+        // Required but impossible: refused before anything is sent.
+        let o = creation(r#"{"residentKey":"required"}"#, "{}");
+        assert!(matches!(
+            make_credential_request(&o, b"{}", &info(false, true, false)),
+            Err(Error::NotSupported(_))
+        ));
+        let o = creation(
+            r#"{"residentKey":"discouraged","userVerification":"discouraged"}"#,
+            "{}",
+        );
+        let r = make_credential_request(&o, b"{}", &info(true, true, false)).unwrap();
+        assert_eq!((r.options.rk, r.options.uv), (None, None));
+    }
+
+    #[test]
+    fn request_maps_to_get_assertion() {
+        let json = r#"{"rpId":"example.com","challenge":"AAAAAAAAAAAAAAAAAAAAAA",
+            "allowCredentials":[{"type":"public-key","id":"AQID"}],
+            "userVerification":"required",
+            "extensions":{"prf":{"evalByCredential":{"AQID":{"first":"AQ"},"BAUG":{"first":"Ag"}}}}}"#;
+        let o = RequestOptions::from_json(json, &Origin::parse("https://example.com").unwrap())
+            .unwrap();
+        let r = get_assertion_request(&o, b"{}", &info(true, true, true));
+        assert_eq!(r.rp_id, "example.com");
+        assert_eq!(r.allow_list[0].id, [1, 2, 3]);
+        assert_eq!(r.options.uv, Some(true));
+        let prf = r.extensions.prf.unwrap();
+        // Only credentials in the allow list keep their evalByCredential entry.
+        assert_eq!(prf.eval_by_credential.len(), 1);
+        assert_eq!(prf.eval_by_credential[0].0, [1, 2, 3]);
+    }
+}
