@@ -203,6 +203,15 @@ impl Progress {
     pub fn new(prefix: &'static str) -> Self {
         let tty =
             std::io::stderr().is_terminal() && std::env::var_os("HYBRIDGE_NO_SPINNER").is_none();
+        Self::with_spinner(prefix, tty)
+    }
+
+    /// Plain lines only, for output that other actors write to as well (the demo).
+    pub fn plain(prefix: &'static str) -> Self {
+        Self::with_spinner(prefix, false)
+    }
+
+    fn with_spinner(prefix: &'static str, tty: bool) -> Self {
         let p = Self {
             inner: Arc::new(Mutex::new(ProgressState {
                 current: None,

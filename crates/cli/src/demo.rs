@@ -94,7 +94,8 @@ impl Rig {
             &LaptopConfig,
         ) -> Result<T, session::Error>,
     ) -> Result<(T, Duration), CliError> {
-        let progress = Progress::new("laptop: ");
+        // Plain lines: the phone and the RP write to stderr too.
+        let progress = Progress::plain("laptop: ");
         let (qr_tx, qr_rx) = oneshot::channel::<(String, Instant)>();
         let mut qr_tx = Some(qr_tx);
         let (events, printer) =
