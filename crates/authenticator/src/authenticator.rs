@@ -44,7 +44,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hybridge_cbor::Value;
 use hybridge_ctap::extensions::evaluate_prf;
 use hybridge_ctap::{
     AttestationStatement, AttestedCredentialData, AuthenticatorData, CoseKey, CredentialDescriptor,

@@ -38,7 +38,7 @@
 //! # Ok(()) }
 //! ```
 
-mod ws;
+use hybridge_tunnel as ws;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

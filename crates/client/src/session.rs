@@ -43,7 +43,7 @@
 
 mod ceremony;
 mod error;
-pub mod ws;
+pub use hybridge_tunnel as ws;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -2,8 +2,10 @@
 //! webpki roots otherwise; subprotocol `fido.cable`, which the server must echo; one binary
 //! message per protocol message, up to 1 MiB.
 //!
-//! (The laptop session in `hybridge-client` has its own copy of these few lines: the two
-//! crates do not depend on each other.)
+//! Both sides use it: the laptop session (`hybridge-client`) for `/cable/connect`, the phone
+//! session (`hybridge-authenticator`) for `/cable/new`. Every protocol decision stays in
+//! `hybridge-proto`; this crate only opens the socket and moves messages.
+#![forbid(unsafe_code)]
 
 use std::sync::{Arc, OnceLock};
 
@@ -31,33 +33,25 @@ pub type Ws = WebSocketStream<Box<dyn Io>>;
 pub type UpgradeResponse = tungstenite::handshake::client::Response;
 
 /// Why a tunnel connection could not be opened.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// Bad URL.
+    #[error("invalid tunnel URL: {0}")]
     Url(String),
     /// TCP or TLS failed: the server is unreachable, or not who it claims to be.
+    #[error("{0}")]
     Unreachable(String),
     /// The server answered the upgrade with this HTTP status.
+    #[error("the server answered HTTP {0} instead of 101")]
     Refused(u16),
     /// The server did not echo `fido.cable`.
+    #[error(
+        "the server did not accept the {SUBPROTOCOL} WebSocket subprotocol (not a hybrid tunnel server?)"
+    )]
     Subprotocol,
     /// Anything else in the WebSocket handshake.
+    #[error("WebSocket handshake failed: {0}")]
     Protocol(String),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Url(e) => write!(f, "invalid tunnel URL: {e}"),
-            Self::Unreachable(e) => f.write_str(e),
-            Self::Refused(s) => write!(f, "the server answered HTTP {s} instead of 101"),
-            Self::Subprotocol => write!(
-                f,
-                "the server did not accept the {SUBPROTOCOL} WebSocket subprotocol (not a hybrid tunnel server?)"
-            ),
-            Self::Protocol(e) => write!(f, "WebSocket handshake failed: {e}"),
-        }
-    }
 }
 
 /// The default TLS client configuration: ring, webpki roots, TLS 1.2 and 1.3.
