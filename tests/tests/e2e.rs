@@ -495,3 +495,60 @@ fn demo_registers_and_signs_in() {
     assert_eq!(summary["sign_in_verified"], true);
     assert!(demo.stderr().contains("FIDO:/"));
 }
+
+#[test]
+fn usage_errors_and_help() {
+    let run = |args: &[&str]| {
+        let out = Command::new(hybridge())
+            .args(args)
+            .output()
+            .expect("run hybridge");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.stdout,
+        )
+    };
+    let (code, _, stdout) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(String::from_utf8_lossy(&stdout).contains("Exit codes"));
+    for args in [
+        &[
+            "register",
+            "--options",
+            "x.json",
+            "--origin",
+            "https://example.com",
+            "--ble",
+            "bluetooth",
+        ][..],
+        &["phone", "--store", "s.hbk"][..],
+        &["sign-in", "--options", "x.json"][..],
+        &[
+            "register",
+            "--options",
+            "x.json",
+            "--origin",
+            "https://example.com",
+            "--scan-timeout",
+            "soon",
+        ][..],
+    ] {
+        let (code, stderr, stdout) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stdout.is_empty());
+    }
+    // A missing options file is invalid input, reported before any QR code.
+    let (code, stderr, _) = run(&[
+        "register",
+        "--options",
+        "/nonexistent/x.json",
+        "--origin",
+        "https://example.com",
+        "--ble",
+        "udp:127.0.0.1:9",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("FIDO:/"));
+}

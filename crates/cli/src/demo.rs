@@ -43,7 +43,7 @@ pub struct DemoArgs {
     #[arg(long, env = "HYBRIDGE_QR_OUT", value_name = "FILE")]
     qr_out: Option<PathBuf>,
     /// Limit on each ceremony.
-    #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
 }
 

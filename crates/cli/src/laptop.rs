@@ -47,16 +47,16 @@ pub struct CeremonyArgs {
     )]
     relay_for: Vec<(u16, String)>,
     /// How long to wait for the phone's advert after showing the QR code.
-    #[arg(long, env = "HYBRIDGE_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "HYBRIDGE_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     scan_timeout: Duration,
     /// Limit on opening the tunnel.
-    #[arg(long, env = "HYBRIDGE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "HYBRIDGE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     connect_timeout: Duration,
     /// Limit on the handshake with the phone.
-    #[arg(long, env = "HYBRIDGE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "HYBRIDGE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     handshake_timeout: Duration,
     /// How long the user may take to answer on the phone.
-    #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
 }
 

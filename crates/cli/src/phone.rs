@@ -59,10 +59,10 @@ pub struct PhoneArgs {
     )]
     ble: RadioSpec,
     /// How long to advertise, waiting for the laptop.
-    #[arg(long, env = "HYBRIDGE_PHONE_WAIT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "HYBRIDGE_PHONE_WAIT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     wait: Duration,
     /// How long the user may take to answer.
-    #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
 }
 
