@@ -85,13 +85,23 @@ impl<S: CredentialStore, U: UserAgent> CtapHandler for Authenticator<S, U> {
     }
 }
 
-/// The laptop's QR code, as text or as a photo.
-#[derive(Clone, Debug)]
+/// The laptop's QR code, as text or as a photo. (`Debug` is redacted: the text carries the
+/// QR secret.)
+#[derive(Clone)]
 pub enum QrInput {
     /// The `FIDO:/…` text.
     Text(String),
     /// A PNG or JPEG image of the QR code.
     Image(Vec<u8>),
+}
+
+impl std::fmt::Debug for QrInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QrInput::Text(t) => write!(f, "QrInput::Text({} characters)", t.len()),
+            QrInput::Image(b) => write!(f, "QrInput::Image({} bytes)", b.len()),
+        }
+    }
 }
 
 impl QrInput {
@@ -111,7 +121,7 @@ pub struct PhoneTimeouts {
     pub connect: Duration,
     /// Advertising until the laptop's first handshake message arrives (default 60 s).
     pub laptop: Duration,
-    /// From the handshake to the laptop's request (default 10 s).
+    /// From the handshake to the laptop's request (default 60 s).
     pub request: Duration,
     /// Serving the request, while the user decides (default 60 s, as Chrome on Android).
     pub user: Duration,
@@ -124,7 +134,9 @@ impl Default for PhoneTimeouts {
         Self {
             connect: Duration::from_secs(10),
             laptop: Duration::from_secs(60),
-            request: Duration::from_secs(10),
+            // Chromium's phone waits 60 s (kTimeoutSeconds, brief §9): a desktop may show its
+            // own UI before it sends the request.
+            request: Duration::from_secs(60),
             user: Duration::from_secs(60),
             close: Duration::from_secs(5),
         }

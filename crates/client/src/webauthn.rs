@@ -185,6 +185,16 @@ pub struct PrfValues {
     pub second: Option<Vec<u8>>,
 }
 
+/// `attestation` of the creation options: whether the RP wants to see who made the
+/// authenticator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attestation {
+    /// The default: the client strips identifying attestation (WebAuthn §5.4.7).
+    None,
+    /// `indirect`, `direct` or `enterprise`: the phone's attestation is passed through.
+    Requested,
+}
+
 /// The extensions hybridge's client understands; others are ignored, as browsers ignore
 /// extensions they do not support.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -214,6 +224,7 @@ pub struct CreationOptions {
     pub user_display_name: String,
     pub challenge: Vec<u8>,
     pub exclude: Vec<CredentialDescriptor>,
+    pub attestation: Attestation,
     pub resident_key: ResidentKey,
     pub user_verification: UserVerification,
     pub timeout_ms: Option<u64>,
@@ -280,6 +291,7 @@ struct RawCreation {
     exclude_credentials: Vec<RawDescriptor>,
     #[serde(default)]
     authenticator_selection: RawSelection,
+    attestation: Option<String>,
     #[serde(default)]
     extensions: Option<Json>,
 }
@@ -418,6 +430,11 @@ impl CreationOptions {
             user_name,
             challenge,
             exclude: descriptors(raw.exclude_credentials, "excludeCredentials[].id")?,
+            attestation: match raw.attestation.as_deref() {
+                Some("indirect" | "direct" | "enterprise") => Attestation::Requested,
+                // "none", absent, and values this client does not know (as browsers do).
+                _ => Attestation::None,
+            },
             resident_key,
             user_verification: user_verification(sel.user_verification.as_deref()),
             timeout_ms: raw.timeout,
@@ -533,7 +550,8 @@ pub fn p256_spki(uncompressed_point: &[u8; 65]) -> Vec<u8> {
 }
 
 /// What the authenticator returned for a registration, plus what the client added.
-#[derive(Clone, Debug)]
+/// (`Debug` is hand-written: PRF outputs are key material.)
+#[derive(Clone)]
 pub struct Registration {
     pub credential_id: Vec<u8>,
     pub client_data_json: Vec<u8>,
@@ -571,7 +589,8 @@ impl Registration {
 }
 
 /// What the authenticator returned for a sign-in, plus what the client added.
-#[derive(Clone, Debug)]
+/// (`Debug` is hand-written: PRF outputs are key material.)
+#[derive(Clone)]
 pub struct Assertion {
     pub credential_id: Vec<u8>,
     pub client_data_json: Vec<u8>,
@@ -601,6 +620,31 @@ impl Assertion {
             "response": response,
             "clientExtensionResults": self.extensions.to_json(),
         })
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("credential_id", &b64url(&self.credential_id))
+            .field(
+                "prf_results",
+                &self.extensions.prf_results.as_ref().map(|_| "redacted"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Assertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assertion")
+            .field("credential_id", &b64url(&self.credential_id))
+            .field("user_handle", &self.user_handle.as_deref().map(b64url))
+            .field(
+                "prf_results",
+                &self.extensions.prf_results.as_ref().map(|_| "redacted"),
+            )
+            .finish_non_exhaustive()
     }
 }
 
@@ -701,6 +745,10 @@ mod tests {
         assert_eq!(o.challenge.len(), 20);
         assert_eq!(o.exclude, vec![CredentialDescriptor { id: vec![1, 2, 3] }]);
         assert_eq!(o.resident_key, ResidentKey::Required);
+        assert_eq!(o.attestation, Attestation::None);
+        let direct = CREATE.replace(r#""attestation": "none""#, r#""attestation": "direct""#);
+        let d = CreationOptions::from_json(&direct, &origin("https://www.example.com")).unwrap();
+        assert_eq!(d.attestation, Attestation::Requested);
         assert_eq!(o.user_verification, UserVerification::Required);
         assert!(o.extensions.cred_props);
         assert_eq!(o.extensions.prf, Some(PrfInput::default()));

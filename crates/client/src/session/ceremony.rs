@@ -13,8 +13,8 @@ use hybridge_proto::qr::RequestType;
 
 use super::{Error, Events, Laptop, LaptopConfig, Tunnel, from_status};
 use crate::webauthn::{
-    self, Assertion, ClientDataType, CreationOptions, ExtensionResults, Origin, PrfInput,
-    Registration, RequestOptions, ResidentKey, UserVerification,
+    self, Assertion, Attestation, ClientDataType, CreationOptions, ExtensionResults, Origin,
+    PrfInput, Registration, RequestOptions, ResidentKey, UserVerification,
 };
 
 /// Registers a passkey on the phone: `options_json` is the RP's
@@ -196,7 +196,10 @@ pub(crate) fn make_credential_request(
         pin_uv_auth_param: None,
         pin_uv_auth_protocol: None,
         enterprise_attestation: None,
-        attestation_formats_preference: None,
+        // With conveyance "none" the phone need not sign an attestation at all (CTAP 2.2
+        // attestationFormatsPreference); `registration` strips one if it sends it anyway.
+        attestation_formats_preference: (o.attestation == Attestation::None)
+            .then(|| vec!["none".to_owned()]),
     })
 }
 
@@ -298,7 +301,15 @@ pub(crate) fn registration(
     Ok(Registration {
         credential_id: acd.credential_id.clone(),
         client_data_json,
-        attestation_object: r.attestation_object(),
+        attestation_object: if o.attestation == Attestation::None {
+            // WebAuthn §5.4.7: for "none" the client replaces the statement with "none".
+            hybridge_ctap::attestation_object(
+                &r.auth_data,
+                &hybridge_ctap::AttestationStatement::None,
+            )
+        } else {
+            r.attestation_object()
+        },
         authenticator_data: r.auth_data.clone(),
         public_key: acd.public_key.to_sec1(),
         extensions,
