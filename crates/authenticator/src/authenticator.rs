@@ -42,6 +42,8 @@
 //! * **Store writes** happen only after the user approved and the response was built; a failed
 //!   or declined ceremony writes nothing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hybridge_ctap::extensions::evaluate_prf;
@@ -133,6 +135,7 @@ pub struct Authenticator<S, U> {
     rng: Box<dyn CryptoRngCore + Send>,
     config: Config,
     last_error: Option<CtapError>,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
@@ -150,6 +153,28 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
             rng: Box::new(rng),
             config: Config::default(),
             last_error: None,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A flag that cancels the request being handled: set it (from any thread) when the
+    /// requester gave up — the phone session does on a timeout or when the laptop hangs up —
+    /// and the request ends with `CTAP2_ERR_KEEPALIVE_CANCEL` without writing anything, even if
+    /// the user approves afterwards. Each [`handle`](Self::handle) call clears it first.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancelled.clone()
+    }
+
+    /// Fails if the current request was cancelled; called after the user answered and
+    /// before anything is written.
+    fn check_cancelled(&self) -> Result<(), CtapError> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            Err(CtapError::new(
+                StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL,
+                "the request was cancelled while the user was deciding",
+            ))
+        } else {
+            Ok(())
         }
     }
 
@@ -205,6 +230,7 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
     /// Answers one CTAP2 request, `command || CBOR`, with `status || CBOR`: the hybrid CTAP
     /// message payloads (brief §9). Never panics on any input.
     pub fn handle(&mut self, request: &[u8]) -> Vec<u8> {
+        self.cancelled.store(false, Ordering::SeqCst);
         let result = Request::decode(request).and_then(|r| self.process(r));
         match result {
             Ok(response) => {
@@ -371,6 +397,7 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
         };
 
         // The ceremony is complete: only now does anything reach the store.
+        self.check_cancelled()?;
         let private_key = Zeroizing::new(<[u8; 32]>::from(signing_key.to_bytes()));
         self.store
             .insert(StoredCredential {
@@ -535,6 +562,7 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
             unsigned_extension_outputs: UnsignedExtensionOutputs { prf },
         };
 
+        self.check_cancelled()?;
         self.store
             .record_use(&chosen.credential_id, sign_count, self.clock.now())
             .map_err(store_error)?;

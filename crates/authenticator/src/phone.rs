@@ -73,6 +73,11 @@ pub trait CtapHandler: Send {
     fn get_info(&self) -> Vec<u8>;
     /// Answers `command ‖ CBOR` with `status ‖ CBOR`.
     fn handle(&mut self, request: &[u8]) -> Vec<u8>;
+    /// A flag the session sets when it gives up on the request being handled (user timeout),
+    /// so that a late approval writes nothing. `None`: the handler cannot be cancelled.
+    fn cancel_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }
 
 impl<S: CredentialStore, U: UserAgent> CtapHandler for Authenticator<S, U> {
@@ -82,6 +87,10 @@ impl<S: CredentialStore, U: UserAgent> CtapHandler for Authenticator<S, U> {
 
     fn handle(&mut self, request: &[u8]) -> Vec<u8> {
         Authenticator::handle(self, request)
+    }
+
+    fn cancel_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        Some(Authenticator::cancel_flag(self))
     }
 }
 
@@ -492,9 +501,10 @@ where
     let (mut channel, msg2) = session
         .respond(&msg1, &ephemeral)
         .map_err(PhoneError::Handshake)?;
+    // try_lock: never block the async task on a handler still busy with an abandoned prompt.
     let get_info = handler
-        .lock()
-        .map_err(|_| PhoneError::Authenticator("its lock is poisoned".into()))?
+        .try_lock()
+        .map_err(|_| PhoneError::Authenticator("it is busy with an earlier request".into()))?
         .get_info();
     let post = channel
         .post_handshake(&PostHandshake::ctap(get_info))
@@ -552,7 +562,20 @@ where
     let command = request.first().copied().unwrap_or(0);
     events.emit(PhoneProgress::Request { command });
 
-    // 4. The authenticator answers on a blocking thread (its user agent may prompt).
+    // 4. The authenticator answers on a blocking thread (its user agent may prompt). The lock
+    // is only tried here: a handler still busy with an abandoned prompt must not block this
+    // async task.
+    let cancel = match handler.try_lock() {
+        Ok(h) => h.cancel_flag(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            return Err(PhoneError::Authenticator(
+                "it is still busy with an earlier request".into(),
+            ));
+        }
+        Err(std::sync::TryLockError::Poisoned(_)) => {
+            return Err(PhoneError::Authenticator("its lock is poisoned".into()));
+        }
+    };
     let h = handler.clone();
     let task = tokio::task::spawn_blocking(move || match h.lock() {
         Ok(mut h) => Ok(h.handle(&request)),
@@ -561,8 +584,14 @@ where
     let (response, timed_out) = match timeout(t.user, task).await {
         Ok(Ok(r)) => (r?, false),
         Ok(Err(e)) => return Err(PhoneError::Authenticator(e.to_string())),
-        // The prompt cannot be interrupted; tell the laptop the user did not answer.
-        Err(_) => (vec![USER_ACTION_TIMEOUT], true),
+        // The prompt cannot be interrupted; tell the laptop the user did not answer, and make
+        // sure a late approval writes nothing the relying party will never see.
+        Err(_) => {
+            if let Some(c) = &cancel {
+                c.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            (vec![USER_ACTION_TIMEOUT], true)
+        }
     };
     let status = response.first().copied().unwrap_or(0x7F);
 

@@ -46,6 +46,8 @@ enum Answer {
 
 struct TestUser {
     answer: Answer,
+    /// Set while the user is deciding: the requester gave up (the phone session's timeout).
+    cancel_while_deciding: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     choose: Option<usize>,
     asked: Vec<ApprovalRequest>,
     offered: Vec<Vec<AccountChoice>>,
@@ -55,6 +57,7 @@ impl TestUser {
     fn new() -> Self {
         Self {
             answer: Answer::Verified,
+            cancel_while_deciding: None,
             choose: Some(0),
             asked: Vec::new(),
             offered: Vec::new(),
@@ -65,6 +68,9 @@ impl TestUser {
 impl UserAgent for TestUser {
     fn approve(&mut self, request: &ApprovalRequest) -> Approval {
         self.asked.push(request.clone());
+        if let Some(flag) = &self.cancel_while_deciding {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         match self.answer {
             Answer::Verified => Approval::Approved { verified: true },
             Answer::PresentOnly => Approval::Approved { verified: false },
@@ -730,6 +736,56 @@ fn excluded_credential() {
     assert_eq!(
         status(&phone.handle(&Request::from(req).encode())),
         StatusCode::CTAP2_OK
+    );
+}
+
+#[test]
+fn approval_after_cancel_writes_nothing() {
+    let rp = rp();
+    let mut phone = phone();
+    let (mut cred, _) = register(
+        &mut phone,
+        &rp,
+        "hana",
+        true,
+        UserVerificationPolicy::Required,
+        |_| {},
+    );
+    let counter = phone.store().list().unwrap()[0].sign_count;
+    // The session gives up while the user decides; the user then approves anyway.
+    phone.user_mut().cancel_while_deciding = Some(phone.cancel_flag());
+    let req = fresh_request(&rp, "ivan");
+    assert_eq!(
+        status(&phone.handle(&Request::from(req).encode())),
+        StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL
+    );
+    assert_eq!(stored_count(&phone), 1, "no credential the RP never saw");
+    let builder = rp
+        .new_challenge_authenticate_builder(
+            vec![cred.clone()],
+            Some(UserVerificationPolicy::Required),
+        )
+        .unwrap();
+    let (rcr, _) = rp.generate_challenge_authenticate(builder).unwrap();
+    let (_, ga) = get_assertion_request(&rcr, ORIGIN, None);
+    assert_eq!(
+        status(&phone.handle(&Request::from(ga).encode())),
+        StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL
+    );
+    assert_eq!(
+        phone.store().list().unwrap()[0].sign_count,
+        counter,
+        "counter untouched"
+    );
+    // Each request clears the flag: the next one succeeds.
+    phone.user_mut().cancel_while_deciding = None;
+    authenticate(
+        &mut phone,
+        &rp,
+        &mut cred,
+        true,
+        UserVerificationPolicy::Required,
+        None,
     );
 }
 
