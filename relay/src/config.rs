@@ -36,6 +36,10 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Default largest message: the largest record a hybrid peer may send, a 1 MiB plaintext
+/// padded and sealed (`crypter::MAX_CIPHERTEXT_LEN`), so no valid record is ever cut off.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = hybridge_proto::crypter::MAX_CIPHERTEXT_LEN as u64;
+
 /// Every limit, with defaults a public deployment can live with.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -78,7 +82,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(5),
             max_header_bytes: 8 * 1024,
             close_timeout: Duration::from_secs(2),
-            max_message_size: 1 << 20,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_messages: 256,
             max_tunnels: 10_000,
             rate_per_ip: 20.0,

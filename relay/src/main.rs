@@ -62,7 +62,7 @@ struct Cli {
     #[arg(long, env = "HYBRIDGE_RELAY_CLOSE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     close_timeout: Duration,
     /// Largest message in bytes (1009 beyond).
-    #[arg(long, env = "HYBRIDGE_RELAY_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
+    #[arg(long, env = "HYBRIDGE_RELAY_MAX_MESSAGE_SIZE", default_value_t = hybridge_relay::config::DEFAULT_MAX_MESSAGE_SIZE)]
     max_message_size: u64,
     /// Most messages per tunnel, both directions (1008 beyond); 0 for no limit.
     #[arg(long, env = "HYBRIDGE_RELAY_MAX_MESSAGES", default_value_t = 256)]

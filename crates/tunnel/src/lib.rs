@@ -19,8 +19,9 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-/// Largest WebSocket message accepted: the 1 MiB record limit plus AEAD tag and framing.
-pub const MAX_MESSAGE_LEN: usize = (1 << 20) + 1024;
+/// Largest WebSocket message accepted: the largest record, a 1 MiB plaintext padded and
+/// sealed (the relay's default limit is the same).
+pub const MAX_MESSAGE_LEN: usize = hybridge_proto::crypter::MAX_CIPHERTEXT_LEN;
 
 /// Any byte stream a WebSocket can run over (plain TCP or TLS).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
