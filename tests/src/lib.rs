@@ -3,7 +3,7 @@
 //! bit-flipping proxy, and network namespaces for the two-machine test.
 //!
 //! The binaries are taken from the target directory this test runs from
-//! (`target/<profile>/`), after a `cargo build -p hybridge-cli -p hybridge-relay --bins` so
+//! (`target/<profile>/`), after a `cargo build` of the two binaries so
 //! they are never stale. `HYBRIDGE_BIN_DIR` points elsewhere (no build then).
 
 pub mod netns;
@@ -36,7 +36,10 @@ pub fn bin_dir() -> &'static PathBuf {
             "hybridge-cli",
             "-p",
             "hybridge-relay",
-            "--bins",
+            "--bin",
+            "hybridge",
+            "--bin",
+            "hybridge-relay",
         ])
         .arg("--target-dir")
         .arg(&target)
