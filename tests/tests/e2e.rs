@@ -382,7 +382,16 @@ fn user_declines_on_the_phone() {
     let (options, _) = rp.creation_options("erin");
     let opts = p.file("register.json", &options);
     let port = free_udp_port();
-    let mut l = local_laptop("register", &opts, port, &relay.url(), &[]);
+    // Also: a per-domain override (--relay-for) wins over --relay for its domain ID.
+    let down = format!("ws://127.0.0.1:{}", closed_tcp_port());
+    let for_domain_0 = format!("0={}", relay.url());
+    let mut l = local_laptop(
+        "register",
+        &opts,
+        port,
+        &down,
+        &["--relay-for", &for_domain_0],
+    );
     let qr = qr_of(&l);
     let mut ph = local_phone(&p, &qr, port, &relay.url(), &["--decline"]);
     expect_code(&mut l, EXIT_NOT_ALLOWED);
