@@ -27,6 +27,8 @@ pub struct Config {
     /// you control always sets the header.
     pub client_ip_header: Option<String>,
     pub limits: Limits,
+    /// Cluster mode over NATS (issue 6); `None` runs alone, with no external dependency.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// PEM files for built-in TLS, re-read on [`crate::Relay::reload_tls`] (SIGHUP).
@@ -101,6 +103,7 @@ impl Default for Config {
             tls: None,
             client_ip_header: None,
             limits: Limits::default(),
+            cluster: None,
         }
     }
 }

@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// A laptop connected to another cluster instance, bridged over NATS (issue 6).
+    Remote(Box<crate::cluster::RemoteStream>),
 }
 
 impl Conn {
@@ -28,6 +30,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Remote(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -41,6 +44,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Remote(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -48,6 +52,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Remote(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -55,6 +60,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Remote(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

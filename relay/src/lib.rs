@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 mod conn;
 pub mod http;

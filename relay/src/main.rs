@@ -37,6 +37,15 @@ struct Cli {
     /// This instance's routing ID (6 hex characters) for X-caBLE-Routing-ID; random if unset.
     #[arg(long, env = "HYBRIDGE_RELAY_ROUTING_ID", value_parser = parse_routing_id)]
     routing_id: Option<RoutingId>,
+    /// Cluster mode: join the relays on this NATS server (JetStream enabled), e.g.
+    /// nats://nats:4222. Tunnel IDs are claimed cluster-wide and a /cable/connect for
+    /// another instance's routing ID is bridged to it. Unset: run alone (no dependency).
+    #[arg(long, env = "HYBRIDGE_RELAY_NATS", value_name = "URL")]
+    nats: Option<String>,
+    /// Subject prefix and key-value bucket name in NATS, so several relay clusters can
+    /// share one NATS server.
+    #[arg(long, env = "HYBRIDGE_RELAY_NATS_PREFIX", default_value = "hybridge", value_parser = parse_prefix)]
+    nats_prefix: String,
     /// PEM certificate chain for built-in TLS (wss). Needs --tls-key.
     #[arg(long, env = "HYBRIDGE_RELAY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -113,6 +122,18 @@ fn trim_heap() {
     // glibc allows calling it at any time from any thread.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1-32 letters, digits, '_' or '-'".into())
     }
 }
 
@@ -214,8 +235,18 @@ async fn run(cli: Cli) -> ExitCode {
             rate_burst: cli.rate_burst,
             queue_bytes: cli.queue_bytes.max(1024),
         },
+        cluster: cli.nats.map(|url| {
+            // A claim matters while its phone waits; the bucket reaps claims of an instance
+            // that died, a little after the longest wait.
+            let wait = cli.pairing_timeout.min(cli.tunnel_ttl);
+            hybridge_relay::cluster::ClusterConfig {
+                prefix: cli.nats_prefix.clone(),
+                ..hybridge_relay::cluster::ClusterConfig::new(url, wait + Duration::from_secs(5))
+            }
+        }),
     };
     let tls = config.tls.is_some();
+    let cluster = config.cluster.is_some();
     let relay = match Relay::bind(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -228,12 +259,12 @@ async fn run(cli: Cli) -> ExitCode {
         .map(|a| format!("\"{a}\""))
         .unwrap_or_else(|| "null".into());
     println!(
-        "{{\"listen\":\"{}\",\"metrics\":{metrics},\"routing_id\":\"{}\",\"tls\":{tls},\"pid\":{}}}",
+        "{{\"listen\":\"{}\",\"metrics\":{metrics},\"routing_id\":\"{}\",\"tls\":{tls},\"cluster\":{cluster},\"pid\":{}}}",
         relay.local_addr(),
         relay.routing_id(),
         std::process::id()
     );
-    tracing::info!(listen = %relay.local_addr(), routing_id = %relay.routing_id(), tls, "relay started");
+    tracing::info!(listen = %relay.local_addr(), routing_id = %relay.routing_id(), tls, cluster, "relay started");
 
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int, mut hup) = match (

@@ -16,10 +16,12 @@ pub enum Reject {
     Capacity,
     HeaderTimeout,
     TlsHandshake,
+    /// A `/connect` for another instance while the cluster link is down (503).
+    ClusterUnavailable,
 }
 
 impl Reject {
-    const ALL: [Reject; 8] = [
+    const ALL: [Reject; 9] = [
         Reject::BadRequest,
         Reject::NotFound,
         Reject::MethodNotAllowed,
@@ -28,6 +30,7 @@ impl Reject {
         Reject::Capacity,
         Reject::HeaderTimeout,
         Reject::TlsHandshake,
+        Reject::ClusterUnavailable,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -39,6 +42,7 @@ impl Reject {
             Reject::Capacity => "capacity",
             Reject::HeaderTimeout => "header_timeout",
             Reject::TlsHandshake => "tls_handshake",
+            Reject::ClusterUnavailable => "cluster_unavailable",
         }
     }
     pub fn status(self) -> u16 {
@@ -48,7 +52,7 @@ impl Reject {
             Reject::MethodNotAllowed => 405,
             Reject::Conflict => 409,
             Reject::RateLimited => 429,
-            Reject::Capacity => 503,
+            Reject::Capacity | Reject::ClusterUnavailable => 503,
             Reject::HeaderTimeout | Reject::TlsHandshake => 408,
         }
     }
@@ -102,7 +106,7 @@ pub struct Metrics {
     pub pairings: AtomicU64,
     pub bytes: AtomicU64,
     pub messages: AtomicU64,
-    rejections: [AtomicU64; 8],
+    rejections: [AtomicU64; 9],
     closes: [AtomicU64; 7],
     wait_buckets: [AtomicU64; 13],
     wait_sum_us: AtomicU64,

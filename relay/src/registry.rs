@@ -49,6 +49,8 @@ pub struct AlreadyWaiting;
 pub struct Registry {
     shards: [Mutex<HashMap<TunnelId, Slot>>; SHARDS],
     next: AtomicU64,
+    /// In cluster mode, told when a phone stops waiting so the claim is dropped.
+    pub cluster: std::sync::OnceLock<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 impl Registry {
@@ -77,7 +79,13 @@ impl Registry {
     /// laptop pairs with a phone.
     pub fn claim(&self, id: &TunnelId) -> Option<oneshot::Sender<Handoff>> {
         let mut map = self.shard(id).lock().ok()?;
-        map.remove(id).map(|s| s.tx)
+        let tx = map.remove(id).map(|s| s.tx);
+        if tx.is_some()
+            && let Some(c) = self.cluster.get()
+        {
+            c.release(id);
+        }
+        tx
     }
 
     /// The phone stops waiting (timeout, disconnect, shutdown). A later phone that reused
@@ -87,6 +95,9 @@ impl Registry {
             && map.get(id).is_some_and(|s| s.generation == generation)
         {
             map.remove(id);
+            if let Some(c) = self.cluster.get() {
+                c.release(id);
+            }
         }
     }
 }

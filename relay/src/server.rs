@@ -33,6 +33,8 @@ pub enum Error {
     TlsConfig(#[from] rustls::Error),
     #[error("TLS is not configured (start with --tls-cert and --tls-key)")]
     NoTls,
+    #[error("cluster mode: {0}")]
+    Cluster(String),
 }
 
 /// Where the relay is in its life. Tunnels watch this to close on shutdown.
@@ -99,6 +101,21 @@ pub(crate) struct Shared {
     pub conns: AtomicUsize,
     client_ip_header: Option<String>,
     metrics_on_main: bool,
+}
+
+impl Shared {
+    /// This instance's cluster membership, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.registry.cluster.get()
+    }
+
+    fn render_metrics(&self) -> String {
+        let mut body = self.metrics.render(self.conns.load(Relaxed));
+        if let Some(c) = self.cluster() {
+            c.render_metrics(&mut body);
+        }
+        body
+    }
 }
 
 /// A running relay. Dropping it closes everything at once; [`Relay::shutdown`] drains.
@@ -168,6 +185,16 @@ impl Relay {
             client_ip_header: config.client_ip_header.clone(),
             metrics_on_main: metrics_listener.is_none(),
         });
+        if let Some(cc) = config.cluster {
+            let cluster = crate::cluster::Cluster::start(
+                cc,
+                config.routing_id,
+                cluster_acceptor(Arc::downgrade(&shared)),
+            )
+            .await
+            .map_err(Error::Cluster)?;
+            let _ = shared.registry.cluster.set(cluster);
+        }
         let mut tasks = vec![tokio::spawn(accept_loop(shared.clone(), listener, false))];
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(accept_loop(shared.clone(), l, true)));
@@ -218,7 +245,7 @@ impl Relay {
 
     /// The Prometheus text exposition, as served on `/metrics`.
     pub fn metrics_text(&self) -> String {
-        self.shared.metrics.render(self.shared.conns.load(Relaxed))
+        self.shared.render_metrics()
     }
 
     /// Re-reads the PEM certificate and key. New connections use them; live tunnels are
@@ -295,7 +322,40 @@ impl Drop for Relay {
         for t in &self.tasks {
             t.abort();
         }
+        if let Some(c) = self.shared.cluster() {
+            c.stop();
+        }
     }
+}
+
+/// Hands a laptop bridged from another instance to the phone waiting here (issue 6).
+fn cluster_acceptor(shared: std::sync::Weak<Shared>) -> crate::cluster::Acceptor {
+    Arc::new(move |tunnel_id, inc: crate::cluster::Incoming| {
+        let Some(s) = shared.upgrade() else {
+            return Err(inc);
+        };
+        let Some(tx) = s.registry.claim(&tunnel_id) else {
+            return Err(inc);
+        };
+        let h = Handoff {
+            conn: Conn::Remote(Box::new(inc.stream)),
+            early: inc.early,
+            key: inc.key,
+        };
+        match tx.send(h) {
+            Ok(()) => Ok(()),
+            Err(Handoff {
+                conn: Conn::Remote(stream),
+                early,
+                key,
+            }) => Err(crate::cluster::Incoming {
+                stream: *stream,
+                key,
+                early,
+            }),
+            Err(_) => Ok(()),
+        }
+    })
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, metrics_only: bool) {
@@ -441,10 +501,27 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
         let text = |s: &str| Some(("text/plain", s.to_owned()));
         match req.path.as_str() {
             "/healthz" => return refuse(shared, conn, 200, text("ok\n")).await,
-            "/readyz" if running => return refuse(shared, conn, 200, text("ready\n")).await,
+            // A lost cluster link leaves local work ready: /readyz/cluster reports it.
+            "/readyz" if running => {
+                let body = match shared.cluster().map(|c| c.ready()) {
+                    None => "ready\n",
+                    Some(true) => "ready\ncluster: up\n",
+                    Some(false) => "ready\ncluster: down (cross-instance tunnels unavailable)\n",
+                };
+                return refuse(shared, conn, 200, text(body)).await;
+            }
             "/readyz" => return refuse(shared, conn, 503, text("draining\n")).await,
+            "/readyz/cluster" => {
+                let (code, body) = match shared.cluster().map(|c| c.ready()) {
+                    None => (404, "no cluster (--nats not set)\n"),
+                    Some(true) if running => (200, "cluster: up\n"),
+                    Some(true) => (503, "draining\n"),
+                    Some(false) => (503, "cluster: down\n"),
+                };
+                return refuse(shared, conn, code, text(body)).await;
+            }
             "/metrics" if metrics_only || shared.metrics_on_main => {
-                let body = shared.metrics.render(shared.conns.load(Relaxed));
+                let body = shared.render_metrics();
                 return refuse(shared, conn, 200, Some(("text/plain; version=0.0.4", body))).await;
             }
             _ => {}
@@ -487,9 +564,19 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                 return reject(shared, conn, Reject::Capacity).await;
             }
             let slot = Slot(shared.clone());
+            // In a cluster the ID is claimed cluster-wide first (409 on every instance).
+            if let Some(c) = shared.cluster()
+                && c.claim(&tunnel_id).await.is_err()
+            {
+                drop(slot);
+                return reject(shared, conn, Reject::Conflict).await;
+            }
             let waiter = match shared.registry.register(tunnel_id) {
                 Ok(w) => w,
                 Err(_) => {
+                    if let Some(c) = shared.cluster() {
+                        c.release(&tunnel_id);
+                    }
                     drop(slot);
                     return reject(shared, conn, Reject::Conflict).await;
                 }
@@ -501,8 +588,23 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             routing_id,
             tunnel_id,
         } => {
-            // Another routing ID belongs to another instance: a cluster (issue 6) forwards
-            // here; a single relay knows no such tunnel.
+            // Another routing ID belongs to another instance: a cluster (issue 6) bridges
+            // the laptop to it over NATS; a single relay knows no such tunnel.
+            if routing_id != shared.routing_id
+                && let Some(c) = shared.cluster().cloned()
+            {
+                if let Err((r, conn)) = c
+                    .bridge_laptop(routing_id, tunnel_id, conn, early, key)
+                    .await
+                {
+                    let why = match r {
+                        crate::cluster::Refused::NotFound => Reject::NotFound,
+                        crate::cluster::Refused::Unavailable => Reject::ClusterUnavailable,
+                    };
+                    reject(shared, conn, why).await;
+                }
+                return;
+            }
             let tx = (routing_id == shared.routing_id)
                 .then(|| shared.registry.claim(&tunnel_id))
                 .flatten();

@@ -62,6 +62,8 @@ pub enum End {
     Stop(Who, Stop),
     Eof(Who),
     Error(Who),
+    /// A side bridged from another cluster instance lost its link.
+    LinkLost(Who),
 }
 
 /// Both sides of a tunnel and the I/O loop between them.
@@ -195,7 +197,7 @@ fn pump(
         let conn = src.conn.as_mut()?;
         let n = match Pin::new(conn).poll_read(cx, &mut rb) {
             Poll::Pending => return None,
-            Poll::Ready(Err(_)) => return Some(End::Error(who)),
+            Poll::Ready(Err(e)) => return Some(end_for(who, &e)),
             Poll::Ready(Ok(())) => rb.filled().len(),
         };
         if n == 0 {
@@ -252,6 +254,16 @@ fn forward(data: &[u8], dst: &mut Side, who: Who, cx: Option<&mut Context<'_>>) 
     None
 }
 
+/// A read error; a bridged side whose cluster link failed (issue 6) is told apart so the
+/// other side learns why.
+fn end_for(who: Who, e: &io::Error) -> End {
+    if crate::cluster::is_link_lost(e) {
+        End::LinkLost(who)
+    } else {
+        End::Error(who)
+    }
+}
+
 fn other(who: Who) -> Who {
     match who {
         Who::Phone => Who::Laptop,
@@ -278,6 +290,15 @@ fn plan_for(end: &End) -> Plan {
             (w, Some((code, reason)), Some(GONE), CloseReason::Violation)
         }
         End::Eof(w) | End::Error(w) => (w, None, Some(GONE), CloseReason::PeerGone),
+        End::LinkLost(w) => (
+            w,
+            None,
+            Some((
+                crate::cluster::CLOSE_LINK_LOST,
+                crate::cluster::stream::LINK_LOST,
+            )),
+            CloseReason::PeerGone,
+        ),
     };
     match culprit {
         Who::Phone => (to_culprit, to_other, reason),

@@ -41,6 +41,10 @@ struct Target {
     /// Relay base URL (plain ws only).
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     url: String,
+    /// Send the laptops' /cable/connect to this relay instead (another instance of a
+    /// cluster: phone and laptop on different instances).
+    #[arg(long)]
+    connect_url: Option<String>,
     /// The relay's PID, to read its CPU time and RSS from /proc.
     #[arg(long)]
     pid: Option<u32>,
@@ -121,6 +125,16 @@ fn addr_of(url: &str) -> Result<SocketAddr, BoxErr> {
         .ok_or("no address")?)
 }
 
+/// Where phones (`/cable/new`) and laptops (`/cable/connect`) connect.
+fn ends(t: &Target) -> Result<(SocketAddr, SocketAddr), BoxErr> {
+    let addr = addr_of(&t.url)?;
+    let connect = match &t.connect_url {
+        Some(u) => addr_of(u)?,
+        None => addr,
+    };
+    Ok((addr, connect))
+}
+
 fn source(t: &Target, addr: SocketAddr, i: usize) -> Option<IpAddr> {
     match addr.ip() {
         IpAddr::V4(v4) if v4.is_loopback() && t.sources > 1 => Some(IpAddr::V4(Ipv4Addr::new(
@@ -175,16 +189,25 @@ fn random_id() -> String {
     id.iter().map(|b| format!("{b:02X}")).collect()
 }
 
-async fn open_pair(addr: SocketAddr, src: Option<IpAddr>) -> Result<(Client, Client), BoxErr> {
+async fn open_pair(
+    addr: SocketAddr,
+    connect: SocketAddr,
+    src: Option<IpAddr>,
+) -> Result<(Client, Client), BoxErr> {
     let id = random_id();
     let (phone, routing) = client::connect(addr, &format!("/cable/new/{id}"), src).await?;
     let routing = routing.ok_or("no X-caBLE-Routing-ID")?;
-    let (laptop, _) = client::connect(addr, &format!("/cable/connect/{routing}/{id}"), src).await?;
+    let (laptop, _) =
+        client::connect(connect, &format!("/cable/connect/{routing}/{id}"), src).await?;
     Ok((phone, laptop))
 }
 
-async fn one_pairing(addr: SocketAddr, src: Option<IpAddr>) -> Result<(), BoxErr> {
-    let (mut phone, mut laptop) = open_pair(addr, src).await?;
+async fn one_pairing(
+    addr: SocketAddr,
+    connect: SocketAddr,
+    src: Option<IpAddr>,
+) -> Result<(), BoxErr> {
+    let (mut phone, mut laptop) = open_pair(addr, connect, src).await?;
     laptop
         .send(b"noise handshake message from the laptop")
         .await?;
@@ -209,7 +232,7 @@ struct PairingResult {
 }
 
 async fn pairing(t: &Target, workers: usize, count: usize) -> Result<PairingResult, BoxErr> {
-    let addr = addr_of(&t.url)?;
+    let (addr, connect) = ends(t)?;
     let next = Arc::new(AtomicUsize::new(0));
     let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let cpu0 = cpu_time(t.pid);
@@ -226,7 +249,7 @@ async fn pairing(t: &Target, workers: usize, count: usize) -> Result<PairingResu
                 }
                 match timeout(
                     Duration::from_secs(10),
-                    one_pairing(addr, source(&t, addr, i)),
+                    one_pairing(addr, connect, source(&t, addr, i)),
                 )
                 .await
                 {
@@ -262,7 +285,7 @@ async fn pairing(t: &Target, workers: usize, count: usize) -> Result<PairingResu
 
 /// Opens `n` paired tunnels with one message each way, `conc` at a time.
 async fn open_many(t: &Target, n: usize, offset: usize) -> Result<Vec<(Client, Client)>, BoxErr> {
-    let addr = addr_of(&t.url)?;
+    let (addr, connect) = ends(t)?;
     let mut out = Vec::with_capacity(n);
     let conc = 128;
     let mut i = 0;
@@ -272,7 +295,7 @@ async fn open_many(t: &Target, n: usize, offset: usize) -> Result<Vec<(Client, C
         for j in 0..batch {
             let src = source(t, addr, offset + i + j);
             set.spawn(async move {
-                let (mut phone, mut laptop) = open_pair(addr, src).await?;
+                let (mut phone, mut laptop) = open_pair(addr, connect, src).await?;
                 laptop.send(b"hello").await?;
                 phone.recv_binary().await?;
                 phone.send(b"hello").await?;

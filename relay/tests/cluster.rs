@@ -1,0 +1,561 @@
+//! Cluster mode (issue 6) with a real `nats-server` and three `hybridge-relay` processes on
+//! loopback. Each test starts its own NATS (free port, temporary JetStream store, killed on
+//! drop) and its own relays. Without `nats-server` on the PATH the tests are skipped with a
+//! message (CI installs it: `apt-get install nats-server`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use hybridge_relay::client::{self, Client, Frame, Refused};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::{Instant, sleep, timeout};
+
+const T: Duration = Duration::from_secs(10);
+
+// ---- nats-server ---------------------------------------------------------------------
+
+fn nats_installed() -> bool {
+    std::process::Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+macro_rules! require_nats {
+    () => {
+        if !nats_installed() {
+            eprintln!(
+                "SKIP: nats-server is not installed (apt-get install nats-server); cluster tests not run"
+            );
+            return;
+        }
+    };
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Nats {
+    async fn start() -> Nats {
+        let dir = std::env::temp_dir().join(format!(
+            "hybridge-nats-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp store dir");
+        let mut n = Nats {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        n.run().await;
+        n
+    }
+
+    async fn run(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + T;
+        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---- relays ----------------------------------------------------------------------------
+
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+    routing: String,
+    pid: u32,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn relay(nats: &Nats, routing: &str, extra: &[&str]) -> Relay {
+    let r = spawn_relay(nats, routing, extra).await;
+    r.wait_cluster(true).await;
+    r
+}
+
+/// Starts a relay without waiting for its cluster link.
+async fn spawn_relay(nats: &Nats, routing: &str, extra: &[&str]) -> Relay {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--rate-per-ip",
+            "0",
+        ])
+        .args(["--routing-id", routing, "--nats", &nats.url()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hybridge-relay");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = timeout(T, lines.next_line())
+        .await
+        .expect("startup line in time")
+        .expect("read")
+        .expect("a line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("startup JSON");
+    Relay {
+        addr: v["listen"].as_str().expect("listen").parse().expect("addr"),
+        routing: v["routing_id"].as_str().expect("routing").to_owned(),
+        pid: child.id().expect("pid"),
+        child,
+    }
+}
+
+impl Relay {
+    /// Status code and body of a GET on the tunnel port.
+    async fn get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr).await.expect("connect");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut out = String::new();
+        let _ = timeout(T, s.read_to_string(&mut out)).await;
+        let code = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, out)
+    }
+
+    async fn wait_cluster(&self, ready: bool) {
+        let want = if ready { 200 } else { 503 };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.get("/readyz/cluster").await.0 == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay {} cluster readiness never became {want}",
+                self.routing
+            );
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+async fn cluster3(nats: &Nats) -> (Relay, Relay, Relay) {
+    tokio::join!(
+        relay(nats, "a00001", &[]),
+        relay(nats, "B00002", &[]),
+        relay(nats, "c00003", &[])
+    )
+}
+
+fn new_id() -> String {
+    let id: [u8; 16] = rand::random();
+    id.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+async fn phone(on: &Relay, id: &str) -> std::io::Result<(Client, String)> {
+    let (c, routing) = client::connect(on.addr, &format!("/cable/new/{id}"), None).await?;
+    Ok((c, routing.expect("X-caBLE-Routing-ID")))
+}
+
+async fn laptop(on: &Relay, routing: &str, id: &str) -> std::io::Result<Client> {
+    let path = format!("/cable/connect/{routing}/{id}");
+    Ok(client::connect(on.addr, &path, None).await?.0)
+}
+
+fn refused(e: &std::io::Error) -> Option<u16> {
+    e.get_ref()?.downcast_ref::<Refused>().map(|r| r.0)
+}
+
+async fn recv_bytes(c: &mut Client) -> Vec<u8> {
+    match timeout(T, c.recv())
+        .await
+        .expect("frame in time")
+        .expect("recv")
+    {
+        Frame::Binary(p) => p.to_vec(),
+        f => panic!("expected a binary message, got {f:?}"),
+    }
+}
+
+async fn recv_close(c: &mut Client, within: Duration) -> Option<u16> {
+    match timeout(within, c.recv()).await {
+        Ok(Ok(Frame::Close(code))) => code,
+        Ok(Ok(f)) => panic!("expected a close, got {f:?}"),
+        Ok(Err(e)) => panic!("expected a close frame, the stream ended: {e}"),
+        Err(_) => panic!("no close within {within:?}"),
+    }
+}
+
+/// One message each way through a paired tunnel.
+async fn exchange(p: &mut Client, l: &mut Client, tag: &[u8]) {
+    l.send(tag).await.expect("laptop send");
+    assert_eq!(recv_bytes(p).await, tag);
+    p.send(tag).await.expect("phone send");
+    assert_eq!(recv_bytes(l).await, tag);
+}
+
+/// A phone on `a` and its laptop on `b`, with one message each way.
+async fn pair(a: &Relay, b: &Relay) -> (Client, Client) {
+    let id = new_id();
+    let (mut p, routing) = phone(a, &id).await.expect("phone");
+    let mut l = laptop(b, &routing, &id).await.expect("laptop");
+    exchange(&mut p, &mut l, b"hello").await;
+    (p, l)
+}
+
+// ---- tests -----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_on_a_laptop_on_c_pair_and_relay_both_ways() {
+    require_nats!();
+    let nats = Nats::start().await;
+    let (a, _b, c) = cluster3(&nats).await;
+
+    let id = new_id();
+    let (mut p, routing) = phone(&a, &id).await.expect("phone on A");
+    assert_eq!(routing.to_ascii_lowercase(), "a00001");
+    // Sent before the laptop joins: buffered on A, delivered first.
+    p.send(b"early from the phone").await.expect("send");
+    // Upper-case routing ID, on instance C.
+    let mut l = laptop(&c, &routing.to_ascii_uppercase(), &id)
+        .await
+        .expect("laptop on C");
+    assert_eq!(recv_bytes(&mut l).await, b"early from the phone");
+    for i in 0..20u8 {
+        exchange(&mut p, &mut l, &[i; 33]).await;
+    }
+    // Large messages both ways: more than the bridge's credit window in total.
+    let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+    for _ in 0..3 {
+        l.send(&big).await.expect("send big");
+        assert_eq!(recv_bytes(&mut p).await, big);
+        p.send(&big).await.expect("send big");
+        assert_eq!(recv_bytes(&mut l).await, big);
+    }
+    // A clean close on one side reaches the other across instances.
+    l.close(1000).await.expect("close");
+    assert_eq!(recv_close(&mut p, T).await, Some(1000));
+    assert_eq!(a.metric("hybridge_relay_pairings_total").await, Some(1.0));
+    assert_eq!(
+        c.metric("hybridge_relay_cluster_connects_forwarded_total")
+            .await,
+        Some(1.0)
+    );
+    // Both ends of the bridge are gone once the tunnel is (no leaked tasks).
+    for r in [&a, &c] {
+        let deadline = Instant::now() + T;
+        while r.metric("hybridge_relay_cluster_bridges_active").await != Some(0.0) {
+            assert!(
+                Instant::now() < deadline,
+                "bridge still active on {}",
+                r.routing
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // An unknown tunnel named on C with A's routing ID: 404 from the cluster.
+    let e = laptop(&c, &routing, &new_id())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused(&e), Some(404));
+    // A routing ID that no instance owns: 404 too.
+    let e = laptop(&c, "ddd444", &new_id())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused(&e), Some(404));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_id_waiting_on_a_is_409_on_b() {
+    require_nats!();
+    let nats = Nats::start().await;
+    let (a, b, c) = cluster3(&nats).await;
+
+    let id = new_id();
+    let (mut p, _) = phone(&a, &id).await.expect("phone on A");
+    for other in [&b, &c, &a] {
+        let e = phone(other, &id).await.err().expect("duplicate refused");
+        assert_eq!(
+            refused(&e),
+            Some(409),
+            "duplicate /new on {}",
+            other.routing
+        );
+    }
+    // Lower-case hex names the same tunnel ID.
+    let e = phone(&b, &id.to_ascii_lowercase())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused(&e), Some(409));
+
+    // Once the phone leaves, the ID is free everywhere again.
+    p.close(1000).await.expect("close");
+    let deadline = Instant::now() + T;
+    loop {
+        match phone(&b, &id).await {
+            Ok(_) => break,
+            Err(e) if refused(&e) == Some(409) && Instant::now() < deadline => {
+                sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the ID stayed claimed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_b_leaves_tunnels_on_a_and_c_intact() {
+    require_nats!();
+    let nats = Nats::start().await;
+    let (a, mut b, c) = cluster3(&nats).await;
+
+    let (mut p_aa, mut l_aa) = pair(&a, &a).await;
+    let (mut p_cc, mut l_cc) = pair(&c, &c).await;
+    let (mut p_ac, mut l_ac) = pair(&a, &c).await;
+    let (mut p_ca, mut l_ca) = pair(&c, &a).await;
+    // One that crosses B: phone on B, laptop on A.
+    let (_p_ba, mut l_ba) = pair(&b, &a).await;
+
+    b.child.start_kill().expect("SIGKILL B");
+    let _ = b.child.wait().await;
+    // The tunnel through B fails with the cluster close code once B's heartbeats are
+    // missed (5 s).
+    assert_eq!(
+        recv_close(&mut l_ba, Duration::from_secs(20)).await,
+        Some(1011)
+    );
+
+    // Past the peer timeout, everything that did not touch B still works.
+    sleep(Duration::from_millis(500)).await;
+    exchange(&mut p_aa, &mut l_aa, b"local on A").await;
+    exchange(&mut p_cc, &mut l_cc, b"local on C").await;
+    exchange(&mut p_ac, &mut l_ac, b"A to C").await;
+    exchange(&mut p_ca, &mut l_ca, b"C to A").await;
+    // And new cross-instance pairings work.
+    let (mut p, mut l) = pair(&c, &a).await;
+    exchange(&mut p, &mut l, b"new after B died").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_nats_fails_only_cross_instance_tunnels_and_pairing_recovers() {
+    require_nats!();
+    let mut nats = Nats::start().await;
+    let (a, _b, c) = cluster3(&nats).await;
+
+    let (mut p_local, mut l_local) = pair(&a, &a).await;
+    let (mut p_cross, mut l_cross) = pair(&a, &c).await;
+
+    nats.stop().await;
+    // The bridged tunnel ends on both sides with the cluster close code.
+    assert_eq!(recv_close(&mut l_cross, T).await, Some(1011));
+    assert_eq!(recv_close(&mut p_cross, T).await, Some(1011));
+    a.wait_cluster(false).await;
+    c.wait_cluster(false).await;
+    assert_eq!(a.get("/readyz").await.0, 200, "local work stays ready");
+    assert_eq!(a.metric("hybridge_relay_cluster_ready").await, Some(0.0));
+
+    // Local tunnels, old and new, carry on.
+    exchange(&mut p_local, &mut l_local, b"still here").await;
+    let (mut p, mut l) = pair(&c, &c).await;
+    exchange(&mut p, &mut l, b"new local during the outage").await;
+    // A cross-instance /connect is refused while the link is down.
+    let id = new_id();
+    let (_p, routing) = phone(&a, &id).await.expect("phone on A");
+    let e = laptop(&c, &routing, &id).await.err().expect("refused");
+    assert_eq!(refused(&e), Some(503));
+
+    // NATS returns (same port, fresh store): the relays reconnect by themselves.
+    nats.run().await;
+    a.wait_cluster(true).await;
+    c.wait_cluster(true).await;
+    let (mut p, mut l) = pair(&a, &c).await;
+    exchange(&mut p, &mut l, b"cross-instance again").await;
+    // Cluster-wide claims are back too.
+    let id = new_id();
+    let (_p, _) = phone(&c, &id).await.expect("phone on C");
+    let e = phone(&a, &id).await.err().expect("duplicate");
+    assert_eq!(refused(&e), Some(409));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_starts_before_nats_and_joins_when_it_appears() {
+    require_nats!();
+    let mut nats = Nats::start().await;
+    nats.stop().await;
+    // NATS is down: the relays start anyway and serve local tunnels.
+    let a = spawn_relay(&nats, "a00001", &[]).await;
+    let c = spawn_relay(&nats, "c00003", &[]).await;
+    assert_eq!(a.get("/readyz").await.0, 200);
+    assert_eq!(a.get("/readyz/cluster").await.0, 503);
+    let (mut p, mut l) = pair(&a, &a).await;
+    exchange(&mut p, &mut l, b"local before NATS").await;
+    nats.run().await;
+    a.wait_cluster(true).await;
+    c.wait_cluster(true).await;
+    let (mut p, mut l) = pair(&a, &c).await;
+    exchange(&mut p, &mut l, b"bridged once NATS is up").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_flag_there_is_no_cluster() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
+        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        .env_remove("HYBRIDGE_RELAY_NATS")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hybridge-relay");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = timeout(T, BufReader::new(stdout).lines().next_line())
+        .await
+        .expect("in time")
+        .expect("read")
+        .expect("a line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(v["cluster"], serde_json::Value::Bool(false));
+    let r = Relay {
+        addr: v["listen"].as_str().expect("listen").parse().expect("addr"),
+        routing: v["routing_id"].as_str().expect("routing").to_owned(),
+        pid: child.id().expect("pid"),
+        child,
+    };
+    assert_eq!(r.get("/readyz/cluster").await.0, 404);
+    let (_, body) = r.get("/metrics").await;
+    assert!(
+        !body.contains("hybridge_relay_cluster_"),
+        "no cluster metrics alone"
+    );
+    // Another instance's routing ID is simply unknown here.
+    let id = new_id();
+    let (_p, _) = phone(&r, &id).await.expect("phone");
+    let e = laptop(&r, "ddd444", &id).await.err().expect("refused");
+    assert_eq!(refused(&e), Some(404));
+}
+
+/// `relay-load` with the phone on one instance and the laptop on another, and on one
+/// instance for comparison. Prints the figures; asserts only that every pairing worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_tool_across_instances() {
+    require_nats!();
+    let nats = Nats::start().await;
+    let extra = ["--max-messages", "0"];
+    let (a, c) = tokio::join!(
+        relay(&nats, "a00001", &extra),
+        relay(&nats, "c00003", &extra)
+    );
+    let load = |args: Vec<String>| async move {
+        let out = Command::new(env!("CARGO_BIN_EXE_relay-load"))
+            .args(&args)
+            .output()
+            .await
+            .expect("run relay-load");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "relay-load {args:?} failed: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let url = |r: &Relay| format!("ws://{}", r.addr);
+    let cross = load(vec![
+        "pairing".into(),
+        "--url".into(),
+        url(&a),
+        "--connect-url".into(),
+        url(&c),
+        "--workers".into(),
+        "8".into(),
+        "--count".into(),
+        "200".into(),
+    ])
+    .await;
+    println!("cross-instance pairing:\n{cross}");
+    assert!(cross.contains("200 ok, 0 errors"), "{cross}");
+    let lat = load(vec![
+        "latency".into(),
+        "--url".into(),
+        url(&a),
+        "--connect-url".into(),
+        url(&c),
+        "--in-flight".into(),
+        "1".into(),
+        "--seconds".into(),
+        "1".into(),
+    ])
+    .await;
+    println!("cross-instance latency:\n{lat}");
+    let _ = (a.pid, c.pid);
+}
