@@ -46,8 +46,11 @@ enum Passkeys {
         #[command(flatten)]
         store: StoreArgs,
         /// The credential ID (base64url, as `list` shows it), or a unique prefix of it.
+        /// (IDs are random base64url, so one in 64 starts with `-`: accepted as a value.)
+        #[arg(allow_hyphen_values = true)]
         credential_id: String,
         /// The new display name.
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Delete a passkey. The site still knows it; remove it there too.
@@ -58,6 +61,7 @@ enum Passkeys {
         #[command(flatten)]
         store: StoreArgs,
         /// The credential ID (base64url, as `list` shows it), or a unique prefix of it.
+        #[arg(allow_hyphen_values = true)]
         credential_id: String,
     },
 }
@@ -164,6 +168,27 @@ pub fn run(args: &PasskeysArgs) -> Result<Json, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        passkeys: Passkeys,
+    }
+
+    #[test]
+    fn credential_ids_may_start_with_a_hyphen() {
+        use clap::Parser as _;
+        let rename =
+            Cli::try_parse_from(["x", "rename", "--store", "s", "-2bPQElu", "-work"]).unwrap();
+        assert!(
+            matches!(rename.passkeys, Passkeys::Rename { ref credential_id, ref name, .. }
+            if credential_id == "-2bPQElu" && name == "-work")
+        );
+        let delete = Cli::try_parse_from(["x", "delete", "-2bPQElu", "--store", "s"]).unwrap();
+        assert!(
+            matches!(delete.passkeys, Passkeys::Delete { ref credential_id, .. } if credential_id == "-2bPQElu")
+        );
+    }
 
     #[test]
     fn rfc3339_dates() {
