@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::format::{self, Header, OpenError};
 use super::kdf::{KdfParams, check_pin_policy, derive_key};
-use super::{CredentialStore, StoreError, StoredCredential, insert_credential};
+use super::{CredentialStore, StoreError, StoredCredential, insert_credential, select_for_rp};
 
 /// Settings for a new store.
 #[derive(Clone, Copy, Debug)]
@@ -524,15 +524,7 @@ impl fmt::Debug for PinVerifier {
 impl CredentialStore for FileStore {
     fn credentials_for_rp(&self, rp_id: &str) -> Result<Vec<StoredCredential>, StoreError> {
         let inner = self.inner();
-        let mut found: Vec<_> = inner
-            .unlocked()?
-            .credentials
-            .iter()
-            .filter(|c| c.rp_id == rp_id)
-            .cloned()
-            .collect();
-        found.sort_by_key(|c| std::cmp::Reverse(c.created));
-        Ok(found)
+        Ok(select_for_rp(&inner.unlocked()?.credentials, rp_id))
     }
 
     fn credential(&self, credential_id: &[u8]) -> Result<Option<StoredCredential>, StoreError> {

@@ -160,16 +160,20 @@ pub fn insert_credential(
     Ok(())
 }
 
+/// The credentials scoped to `rp_id`, newest first: the query every store answers the same way.
+pub fn select_for_rp(credentials: &[StoredCredential], rp_id: &str) -> Vec<StoredCredential> {
+    let mut found: Vec<_> = credentials
+        .iter()
+        .filter(|c| c.rp_id == rp_id)
+        .cloned()
+        .collect();
+    found.sort_by_key(|c| std::cmp::Reverse(c.created));
+    found
+}
+
 impl CredentialStore for MemoryStore {
     fn credentials_for_rp(&self, rp_id: &str) -> Result<Vec<StoredCredential>, StoreError> {
-        let mut found: Vec<_> = self
-            .credentials
-            .iter()
-            .filter(|c| c.rp_id == rp_id)
-            .cloned()
-            .collect();
-        found.sort_by_key(|c| std::cmp::Reverse(c.created));
-        Ok(found)
+        Ok(select_for_rp(&self.credentials, rp_id))
     }
 
     fn credential(&self, credential_id: &[u8]) -> Result<Option<StoredCredential>, StoreError> {
