@@ -19,6 +19,35 @@ impl Conn {
     pub fn buffered(&self) -> bool {
         matches!(self, Conn::Tls(_))
     }
+
+    /// Writes the last bytes this side will get (typically a close frame) and then ends
+    /// the write half of the stream.
+    ///
+    /// On plain TCP the bytes go out with `MSG_MORE`, so they wait in the socket until the
+    /// shutdown, and the kernel puts the FIN in the same segment: one packet instead of two.
+    /// On loopback each packet costs the sender the receiver's protocol processing and a
+    /// wake-up as well, which made the two separate packets a tenth of a pairing's CPU.
+    pub async fn write_last(&mut self, mut data: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        if let Conn::Plain(tcp) = self {
+            while !data.is_empty() {
+                let n = tcp
+                    .async_io(tokio::io::Interest::WRITABLE, || {
+                        rustix::net::send(&*tcp, data, rustix::net::SendFlags::MORE)
+                            .map_err(io::Error::from)
+                    })
+                    .await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                data = &data[n..];
+            }
+        } else {
+            self.write_all(data).await?;
+            self.flush().await?;
+        }
+        self.shutdown().await
+    }
 }
 
 impl AsyncRead for Conn {

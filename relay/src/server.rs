@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hybridge_proto::tunnel::{RoutingId, TunnelError, TunnelPath};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -408,12 +408,15 @@ async fn read_head(
     max: usize,
     client_ip_header: Option<&str>,
 ) -> Result<(Request, Vec<u8>), HeadError> {
-    let mut buf = Vec::with_capacity(512);
+    // Real request heads fit the first 1 KiB: one allocation and, usually, one read.
+    let mut buf = Vec::with_capacity(1024.min(max));
     loop {
         if buf.len() >= max {
             return Err(HeadError::TooLarge);
         }
-        buf.reserve(1024.min(max - buf.len()));
+        if buf.len() == buf.capacity() {
+            buf.reserve(1024.min(max - buf.len()));
+        }
         match conn.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return Err(HeadError::Io),
             Ok(_) => {}
@@ -439,17 +442,18 @@ pub(crate) async fn refuse(
 
 async fn respond(shared: &Shared, mut conn: Conn, bytes: Vec<u8>) {
     let _ = timeout(shared.limits.close_timeout, async {
-        conn.write_all(&bytes).await?;
-        conn.flush().await?;
-        conn.shutdown().await
+        conn.write_last(&bytes).await
     })
     .await;
 }
 
+/// Refuses a request with the status for `r`. Boxed: refusals are rare, and their
+/// futures would otherwise widen every connection's task.
 async fn reject(shared: Arc<Shared>, conn: Conn, r: Reject) {
     shared.metrics.reject(r);
     tracing::debug!(reason = r.label(), "request refused");
-    refuse(shared, conn, r.status(), None).await;
+    let status = r.status();
+    Box::pin(refuse(shared, conn, status, None)).await;
 }
 
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_only: bool) {
@@ -500,7 +504,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     if req.method_is_get {
         let text = |s: &str| Some(("text/plain", s.to_owned()));
         match req.path.as_str() {
-            "/healthz" => return refuse(shared, conn, 200, text("ok\n")).await,
+            "/healthz" => return Box::pin(refuse(shared, conn, 200, text("ok\n"))).await,
             // A lost cluster link leaves local work ready: /readyz/cluster reports it.
             "/readyz" if running => {
                 let body = match shared.cluster().map(|c| c.ready()) {
@@ -508,9 +512,9 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                     Some(true) => "ready\ncluster: up\n",
                     Some(false) => "ready\ncluster: down (cross-instance tunnels unavailable)\n",
                 };
-                return refuse(shared, conn, 200, text(body)).await;
+                return Box::pin(refuse(shared, conn, 200, text(body))).await;
             }
-            "/readyz" => return refuse(shared, conn, 503, text("draining\n")).await,
+            "/readyz" => return Box::pin(refuse(shared, conn, 503, text("draining\n"))).await,
             "/readyz/cluster" => {
                 let (code, body) = match shared.cluster().map(|c| c.ready()) {
                     None => (404, "no cluster (--nats not set)\n"),
@@ -518,17 +522,18 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                     Some(true) => (503, "draining\n"),
                     Some(false) => (503, "cluster: down\n"),
                 };
-                return refuse(shared, conn, code, text(body)).await;
+                return Box::pin(refuse(shared, conn, code, text(body))).await;
             }
             "/metrics" if metrics_only || shared.metrics_on_main => {
                 let body = shared.render_metrics();
-                return refuse(shared, conn, 200, Some(("text/plain; version=0.0.4", body))).await;
+                let body = Some(("text/plain; version=0.0.4", body));
+                return Box::pin(refuse(shared, conn, 200, body)).await;
             }
             _ => {}
         }
     }
     if metrics_only {
-        return refuse(shared, conn, 404, None).await;
+        return Box::pin(refuse(shared, conn, 404, None)).await;
     }
 
     // Tunnel endpoints (brief §6.1, §6.2). Never log the path: it holds the tunnel ID.
@@ -566,7 +571,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             let slot = Slot(shared.clone());
             // In a cluster the ID is claimed cluster-wide first (409 on every instance).
             if let Some(c) = shared.cluster()
-                && c.claim(&tunnel_id).await.is_err()
+                && Box::pin(c.claim(&tunnel_id)).await.is_err()
             {
                 drop(slot);
                 return reject(shared, conn, Reject::Conflict).await;
@@ -593,9 +598,8 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             if routing_id != shared.routing_id
                 && let Some(c) = shared.cluster().cloned()
             {
-                if let Err((r, conn)) = c
-                    .bridge_laptop(routing_id, tunnel_id, conn, early, key)
-                    .await
+                if let Err((r, conn)) =
+                    Box::pin(c.bridge_laptop(routing_id, tunnel_id, conn, early, key)).await
                 {
                     let why = match r {
                         crate::cluster::Refused::NotFound => Reject::NotFound,

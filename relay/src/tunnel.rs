@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::conn::Conn;
@@ -323,10 +323,8 @@ async fn finish(
         ws::push_close(&mut side.out, code, reason);
     }
     let _ = timeout(limit, async {
-        conn.write_all(&side.out).await?;
+        conn.write_last(&side.out).await?;
         drop(std::mem::take(&mut side.out));
-        conn.flush().await?;
-        conn.shutdown().await?;
         let mut sink = [0u8; 64];
         while conn.read(&mut sink).await? != 0 {}
         Ok::<_, io::Error>(())
