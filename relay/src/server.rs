@@ -101,12 +101,34 @@ pub(crate) struct Shared {
     pub conns: AtomicUsize,
     client_ip_header: Option<String>,
     metrics_on_main: bool,
+    busy: Option<BusyPoll>,
+}
+
+/// State of the optional busy-poll loop (`Config::busy_poll`).
+struct BusyPoll {
+    window: Duration,
+    /// Set on every I/O wake-up; the poller clears it and extends its window.
+    active: std::sync::atomic::AtomicBool,
+    /// The poller is asleep and waits for `wake`.
+    parked: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
 }
 
 impl Shared {
     /// This instance's cluster membership, in cluster mode.
     pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
         self.registry.cluster.get()
+    }
+
+    /// Notes I/O activity for the busy-poll loop (a no-op when it is off).
+    #[inline]
+    pub fn touch(&self) {
+        if let Some(b) = &self.busy {
+            b.active.store(true, Relaxed);
+            if b.parked.swap(false, Relaxed) {
+                b.wake.notify_one();
+            }
+        }
     }
 
     fn render_metrics(&self) -> String {
@@ -184,6 +206,12 @@ impl Relay {
             conns: AtomicUsize::new(0),
             client_ip_header: config.client_ip_header.clone(),
             metrics_on_main: metrics_listener.is_none(),
+            busy: (!config.busy_poll.is_zero()).then(|| BusyPoll {
+                window: config.busy_poll,
+                active: false.into(),
+                parked: false.into(),
+                wake: tokio::sync::Notify::new(),
+            }),
         });
         if let Some(cc) = config.cluster {
             let cluster = crate::cluster::Cluster::start(
@@ -198,6 +226,9 @@ impl Relay {
         let mut tasks = vec![tokio::spawn(accept_loop(shared.clone(), listener, false))];
         if let Some(l) = metrics_listener {
             tasks.push(tokio::spawn(accept_loop(shared.clone(), l, true)));
+        }
+        if shared.busy.is_some() {
+            tasks.push(tokio::spawn(busy_poll(shared.clone())));
         }
         // Housekeeping: sweep idle rate-limit buckets.
         let s = shared.clone();
@@ -358,6 +389,31 @@ fn cluster_acceptor(shared: std::sync::Weak<Shared>) -> crate::cluster::Acceptor
     })
 }
 
+/// Keeps the runtime polling (`epoll_wait` with a zero timeout, through `yield_now`) for
+/// `window` after the last I/O activity, then sleeps until the next activity.
+async fn busy_poll(shared: Arc<Shared>) {
+    let Some(b) = &shared.busy else { return };
+    let mut phase = shared.phase.subscribe();
+    loop {
+        let notified = b.wake.notified();
+        b.parked.store(true, Relaxed);
+        tokio::select! {
+            _ = notified => {}
+            _ = phase.wait_for(|p| *p >= Phase::Stopped) => return,
+        }
+        let mut until = std::time::Instant::now() + b.window;
+        loop {
+            tokio::task::yield_now().await;
+            let now = std::time::Instant::now();
+            if b.active.swap(false, Relaxed) {
+                until = now + b.window;
+            } else if now >= until {
+                break;
+            }
+        }
+    }
+}
+
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, metrics_only: bool) {
     let mut phase = shared.phase.subscribe();
     let stop_at = if metrics_only {
@@ -373,6 +429,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, metrics_only: b
         };
         match r {
             Ok((tcp, peer)) => {
+                shared.touch();
                 #[cfg(not(target_os = "linux"))]
                 let _ = tcp.set_nodelay(true);
                 tokio::spawn(handle(shared.clone(), tcp, peer, metrics_only));

@@ -402,7 +402,10 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
     let waited = match p.feed(Who::Phone, &early) {
         Some(end) => Waited::End(end),
         None => tokio::select! {
-            end = poll_fn(|cx| p.poll_io(cx, m)) => Waited::End(end),
+            end = poll_fn(|cx| {
+                shared.touch();
+                p.poll_io(cx, m)
+            }) => Waited::End(end),
             h = &mut rx => match h {
                 Ok(h) => Waited::Paired(h),
                 Err(_) => Waited::Shutdown,
@@ -462,7 +465,10 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
                 ttl
             };
             let r = tokio::select! {
-                end = poll_fn(|cx| p.poll_io(cx, m)) => Some(Ran::End(end)),
+                end = poll_fn(|cx| {
+                shared.touch();
+                p.poll_io(cx, m)
+            }) => Some(Ran::End(end)),
                 _ = sleep_until(deadline) => None,
                 _ = phase.wait_for(|p| *p >= Phase::Closing) => Some(Ran::Timer(CloseReason::Shutdown)),
             };

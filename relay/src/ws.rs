@@ -311,6 +311,14 @@ impl Decoder {
                     1 => return Some(violation(close::PROTOCOL, "bad close frame")),
                     _ => u16::from_be_bytes([self.ctl[0], self.ctl[1]]),
                 };
+                // RFC 6455 §5.5.1, §7.4: a code that may not be sent, or a reason that is not
+                // UTF-8, is a protocol error; it is never echoed back.
+                let reason = &self.ctl[2.min(self.ctl_len as usize)..self.ctl_len as usize];
+                if (self.ctl_len >= 2 && !close_code_sendable(code))
+                    || std::str::from_utf8(reason).is_err()
+                {
+                    return Some(violation(close::PROTOCOL, "invalid close frame"));
+                }
                 Some(Stop::PeerClose(code))
             }
             _ => None, // pong: ignored (brief §6.4: keep-alives are not relayed)
@@ -321,6 +329,12 @@ impl Decoder {
         unmask_slice(data, self.mask, self.mask_off);
         self.mask_off = ((self.mask_off as usize + data.len()) % 4) as u8;
     }
+}
+
+/// Whether an endpoint may put `code` in a close frame (RFC 6455 §7.4.1 and the IANA
+/// registry: 1000-1003, 1007-1014, and 3000-4999 for libraries and applications).
+pub fn close_code_sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn violation(code: u16, reason: &'static str) -> Stop {
@@ -464,6 +478,41 @@ mod tests {
             }
             assert_eq!(out, want, "chunk size {chunk}");
         }
+    }
+
+    #[test]
+    fn close_frames_are_checked_before_echo() {
+        let close = |payload: &[u8]| {
+            let mut v = vec![];
+            push_client_frame(&mut v, 0x88, payload, [5, 6, 7, 8]);
+            run(&mut Decoder::new(), &v, &mut tally()).1
+        };
+        let bad = Some(Stop::Violation {
+            code: close::PROTOCOL,
+            reason: "invalid close frame",
+        });
+        assert_eq!(close(b""), Some(Stop::PeerClose(1005)));
+        for ok in [1000u16, 1001, 1003, 1008, 1011, 1014, 3000, 4999] {
+            assert_eq!(close(&ok.to_be_bytes()), Some(Stop::PeerClose(ok)), "{ok}");
+        }
+        let mut with_reason = 4000u16.to_be_bytes().to_vec();
+        with_reason.extend_from_slice("bye ✓".as_bytes());
+        assert_eq!(close(&with_reason), Some(Stop::PeerClose(4000)));
+        // Codes no endpoint may send (RFC 6455 §7.4.1): never echoed.
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert_eq!(close(&code.to_be_bytes()), bad, "{code}");
+        }
+        // A reason that is not UTF-8.
+        assert_eq!(close(&[0x03, 0xe8, 0xff, 0xfe]), bad);
+        assert_eq!(close(&[0x03, 0xe8, 0xe2, 0x9c]), bad);
+        // One byte: no room for a code.
+        assert_eq!(
+            close(&[0x03]),
+            Some(Stop::Violation {
+                code: close::PROTOCOL,
+                reason: "bad close frame"
+            })
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use hybridge_relay::client;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -373,6 +374,87 @@ async fn close_codes_after_the_upgrade() {
     laptop.close(None).await.unwrap();
     assert_eq!(next_binary(&mut phone).await, b"bye");
     assert_eq!(close_code(&mut phone).await, 1000);
+    // A close frame with a code no endpoint may send, or a reason that is not UTF-8, is a
+    // protocol error (1002), never echoed; the other side learns its peer left (1001).
+    for (n, payload) in [
+        (24u8, &[0x03, 0xed][..]),       // 1005: only for "no code" in APIs
+        (25, &[0x03, 0xe7]),             // 999
+        (26, &[0x0b, 0xb7]),             // 2999: reserved
+        (27, &[0x03, 0xe8, 0xc3, 0x28]), // 1000 with a broken UTF-8 reason
+    ] {
+        let (mut phone, mut laptop) = raw_pair(&r, &tid(n)).await;
+        phone.send_frame(0x88, payload).await.unwrap();
+        assert_eq!(raw_close(&mut phone).await, Some(1002), "{payload:02x?}");
+        assert_eq!(raw_close(&mut laptop).await, Some(1001), "{payload:02x?}");
+    }
+    // A code from the application range is echoed as sent.
+    let (mut phone, mut laptop) = raw_pair(&r, &tid(28)).await;
+    phone.send_frame(0x88, &[0x0f, 0xa0]).await.unwrap(); // 4000
+    assert_eq!(raw_close(&mut phone).await, Some(4000));
+    assert_eq!(raw_close(&mut laptop).await, Some(1000));
+}
+
+/// A pair of the relay crate's own minimal clients, which can send any frame.
+async fn raw_pair(r: &Relay, id: &str) -> (client::Client, client::Client) {
+    let (phone, routing) = client::connect(r.addr, &format!("/cable/new/{id}"), None)
+        .await
+        .expect("new");
+    let routing = routing.expect("routing ID");
+    let (laptop, _) = client::connect(r.addr, &format!("/cable/connect/{routing}/{id}"), None)
+        .await
+        .expect("connect");
+    (phone, laptop)
+}
+
+async fn raw_close(c: &mut client::Client) -> Option<u16> {
+    loop {
+        match timeout(T, c.recv())
+            .await
+            .expect("close in time")
+            .expect("read")
+        {
+            client::Frame::Close(code) => return code,
+            _ => continue,
+        }
+    }
+}
+
+/// With --busy-poll the relay keeps polling for the window after traffic, then sleeps: an
+/// idle relay must not burn a core.
+#[tokio::test]
+async fn busy_poll_spins_only_after_traffic() {
+    let r = start(&["--busy-poll", "400ms"]).await;
+    let cpu = || {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", r.pid)).unwrap();
+        let f: Vec<u64> = s[s.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        Duration::from_millis((f[0] + f[1]) * 10)
+    };
+    let (mut phone, mut laptop) = pair(&r, &tid(29)).await;
+    sleep(Duration::from_millis(600)).await;
+    for round in 0..2 {
+        let before = cpu();
+        laptop.send(bin(&[round; 64])).await.unwrap();
+        assert_eq!(next_binary(&mut phone).await, [round; 64]);
+        sleep(Duration::from_millis(300)).await;
+        let spun = cpu().saturating_sub(before);
+        assert!(
+            spun >= Duration::from_millis(50),
+            "round {round}: the relay did not poll after traffic ({spun:?} CPU in 300 ms)"
+        );
+        sleep(Duration::from_millis(300)).await;
+        let before = cpu();
+        sleep(Duration::from_secs(1)).await;
+        let idle = cpu().saturating_sub(before);
+        assert!(
+            idle < Duration::from_millis(150),
+            "round {round}: idle relay used {idle:?} of CPU in 1 s"
+        );
+    }
 }
 
 #[tokio::test]
@@ -690,6 +772,8 @@ async fn load_tool_smoke() {
             "0.5",
             "--in-flight",
             "10",
+            "--runs",
+            "2",
         ])
         .output()
         .await
@@ -703,6 +787,8 @@ async fn load_tool_smoke() {
     assert!(stdout.contains("pairings/s"), "{stdout}");
     assert!(stdout.contains("RSS per tunnel"), "{stdout}");
     assert!(stdout.contains("p99"), "{stdout}");
+    assert!(stdout.contains("pairing run 2/2"), "{stdout}");
+    assert!(stdout.contains("client polls"), "{stdout}");
 }
 
 /// The library API other crates embed: bind in-process, use `url()` and `routing_id()`,

@@ -83,6 +83,10 @@ enum Mode {
         seconds: f64,
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Busy-poll while waiting for replies instead of sleeping, so that the load
+        /// tool's own wake-up (slow on VMs) is not counted as relay latency.
+        #[arg(long)]
+        spin: bool,
     },
     /// Everything above, one table.
     Suite {
@@ -90,6 +94,9 @@ enum Mode {
         t: Target,
         #[arg(long, default_value_t = 30_000)]
         pairings: usize,
+        /// Repeat the pairing run this many times and report each run and the median.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
         #[arg(long, default_value_t = 64)]
         workers: usize,
         #[arg(long, default_value_t = 9000)]
@@ -214,10 +221,17 @@ async fn one_pairing(
     phone.recv_binary().await?;
     phone.send(b"noise handshake reply from the phone").await?;
     laptop.recv_binary().await?;
+    // The closing handshake as RFC 6455 clients do it: the phone closes and reads the
+    // relay's echo; the laptop answers the relay's close with its own.
     phone.close(1000).await?;
     match laptop.recv().await? {
-        Frame::Close(Some(1000)) => Ok(()),
-        f => Err(format!("expected close 1000, got {f:?}").into()),
+        Frame::Close(Some(1000)) => {}
+        f => return Err(format!("expected close 1000, got {f:?}").into()),
+    }
+    laptop.close(1000).await?;
+    match phone.recv().await? {
+        Frame::Close(_) => Ok(()),
+        f => Err(format!("expected the close echo, got {f:?}").into()),
     }
 }
 
@@ -398,6 +412,7 @@ async fn hold(t: &Target, n: usize) -> Result<HoldResult, BoxErr> {
 }
 
 struct LatencyResult {
+    spin: bool,
     client_cpu_per_msg: Option<Duration>,
     msgs_per_s: f64,
     p50: Duration,
@@ -406,8 +421,23 @@ struct LatencyResult {
     cpu_per_msg: Option<Duration>,
 }
 
-async fn latency(t: &Target, k: usize, seconds: f64, size: usize) -> Result<LatencyResult, BoxErr> {
+async fn latency(
+    t: &Target,
+    k: usize,
+    seconds: f64,
+    size: usize,
+    spin: bool,
+) -> Result<LatencyResult, BoxErr> {
     let pairs = open_many(t, k, 0).await?;
+    // A task that always yields keeps the runtime from sleeping: it polls epoll with a zero
+    // timeout between tasks instead.
+    let spinner = spin.then(|| {
+        tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        })
+    });
     let dur = Duration::from_secs_f64(seconds);
     let cpu0 = cpu_time(t.pid);
     let own0 = cpu_time(Some(std::process::id()));
@@ -435,6 +465,9 @@ async fn latency(t: &Target, k: usize, seconds: f64, size: usize) -> Result<Late
         all.extend(r??);
     }
     let elapsed = t0.elapsed();
+    if let Some(s) = spinner {
+        s.abort();
+    }
     let cpu = cpu_time(t.pid).zip(cpu0).map(|(a, b)| a.saturating_sub(b));
     let own = cpu_time(Some(std::process::id()))
         .zip(own0)
@@ -448,6 +481,7 @@ async fn latency(t: &Target, k: usize, seconds: f64, size: usize) -> Result<Late
     // Let the closes settle before the next measurement.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(LatencyResult {
+        spin,
         client_cpu_per_msg: own.map(|c| c / msgs.max(1) as u32),
         msgs_per_s: msgs as f64 / elapsed.as_secs_f64(),
         p50: pct(0.50),
@@ -558,8 +592,9 @@ fn print_latency(r: &LatencyResult, k: usize, size: usize) {
         format!("{:.0}", r.msgs_per_s),
         if k >= 100 { ">= 100000" } else { "" },
     );
+    let how = if r.spin { ", client polls" } else { "" };
     row(
-        &format!("round trip p50 / p99 / p999 ({k} in flight)"),
+        &format!("round trip p50 / p99 / p999 ({k} in flight{how})"),
         format!("{} / {} / {}", us(r.p50), us(r.p99), us(r.p999)),
         if k == 1 { "p99 <= 200 µs" } else { "" },
     );
@@ -604,31 +639,55 @@ async fn run(cli: Cli) -> Result<(), BoxErr> {
             in_flight,
             seconds,
             size,
+            spin,
         } => {
-            let r = latency(&t, in_flight, seconds, size).await?;
+            let r = latency(&t, in_flight, seconds, size, spin).await?;
             header();
             print_latency(&r, in_flight, size);
         }
         Mode::Suite {
             t,
             pairings,
+            runs,
             workers,
             hold: n,
             seconds,
             in_flight,
             size,
         } => {
+            // Pairings first, while the kernel holds no TIME_WAIT sockets from other tests.
+            let mut ps = Vec::new();
+            for _ in 0..runs.max(1) {
+                ps.push(pairing(&t, workers, pairings).await?);
+            }
             let h = hold(&t, n).await?;
-            let p = pairing(&t, workers, pairings).await?;
-            let many = latency(&t, in_flight, seconds, size).await?;
-            let one = latency(&t, 1, seconds, size).await?;
+            let many = latency(&t, in_flight, seconds, size, false).await?;
+            let one = latency(&t, 1, seconds, size, false).await?;
+            let one_spin = latency(&t, 1, seconds, size, true).await?;
             header();
-            print_pairing(&p, workers);
+            let errors: u64 = ps.iter().map(|p| p.errors).sum();
+            if ps.len() > 1 {
+                for (i, p) in ps.iter().enumerate() {
+                    row(
+                        &format!("pairing run {}/{}", i + 1, ps.len()),
+                        format!(
+                            "{:.0}/s, {:.1} ms",
+                            p.rate,
+                            p.cpu_per_1000.unwrap_or_default().as_secs_f64() * 1e3
+                        ),
+                        "",
+                    );
+                }
+                ps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+                println!("| {:<44} | {:>26} | {:<12} |", "median run:", "", "");
+            }
+            print_pairing(&ps[ps.len() / 2], workers);
             print_hold(&h);
             print_latency(&many, in_flight, size);
             print_latency(&one, 1, size);
-            if p.errors > 0 {
-                return Err(format!("{} pairings failed", p.errors).into());
+            print_latency(&one_spin, 1, size);
+            if errors > 0 {
+                return Err(format!("{errors} pairings failed").into());
             }
         }
         Mode::HoldChild { t, tunnels, offset } => {
