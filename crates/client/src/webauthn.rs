@@ -36,6 +36,10 @@ pub enum WebAuthnError {
     /// None of the requested algorithms is ES256.
     #[error("the relying party accepts none of the algorithms the phone offers (ES256, COSE -7)")]
     NoSupportedAlgorithm,
+    /// The options ask for something WebAuthn does not allow in this ceremony (a browser
+    /// rejects them with `NotSupportedError`), e.g. `prf.evalByCredential` at registration.
+    #[error("NotSupportedError: {0}")]
+    NotSupported(&'static str),
 }
 
 fn bad(msg: impl Into<String>) -> WebAuthnError {
@@ -438,9 +442,25 @@ impl CreationOptions {
             resident_key,
             user_verification: user_verification(sel.user_verification.as_deref()),
             timeout_ms: raw.timeout,
-            extensions: extensions(raw.extensions)?,
+            extensions: creation_extensions(raw.extensions)?,
         })
     }
+}
+
+/// The extensions of create(): as for get(), but a non-empty `prf.evalByCredential` is
+/// refused with NotSupportedError, before any QR code is shown (WebAuthn L3 §10.1.4: there
+/// is no credential yet to select inputs by).
+fn creation_extensions(raw: Option<Json>) -> Result<Extensions, WebAuthnError> {
+    let e = extensions(raw)?;
+    if e.prf
+        .as_ref()
+        .is_some_and(|p| !p.eval_by_credential.is_empty())
+    {
+        return Err(WebAuthnError::NotSupported(
+            "prf.evalByCredential is only valid when signing in, not at registration",
+        ));
+    }
+    Ok(e)
 }
 
 impl RequestOptions {
@@ -776,6 +796,24 @@ mod tests {
         assert!(CreationOptions::from_json(&short, &origin("https://example.com")).is_err());
         assert!(CreationOptions::from_json("{", &origin("https://example.com")).is_err());
         assert!(CreationOptions::from_json("[]", &origin("https://example.com")).is_err());
+    }
+
+    #[test]
+    fn prf_eval_by_credential_is_refused_at_creation() {
+        let o = origin("https://example.com");
+        let with = |prf: &str| CREATE.replace(r#""prf": {}"#, &format!(r#""prf": {prf}"#));
+        let err = CreationOptions::from_json(
+            &with(r#"{"eval": {"first": "AQ"}, "evalByCredential": {"AQID": {"first": "AQ"}}}"#),
+            &o,
+        )
+        .unwrap_err();
+        assert!(matches!(err, WebAuthnError::NotSupported(_)), "{err}");
+        assert!(err.to_string().starts_with("NotSupportedError: "), "{err}");
+        assert!(err.to_string().contains("evalByCredential"), "{err}");
+        // An empty evalByCredential, or eval alone, is fine (WebAuthn L3 §10.1.4).
+        let ok = CreationOptions::from_json(&with(r#"{"evalByCredential": {}}"#), &o).unwrap();
+        assert_eq!(ok.extensions.prf, Some(PrfInput::default()));
+        assert!(CreationOptions::from_json(&with(r#"{"eval": {"first": "AQ"}}"#), &o).is_ok());
     }
 
     #[test]

@@ -524,6 +524,43 @@ async fn rp_id_mismatch_is_refused_before_any_qr_code() {
     assert_eq!(err.dom_exception(), "SecurityError", "{err}");
 }
 
+/// `prf.evalByCredential` at registration is a NotSupportedError (WebAuthn L3 §10.1.4), raised
+/// before any QR code is shown or any scan starts.
+#[tokio::test]
+async fn prf_eval_by_credential_at_registration_is_refused_before_any_qr_code() {
+    let radio = MemoryRadio::new();
+    let rp = rp();
+    let (options, _) = creation_options(&rp, "olivia");
+    let mut json: serde_json::Value = serde_json::from_str(&options).unwrap();
+    json["publicKey"]["extensions"] = serde_json::json!({
+        "prf": { "evalByCredential": { "AQID": { "first": "AQ" } } }
+    });
+    let (events, mut rx) = Events::channel(8);
+    let err = session::register(
+        &json.to_string(),
+        ORIGIN,
+        &radio,
+        &laptop_config("ws://127.0.0.1:9"),
+        &events,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WebAuthn(hybridge_client::webauthn::WebAuthnError::NotSupported(_))
+        ),
+        "{err}"
+    );
+    assert_eq!(err.dom_exception(), "NotSupportedError");
+    drop(events);
+    assert!(
+        rx.recv().await.is_none(),
+        "no event, so no QR code was shown"
+    );
+    assert_eq!(radio.scanner_count(), 0, "no scan was started");
+}
+
 /// A WebSocket proxy standing in for a malicious relay: forwards laptop ↔ relay, flipping one
 /// bit of the `flip`-th message from the relay to the laptop (0 = Noise message 2).
 async fn tampering_proxy(relay: String, flip: usize) -> (String, JoinHandle<()>) {

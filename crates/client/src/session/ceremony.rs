@@ -163,7 +163,7 @@ pub(crate) fn make_credential_request(
         .as_ref()
         .filter(|_| supports(info, hybridge_ctap::extensions::PRF))
         .map(|p| PrfInputs {
-            // evalByCredential has no meaning at creation.
+            // evalByCredential has no meaning at creation (CreationOptions refuses it).
             eval_by_credential: Vec::new(),
             ..prf_inputs(p)
         });

@@ -134,9 +134,9 @@ impl Error {
         match self {
             Error::WebAuthn(WebAuthnError::RpIdMismatch { .. })
             | Error::WebAuthn(WebAuthnError::InsecureOrigin(_)) => "SecurityError",
-            Error::WebAuthn(WebAuthnError::NoSupportedAlgorithm) | Error::NotSupported(_) => {
-                "NotSupportedError"
-            }
+            Error::WebAuthn(WebAuthnError::NoSupportedAlgorithm)
+            | Error::WebAuthn(WebAuthnError::NotSupported(_))
+            | Error::NotSupported(_) => "NotSupportedError",
             Error::WebAuthn(WebAuthnError::BadOptions(_)) => "TypeError",
             Error::InvalidState(_) => "InvalidStateError",
             Error::NotAllowed(_) | Error::ProximityTimeout(_) | Error::Timeout { .. } => {
