@@ -156,7 +156,8 @@ fn flush(who: Who, side: &mut Side, cx: &mut Context<'_>, progress: &mut bool) -
     let conn = side.conn.as_mut()?;
     while !side.out.is_empty() {
         match Pin::new(&mut *conn).poll_write(cx, &side.out) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Some(End::Error(who)),
+            Poll::Ready(Ok(0)) => return Some(End::Error(who)),
+            Poll::Ready(Err(e)) => return Some(end_for(who, &e)),
             Poll::Ready(Ok(n)) => {
                 side.out.drain(..n);
                 side.needs_flush |= conn.buffered();
@@ -171,7 +172,7 @@ fn flush(who: Who, side: &mut Side, cx: &mut Context<'_>, progress: &mut bool) -
     if side.needs_flush {
         match Pin::new(conn).poll_flush(cx) {
             Poll::Ready(Ok(())) => side.needs_flush = false,
-            Poll::Ready(Err(_)) => return Some(End::Error(who)),
+            Poll::Ready(Err(e)) => return Some(end_for(who, &e)),
             Poll::Pending => {}
         }
     }
@@ -245,7 +246,7 @@ fn forward(data: &[u8], dst: &mut Side, who: Who, cx: Option<&mut Context<'_>>) 
                     dst.out.extend_from_slice(&data[n..]);
                 }
             }
-            Poll::Ready(Err(_)) => return Some(End::Error(who)),
+            Poll::Ready(Err(e)) => return Some(end_for(who, &e)),
             Poll::Pending => dst.out.extend_from_slice(data),
         }
     } else {
@@ -254,7 +255,7 @@ fn forward(data: &[u8], dst: &mut Side, who: Who, cx: Option<&mut Context<'_>>) 
     None
 }
 
-/// A read error; a bridged side whose cluster link failed (issue 6) is told apart so the
+/// A read or write error; a bridged side whose cluster link failed (issue 6) is told apart so the
 /// other side learns why.
 fn end_for(who: Who, e: &io::Error) -> End {
     if crate::cluster::is_link_lost(e) {

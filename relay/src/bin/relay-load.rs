@@ -362,6 +362,11 @@ async fn hold(t: &Target, n: usize) -> Result<HoldResult, BoxErr> {
                     "--offset",
                     &(c * per_proc).to_string(),
                 ])
+                .args(
+                    t.connect_url
+                        .iter()
+                        .flat_map(|u| ["--connect-url", u.as_str()]),
+                )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()?;
