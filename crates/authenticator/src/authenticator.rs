@@ -160,18 +160,24 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
     /// A flag that cancels the request being handled: set it (from any thread) when the
     /// requester gave up — the phone session does on a timeout or when the laptop hangs up —
     /// and the request ends with `CTAP2_ERR_KEEPALIVE_CANCEL` without writing anything, even if
-    /// the user approves afterwards. Each [`handle`](Self::handle) call clears it first.
+    /// the user approves afterwards. It is checked before the user is asked and before every
+    /// store write, and lowered when [`handle`](Self::handle) returns.
+    ///
+    /// It is *not* lowered when a request starts: a requester that gives up between handing
+    /// the request to a worker thread and that thread calling `handle` must still cancel it
+    /// (lowering it first would lose that cancel). A requester lowers it itself before it
+    /// hands over a new request, as the phone session does.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         self.cancelled.clone()
     }
 
-    /// Fails if the current request was cancelled; called after the user answered and
-    /// before anything is written.
+    /// Fails if the current request was cancelled; called before the user is asked, and after
+    /// the user answered before anything is written.
     fn check_cancelled(&self) -> Result<(), CtapError> {
         if self.cancelled.load(Ordering::SeqCst) {
             Err(CtapError::new(
                 StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL,
-                "the request was cancelled while the user was deciding",
+                "the request was cancelled: its requester gave up on it",
             ))
         } else {
             Ok(())
@@ -230,8 +236,9 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
     /// Answers one CTAP2 request, `command || CBOR`, with `status || CBOR`: the hybrid CTAP
     /// message payloads (brief §9). Never panics on any input.
     pub fn handle(&mut self, request: &[u8]) -> Vec<u8> {
-        self.cancelled.store(false, Ordering::SeqCst);
         let result = Request::decode(request).and_then(|r| self.process(r));
+        // The request is over: a cancel meant for it must not reach the next one.
+        self.cancelled.store(false, Ordering::SeqCst);
         match result {
             Ok(response) => {
                 self.last_error = None;
@@ -572,6 +579,8 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
     /// Asks the user; returns whether they were verified. Fails when they declined, when
     /// verification was required and not achieved, or when the user agent is locked.
     fn ask(&mut self, request: &ApprovalRequest, require_uv: bool) -> Result<bool, CtapError> {
+        // Given up already (the laptop left before the prompt): do not ask at all.
+        self.check_cancelled()?;
         match self.user.approve(request) {
             Approval::Approved { verified } => {
                 if require_uv && !verified {

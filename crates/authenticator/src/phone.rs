@@ -41,6 +41,7 @@
 use hybridge_tunnel as ws;
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,8 +74,9 @@ pub trait CtapHandler: Send {
     fn get_info(&self) -> Vec<u8>;
     /// Answers `command ‖ CBOR` with `status ‖ CBOR`.
     fn handle(&mut self, request: &[u8]) -> Vec<u8>;
-    /// A flag the session sets when it gives up on the request being handled (user timeout),
-    /// so that a late approval writes nothing. `None`: the handler cannot be cancelled.
+    /// A flag the session raises when it gives up on the request being handled (user timeout,
+    /// the laptop left), so that a late approval writes nothing; the session lowers it before
+    /// it hands over a request. `None`: the handler cannot be cancelled.
     fn cancel_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         None
     }
@@ -341,6 +343,14 @@ pub enum PhoneError {
     /// The laptop closed the tunnel before sending a request (Chromium's `UNEXPECTED_EOF`).
     #[error("the laptop ended the session before sending a request")]
     UnexpectedEof,
+    /// The laptop closed the tunnel, or sent its shutdown, while the user was deciding
+    /// (Chromium's `EOF_WHILE_PROCESSING`). The request was cancelled: an approval given after
+    /// this saves nothing.
+    #[error(
+        "the laptop ended the session while the user was deciding; the request was cancelled \
+         and nothing was saved"
+    )]
+    EofWhileProcessing,
     /// A WebSocket failure on the open tunnel.
     #[error("the tunnel failed while {step}: {reason}")]
     Tunnel {
@@ -549,7 +559,10 @@ where
                         "digital-credential (JSON) requests are not supported",
                     ));
                 }
-                PhoneEvent::Update => continue,
+                PhoneEvent::Update => {
+                    tracing::debug!("ignored an update message from the laptop");
+                    continue;
+                }
                 PhoneEvent::Shutdown => return Err(PhoneError::UnexpectedEof),
             }
         }
@@ -576,21 +589,43 @@ where
             return Err(PhoneError::Authenticator("its lock is poisoned".into()));
         }
     };
+    // A fresh request starts uncancelled. (The flag is not lowered by the handler when it
+    // starts, so that giving up before the blocking thread gets going still counts.)
+    if let Some(c) = &cancel {
+        c.store(false, Ordering::SeqCst);
+    }
+    // The prompt cannot be interrupted; giving up raises the flag so that a late approval
+    // writes nothing the relying party will never see.
+    let give_up = || {
+        if let Some(c) = &cancel {
+            c.store(true, Ordering::SeqCst);
+        }
+    };
     let h = handler.clone();
-    let task = tokio::task::spawn_blocking(move || match h.lock() {
+    let mut task = tokio::task::spawn_blocking(move || match h.lock() {
         Ok(mut h) => Ok(h.handle(&request)),
         Err(_) => Err(PhoneError::Authenticator("its lock is poisoned".into())),
     });
-    let (response, timed_out) = match timeout(t.user, task).await {
-        Ok(Ok(r)) => (r?, false),
-        Ok(Err(e)) => return Err(PhoneError::Authenticator(e.to_string())),
-        // The prompt cannot be interrupted; tell the laptop the user did not answer, and make
-        // sure a late approval writes nothing the relying party will never see.
-        Err(_) => {
-            if let Some(c) = &cancel {
-                c.store(true, std::sync::atomic::Ordering::SeqCst);
+    // While the user decides, keep reading the tunnel: the laptop may leave (Chromium's
+    // phone treats EOF while processing as the end of the transaction).
+    let deadline = tokio::time::Instant::now() + t.user;
+    let (response, timed_out) = loop {
+        tokio::select! {
+            r = &mut task => match r {
+                Ok(r) => break (r?, false),
+                Err(e) => return Err(PhoneError::Authenticator(e.to_string())),
+            },
+            // Tell the laptop the user did not answer.
+            _ = tokio::time::sleep_until(deadline) => {
+                give_up();
+                break (vec![USER_ACTION_TIMEOUT], true);
             }
-            (vec![USER_ACTION_TIMEOUT], true)
+            m = recv(socket, PhoneStep::Processing) => {
+                if let Err(e) = while_processing(&mut channel, m) {
+                    give_up();
+                    return Err(e);
+                }
+            }
         }
     };
     let status = response.first().copied().unwrap_or(0x7F);
@@ -626,6 +661,33 @@ where
     })
     .await;
     Ok(PhoneOutcome { command, status })
+}
+
+/// A message (or the end of the tunnel) from the laptop while the user decides. `Ok`: keep
+/// waiting for the user; `Err`: give up on the request.
+fn while_processing(
+    channel: &mut PhoneChannel,
+    m: Result<Option<Vec<u8>>, PhoneError>,
+) -> Result<(), PhoneError> {
+    let step = PhoneStep::Processing;
+    let Some(m) = m? else {
+        return Err(PhoneError::EofWhileProcessing);
+    };
+    match on_message(channel, &m, step)? {
+        // Updates from a laptop carry nothing for the phone: Chromium's phone checks that
+        // they are CBOR and ignores them (brief §8.4), pending request or not. (One that is
+        // not CBOR at all fails in `on_message`, and ends the session as in Chromium.)
+        PhoneEvent::Update => {
+            tracing::debug!("ignored an update message from the laptop while the user decides");
+            Ok(())
+        }
+        PhoneEvent::Shutdown => Err(PhoneError::EofWhileProcessing),
+        // The channel refuses a second request while one is pending; not reached.
+        PhoneEvent::CtapRequest(_) | PhoneEvent::JsonRequest(_) => Err(PhoneError::Protocol {
+            step,
+            source: hybridge_proto::Error::State("a request is already being processed"),
+        }),
+    }
 }
 
 fn on_message(

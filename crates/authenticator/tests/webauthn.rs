@@ -739,6 +739,34 @@ fn excluded_credential() {
     );
 }
 
+/// A requester that gives up after handing the request to a worker thread but before the
+/// thread calls `handle` (the laptop hung up at once): the request is still cancelled, the
+/// user is not even asked, and the flag is down again for the next request.
+#[test]
+fn cancel_before_handle_starts_is_not_lost() {
+    let rp = rp();
+    let mut phone = phone();
+    let flag = phone.cancel_flag();
+    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let req = fresh_request(&rp, "june");
+    assert_eq!(
+        status(&phone.handle(&Request::from(req).encode())),
+        StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL
+    );
+    assert!(phone.user_mut().asked.is_empty(), "nobody was asked");
+    assert_eq!(stored_count(&phone), 0, "nothing was written");
+    assert!(
+        !flag.load(std::sync::atomic::Ordering::SeqCst),
+        "lowered when the request ended"
+    );
+    let req = fresh_request(&rp, "june");
+    assert_eq!(
+        status(&phone.handle(&Request::from(req).encode())),
+        StatusCode::CTAP2_OK
+    );
+    assert_eq!(stored_count(&phone), 1);
+}
+
 #[test]
 fn approval_after_cancel_writes_nothing() {
     let rp = rp();

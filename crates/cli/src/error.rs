@@ -166,6 +166,7 @@ fn phone_code(e: &PhoneError) -> i32 {
         | PhoneError::NoRoutingId { .. }
         | PhoneError::TunnelClosed(_)
         | PhoneError::UnexpectedEof
+        | PhoneError::EofWhileProcessing
         | PhoneError::Tunnel { .. } => EXIT_NETWORK,
         PhoneError::Radio(e) => radio_code(e),
         PhoneError::Timeout { .. } => EXIT_TIMEOUT,
