@@ -261,7 +261,8 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
             Request::GetAssertion(r) => Response::GetAssertion(Box::new(self.get_assertion(&r)?)),
             Request::GetInfo => Response::GetInfo(Box::new(self.get_info())),
             // The user already chose this phone by scanning the QR code; there is nothing
-            // more to select.
+            // more to select. (Over hybrid the phone session never passes it here: it ends
+            // the session as Chrome's phone does, brief §9.)
             Request::Selection => Response::Selection,
         })
     }

@@ -65,6 +65,8 @@ pub use ws::{default_tls, tls_with_roots};
 
 /// `CTAP2_ERR_USER_ACTION_TIMEOUT`: what the laptop gets when the user does not answer in time.
 const USER_ACTION_TIMEOUT: u8 = 0x2F;
+/// The authenticatorSelection command byte (CTAP 2.1 §6.9).
+const AUTHENTICATOR_SELECTION: u8 = 0x0B;
 
 /// What answers CTAP requests on the phone: the software [`Authenticator`], or a test double.
 /// Calls may block (a terminal prompt); the session runs them on a blocking thread.
@@ -351,6 +353,14 @@ pub enum PhoneError {
          and nothing was saved"
     )]
     EofWhileProcessing,
+    /// The laptop sent authenticatorSelection (CTAP 0x0B). A hybrid phone was already chosen
+    /// by scanning the QR code; Chrome's phone ends the session on it without an answer
+    /// (brief §9), and so does this one.
+    #[error(
+        "the laptop sent authenticatorSelection (CTAP 0x0B), which a hybrid phone does not \
+         serve (scanning the QR code already chose it); the session was ended"
+    )]
+    AuthenticatorSelection,
     /// A WebSocket failure on the open tunnel.
     #[error("the tunnel failed while {step}: {reason}")]
     Tunnel {
@@ -573,6 +583,11 @@ where
         after: t.request,
     }))?;
     let command = request.first().copied().unwrap_or(0);
+    // authenticatorSelection ends the transaction with an error and no answer, as Chrome's
+    // phone does (brief §9: AUTHENTICATOR_SELECTION_RECEIVED); nobody is asked.
+    if command == AUTHENTICATOR_SELECTION {
+        return Err(PhoneError::AuthenticatorSelection);
+    }
     events.emit(PhoneProgress::Request { command });
 
     // 4. The authenticator answers on a blocking thread (its user agent may prompt). The lock

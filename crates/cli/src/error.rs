@@ -171,7 +171,7 @@ fn phone_code(e: &PhoneError) -> i32 {
         PhoneError::Radio(e) => radio_code(e),
         PhoneError::Timeout { .. } => EXIT_TIMEOUT,
         PhoneError::Handshake(_) | PhoneError::Protocol { .. } => EXIT_PROTOCOL,
-        PhoneError::Unsupported(_) => EXIT_NOT_ALLOWED,
+        PhoneError::Unsupported(_) | PhoneError::AuthenticatorSelection => EXIT_NOT_ALLOWED,
         _ => EXIT_INVALID_INPUT,
     }
 }

@@ -1,6 +1,6 @@
 //! The phone session (`hybridge_authenticator::phone`) against a scripted laptop, over an
 //! in-process relay and the in-memory radio: what the phone does when the laptop leaves while
-//! the user decides, or sends updates. The laptop here is
+//! the user decides, sends updates, or asks for authenticatorSelection. The laptop here is
 //! built from `hybridge_proto`'s public pieces with a raw record layer, so it can send what
 //! the real laptop session never would.
 
@@ -332,4 +332,26 @@ async fn an_update_that_is_not_cbor_ends_the_session_and_cancels_the_request() {
         .send(Approval::Approved { verified: true })
         .unwrap();
     assert_eq!(stored_after_user_finished(&handler).await, 0);
+}
+
+/// authenticatorSelection (0x0B): Chrome's phone ends the transaction with an error and no
+/// answer (brief §9); so does ours, without asking the user.
+#[tokio::test]
+async fn authenticator_selection_ends_the_session_without_asking() {
+    let rig = Rig::new().await;
+    let (handler, mut person) = gated_phone();
+    let (mut laptop, phone) = rig.start(handler.clone(), T).await;
+    laptop.send(&[0x01, 0x0B]).await;
+    let err = tokio::time::timeout(NOTICE, phone)
+        .await
+        .expect("the phone ends the session")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, PhoneError::AuthenticatorSelection), "{err}");
+    assert!(err.to_string().contains("0x0B"), "{err}");
+    assert!(
+        laptop.recv().await.is_none(),
+        "no answer, the tunnel closed"
+    );
+    assert!(person.asked.try_recv().is_err(), "nobody was asked");
 }
