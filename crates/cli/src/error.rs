@@ -147,6 +147,7 @@ fn session_code(e: &SessionError) -> i32 {
         SessionError::BadAdvert(_)
         | SessionError::Handshake(_)
         | SessionError::Protocol { .. }
+        | SessionError::InvalidGetInfo(_)
         | SessionError::BadResponse(_) => EXIT_PROTOCOL,
         SessionError::NoCtap
         | SessionError::NotAllowed(_)

@@ -338,6 +338,7 @@ impl Laptop {
             socket,
             channel: None,
             get_info: None,
+            info: None,
             linking: None,
             timeouts: t,
             closed: false,
@@ -351,9 +352,14 @@ impl Laptop {
             Ok(evs) => evs,
             Err(source) => {
                 tunnel.abort().await;
-                return Err(Error::Protocol {
-                    step: Step::PostHandshake,
-                    source,
+                return Err(match source {
+                    hybridge_proto::Error::MissingGetInfo(why) => {
+                        Error::InvalidGetInfo(why.to_owned())
+                    }
+                    source => Error::Protocol {
+                        step: Step::PostHandshake,
+                        source,
+                    },
                 });
             }
         };
@@ -369,6 +375,19 @@ impl Laptop {
         if !ctap {
             tunnel.close(&Events::none()).await;
             return Err(Error::NoCtap);
+        }
+        // Every request is built from what getInfo says (rk, uv, extensions): a phone whose
+        // getInfo does not parse cannot be asked anything sensible.
+        let parsed = match tunnel.get_info.as_deref() {
+            None => Err("key 1 is absent".to_owned()),
+            Some(b) => GetInfoResponse::from_cbor(b).map_err(|e| format!("it does not parse: {e}")),
+        };
+        match parsed {
+            Ok(info) => tunnel.info = Some(info),
+            Err(why) => {
+                tunnel.abort().await;
+                return Err(Error::InvalidGetInfo(why));
+            }
         }
         Ok(tunnel)
     }
@@ -393,6 +412,8 @@ pub struct Tunnel {
     // Boxed: it holds the Noise and AEAD state. `None` once aborted.
     channel: Option<Box<LaptopChannel>>,
     get_info: Option<Vec<u8>>,
+    // `get_info`, parsed (always there once `connect` returned).
+    info: Option<GetInfoResponse>,
     linking: Option<LinkingInfo>,
     timeouts: Timeouts,
     closed: bool,
@@ -421,10 +442,10 @@ impl Tunnel {
         self.get_info.as_deref()
     }
 
-    /// The phone's getInfo response, parsed; `None` if it sent none or it does not parse.
+    /// The phone's getInfo response, parsed. (`connect` fails with
+    /// [`Error::InvalidGetInfo`] when it is missing or does not parse.)
     pub fn get_info_response(&self) -> Option<GetInfoResponse> {
-        self.get_info()
-            .and_then(|b| GetInfoResponse::from_cbor(b).ok())
+        self.info.clone()
     }
 
     fn note(&mut self, event: LaptopEvent) {

@@ -20,9 +20,10 @@ use hybridge_client::session::{
 };
 use hybridge_client::webauthn::{Assertion, Registration};
 use hybridge_proto::advert::AdvertPlaintext;
+use hybridge_proto::frame::PostHandshake;
 use hybridge_proto::qr::{QrKeys, RequestType};
 use hybridge_proto::session::{LaptopQr, PhoneQr};
-use hybridge_proto::tunnel::RoutingId;
+use hybridge_proto::tunnel::{ROUTING_ID_HEADER, RoutingId, parse_routing_id_header};
 use hybridge_relay::{Config, Relay};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -559,6 +560,80 @@ async fn prf_eval_by_credential_at_registration_is_refused_before_any_qr_code() 
         "no event, so no QR code was shown"
     );
     assert_eq!(radio.scanner_count(), 0, "no scan was started");
+}
+
+/// A phone that opens its tunnel, advertises, answers the handshake, and then sends `post` as
+/// its post-handshake message.
+fn spawn_scripted_phone(
+    qr: oneshot::Receiver<String>,
+    radio: MemoryRadio,
+    relay: String,
+    post: PostHandshake,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(url) = qr.await else { return };
+        let mut phone = PhoneQr::from_qr_url(&url).unwrap();
+        let (mut socket, response) =
+            session::ws::connect(&phone.new_tunnel_path().to_url(&relay), None)
+                .await
+                .unwrap();
+        let routing = response.headers().get(ROUTING_ID_HEADER).unwrap();
+        let routing = parse_routing_id_header(routing.as_bytes()).unwrap();
+        let data = phone.service_data(
+            AdvertPlaintext::new(&mut rand_core::OsRng, routing, 0),
+            None,
+        );
+        let _advert = radio.advertise(UUID_FIDO, &data).await.unwrap();
+        let msg1 = session::ws::recv(&mut socket).await.unwrap().unwrap();
+        let ephemeral = hybridge_proto::keys::generate(&mut rand_core::OsRng);
+        let (mut channel, msg2) = phone.respond(&msg1, &ephemeral).unwrap();
+        session::ws::send(&mut socket, msg2.to_vec()).await.unwrap();
+        let post = channel.post_handshake(&post).unwrap();
+        session::ws::send(&mut socket, post).await.unwrap();
+        // Until the laptop hangs up.
+        let _ = tokio::time::timeout(T, session::ws::recv(&mut socket)).await;
+    })
+}
+
+/// A phone whose post-handshake message lacks getInfo, or carries one that does not parse:
+/// a named error at the post-handshake step, and no request is sent.
+#[tokio::test]
+async fn missing_or_unparseable_get_info_is_a_named_error() {
+    let rig = Rig::new().await;
+    let rp = rp();
+    for (what, post) in [
+        ("absent", PostHandshake::default()),
+        ("not CBOR", PostHandshake::ctap(vec![0xff, 0x00])),
+        ("an empty map", PostHandshake::ctap(vec![0xa0])),
+        ("a number", PostHandshake::ctap(vec![0x05])),
+    ] {
+        let (options, _) = creation_options(&rp, "nina");
+        let (events, qr, watcher) = watch_events();
+        let phone = spawn_scripted_phone(qr, rig.radio.clone(), rig.url.clone(), post);
+        let err = tokio::time::timeout(
+            T,
+            session::register(
+                &options,
+                ORIGIN,
+                &rig.radio,
+                &rig.laptop_config(None),
+                &events,
+            ),
+        )
+        .await
+        .expect("the laptop finishes")
+        .unwrap_err();
+        drop(events);
+        assert!(matches!(err, Error::InvalidGetInfo(_)), "{what}: {err}");
+        assert_eq!(err.step(), Some(Step::PostHandshake), "{what}");
+        assert!(err.to_string().contains("getInfo"), "{what}: {err}");
+        let events = watcher.await.unwrap();
+        assert!(
+            !events.contains(&Event::WaitingForUser),
+            "{what}: no request was sent"
+        );
+        tokio::time::timeout(T, phone).await.unwrap().unwrap();
+    }
 }
 
 /// A WebSocket proxy standing in for a malicious relay: forwards laptop ↔ relay, flipping one

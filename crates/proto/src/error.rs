@@ -68,6 +68,10 @@ pub enum Error {
     /// A framed message is empty or has an unknown type byte.
     #[error("invalid message frame: {0}")]
     BadFrame(String),
+    /// The phone's post-handshake message offers CTAP but carries no usable getInfo response:
+    /// key 1 is missing or not a byte string (brief §8.3; Chromium's desktop gives up too).
+    #[error("the phone's post-handshake message has no getInfo response: {0}")]
+    MissingGetInfo(&'static str),
     /// A structure decoded as CBOR but a field is missing or of the wrong type.
     #[error("malformed message: {0}")]
     Malformed(&'static str),

@@ -251,9 +251,7 @@ impl PostHandshake {
             None => None,
             Some(g) => Some(
                 g.as_bytes()
-                    .ok_or(Error::Malformed(
-                        "post-handshake key 1 (getInfo) must be a byte string",
-                    ))?
+                    .ok_or(Error::MissingGetInfo("key 1 is not a byte string"))?
                     .to_vec(),
             ),
         };
@@ -264,9 +262,7 @@ impl PostHandshake {
             features,
         };
         if ph.supports_ctap() && ph.get_info.is_none() {
-            return Err(Error::Malformed(
-                "post-handshake message lacks the getInfo response (key 1)",
-            ));
+            return Err(Error::MissingGetInfo("key 1 is absent"));
         }
         Ok(ph)
     }
@@ -413,7 +409,15 @@ mod tests {
             (Value::from(7u8), Value::Null),
         ]);
         assert!(PostHandshake::decode(&hybridge_cbor::encode(&v)).is_ok());
-        assert!(PostHandshake::decode(&hybridge_cbor::encode(&Value::Map(vec![]))).is_err());
+        assert_eq!(
+            PostHandshake::decode(&hybridge_cbor::encode(&Value::Map(vec![]))),
+            Err(Error::MissingGetInfo("key 1 is absent"))
+        );
+        let not_bytes = Value::map([(Value::from(1u8), Value::from("getInfo"))]);
+        assert_eq!(
+            PostHandshake::decode(&hybridge_cbor::encode(&not_bytes)),
+            Err(Error::MissingGetInfo("key 1 is not a byte string"))
+        );
         let dc_only = Value::map([(Value::from(3u8), Value::array(["dc"]))]);
         assert!(PostHandshake::decode(&hybridge_cbor::encode(&dc_only)).is_ok());
         assert!(PostHandshake::decode(&[0x01]).is_err());

@@ -92,7 +92,8 @@ async fn transact(mut tunnel: Tunnel, request: Request, events: &Events) -> Resu
     result
 }
 
-/// A phone that sent no (parseable) getInfo: assume nothing.
+/// A phone that sent no (parseable) getInfo: assume nothing. (`Laptop::connect` already
+/// refuses such a phone; this is only the conservative default.)
 fn no_info() -> GetInfoResponse {
     GetInfoResponse {
         versions: Vec::new(),

@@ -109,6 +109,14 @@ pub enum Error {
     /// The phone does not offer CTAP over this tunnel.
     #[error("the phone does not offer CTAP over hybrid")]
     NoCtap,
+    /// The phone's first message offers CTAP but its getInfo response (key 1) is missing or
+    /// does not parse, so nothing can be asked of it (Chromium's desktop gives up too). The
+    /// session was aborted before any request was sent.
+    #[error(
+        "the phone's getInfo response (in its first message) is missing or invalid: {0}; \
+         the session was aborted before any request"
+    )]
+    InvalidGetInfo(String),
     /// The user declined, the operation timed out on the phone, or no credential matched.
     #[error("NotAllowedError: {0}")]
     NotAllowed(String),
@@ -154,6 +162,7 @@ impl Error {
             }
             Error::UnknownDomain(_) | Error::RelayUnreachable { .. } => Some(Step::Connecting),
             Error::Handshake(_) => Some(Step::Handshake),
+            Error::InvalidGetInfo(_) => Some(Step::PostHandshake),
             Error::Timeout { step, .. }
             | Error::Tunnel { step, .. }
             | Error::Protocol { step, .. } => Some(*step),
