@@ -2,6 +2,10 @@
 //! radio, the software authenticator behind the phone session, and an independent relying
 //! party (webauthn-rs-core) that issues the options and verifies the responses.
 
+// The phone session against a scripted laptop: one test binary for the crate, not two.
+#[path = "session/phone.rs"]
+mod phone_session;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
