@@ -107,6 +107,29 @@ impl<R: BufRead, W: Write> Terminal<R, W> {
     }
 }
 
+/// The terminal settings to put back while a PIN prompt has echo off, so that a process
+/// leaving mid-prompt (the laptop went away, Ctrl-C) can restore them: the prompt's own
+/// thread is blocked in `read` and never gets to drop its guard.
+#[cfg(unix)]
+static ECHO_SAVED: std::sync::Mutex<Option<(File, rustix::termios::Termios)>> =
+    std::sync::Mutex::new(None);
+
+/// Puts the terminal back as it was if a PIN prompt still has echo off. Call it before the
+/// process exits; it does nothing when no prompt is active.
+pub fn restore_terminal() {
+    #[cfg(unix)]
+    {
+        let saved = match ECHO_SAVED.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some((tty, termios)) = saved {
+            let _ =
+                rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Now, &termios);
+        }
+    }
+}
+
 /// Turns terminal echo off until dropped.
 struct EchoOff<'a> {
     #[cfg(unix)]
@@ -127,7 +150,17 @@ impl<'a> EchoOff<'a> {
         let saved = tcgetattr(tty).ok()?;
         let mut quiet = saved.clone();
         quiet.local_modes.remove(LocalModes::ECHO);
-        tcsetattr(tty, OptionalActions::Flush, &quiet).ok()?;
+        // Registered before echo goes off, so there is no moment when it is off and nobody
+        // can turn it back on.
+        let for_exit = tty.try_clone().ok()?;
+        match ECHO_SAVED.lock() {
+            Ok(mut g) => *g = Some((for_exit, saved.clone())),
+            Err(p) => *p.into_inner() = Some((for_exit, saved.clone())),
+        }
+        if tcsetattr(tty, OptionalActions::Flush, &quiet).is_err() {
+            restore_terminal();
+            return None;
+        }
         Some(Self { tty, saved })
     }
 
@@ -142,6 +175,10 @@ impl Drop for EchoOff<'_> {
     fn drop(&mut self) {
         use rustix::termios::{OptionalActions, tcsetattr};
         let _ = tcsetattr(self.tty, OptionalActions::Now, &self.saved);
+        match ECHO_SAVED.lock() {
+            Ok(mut g) => *g = None,
+            Err(p) => *p.into_inner() = None,
+        }
     }
 }
 
@@ -377,6 +414,61 @@ impl<R: BufRead + Send, W: Write + Send> UserAgent for TerminalAgent<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CLI exits while a PIN prompt still waits with echo off (the laptop went away):
+    /// the prompt's thread never drops its guard, so `restore_terminal` must put echo back.
+    #[cfg(unix)]
+    #[test]
+    fn restore_terminal_undoes_an_abandoned_pin_prompt() {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        use rustix::termios::{LocalModes, tcgetattr};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let tty = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().expect("utf-8 pty name"))
+            .expect("open the pty");
+        let echo = |f: &File| {
+            tcgetattr(f)
+                .expect("tcgetattr")
+                .local_modes
+                .contains(LocalModes::ECHO)
+        };
+        assert!(echo(&tty));
+
+        // A prompt nobody answers: its input is a pipe that stays open and empty.
+        let (reader, writer) = io::pipe().expect("pipe");
+        let mut term = Terminal {
+            input: BufReader::new(reader),
+            output: io::sink(),
+            tty: Some(tty.try_clone().expect("clone")),
+        };
+        let prompt = std::thread::spawn(move || term.read_pin("PIN: "));
+        let t0 = std::time::Instant::now();
+        while echo(&tty) {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(5),
+                "echo never went off"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        restore_terminal();
+        assert!(echo(&tty), "echo restored while the prompt still waits");
+        restore_terminal(); // a second call is harmless
+
+        drop(writer); // end of input: the prompt returns and drops its own guard
+        assert!(
+            prompt
+                .join()
+                .expect("prompt thread")
+                .expect("read")
+                .is_none()
+        );
+        assert!(echo(&tty));
+    }
     use crate::store::{CreateOptions, FileStore, KdfParams};
     use std::path::PathBuf;
 

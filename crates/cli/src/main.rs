@@ -149,5 +149,7 @@ fn run_async(
         }
     });
     rt.shutdown_background();
+    // A PIN prompt may still be waiting on its (abandoned) blocking thread with echo off.
+    hybridge_authenticator::terminal::restore_terminal();
     result
 }
