@@ -626,6 +626,10 @@ where
     let deadline = tokio::time::Instant::now() + t.user;
     let (response, timed_out) = loop {
         tokio::select! {
+            // A finished answer wins over a deadline or a laptop message that became ready
+            // in the same poll: its credential may already be written, so reporting a
+            // timeout instead would lose it.
+            biased;
             r = &mut task => match r {
                 Ok(r) => break (r?, false),
                 Err(e) => return Err(PhoneError::Authenticator(e.to_string())),
