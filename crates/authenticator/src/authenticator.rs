@@ -260,10 +260,20 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
             }
             Request::GetAssertion(r) => Response::GetAssertion(Box::new(self.get_assertion(&r)?)),
             Request::GetInfo => Response::GetInfo(Box::new(self.get_info())),
-            // The user already chose this phone by scanning the QR code; there is nothing
-            // more to select. (Over hybrid the phone session never passes it here: it ends
-            // the session as Chrome's phone does, brief §9.)
-            Request::Selection => Response::Selection,
+            // CTAP 2.1 §6.9: user presence, nothing else. (Over hybrid the phone session
+            // never passes it here: it ends the session as Chrome's phone does, brief §9.)
+            Request::Selection => {
+                let select = ApprovalRequest {
+                    ceremony: Ceremony::Select,
+                    rp_id: String::new(),
+                    rp_name: None,
+                    user_name: None,
+                    user_display_name: None,
+                    user_verification: false,
+                };
+                self.ask(&select, false)?;
+                Response::Selection
+            }
         })
     }
 

@@ -284,6 +284,7 @@ fn question(request: &ApprovalRequest) -> String {
     match request.ceremony {
         Ceremony::Register => format!("Create a passkey for {rp}, account {account}?"),
         Ceremony::SignIn => format!("Sign in to {rp} as {account}?"),
+        Ceremony::Select => "Use this authenticator?".to_owned(),
     }
 }
 

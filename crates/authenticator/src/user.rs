@@ -9,6 +9,9 @@ pub enum Ceremony {
     Register,
     /// getAssertion: sign in with a passkey.
     SignIn,
+    /// authenticatorSelection: the platform asks which authenticator the user means; a
+    /// yes is a touch (CTAP 2.1 §6.9). No RP and no account are involved.
+    Select,
 }
 
 /// What the user is asked to approve.

@@ -562,8 +562,23 @@ fn get_info_tells_the_truth() {
     assert_eq!(info.algorithms, [PubKeyCredParam::es256()]);
     // Canonical: re-encoding the decoded response gives the same bytes.
     assert_eq!(info.to_cbor(), phone.handle(&[0x04])[1..]);
-    // Selection completes at once: the phone was chosen by scanning the QR code.
+}
+
+#[test]
+fn selection_asks_for_presence() {
+    // CTAP 2.1 §6.9: authenticatorSelection is a touch. Yes answers OK, no is
+    // OPERATION_DENIED; no RP, no account, nothing stored.
+    let mut phone = phone();
     assert_eq!(phone.handle(&[0x0B]), [0x00]);
+    let asked = &phone.user_mut().asked;
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].ceremony, Ceremony::Select);
+    assert!(asked[0].rp_id.is_empty() && asked[0].user_name.is_none());
+    phone.user_mut().answer = Answer::Decline;
+    assert_eq!(phone.handle(&[0x0B]), [0x27]);
+    phone.user_mut().answer = Answer::PresentOnly;
+    assert_eq!(phone.handle(&[0x0B]), [0x00]);
+    assert_eq!(stored_count(&phone), 0);
 }
 
 // ------------------------------------------------------------------------------------------

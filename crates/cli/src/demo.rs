@@ -60,6 +60,7 @@ impl UserAgent for DemoUser {
         let what = match r.ceremony {
             Ceremony::Register => "create a passkey for",
             Ceremony::SignIn => "sign in to",
+            Ceremony::Select => "choose this authenticator for",
         };
         eprintln!(
             "phone:  the user is asked to {what} {} as {account}: approved (PIN verified)",
