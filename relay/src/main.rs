@@ -46,6 +46,17 @@ struct Cli {
     /// share one NATS server.
     #[arg(long, env = "HYBRIDGE_RELAY_NATS_PREFIX", default_value = "hybridge", value_parser = parse_prefix)]
     nats_prefix: String,
+    /// PEM file of the CA that signed the NATS server's certificate: TLS to NATS is then
+    /// required (a tls:// URL requires it too). Credentials go in the URL:
+    /// nats://user:password@host:4222 or nats://token@host:4222.
+    #[arg(long, env = "HYBRIDGE_RELAY_NATS_CA", requires = "nats")]
+    nats_ca: Option<PathBuf>,
+    /// PEM certificate this relay presents to NATS (mutual TLS). Needs --nats-key.
+    #[arg(long, env = "HYBRIDGE_RELAY_NATS_CERT", requires_all = ["nats", "nats_key"])]
+    nats_cert: Option<PathBuf>,
+    /// PEM private key for --nats-cert.
+    #[arg(long, env = "HYBRIDGE_RELAY_NATS_KEY", requires = "nats_cert")]
+    nats_key: Option<PathBuf>,
     /// PEM certificate chain for built-in TLS (wss). Needs --tls-key.
     #[arg(long, env = "HYBRIDGE_RELAY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -249,6 +260,8 @@ async fn run(cli: Cli) -> ExitCode {
             let wait = cli.pairing_timeout.min(cli.tunnel_ttl);
             hybridge_relay::cluster::ClusterConfig {
                 prefix: cli.nats_prefix.clone(),
+                tls_ca: cli.nats_ca.clone(),
+                tls_client: cli.nats_cert.clone().zip(cli.nats_key.clone()),
                 ..hybridge_relay::cluster::ClusterConfig::new(url, wait + Duration::from_secs(5))
             }
         }),

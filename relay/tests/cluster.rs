@@ -49,6 +49,10 @@ struct Nats {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// A nats-server configuration file to run with instead of flags.
+    config: Option<PathBuf>,
+    /// The URL relays use (credentials and scheme included).
+    url: String,
 }
 
 impl Nats {
@@ -59,26 +63,72 @@ impl Nats {
             rand::random::<u64>()
         ));
         std::fs::create_dir_all(&dir).expect("temp store dir");
+        let port = free_port();
         let mut n = Nats {
             child: None,
-            port: free_port(),
+            port,
             dir,
+            config: None,
+            url: format!("nats://127.0.0.1:{port}"),
         };
         n.run().await;
         n
     }
 
+    /// NATS behind TLS (a self-signed certificate for 127.0.0.1) and a user/password login.
+    /// Returns the server and the CA file relays must trust.
+    async fn start_tls(user: &str, password: &str) -> (Nats, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "hybridge-nats-tls-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(dir.join("js")).expect("temp dir");
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+        let (cert, key) = (dir.join("nats.pem"), dir.join("nats.key"));
+        std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+        std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+        let port = free_port();
+        let config = dir.join("nats.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{js}\" }}\n\
+                 tls {{ cert_file: \"{cert}\", key_file: \"{key}\" }}\n\
+                 authorization {{ user: \"{user}\", password: \"{password}\" }}\n",
+                js = dir.join("js").display(),
+                cert = cert.display(),
+                key = key.display(),
+            ),
+        )
+        .expect("write config");
+        let mut n = Nats {
+            child: None,
+            port,
+            dir,
+            config: Some(config),
+            url: format!("tls://{user}:{password}@127.0.0.1:{port}"),
+        };
+        n.run().await;
+        (n, cert)
+    }
+
     async fn run(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
+        let mut cmd = Command::new("nats-server");
+        match &self.config {
+            Some(c) => cmd.arg("-c").arg(c),
+            None => cmd
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(&self.dir),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -100,7 +150,7 @@ impl Nats {
     }
 
     fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.url.clone()
     }
 }
 
@@ -558,4 +608,69 @@ async fn load_tool_across_instances() {
     .await;
     println!("cross-instance latency:\n{lat}");
     let _ = (a.pid, c.pid);
+}
+
+/// NATS over TLS with a password (`--nats tls://user:pass@host --nats-ca ca.pem`): the
+/// cluster works, a wrong password or an untrusted certificate keeps it down, and the
+/// password never appears in the relay's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_over_tls_with_a_password() {
+    require_nats!();
+    let (nats, ca) = Nats::start_tls("relay", "s3cret-pw").await;
+    let ca = ca.to_str().expect("utf-8 path");
+    let trust = ["--nats-ca", ca];
+    let (a, c) = tokio::join!(
+        relay(&nats, "a00001", &trust),
+        relay(&nats, "c00003", &trust)
+    );
+    let (mut p, mut l) = pair(&a, &c).await;
+    exchange(&mut p, &mut l, b"over TLS").await;
+
+    // A wrong password, and a relay that does not trust the server's certificate: neither
+    // joins. Their output is captured to check that no password leaks into it.
+    let wrong = format!("tls://relay:wrong-pw@127.0.0.1:{}", nats.port);
+    let mut outsiders = Vec::new();
+    for (url, extra) in [
+        (wrong.as_str(), vec!["--nats-ca", ca]),
+        (nats.url.as_str(), vec![]),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
+            .args(["--listen", "127.0.0.1:0", "--log", "debug", "--nats", url])
+            .args(&extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start hybridge-relay");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = timeout(T, lines.next_line())
+            .await
+            .expect("startup line in time")
+            .expect("read")
+            .expect("a line");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("startup JSON");
+        let addr: SocketAddr = v["listen"].as_str().expect("listen").parse().expect("addr");
+        outsiders.push((child, addr));
+    }
+    sleep(Duration::from_secs(3)).await;
+    for (mut child, addr) in outsiders {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /readyz/cluster HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut out = String::new();
+        let _ = timeout(T, s.read_to_string(&mut out)).await;
+        assert!(
+            out.starts_with("HTTP/1.1 503"),
+            "joined without the right credentials: {out}"
+        );
+        let _ = child.start_kill();
+        let mut err = String::new();
+        let mut stderr = child.stderr.take().expect("stderr");
+        let _ = timeout(T, stderr.read_to_string(&mut err)).await;
+        assert!(
+            !err.contains("wrong-pw") && !err.contains("s3cret-pw"),
+            "a password leaked into the log:\n{err}"
+        );
+    }
 }

@@ -20,6 +20,7 @@
 pub mod stream;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -46,14 +47,21 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Settings for [`Cluster::start`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClusterConfig {
-    /// NATS server URL(s), comma-separated: `nats://host:4222`.
+    /// NATS server URL(s), comma-separated: `nats://host:4222`, `tls://host:4222`. A user
+    /// and password (`nats://user:pass@host`) or a token (`nats://token@host`) in the URL are
+    /// used to log in; they never appear in logs or errors.
     pub nats_url: String,
     /// Subject prefix and key-value bucket name, so several relay clusters can share a NATS.
     pub prefix: String,
     /// Claims older than this are reaped (the longest a phone can wait, plus a margin).
     pub claim_ttl: Duration,
+    /// PEM file of the CA(s) that signed the NATS server's certificate; setting it requires
+    /// TLS to NATS.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate and key this relay presents to NATS (mutual TLS), if NATS asks.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
 }
 
 impl ClusterConfig {
@@ -62,7 +70,105 @@ impl ClusterConfig {
             nats_url: nats_url.into(),
             prefix: "hybridge".into(),
             claim_ttl,
+            tls_ca: None,
+            tls_client: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("nats_url", &redact_url(&self.nats_url))
+            .field("prefix", &self.prefix)
+            .field("claim_ttl", &self.claim_ttl)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_client", &self.tls_client)
+            .finish()
+    }
+}
+
+/// Login details found in NATS URLs (async-nats itself ignores them in the URL).
+#[derive(PartialEq, Eq)]
+enum UrlAuth {
+    None,
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// The credentials in the first URL that has any, for [`async_nats::ConnectOptions`].
+fn url_auth(urls: &str) -> UrlAuth {
+    for url in urls.split(',') {
+        let rest = url.trim().split_once("://").map_or(url.trim(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            return match userinfo.split_once(':') {
+                Some((u, p)) => UrlAuth::UserPassword(u.to_owned(), p.to_owned()),
+                None => UrlAuth::Token(userinfo.to_owned()),
+            };
+        }
+    }
+    UrlAuth::None
+}
+
+/// The URLs with any credentials replaced by `***`, for logs and errors.
+pub fn redact_url(urls: &str) -> String {
+    rewrite_userinfo(urls, "***@")
+}
+
+/// The URLs without credentials: what async-nats gets (and may log).
+fn strip_credentials(urls: &str) -> String {
+    rewrite_userinfo(urls, "")
+}
+
+fn rewrite_userinfo(urls: &str, replacement: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let (scheme, rest) = match url.split_once("://") {
+                Some((s, r)) => (Some(s), r),
+                None => (None, url),
+            };
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let authority = match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{replacement}{host}"),
+                None => authority.to_owned(),
+            };
+            match scheme {
+                Some(s) => format!("{s}://{authority}{path}"),
+                None => format!("{authority}{path}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_taken_from_urls_and_kept_out_of_logs() {
+        let urls = "tls://relay:s3cret@nats-a:4222/x, nats://nats-b:4222";
+        assert!(
+            url_auth(urls) == UrlAuth::UserPassword("relay".into(), "s3cret".into()),
+            "user and password"
+        );
+        assert!(url_auth("nats://t0ken@h:1") == UrlAuth::Token("t0ken".into()));
+        assert!(url_auth("nats://h:1,nats://h2:2") == UrlAuth::None);
+        assert!(url_auth("h:4222") == UrlAuth::None);
+        assert_eq!(
+            redact_url(urls),
+            "tls://***@nats-a:4222/x, nats://nats-b:4222"
+        );
+        assert_eq!(
+            strip_credentials(urls),
+            "tls://nats-a:4222/x, nats://nats-b:4222"
+        );
+        let cfg = ClusterConfig::new(urls, Duration::from_secs(1));
+        assert!(!format!("{cfg:?}").contains("s3cret"));
     }
 }
 
@@ -198,7 +304,18 @@ impl Cluster {
         acceptor: Acceptor,
     ) -> Result<Arc<Cluster>, String> {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = match url_auth(&config.nats_url) {
+            UrlAuth::None => async_nats::ConnectOptions::new(),
+            UrlAuth::UserPassword(u, p) => async_nats::ConnectOptions::with_user_and_password(u, p),
+            UrlAuth::Token(t) => async_nats::ConnectOptions::with_token(t),
+        };
+        if let Some(ca) = &config.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &config.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options
             .name(format!("hybridge-relay {}", routing_id.to_hex()))
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -212,9 +329,9 @@ impl Cluster {
                     let _ = tx.send(ev);
                 }
             })
-            .connect(config.nats_url.as_str())
+            .connect(strip_credentials(&config.nats_url).as_str())
             .await
-            .map_err(|e| format!("NATS URL {:?}: {e}", config.nats_url))?;
+            .map_err(|e| format!("NATS URL {:?}: {e}", redact_url(&config.nats_url)))?;
         let (link, _) = watch::channel(Link::default());
         let cluster = Arc::new(Cluster {
             client,
