@@ -53,8 +53,18 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
     };
     let (mut upgrade_ws, mut conn_upgrade) = (false, false);
     for h in req.headers.iter() {
-        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
         let name = h.name;
+        // Only the headers below matter; the rest are not even checked for UTF-8.
+        let wanted = name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("connection")
+            || name.eq_ignore_ascii_case("sec-websocket-version")
+            || name.eq_ignore_ascii_case("sec-websocket-key")
+            || name.eq_ignore_ascii_case("sec-websocket-protocol")
+            || client_ip_header.is_some_and(|c| name.eq_ignore_ascii_case(c));
+        if !wanted {
+            continue;
+        }
+        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
         if name.eq_ignore_ascii_case("upgrade") {
             upgrade_ws |= v.eq_ignore_ascii_case("websocket");
         } else if name.eq_ignore_ascii_case("connection") {
@@ -64,9 +74,12 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             out.version_13 = v == "13";
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            let ok = base64::engine::general_purpose::STANDARD
-                .decode(v)
-                .is_ok_and(|k| k.len() == 16);
+            // 16 bytes in base64 is 24 characters; decoded on the stack to check it.
+            let mut k = [0u8; 18];
+            let ok = v.len() == 24
+                && base64::engine::general_purpose::STANDARD
+                    .decode_slice(v, &mut k)
+                    .is_ok_and(|n| n == 16);
             out.key = ok.then(|| v.to_owned());
         } else if client_ip_header.is_some_and(|c| name.eq_ignore_ascii_case(c)) {
             let last = v.rsplit(',').next().unwrap_or("").trim();
@@ -86,19 +99,30 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
 
 /// `Sec-WebSocket-Accept` for a client key (RFC 6455 §4.2.2).
 pub fn accept_key(key: &str) -> String {
+    let mut out = [0u8; 28];
+    String::from_utf8_lossy(accept_key_into(key, &mut out)).into_owned()
+}
+
+/// [`accept_key`] without allocating: the 28 base64 characters, written into `out`.
+fn accept_key_into<'a>(key: &str, out: &'a mut [u8; 28]) -> &'a [u8] {
     let mut h = Sha1::new();
     h.update(key.as_bytes());
     h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(h.finalize(), out)
+        .unwrap_or(0);
+    &out[..n]
 }
 
 /// Appends a `101 Switching Protocols` response echoing `fido.cable`, with the routing ID
 /// header when given (only `/cable/new` carries it, brief §6.2).
 pub fn push_switching(out: &mut Vec<u8>, key: &str, routing_id: Option<&str>) {
+    out.reserve(200); // the whole response (at most 193 bytes): one allocation
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: fido.cable\r\nSec-WebSocket-Accept: ",
     );
-    out.extend_from_slice(accept_key(key).as_bytes());
+    let mut accept = [0u8; 28];
+    out.extend_from_slice(accept_key_into(key, &mut accept));
     if let Some(r) = routing_id {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(hybridge_proto::tunnel::ROUTING_ID_HEADER.as_bytes());
@@ -155,6 +179,40 @@ mod tests {
             parse(b"\x16\x03\x01 junk\r\n\r\n", None),
             Parsed::Invalid
         ));
+    }
+
+    #[test]
+    fn websocket_key_must_be_16_bytes_of_base64() {
+        let key_of = |k: &str| {
+            let req = format!("GET / HTTP/1.1\r\nSec-WebSocket-Key: {k}\r\n\r\n");
+            match parse(req.as_bytes(), None) {
+                Parsed::Complete(r, _) => r.key,
+                _ => panic!("not complete"),
+            }
+        };
+        assert_eq!(
+            key_of("dGhlIHNhbXBsZSBub25jZQ==").as_deref(),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
+        for bad in [
+            "AAAAAAAAAAAAAAAAAAAAAAAA", // 18 bytes
+            "dGhlIHNhbXBsZSBub25jZQ=",  // 23 characters
+            "dGhlIHNhbXBsZSBub25jZQ",   // unpadded
+            "dGhlIHNhbXBsZSBub25j!Q==", // not base64
+            "",
+        ] {
+            assert_eq!(key_of(bad), None, "{bad:?}");
+        }
+        // The 101 carries the RFC 6455 accept value.
+        let mut out = Vec::new();
+        push_switching(&mut out, "dGhlIHNhbXBsZSBub25jZQ==", Some("ABCDEF"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(
+            text.ends_with("X-caBLE-Routing-ID: ABCDEF\r\n\r\n"),
+            "{text}"
+        );
+        assert!(text.len() <= 200, "fits the reserved capacity");
     }
 
     #[test]

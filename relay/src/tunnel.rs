@@ -351,6 +351,17 @@ async fn finish_both(p: &mut Pipes, plan: Plan, limit: Duration) {
     );
 }
 
+/// The tunnel's log tag (the first 4 hex digits of its ID, as `TunnelId::log_tag`),
+/// formatted only when a log line is actually written.
+#[derive(Clone, Copy)]
+struct Tag(u8, u8);
+
+impl std::fmt::Display for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02x}{:02x}", self.0, self.1)
+    }
+}
+
 /// Counts a tunnel (waiting or paired) for the capacity limit; released on drop.
 pub struct Slot(pub Arc<Shared>);
 
@@ -377,7 +388,7 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
     let shared = slot.0.clone();
     let limits = &shared.limits;
     let m = &shared.metrics;
-    let tag = waiter.id.log_tag();
+    let tag = Tag(waiter.id.0[0], waiter.id.0[1]);
     let Waiter {
         id,
         generation,
@@ -449,7 +460,7 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
     // Paired: the laptop's 101 goes in front of whatever the phone already sent.
     let paired_at = Instant::now();
     m.paired_after(paired_at - created);
-    let mut laptop_out = Vec::with_capacity(160 + p.laptop.out.len());
+    let mut laptop_out = Vec::with_capacity(200 + p.laptop.out.len());
     http::push_switching(&mut laptop_out, &h.key, None);
     laptop_out.extend_from_slice(&p.laptop.out);
     p.laptop.out = laptop_out;
