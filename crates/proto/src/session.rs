@@ -31,7 +31,7 @@ use crate::handshake::{self, Handshaken, Initiator, Responder};
 use crate::kdf;
 use crate::linking::{ClientPayload, LinkingInfo};
 use crate::qr::{QrKeys, QrPayload, RequestType};
-use crate::secret::{EidKey, LinkSecret};
+use crate::secret::{EidKey, LinkSecret, Psk};
 use crate::tunnel::{RoutingId, TunnelId, TunnelPath};
 
 /// Where the laptop connects after matching an advert.
@@ -71,10 +71,8 @@ impl Connect {
 pub struct LaptopQr {
     keys: QrKeys,
     payload: QrPayload,
-    eid_key: EidKey,
     tunnel_id: TunnelId,
-    advert: Option<DecryptedAdvert>,
-    initiator: Option<Initiator>,
+    handshake: LaptopHandshake,
 }
 
 impl LaptopQr {
@@ -87,15 +85,13 @@ impl LaptopQr {
         request_type: RequestType,
     ) -> Self {
         let payload = keys.payload(timestamp, supports_linking, request_type);
-        let eid_key = kdf::eid_key(&keys.secret);
+        let handshake = LaptopHandshake::new(kdf::eid_key(&keys.secret));
         let tunnel_id = kdf::tunnel_id(&keys.secret);
         Self {
             keys,
             payload,
-            eid_key,
             tunnel_id,
-            advert: None,
-            initiator: None,
+            handshake,
         }
     }
 
@@ -118,29 +114,19 @@ impl LaptopQr {
     /// scanning. `Ok(Some(connect))`: ours — connect there. An error means the advert was made
     /// with our key but is unusable (reserved bits, unknown domain).
     pub fn on_advert(&mut self, service_data: &[u8]) -> Result<Option<Connect>, Error> {
-        if self.advert.is_some() {
-            return Ok(None);
-        }
         let check = DomainCheck::KnownAssigned(domain::KNOWN_ASSIGNED_DOMAINS);
-        match advert::trial_decrypt(&self.eid_key, service_data, check) {
-            Ok(d) => {
-                let c = Connect {
-                    domain_id: d.fields.domain_id,
-                    hostname: domain::hostname(d.fields.domain_id),
-                    routing_id: d.fields.routing_id,
-                    tunnel_id: self.tunnel_id,
-                };
-                self.advert = Some(d);
-                Ok(Some(c))
-            }
-            Err(Error::AdvertNotForUs | Error::AdvertTooShort(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let matched = self.handshake.on_advert(service_data, check)?;
+        Ok(matched.map(|d| Connect {
+            domain_id: d.fields.domain_id,
+            hostname: domain::hostname(d.fields.domain_id),
+            routing_id: d.fields.routing_id,
+            tunnel_id: self.tunnel_id,
+        }))
     }
 
     /// The matched advert, if any.
     pub fn advert(&self) -> Option<&DecryptedAdvert> {
-        self.advert.as_ref()
+        self.handshake.advert.as_ref()
     }
 
     /// Noise message 1, to send as soon as the tunnel is connected. `ephemeral` must be fresh
@@ -149,33 +135,18 @@ impl LaptopQr {
         &mut self,
         ephemeral: &SecretKey,
     ) -> Result<[u8; handshake::MESSAGE_LEN], Error> {
-        let advert = self
-            .advert
-            .as_ref()
-            .ok_or(Error::State("no advert matched yet"))?;
-        if self.initiator.is_some() {
-            return Err(Error::State("handshake already started"));
-        }
-        let psk = kdf::psk(self.keys.secret.expose(), &advert.plaintext);
-        let (init, msg) = Initiator::qr(&self.keys.identity, &psk, ephemeral)?;
-        self.initiator = Some(init);
-        Ok(msg)
+        let identity = &self.keys.identity;
+        self.handshake.start(self.keys.secret.expose(), |psk| {
+            Initiator::qr(identity, psk, ephemeral)
+        })
     }
 
     /// Processes Noise message 2. The channel verifies linking data with the QR key.
     pub fn finish(mut self, msg2: &[u8]) -> Result<LaptopChannel, Error> {
-        let init = self
-            .initiator
-            .take()
-            .ok_or(Error::State("handshake not started"))?;
-        let Handshaken {
-            crypter,
-            handshake_hash,
-        } = init.finish(msg2)?;
-        let domain_id = self.advert.as_ref().map(|a| a.fields.domain_id);
+        let handshaken = self.handshake.finish(msg2)?;
+        let domain_id = self.advert().map(|a| a.fields.domain_id);
         Ok(LaptopChannel::new(
-            crypter,
-            handshake_hash,
+            handshaken,
             Some(self.keys.identity.clone()),
             domain_id,
         ))
@@ -278,9 +249,7 @@ pub fn check_connect_signal(message: &[u8]) -> Result<(), Error> {
 pub struct LaptopLinked {
     phone: LinkedPhone,
     client_payload: ClientPayload,
-    eid_key: EidKey,
-    advert: Option<DecryptedAdvert>,
-    initiator: Option<Initiator>,
+    handshake: LaptopHandshake,
 }
 
 impl LaptopLinked {
@@ -295,9 +264,7 @@ impl LaptopLinked {
         Self {
             phone,
             client_payload,
-            eid_key,
-            advert: None,
-            initiator: None,
+            handshake: LaptopHandshake::new(eid_key),
         }
     }
 
@@ -317,23 +284,75 @@ impl LaptopLinked {
     /// Returns whether it matched. In the linked flow the handshake can start as soon as the
     /// tunnel connects, but the PSK needs the advert, so wait for a match first.
     pub fn on_advert(&mut self, service_data: &[u8]) -> Result<bool, Error> {
-        if self.advert.is_some() {
-            return Ok(false);
-        }
-        match advert::trial_decrypt(&self.eid_key, service_data, DomainCheck::Skip) {
-            Ok(d) => {
-                self.advert = Some(d);
-                Ok(true)
-            }
-            Err(Error::AdvertNotForUs | Error::AdvertTooShort(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let matched = self.handshake.on_advert(service_data, DomainCheck::Skip)?;
+        Ok(matched.is_some())
     }
 
     /// Noise message 1 (NKpsk0 against the phone's identity key).
     pub fn handshake_message(
         &mut self,
         ephemeral: &SecretKey,
+    ) -> Result<[u8; handshake::MESSAGE_LEN], Error> {
+        let phone_key = &self.phone.public_key;
+        self.handshake
+            .start(self.phone.link_secret.expose(), |psk| {
+                Initiator::linked(phone_key, psk, ephemeral)
+            })
+    }
+
+    /// Processes Noise message 2. Linking data on a linked connection is ignored (it cannot
+    /// be verified without a QR key), as Chromium does.
+    pub fn finish(mut self, msg2: &[u8]) -> Result<LaptopChannel, Error> {
+        let handshaken = self.handshake.finish(msg2)?;
+        Ok(LaptopChannel::new(
+            handshaken,
+            None,
+            Some(self.phone.domain_id),
+        ))
+    }
+}
+
+/// The steps before the channel that both laptop flows share; only the advert key, the
+/// domain check, the PSK's secret and the Noise pattern differ, and the flows pass those in.
+#[derive(Debug)]
+struct LaptopHandshake {
+    eid_key: EidKey,
+    advert: Option<DecryptedAdvert>,
+    initiator: Option<Initiator>,
+}
+
+impl LaptopHandshake {
+    fn new(eid_key: EidKey) -> Self {
+        Self {
+            eid_key,
+            advert: None,
+            initiator: None,
+        }
+    }
+
+    /// Trial-decrypts one advert and keeps the first match. `Ok(None)`: someone else's advert,
+    /// or one already matched.
+    fn on_advert(
+        &mut self,
+        service_data: &[u8],
+        check: DomainCheck,
+    ) -> Result<Option<&DecryptedAdvert>, Error> {
+        if self.advert.is_some() {
+            return Ok(None);
+        }
+        match advert::trial_decrypt(&self.eid_key, service_data, check) {
+            Ok(d) => Ok(Some(self.advert.insert(d))),
+            Err(Error::AdvertNotForUs | Error::AdvertTooShort(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Noise message 1, once: the PSK is derived from `secret` salted with the matched
+    /// advert's plaintext, and `initiator` starts the flow's pattern with it.
+    fn start(
+        &mut self,
+        secret: &[u8],
+        initiator: impl FnOnce(&Psk) -> Result<(Initiator, [u8; handshake::MESSAGE_LEN]), Error>,
     ) -> Result<[u8; handshake::MESSAGE_LEN], Error> {
         let advert = self
             .advert
@@ -342,29 +361,18 @@ impl LaptopLinked {
         if self.initiator.is_some() {
             return Err(Error::State("handshake already started"));
         }
-        let psk = kdf::psk(self.phone.link_secret.expose(), &advert.plaintext);
-        let (init, msg) = Initiator::linked(&self.phone.public_key, &psk, ephemeral)?;
+        let psk = kdf::psk(secret, &advert.plaintext);
+        let (init, msg) = initiator(&psk)?;
         self.initiator = Some(init);
         Ok(msg)
     }
 
-    /// Processes Noise message 2. Linking data on a linked connection is ignored (it cannot
-    /// be verified without a QR key), as Chromium does.
-    pub fn finish(mut self, msg2: &[u8]) -> Result<LaptopChannel, Error> {
-        let init = self
-            .initiator
+    /// Processes Noise message 2.
+    fn finish(&mut self, msg2: &[u8]) -> Result<Handshaken, Error> {
+        self.initiator
             .take()
-            .ok_or(Error::State("handshake not started"))?;
-        let Handshaken {
-            crypter,
-            handshake_hash,
-        } = init.finish(msg2)?;
-        Ok(LaptopChannel::new(
-            crypter,
-            handshake_hash,
-            None,
-            Some(self.phone.domain_id),
-        ))
+            .ok_or(Error::State("handshake not started"))?
+            .finish(msg2)
     }
 }
 
@@ -416,8 +424,10 @@ pub struct LaptopChannel {
 
 impl LaptopChannel {
     fn new(
-        crypter: Crypter,
-        handshake_hash: [u8; 32],
+        Handshaken {
+            crypter,
+            handshake_hash,
+        }: Handshaken,
         qr_identity: Option<SecretKey>,
         domain_id: Option<u16>,
     ) -> Self {
@@ -574,9 +584,8 @@ impl LaptopChannel {
 #[derive(Debug)]
 pub struct PhoneQr {
     payload: QrPayload,
-    eid_key: EidKey,
     tunnel_id: TunnelId,
-    advert_plaintext: Option<[u8; 16]>,
+    handshake: PhoneHandshake,
 }
 
 impl PhoneQr {
@@ -587,13 +596,12 @@ impl PhoneQr {
 
     /// From an already parsed payload.
     pub fn from_payload(payload: QrPayload) -> Self {
-        let eid_key = kdf::eid_key(&payload.secret);
+        let handshake = PhoneHandshake::new(kdf::eid_key(&payload.secret));
         let tunnel_id = kdf::tunnel_id(&payload.secret);
         Self {
             payload,
-            eid_key,
             tunnel_id,
-            advert_plaintext: None,
+            handshake,
         }
     }
 
@@ -624,9 +632,7 @@ impl PhoneQr {
     /// `plaintext` with [`AdvertPlaintext::new`] (fresh nonce). The CTAP 2.3 suffix is added only
     /// if the QR code offered BLE L2CAP and `l2cap_psm` is given.
     pub fn service_data(&mut self, plaintext: AdvertPlaintext, l2cap_psm: Option<u16>) -> Vec<u8> {
-        let pt = plaintext.to_bytes();
-        self.advert_plaintext = Some(pt);
-        let adv = advert::encrypt(&self.eid_key, &pt);
+        let adv = self.handshake.advert(plaintext);
         let suffix = l2cap_psm
             .filter(|_| self.payload.offers_l2cap())
             .map(AdvertSuffix::l2cap);
@@ -639,27 +645,14 @@ impl PhoneQr {
         msg1: &[u8],
         ephemeral: &SecretKey,
     ) -> Result<(PhoneChannel, [u8; handshake::MESSAGE_LEN]), Error> {
-        let pt = self
-            .advert_plaintext
-            .ok_or(Error::State("no advert was built yet"))?;
-        let psk = kdf::psk(self.payload.secret.expose(), &pt);
-        let (
-            Handshaken {
-                crypter,
-                handshake_hash,
-            },
-            msg2,
-        ) = Responder::qr(&self.payload.identity_key, &psk, ephemeral)?.respond(msg1)?;
-        let rev = self.revision();
-        Ok((
-            PhoneChannel::new(
-                crypter,
-                handshake_hash,
-                rev,
-                Some(self.payload.identity_key),
-            ),
-            msg2,
-        ))
+        let desktop = self.payload.identity_key;
+        self.handshake.respond(
+            self.payload.secret.expose(),
+            |psk| Responder::qr(&desktop, psk, ephemeral),
+            msg1,
+            self.revision(),
+            Some(desktop),
+        )
     }
 }
 
@@ -667,8 +660,7 @@ impl PhoneQr {
 #[derive(Debug)]
 pub struct PhoneLinked {
     link_secret: LinkSecret,
-    eid_key: EidKey,
-    advert_plaintext: Option<[u8; 16]>,
+    handshake: PhoneHandshake,
 }
 
 impl PhoneLinked {
@@ -678,16 +670,13 @@ impl PhoneLinked {
         let eid_key = kdf::linked_eid_key(&link_secret, &client_payload.client_nonce);
         Self {
             link_secret,
-            eid_key,
-            advert_plaintext: None,
+            handshake: PhoneHandshake::new(eid_key),
         }
     }
 
     /// The service data to broadcast; build `plaintext` with [`AdvertPlaintext::linked`].
     pub fn service_data(&mut self, plaintext: AdvertPlaintext) -> Vec<u8> {
-        let pt = plaintext.to_bytes();
-        self.advert_plaintext = Some(pt);
-        advert::encrypt(&self.eid_key, &pt).to_vec()
+        self.handshake.advert(plaintext).to_vec()
     }
 
     /// Answers Noise message 1 (NKpsk0) with the identity key.
@@ -697,19 +686,56 @@ impl PhoneLinked {
         msg1: &[u8],
         ephemeral: &SecretKey,
     ) -> Result<(PhoneChannel, [u8; handshake::MESSAGE_LEN]), Error> {
+        self.handshake.respond(
+            self.link_secret.expose(),
+            |psk| Responder::linked(identity, psk, ephemeral),
+            msg1,
+            ProtocolRevision::V1,
+            None,
+        )
+    }
+}
+
+/// The steps before the channel that both phone flows share; only the advert key, the PSK's
+/// secret, the Noise pattern, the revision and the desktop's QR key differ.
+#[derive(Debug)]
+struct PhoneHandshake {
+    eid_key: EidKey,
+    advert_plaintext: Option<[u8; advert::PLAINTEXT_LEN]>,
+}
+
+impl PhoneHandshake {
+    fn new(eid_key: EidKey) -> Self {
+        Self {
+            eid_key,
+            advert_plaintext: None,
+        }
+    }
+
+    /// Encrypts the advert and keeps its plaintext: the salt of the PSK.
+    fn advert(&mut self, plaintext: AdvertPlaintext) -> [u8; advert::ADVERT_LEN] {
+        let pt = plaintext.to_bytes();
+        self.advert_plaintext = Some(pt);
+        advert::encrypt(&self.eid_key, &pt)
+    }
+
+    /// Answers Noise message 1 with the pattern `responder` builds from the PSK (derived from
+    /// `secret` salted with the last advert's plaintext) and opens the channel.
+    fn respond(
+        &self,
+        secret: &[u8],
+        responder: impl FnOnce(&Psk) -> Result<Responder, Error>,
+        msg1: &[u8],
+        revision: ProtocolRevision,
+        desktop_qr_key: Option<PublicKey>,
+    ) -> Result<(PhoneChannel, [u8; handshake::MESSAGE_LEN]), Error> {
         let pt = self
             .advert_plaintext
             .ok_or(Error::State("no advert was built yet"))?;
-        let psk = kdf::psk(self.link_secret.expose(), &pt);
-        let (
-            Handshaken {
-                crypter,
-                handshake_hash,
-            },
-            msg2,
-        ) = Responder::linked(identity, &psk, ephemeral)?.respond(msg1)?;
+        let psk = kdf::psk(secret, &pt);
+        let (handshaken, msg2) = responder(&psk)?.respond(msg1)?;
         Ok((
-            PhoneChannel::new(crypter, handshake_hash, ProtocolRevision::V1, None),
+            PhoneChannel::new(handshaken, revision, desktop_qr_key),
             msg2,
         ))
     }
@@ -748,8 +774,10 @@ pub struct PhoneChannel {
 
 impl PhoneChannel {
     fn new(
-        crypter: Crypter,
-        handshake_hash: [u8; 32],
+        Handshaken {
+            crypter,
+            handshake_hash,
+        }: Handshaken,
         revision: ProtocolRevision,
         desktop_qr_key: Option<PublicKey>,
     ) -> Self {
