@@ -202,20 +202,24 @@ async fn spawn_relay(nats: &Nats, routing: &str, extra: &[&str]) -> Relay {
         .kill_on_drop(true)
         .spawn()
         .expect("start hybridge-relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = timeout(T, lines.next_line())
-        .await
-        .expect("startup line in time")
-        .expect("read")
-        .expect("a line");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("startup JSON");
+    let v = startup_line(&mut child).await;
     Relay {
         addr: v["listen"].as_str().expect("listen").parse().expect("addr"),
         routing: v["routing_id"].as_str().expect("routing").to_owned(),
         pid: child.id().expect("pid"),
         child,
     }
+}
+
+/// The JSON line a relay prints on stdout when it is listening.
+async fn startup_line(child: &mut Child) -> serde_json::Value {
+    let stdout = child.stdout.take().expect("stdout");
+    let line = timeout(T, BufReader::new(stdout).lines().next_line())
+        .await
+        .expect("startup line in time")
+        .expect("read")
+        .expect("a line");
+    serde_json::from_str(&line).expect("startup JSON")
 }
 
 impl Relay {
@@ -642,13 +646,7 @@ async fn nats_over_tls_with_a_password() {
             .kill_on_drop(true)
             .spawn()
             .expect("start hybridge-relay");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let line = timeout(T, lines.next_line())
-            .await
-            .expect("startup line in time")
-            .expect("read")
-            .expect("a line");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("startup JSON");
+        let v = startup_line(&mut child).await;
         let addr: SocketAddr = v["listen"].as_str().expect("listen").parse().expect("addr");
         outsiders.push((child, addr));
     }
