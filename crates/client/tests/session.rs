@@ -505,12 +505,7 @@ async fn rp_id_mismatch_is_refused_before_any_qr_code() {
         "{err}"
     );
     assert_eq!(err.dom_exception(), "SecurityError");
-    drop(events);
-    assert!(
-        rx.recv().await.is_none(),
-        "no event, so no QR code was shown"
-    );
-    assert_eq!(radio.scanner_count(), 0, "no scan was started");
+    nothing_shown(events, rx, &radio).await;
 
     let builder = rp
         .new_challenge_authenticate_builder(vec![], Some(UserVerificationPolicy::Required))
@@ -558,6 +553,15 @@ async fn prf_eval_by_credential_at_registration_is_refused_before_any_qr_code() 
         "{err}"
     );
     assert_eq!(err.dom_exception(), "NotSupportedError");
+    nothing_shown(events, rx, &radio).await;
+}
+
+/// The ceremony ended before it started: no event (so no QR code) and no BLE scan.
+async fn nothing_shown(
+    events: Events,
+    mut rx: tokio::sync::mpsc::Receiver<hybridge_client::session::Event>,
+    radio: &MemoryRadio,
+) {
     drop(events);
     assert!(
         rx.recv().await.is_none(),
