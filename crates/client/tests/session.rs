@@ -486,7 +486,7 @@ async fn rp_id_mismatch_is_refused_before_any_qr_code() {
     let radio = MemoryRadio::new();
     let rp = rp();
     let (options, _) = creation_options(&rp, "frank");
-    let (events, mut rx) = Events::channel(8);
+    let (events, rx) = Events::channel(8);
     let config = laptop_config("ws://127.0.0.1:9");
     let err = session::register(
         &options,
@@ -535,7 +535,7 @@ async fn prf_eval_by_credential_at_registration_is_refused_before_any_qr_code() 
     json["publicKey"]["extensions"] = serde_json::json!({
         "prf": { "evalByCredential": { "AQID": { "first": "AQ" } } }
     });
-    let (events, mut rx) = Events::channel(8);
+    let (events, rx) = Events::channel(8);
     let err = session::register(
         &json.to_string(),
         ORIGIN,
