@@ -57,6 +57,10 @@ struct Cli {
     /// PEM private key for --nats-cert.
     #[arg(long, env = "HYBRIDGE_RELAY_NATS_KEY", requires = "nats_cert")]
     nats_key: Option<PathBuf>,
+    /// A peer relay silent this long is taken for dead: tunnels bridged to it close with
+    /// 1011. Heartbeats go out five times per timeout. At least 500ms.
+    #[arg(long, env = "HYBRIDGE_RELAY_NATS_PEER_TIMEOUT", default_value = "5s", value_parser = parse_peer_timeout)]
+    nats_peer_timeout: Duration,
     /// PEM certificate chain for built-in TLS (wss). Needs --tls-key.
     #[arg(long, env = "HYBRIDGE_RELAY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -155,6 +159,14 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 
 fn parse_routing_id(s: &str) -> Result<RoutingId, String> {
     RoutingId::from_hex(s).map_err(|e| e.to_string())
+}
+
+fn parse_peer_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(500) {
+        return Err("at least 500ms: shorter would take a busy peer for a dead one".into());
+    }
+    Ok(d)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -262,6 +274,7 @@ async fn run(cli: Cli) -> ExitCode {
                 prefix: cli.nats_prefix.clone(),
                 tls_ca: cli.nats_ca.clone(),
                 tls_client: cli.nats_cert.clone().zip(cli.nats_key.clone()),
+                peer_timeout: cli.nats_peer_timeout,
                 ..hybridge_relay::cluster::ClusterConfig::new(url, wait + Duration::from_secs(5))
             }
         }),

@@ -263,10 +263,14 @@ impl Relay {
 }
 
 async fn cluster3(nats: &Nats) -> (Relay, Relay, Relay) {
+    cluster3_with(nats, &[]).await
+}
+
+async fn cluster3_with(nats: &Nats, extra: &[&str]) -> (Relay, Relay, Relay) {
     tokio::join!(
-        relay(nats, "a00001", &[]),
-        relay(nats, "B00002", &[]),
-        relay(nats, "c00003", &[])
+        relay(nats, "a00001", extra),
+        relay(nats, "B00002", extra),
+        relay(nats, "c00003", extra)
     )
 }
 
@@ -433,7 +437,9 @@ async fn tunnel_id_waiting_on_a_is_409_on_b() {
 async fn sigkill_of_b_leaves_tunnels_on_a_and_c_intact() {
     require_nats!();
     let nats = Nats::start().await;
-    let (a, mut b, c) = cluster3(&nats).await;
+    // A 2 s peer timeout (default 5 s): B's death is noticed well before the default
+    // would notice it; heartbeats (every 400 ms) keep A and C alive even on a busy machine.
+    let (a, mut b, c) = cluster3_with(&nats, &["--nats-peer-timeout", "2s"]).await;
 
     let (mut p_aa, mut l_aa) = pair(&a, &a).await;
     let (mut p_cc, mut l_cc) = pair(&c, &c).await;
@@ -445,9 +451,9 @@ async fn sigkill_of_b_leaves_tunnels_on_a_and_c_intact() {
     b.child.start_kill().expect("SIGKILL B");
     let _ = b.child.wait().await;
     // The tunnel through B fails with the cluster close code once B's heartbeats are
-    // missed (5 s).
+    // missed (2 s here; the bridge checks every 500 ms).
     assert_eq!(
-        recv_close(&mut l_ba, Duration::from_secs(20)).await,
+        recv_close(&mut l_ba, Duration::from_millis(4500)).await,
         Some(1011)
     );
 

@@ -41,8 +41,9 @@ pub use stream::{RemoteStream, is_link_lost};
 /// hit a condition that prevented it from fulfilling the request).
 pub const CLOSE_LINK_LOST: u16 = 1011;
 /// A peer instance that sent no heartbeat for this long is considered gone.
-const PEER_TIMEOUT: Duration = Duration::from_secs(5);
-const HEARTBEAT: Duration = Duration::from_secs(1);
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Heartbeats per peer timeout: a peer is given up after missing this many in a row.
+const HEARTBEATS_PER_TIMEOUT: u32 = 5;
 /// Time for NATS round trips on the request path (claims, connect requests).
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -62,6 +63,9 @@ pub struct ClusterConfig {
     pub tls_ca: Option<PathBuf>,
     /// PEM certificate and key this relay presents to NATS (mutual TLS), if NATS asks.
     pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// A peer instance silent this long is taken for dead and its bridged tunnels close
+    /// with 1011. Heartbeats go out five times per timeout.
+    pub peer_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -72,6 +76,7 @@ impl ClusterConfig {
             claim_ttl,
             tls_ca: None,
             tls_client: None,
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
         }
     }
 }
@@ -84,6 +89,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("claim_ttl", &self.claim_ttl)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client", &self.tls_client)
+            .field("peer_timeout", &self.peer_timeout)
             .finish()
     }
 }
@@ -182,12 +188,26 @@ pub struct Link {
 }
 
 /// Last heartbeat seen from each peer instance.
-#[derive(Default)]
-pub(crate) struct Peers(Mutex<HashMap<String, Instant>>);
+pub(crate) struct Peers {
+    last: Mutex<HashMap<String, Instant>>,
+    timeout: Duration,
+}
 
 impl Peers {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            last: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    /// How often this instance announces itself.
+    fn heartbeat(&self) -> Duration {
+        (self.timeout / HEARTBEATS_PER_TIMEOUT).max(Duration::from_millis(50))
+    }
+
     fn saw(&self, rid: &str) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.last.lock() {
             m.insert(rid.to_owned(), Instant::now());
         }
     }
@@ -195,12 +215,12 @@ impl Peers {
     /// Whether `rid` was heard from recently (or the bridge is younger than the timeout).
     pub(crate) fn alive(&self, rid: &str, since: Instant) -> bool {
         let last = self
-            .0
+            .last
             .lock()
             .ok()
             .and_then(|m| m.get(rid).copied())
             .map_or(since, |t| t.max(since));
-        last.elapsed() < PEER_TIMEOUT
+        last.elapsed() < self.timeout
     }
 }
 
@@ -340,7 +360,7 @@ impl Cluster {
             link,
             kv: Mutex::new(None),
             claimed: Mutex::new(HashSet::new()),
-            peers: Arc::new(Peers::default()),
+            peers: Arc::new(Peers::new(config.peer_timeout)),
             stats: Arc::new(Stats::default()),
             tasks: Mutex::new(Vec::new()),
         });
@@ -705,7 +725,7 @@ async fn heartbeats(cluster: Arc<Cluster>) {
             Err(_) => sleep(Duration::from_millis(200)).await,
         }
     };
-    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut tick = tokio::time::interval(cluster.peers.heartbeat());
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -841,11 +861,16 @@ mod tests {
 
     #[test]
     fn peers_time_out() {
-        let p = Peers::default();
+        let p = Peers::new(DEFAULT_PEER_TIMEOUT);
         let long_ago = Instant::now() - Duration::from_secs(10);
         assert!(!p.alive("a00001", long_ago));
         p.saw("a00001");
         assert!(p.alive("a00001", long_ago));
         assert!(p.alive("b00002", Instant::now()));
+        assert_eq!(p.heartbeat(), Duration::from_secs(1));
+        // A shorter timeout gives up sooner and beats faster.
+        let quick = Peers::new(Duration::from_millis(500));
+        assert_eq!(quick.heartbeat(), Duration::from_millis(100));
+        assert!(!quick.alive("a00001", Instant::now() - Duration::from_secs(1)));
     }
 }
