@@ -215,6 +215,32 @@ mod tests {
         assert!(text.len() <= 200, "fits the reserved capacity");
     }
 
+    proptest::proptest! {
+        /// Any bytes: a verdict, never a panic.
+        #[test]
+        fn any_bytes_get_a_verdict(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = parse(&data, Some("x-forwarded-for"));
+        }
+
+        /// A real head cut anywhere is Partial until its last byte arrives, then Complete with
+        /// the same request whatever follows it.
+        #[test]
+        fn a_head_cut_anywhere_is_partial_until_complete(cut in 0usize..1000, extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let head = b"GET /cable/new/0123456789ABCDEF0123456789ABCDEF HTTP/1.1\r\nHost: r.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: fido.cable\r\n\r\n";
+            let cut = cut % head.len();
+            proptest::prop_assert!(matches!(parse(&head[..cut], None), Parsed::Partial));
+            let mut full = head.to_vec();
+            full.extend_from_slice(&extra);
+            match parse(&full, None) {
+                Parsed::Complete(r, n) => {
+                    proptest::prop_assert_eq!(n, head.len());
+                    proptest::prop_assert!(r.upgrade && r.version_13 && r.fido_cable && r.key.is_some());
+                }
+                _ => proptest::prop_assert!(false, "not complete"),
+            }
+        }
+    }
+
     #[test]
     fn client_ip_from_trusted_header() {
         let req = b"GET / HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9, 198.51.100.7\r\nX-Real-IP: [2001:db8::1]:443\r\n\r\n";

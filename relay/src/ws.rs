@@ -605,6 +605,56 @@ mod tests {
             }
         }
 
+        /// Whatever a client sends (any opcodes, masked or not, control frames, garbage at
+        /// the end), reading it in pieces gives the same frames, the same stop, the same
+        /// tally and the same pending ping as reading it whole: no state is lost at a read
+        /// boundary.
+        #[test]
+        fn any_stream_decodes_the_same_in_pieces(
+            frames in proptest::collection::vec(
+                (any::<bool>(), 0u8..16, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..300)),
+                0..12,
+            ),
+            tail in proptest::collection::vec(any::<u8>(), 0..20),
+            chunk in 1usize..64,
+            mask in any::<[u8; 4]>(),
+        ) {
+            let mut input = Vec::new();
+            for (fin, opcode, masked, payload) in &frames {
+                let b0 = if *fin { 0x80 } else { 0 } | opcode;
+                if *masked {
+                    push_client_frame(&mut input, b0, payload, mask);
+                } else {
+                    let mut h = [0u8; 10];
+                    let n = write_header(&mut h, b0, payload.len() as u64);
+                    input.extend_from_slice(&h[..n]);
+                    input.extend_from_slice(payload);
+                }
+            }
+            input.extend_from_slice(&tail);
+            let small = || Tally { max_message: 700, max_messages: 5, ..Default::default() };
+
+            let (mut whole_t, mut whole_d) = (small(), Decoder::new());
+            let (whole, whole_stop) = run(&mut whole_d, &input, &mut whole_t);
+
+            let (mut t, mut d) = (small(), Decoder::new());
+            let (mut out, mut stop) = (Vec::new(), None);
+            for piece in input.chunks(chunk) {
+                let (o, s) = run(&mut d, piece, &mut t);
+                out.extend_from_slice(&o);
+                if s.is_some() {
+                    stop = s;
+                    break;
+                }
+            }
+            prop_assert_eq!(out, whole);
+            prop_assert_eq!(stop, whole_stop);
+            prop_assert_eq!((t.messages, t.bytes), (whole_t.messages, whole_t.bytes));
+            prop_assert_eq!(d.at_frame_boundary(), whole_d.at_frame_boundary());
+            let ping = |d: &Decoder| d.ping.map(|(p, n)| p[..n as usize].to_vec());
+            prop_assert_eq!(ping(&d), ping(&whole_d));
+        }
+
         /// Any fragmentation of any messages, cut into any read sizes, comes out as the same
         /// frames unmasked.
         #[test]
