@@ -40,7 +40,12 @@ struct Cli {
     /// Cluster mode: join the relays on this NATS server (JetStream enabled), e.g.
     /// nats://nats:4222. Tunnel IDs are claimed cluster-wide and a /cable/connect for
     /// another instance's routing ID is bridged to it. Unset: run alone (no dependency).
-    #[arg(long, env = "HYBRIDGE_RELAY_NATS", value_name = "URL")]
+    #[arg(
+        long,
+        env = "HYBRIDGE_RELAY_NATS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     nats: Option<String>,
     /// Subject prefix and key-value bucket name in NATS, so several relay clusters can
     /// share one NATS server.

@@ -898,3 +898,22 @@ async fn logs_never_contain_tunnel_ids_or_payloads() {
         serde_json::from_str::<serde_json::Value>(line).expect("JSON log line");
     }
 }
+
+/// `--help` shows where each flag's environment variable is, never its value: the NATS URL
+/// may carry a password.
+#[tokio::test]
+async fn help_never_prints_the_nats_credentials() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
+        .arg("--help")
+        .env(
+            "HYBRIDGE_RELAY_NATS",
+            "tls://relay:s3cret-pw@nats.internal:4222",
+        )
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("HYBRIDGE_RELAY_NATS"), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+}

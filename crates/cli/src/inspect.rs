@@ -35,6 +35,7 @@ enum Inspect {
         #[arg(
             long,
             env = "HYBRIDGE_QR_SECRET",
+            hide_env_values = true,
             required_unless_present = "qr",
             conflicts_with = "qr"
         )]

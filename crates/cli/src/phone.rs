@@ -22,7 +22,7 @@ use crate::error::CliError;
 #[command(group(clap::ArgGroup::new("qr_source").required(true).args(["qr", "qr_image"])))]
 pub struct PhoneArgs {
     /// The laptop's QR code as text (FIDO:/…).
-    #[arg(long, env = "HYBRIDGE_QR", value_name = "TEXT")]
+    #[arg(long, env = "HYBRIDGE_QR", value_name = "TEXT", hide_env_values = true)]
     qr: Option<String>,
     /// A photo or screenshot of the laptop's QR code (PNG or JPEG).
     #[arg(long, value_name = "FILE")]

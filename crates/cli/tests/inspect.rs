@@ -153,3 +153,32 @@ fn inspect_domain() {
     fails(&["inspect", "domain"]);
     fails(&["inspect", "nothing"]);
 }
+
+/// `--help` names the environment variables that can hold a QR code or its secret but never
+/// shows their values.
+#[test]
+fn help_never_prints_qr_secrets_from_the_environment() {
+    let secret = "00112233445566778899aabbccddeeff";
+    for (cmd, var, value) in [
+        (
+            &["inspect", "advert", "--help"][..],
+            "HYBRIDGE_QR_SECRET",
+            secret,
+        ),
+        (
+            &["phone", "--help"][..],
+            "HYBRIDGE_QR",
+            "FIDO:/1234567890123",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hybridge"))
+            .args(cmd)
+            .env(var, value)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd:?}");
+        assert!(text.contains(var), "{cmd:?}: {text}");
+        assert!(!text.contains(value), "{cmd:?} printed {var}: {text}");
+    }
+}
