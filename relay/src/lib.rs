@@ -20,6 +20,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 mod conn;
+pub mod fuzz;
 pub mod http;
 pub mod metrics;
 mod ratelimit;

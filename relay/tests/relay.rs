@@ -917,3 +917,26 @@ async fn help_never_prints_the_nats_credentials() {
     assert!(text.contains("HYBRIDGE_RELAY_NATS"), "{text}");
     assert!(!text.contains("s3cret-pw"), "{text}");
 }
+
+/// Replays the committed fuzz corpora of the relay's parsers (`fuzz/corpus/relay_*`) through
+/// the entry points the cargo-fuzz targets call.
+#[test]
+fn fuzz_corpora_replay() {
+    for (target, run) in [
+        ("relay_ws", hybridge_relay::fuzz::ws_stream as fn(&[u8])),
+        ("relay_http", hybridge_relay::fuzz::http_head),
+    ] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("corpus directory") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                run(&std::fs::read(&path).expect("corpus file"));
+                n += 1;
+            }
+        }
+        assert!(n > 0, "{} is empty", dir.display());
+    }
+}

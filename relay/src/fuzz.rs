@@ -1,0 +1,57 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/` (`relay_ws`, `relay_http`) and their
+//! corpus replay in `relay/tests/relay.rs`: the relay's two parsers of untrusted bytes. Each
+//! takes arbitrary bytes, must never panic, and checks an invariant (it panics, so that the
+//! fuzzer reports it, only when the relay itself is wrong).
+
+use crate::http::{self, Parsed};
+use crate::ws::{Decoder, HEADROOM, Tally};
+
+fn decode(input: &[u8], chunk: usize, tally: &mut Tally, dec: &mut Decoder) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    for piece in input.chunks(chunk.max(1)) {
+        let mut buf = vec![0u8; HEADROOM + piece.len()];
+        buf[HEADROOM..].copy_from_slice(piece);
+        let end = buf.len();
+        let (n, stop) = dec.process(&mut buf, HEADROOM, end, tally);
+        out.extend_from_slice(&buf[..n]);
+        if stop.is_some() {
+            return (out, true);
+        }
+    }
+    (out, false)
+}
+
+/// A client byte stream: the first two bytes pick the read size and the limits; the rest is
+/// decoded whole and in pieces, which must agree (frames out, stop, tally, pending ping).
+pub fn ws_stream(data: &[u8]) {
+    let [a, b, rest @ ..] = data else { return };
+    let chunk = 1 + *a as usize % 64;
+    let limits = || Tally {
+        max_message: 16 + 64 * (*b as u64 & 0x1F),
+        max_messages: (*b >> 5) as u64,
+        ..Default::default()
+    };
+    let (mut t1, mut d1) = (limits(), Decoder::new());
+    let (mut t2, mut d2) = (limits(), Decoder::new());
+    let whole = decode(rest, rest.len(), &mut t1, &mut d1);
+    let pieces = decode(rest, chunk, &mut t2, &mut d2);
+    assert_eq!(whole, pieces, "read size {chunk} changed the output");
+    assert_eq!((t1.messages, t1.bytes), (t2.messages, t2.bytes));
+    let ping = |d: &Decoder| d.ping.map(|(p, n)| p[..n as usize].to_vec());
+    assert_eq!(ping(&d1), ping(&d2));
+}
+
+/// A request head: a verdict for any bytes; a complete head of `n` bytes is still complete
+/// (with the same length) when cut right after it, and partial one byte earlier.
+pub fn http_head(data: &[u8]) {
+    if let Parsed::Complete(_, n) = http::parse(data, Some("x-forwarded-for")) {
+        assert!(matches!(
+            http::parse(&data[..n], Some("x-forwarded-for")),
+            Parsed::Complete(_, m) if m == n
+        ));
+        assert!(matches!(
+            http::parse(&data[..n - 1], Some("x-forwarded-for")),
+            Parsed::Partial
+        ));
+    }
+}
