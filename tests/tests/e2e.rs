@@ -400,6 +400,53 @@ fn user_declines_on_the_phone() {
     expect_code(&mut ph, EXIT_NOT_ALLOWED);
 }
 
+/// A self-hosted relay with built-in TLS and a certificate no public CA signed: phone and laptop
+/// reach it over wss:// once told to trust it (`--ca-cert`), and refuse it otherwise.
+#[test]
+fn wss_relay_with_a_private_certificate() {
+    let p = Phone::new("wss");
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = p.file("relay.pem", &ck.cert.pem());
+    let key = p.file("relay.key", &ck.signing_key.serialize_pem());
+    let mut cmd = Command::new(relay_bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key);
+    let relay = RelayProc::start(cmd);
+    let url = format!("wss://{}", relay.listen);
+    let trust = ["--ca-cert", cert.to_str().unwrap()];
+
+    let rp = Rp::new();
+    let (options, state) = rp.creation_options("grace");
+    let opts = p.file("register.json", &options);
+    let port = free_udp_port();
+    let mut l = local_laptop("register", &opts, port, &url, &trust);
+    let qr = qr_of(&l);
+    let mut ph = local_phone(&p, &qr, port, &url, &["--yes", trust[0], trust[1]]);
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    rp.verify_registration(&l.stdout(), &state)
+        .expect("the RP accepts the registration made over wss");
+
+    // Without --ca-cert the phone refuses the relay: a network error that says TLS failed.
+    let mut ph = local_phone(&p, &other_qr(), free_udp_port(), &url, &["--yes"]);
+    expect_code(&mut ph, EXIT_NETWORK);
+    assert!(ph.stderr().contains("TLS"), "{}", ph.dump());
+    // A --ca-cert file without a certificate is a usage-level error before any PIN or radio.
+    let empty = p.file("empty.pem", "");
+    let mut ph = local_phone(
+        &p,
+        &other_qr(),
+        free_udp_port(),
+        &url,
+        &["--yes", "--ca-cert", empty.to_str().unwrap()],
+    );
+    let code = ph.code(T);
+    assert!(code != 0 && code != EXIT_NETWORK, "{}", ph.dump());
+    assert!(ph.stderr().contains("no PEM certificate"), "{}", ph.dump());
+}
+
 #[test]
 fn relay_down_is_a_clear_error() {
     let down = format!("ws://127.0.0.1:{}", closed_tcp_port());

@@ -46,6 +46,10 @@ pub struct CeremonyArgs {
         value_parser = parse_relay_for
     )]
     relay_for: Vec<(u16, String)>,
+    /// Also trust the CA certificate(s) in this PEM file for wss:// relays (a self-hosted
+    /// relay with a private CA).
+    #[arg(long, env = "HYBRIDGE_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// How long to wait for the phone's advert after showing the QR code.
     #[arg(long, env = "HYBRIDGE_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     scan_timeout: Duration,
@@ -76,7 +80,11 @@ fn parse_relay_for(s: &str) -> Result<(u16, String), String> {
 }
 
 impl CeremonyArgs {
-    fn config(&self) -> LaptopConfig {
+    fn config(&self) -> Result<LaptopConfig, CliError> {
+        let tls = match &self.ca_cert {
+            Some(path) => Some(hybridge_tunnel::tls_trusting(path).map_err(CliError::Invalid)?),
+            None => None,
+        };
         let mut relays = RelayOverrides {
             all: self.relay.clone(),
             ..RelayOverrides::default()
@@ -84,7 +92,7 @@ impl CeremonyArgs {
         for (id, url) in &self.relay_for {
             relays.by_domain.insert(*id, url.clone());
         }
-        LaptopConfig {
+        Ok(LaptopConfig {
             relays,
             timeouts: Timeouts {
                 scan: self.scan_timeout,
@@ -93,8 +101,9 @@ impl CeremonyArgs {
                 user: self.timeout,
                 ..Timeouts::default()
             },
+            tls,
             ..LaptopConfig::default()
-        }
+        })
     }
 }
 
@@ -145,8 +154,8 @@ pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
             RequestOptions::from_json(&options, &origin).map_err(session::Error::from)?;
         }
     }
+    let config = args.config()?;
     let scanner = args.ble.scanner().await?;
-    let config = args.config();
     let progress = Progress::new("");
     let (events, printer) = spawn_event_printer(progress.clone(), args.qr_out.clone(), |_| {});
     let result = match kind {

@@ -30,6 +30,10 @@ pub struct PhoneArgs {
     /// The phone's tunnel server (ws://… or wss://…). Default: domain ID's hostname.
     #[arg(long, env = "HYBRIDGE_PHONE_RELAY", value_name = "URL")]
     relay: Option<String>,
+    /// Also trust the CA certificate(s) in this PEM file for a wss:// relay (a self-hosted
+    /// relay with a private CA).
+    #[arg(long, env = "HYBRIDGE_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// The tunnel-server domain ID the advert names, so the laptop finds the relay.
     #[arg(
         long,
@@ -127,6 +131,11 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
     hybridge_proto::session::PhoneQr::from_qr_url(&text)
         .map_err(hybridge_authenticator::phone::PhoneError::InvalidQr)?;
     let qr = QrInput::Text(text);
+    // And a bad CA file before asking for a PIN.
+    let tls = match &args.ca_cert {
+        Some(path) => Some(hybridge_tunnel::tls_trusting(path).map_err(CliError::Invalid)?),
+        None => None,
+    };
 
     let pins = PinSource {
         file: args.pin_file.clone(),
@@ -165,7 +174,7 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
             user: args.timeout,
             ..PhoneTimeouts::default()
         },
-        tls: None,
+        tls,
     };
     let (events, mut rx) = PhoneEvents::channel(64);
     let printer = tokio::spawn(async move {

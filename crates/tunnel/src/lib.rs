@@ -77,6 +77,30 @@ pub fn tls_with_roots(roots: rustls::RootCertStore) -> rustls::ClientConfig {
     builder.with_root_certificates(roots).with_no_client_auth()
 }
 
+/// A TLS client configuration trusting the webpki roots and, in addition, every certificate
+/// in the PEM file at `pem` (a self-hosted relay's private CA). Fails with a message naming
+/// the file when it cannot be read or holds no certificate.
+pub fn tls_trusting(pem: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let shown = pem.display();
+    let certs = CertificateDer::pem_file_iter(pem)
+        .map_err(|e| format!("cannot read CA certificates from {shown}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot read CA certificates from {shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{shown} holds no PEM certificate"));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("a certificate in {shown} is unusable as a trust anchor: {e}"))?;
+    }
+    Ok(Arc::new(tls_with_roots(roots)))
+}
+
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_LEN))
