@@ -78,32 +78,28 @@ impl Proc {
 
     /// Waits until a stderr line satisfies `pred`; returns it, or `None` after `limit`.
     pub fn wait_stderr(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + limit;
-        let (lock, cv) = &*self.out;
-        let mut out = lock.lock().unwrap();
-        loop {
-            if let Some(l) = out.stderr.iter().find(|l| pred(l)) {
-                return Some(l.clone());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            out = cv
-                .wait_timeout(out, left.min(Duration::from_millis(200)))
-                .unwrap()
-                .0;
-        }
+        self.wait_for(limit, |out| out.stderr.iter().find(|l| pred(l)).cloned())
     }
 
     /// Waits until stdout holds a complete first line; returns it.
     pub fn wait_stdout_line(&self, limit: Duration) -> Option<String> {
+        self.wait_for(limit, |out| {
+            out.stdout.split_once('\n').map(|(line, _)| line.to_owned())
+        })
+    }
+
+    /// Waits, up to `limit`, until `found` finds something in the output collected so far.
+    fn wait_for(
+        &self,
+        limit: Duration,
+        found: impl Fn(&Output) -> Option<String>,
+    ) -> Option<String> {
         let deadline = Instant::now() + limit;
         let (lock, cv) = &*self.out;
         let mut out = lock.lock().unwrap();
         loop {
-            if let Some((line, _)) = out.stdout.split_once('\n') {
-                return Some(line.to_owned());
+            if let Some(hit) = found(&out) {
+                return Some(hit);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
