@@ -54,26 +54,21 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
     let (mut upgrade_ws, mut conn_upgrade) = (false, false);
     for h in req.headers.iter() {
         let name = h.name;
-        // Only the headers below matter; the rest are not even checked for UTF-8.
-        let wanted = name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("connection")
-            || name.eq_ignore_ascii_case("sec-websocket-version")
-            || name.eq_ignore_ascii_case("sec-websocket-key")
-            || name.eq_ignore_ascii_case("sec-websocket-protocol")
-            || client_ip_header.is_some_and(|c| name.eq_ignore_ascii_case(c));
-        if !wanted {
-            continue;
-        }
-        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+        // Only the headers below are read; the others are not even checked for UTF-8.
+        let value = || std::str::from_utf8(h.value).unwrap_or("").trim();
         if name.eq_ignore_ascii_case("upgrade") {
+            let v = value();
             upgrade_ws |= v.eq_ignore_ascii_case("websocket");
         } else if name.eq_ignore_ascii_case("connection") {
+            let v = value();
             conn_upgrade |= v
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            let v = value();
             out.version_13 = v == "13";
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            let v = value();
             // 16 bytes in base64 is 24 characters; decoded on the stack to check it.
             let mut k = [0u8; 18];
             let ok = v.len() == 24
@@ -82,12 +77,14 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
                     .is_ok_and(|n| n == 16);
             out.key = ok.then(|| v.to_owned());
         } else if client_ip_header.is_some_and(|c| name.eq_ignore_ascii_case(c)) {
+            let v = value();
             let last = v.rsplit(',').next().unwrap_or("").trim();
             out.client_ip = last
                 .parse::<IpAddr>()
                 .ok()
                 .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()));
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            let v = value();
             out.fido_cable |= v
                 .split(',')
                 .any(|t| t.trim() == hybridge_proto::tunnel::SUBPROTOCOL);

@@ -594,7 +594,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     }
 
     // Tunnel endpoints (brief §6.1, §6.2). Never log the path: it holds the tunnel ID.
-    if shared.client_ip_header.is_some() && !metrics_only {
+    if shared.client_ip_header.is_some() {
         let ip = req.client_ip.unwrap_or(peer.ip());
         allowed = shared.rate.allow(ip, std::time::Instant::now());
     }

@@ -351,17 +351,6 @@ async fn finish_both(p: &mut Pipes, plan: Plan, limit: Duration) {
     );
 }
 
-/// The tunnel's log tag (the first 4 hex digits of its ID, as `TunnelId::log_tag`),
-/// formatted only when a log line is actually written.
-#[derive(Clone, Copy)]
-struct Tag(u8, u8);
-
-impl std::fmt::Display for Tag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:02x}{:02x}", self.0, self.1)
-    }
-}
-
 /// Counts a tunnel (waiting or paired) for the capacity limit; released on drop.
 pub struct Slot(pub Arc<Shared>);
 
@@ -388,7 +377,7 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
     let shared = slot.0.clone();
     let limits = &shared.limits;
     let m = &shared.metrics;
-    let tag = Tag(waiter.id.0[0], waiter.id.0[1]);
+    let tag = waiter.id.log_tag();
     let Waiter {
         id,
         generation,

@@ -82,9 +82,20 @@ impl TunnelId {
     }
 
     /// A short, non-reversible tag for logs: the first 4 hex characters. A full tunnel ID is
-    /// a bearer capability for connecting to the tunnel and never goes into a log.
-    pub fn log_tag(&self) -> String {
-        hex::encode(&self.0[..2])
+    /// a bearer capability for connecting to the tunnel and never goes into a log. Formatting
+    /// happens only when a log line is written; making the tag allocates nothing.
+    pub fn log_tag(&self) -> LogTag {
+        LogTag([self.0[0], self.0[1]])
+    }
+}
+
+/// The first two bytes of a tunnel ID, shown as 4 lower-case hex characters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LogTag([u8; 2]);
+
+impl fmt::Display for LogTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02x}{:02x}", self.0[0], self.0[1])
     }
 }
 
@@ -231,6 +242,13 @@ mod tests {
     use proptest::prelude::*;
 
     const HELLO: &str = "68656C6C6F2C20776562617574686E21";
+
+    #[test]
+    fn log_tag_is_the_first_four_hex_digits() {
+        let id = TunnelId(*b"hello, webauthn!");
+        assert_eq!(id.log_tag().to_string(), "6865");
+        assert_eq!(format!("{id:?}"), "TunnelId(6865…)");
+    }
 
     #[test]
     fn parses_webauthn_rs_vectors() {

@@ -34,12 +34,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
-use stream::{BridgeIo, FrameTracker, close_frame};
+use stream::{BridgeIo, FrameTracker};
 pub use stream::{RemoteStream, is_link_lost};
 
 /// WebSocket close code for a tunnel that lost its cross-instance link (1011: the server
 /// hit a condition that prevented it from fulfilling the request).
-pub const CLOSE_LINK_LOST: u16 = 1011;
+pub const CLOSE_LINK_LOST: u16 = crate::ws::close::INTERNAL;
 /// A peer instance that sent no heartbeat for this long is considered gone.
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Heartbeats per peer timeout: a peer is given up after missing this many in a row.
@@ -555,7 +555,8 @@ where
                     }
                     Err(_) => {
                         if tracker.at_boundary() {
-                            let f = close_frame(CLOSE_LINK_LOST, stream::LINK_LOST);
+                            let mut f = Vec::new();
+                            crate::ws::push_close(&mut f, CLOSE_LINK_LOST, stream::LINK_LOST);
                             let _ = timeout(Duration::from_secs(2), lw.write_all(&f)).await;
                         }
                         break;

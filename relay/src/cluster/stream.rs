@@ -106,13 +106,25 @@ impl RemoteStream {
     }
 
     fn lost() -> io::Error {
-        io::Error::new(io::ErrorKind::ConnectionAborted, LINK_LOST)
+        io::Error::new(io::ErrorKind::ConnectionAborted, LinkLost)
     }
 }
 
+/// The error inside the `io::Error` of a bridged stream whose cluster link failed.
+#[derive(Debug)]
+struct LinkLost;
+
+impl std::fmt::Display for LinkLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(LINK_LOST)
+    }
+}
+
+impl std::error::Error for LinkLost {}
+
 /// Whether an I/O error is a lost cluster link (rather than a peer that went away).
 pub fn is_link_lost(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::ConnectionAborted && e.to_string() == LINK_LOST
+    e.get_ref().is_some_and(|inner| inner.is::<LinkLost>())
 }
 
 impl AsyncRead for RemoteStream {
@@ -400,15 +412,6 @@ impl FrameTracker {
     }
 }
 
-/// A server close frame (unmasked) with a code and a short reason.
-pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
-    let r = &reason.as_bytes()[..reason.len().min(123)];
-    let mut f = vec![0x88, (2 + r.len()) as u8];
-    f.extend_from_slice(&code.to_be_bytes());
-    f.extend_from_slice(r);
-    f
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +446,8 @@ mod tests {
 
     #[test]
     fn close_frame_layout() {
-        assert_eq!(close_frame(1011, "x"), vec![0x88, 3, 0x03, 0xf3, b'x']);
+        let mut f = Vec::new();
+        crate::ws::push_close(&mut f, crate::ws::close::INTERNAL, "x");
+        assert_eq!(f, vec![0x88, 3, 0x03, 0xf3, b'x']);
     }
 }
