@@ -14,6 +14,37 @@ use zeroize::Zeroizing;
 
 use crate::error::CliError;
 
+/// How the phone and the laptop reach each other: the radio for the advert, and which
+/// certificates a wss:// relay may present. Shared by `phone`, `register` and `sign-in`.
+#[derive(Debug, clap::Args)]
+pub struct TransportArgs {
+    /// The radio for the BLE advert: bluez[:hciN], or udp:ADDR:PORT with options
+    /// (the laptop listens on ADDR:PORT, the phone sends to it).
+    #[arg(
+        long,
+        env = "HYBRIDGE_BLE",
+        default_value = "bluez",
+        value_name = "SPEC"
+    )]
+    pub ble: hybridge_ble::RadioSpec,
+    /// Also trust the CA certificate(s) in this PEM file for wss:// relays (a self-hosted
+    /// relay with a private CA).
+    #[arg(long, env = "HYBRIDGE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl TransportArgs {
+    /// The TLS configuration for the tunnel: `None` (public roots) unless `--ca-cert`.
+    pub fn tls(&self) -> Result<Option<hybridge_tunnel::ClientTls>, CliError> {
+        match &self.ca_cert {
+            Some(path) => Ok(Some(
+                hybridge_tunnel::tls_trusting(path).map_err(CliError::Invalid)?,
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Parses `500ms`, `30s`, `5m` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use hybridge_ble::RadioSpec;
 use hybridge_client::session::{self, Event, Events, LaptopConfig, RelayOverrides, Timeouts};
 use hybridge_client::webauthn::{CreationOptions, Origin, RequestOptions};
 use serde_json::Value as Json;
 
-use crate::common::{Progress, check_qr_out, parse_duration, read_input, show_qr};
+use crate::common::{Progress, TransportArgs, check_qr_out, parse_duration, read_input, show_qr};
 use crate::error::CliError;
 
 /// Flags shared by `register` and `sign-in`.
@@ -26,14 +25,8 @@ pub struct CeremonyArgs {
     /// Also write the QR code to FILE: .png, .svg or .txt (the FIDO:/ text).
     #[arg(long, env = "HYBRIDGE_QR_OUT", value_name = "FILE")]
     qr_out: Option<PathBuf>,
-    /// The radio that hears the phone: bluez[:hciN] or udp:ADDR:PORT[,bind=ADDR:PORT].
-    #[arg(
-        long,
-        env = "HYBRIDGE_BLE",
-        default_value = "bluez",
-        value_name = "SPEC"
-    )]
-    ble: RadioSpec,
+    #[command(flatten)]
+    transport: TransportArgs,
     /// Send every tunnel-server domain ID to this relay (ws://… or wss://…).
     #[arg(long, env = "HYBRIDGE_RELAY", value_name = "URL")]
     relay: Option<String>,
@@ -46,10 +39,6 @@ pub struct CeremonyArgs {
         value_parser = parse_relay_for
     )]
     relay_for: Vec<(u16, String)>,
-    /// Also trust the CA certificate(s) in this PEM file for wss:// relays (a self-hosted
-    /// relay with a private CA).
-    #[arg(long, env = "HYBRIDGE_CA_CERT", value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
     /// How long to wait for the phone's advert after showing the QR code.
     #[arg(long, env = "HYBRIDGE_SCAN_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     scan_timeout: Duration,
@@ -81,10 +70,7 @@ fn parse_relay_for(s: &str) -> Result<(u16, String), String> {
 
 impl CeremonyArgs {
     fn config(&self) -> Result<LaptopConfig, CliError> {
-        let tls = match &self.ca_cert {
-            Some(path) => Some(hybridge_tunnel::tls_trusting(path).map_err(CliError::Invalid)?),
-            None => None,
-        };
+        let tls = self.transport.tls()?;
         let mut relays = RelayOverrides {
             all: self.relay.clone(),
             ..RelayOverrides::default()
@@ -155,7 +141,7 @@ pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
         }
     }
     let config = args.config()?;
-    let scanner = args.ble.scanner().await?;
+    let scanner = args.transport.ble.scanner().await?;
     let progress = Progress::new("");
     let (events, printer) = spawn_event_printer(progress.clone(), args.qr_out.clone(), |_| {});
     let result = match kind {

@@ -11,10 +11,9 @@ use hybridge_authenticator::scripted::ScriptedAgent;
 use hybridge_authenticator::store::CredentialStore;
 use hybridge_authenticator::terminal::{StdioInput, Terminal, TerminalAgent};
 use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, UserAgent};
-use hybridge_ble::RadioSpec;
 use serde_json::{Value as Json, json};
 
-use crate::common::{PinSource, open_store, parse_duration, read_input};
+use crate::common::{PinSource, TransportArgs, open_store, parse_duration, read_input};
 use crate::error::CliError;
 
 /// `hybridge phone …`
@@ -30,10 +29,6 @@ pub struct PhoneArgs {
     /// The phone's tunnel server (ws://… or wss://…). Default: domain ID's hostname.
     #[arg(long, env = "HYBRIDGE_PHONE_RELAY", value_name = "URL")]
     relay: Option<String>,
-    /// Also trust the CA certificate(s) in this PEM file for a wss:// relay (a self-hosted
-    /// relay with a private CA).
-    #[arg(long, env = "HYBRIDGE_CA_CERT", value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
     /// The tunnel-server domain ID the advert names, so the laptop finds the relay.
     #[arg(
         long,
@@ -54,14 +49,8 @@ pub struct PhoneArgs {
     /// Read the store PIN from this file instead of asking on the terminal.
     #[arg(long, env = "HYBRIDGE_PIN_FILE", value_name = "FILE")]
     pin_file: Option<PathBuf>,
-    /// The radio to advertise on: bluez[:hciN] or udp:ADDR:PORT (the laptop's scan address).
-    #[arg(
-        long,
-        env = "HYBRIDGE_BLE",
-        default_value = "bluez",
-        value_name = "SPEC"
-    )]
-    ble: RadioSpec,
+    #[command(flatten)]
+    transport: TransportArgs,
     /// How long to advertise, waiting for the laptop.
     #[arg(long, env = "HYBRIDGE_PHONE_WAIT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     wait: Duration,
@@ -132,10 +121,7 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
         .map_err(hybridge_authenticator::phone::PhoneError::InvalidQr)?;
     let qr = QrInput::Text(text);
     // And a bad CA file before asking for a PIN.
-    let tls = match &args.ca_cert {
-        Some(path) => Some(hybridge_tunnel::tls_trusting(path).map_err(CliError::Invalid)?),
-        None => None,
-    };
+    let tls = args.transport.tls()?;
 
     let pins = PinSource {
         file: args.pin_file.clone(),
@@ -165,7 +151,7 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
         rand_core::OsRng,
     )));
 
-    let advertiser = args.ble.advertiser().await?;
+    let advertiser = args.transport.ble.advertiser().await?;
     let config = PhoneConfig {
         relay: args.relay.clone(),
         domain_id: args.domain_id,

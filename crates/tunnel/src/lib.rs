@@ -55,6 +55,9 @@ pub enum ConnectError {
     Protocol(String),
 }
 
+/// A shared TLS client configuration, as the sessions' `tls` settings take it.
+pub type ClientTls = Arc<rustls::ClientConfig>;
+
 /// The default TLS client configuration: ring, webpki roots, TLS 1.2 and 1.3.
 pub fn default_tls() -> Arc<rustls::ClientConfig> {
     static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
@@ -80,7 +83,7 @@ pub fn tls_with_roots(roots: rustls::RootCertStore) -> rustls::ClientConfig {
 /// A TLS client configuration trusting the webpki roots and, in addition, every certificate
 /// in the PEM file at `pem` (a self-hosted relay's private CA). Fails with a message naming
 /// the file when it cannot be read or holds no certificate.
-pub fn tls_trusting(pem: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn tls_trusting(pem: &std::path::Path) -> Result<ClientTls, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let shown = pem.display();
