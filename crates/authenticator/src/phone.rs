@@ -57,16 +57,13 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use crate::authenticator::Authenticator;
+use hybridge_ctap::StatusCode;
+
 use crate::qr_image::{QrImageError, decode_qr_image};
 use crate::store::CredentialStore;
 use crate::user::UserAgent;
 
 pub use ws::{default_tls, tls_with_roots};
-
-/// `CTAP2_ERR_USER_ACTION_TIMEOUT`: what the laptop gets when the user does not answer in time.
-const USER_ACTION_TIMEOUT: u8 = 0x2F;
-/// The authenticatorSelection command byte (CTAP 2.1 §6.9).
-const AUTHENTICATOR_SELECTION: u8 = 0x0B;
 
 /// What answers CTAP requests on the phone: the software [`Authenticator`], or a test double.
 /// Calls may block (a terminal prompt); the session runs them on a blocking thread.
@@ -585,7 +582,7 @@ where
     let command = request.first().copied().unwrap_or(0);
     // authenticatorSelection ends the transaction with an error and no answer, as Chrome's
     // phone does (brief §9: AUTHENTICATOR_SELECTION_RECEIVED); nobody is asked.
-    if command == AUTHENTICATOR_SELECTION {
+    if command == hybridge_ctap::Command::Selection.byte() {
         return Err(PhoneError::AuthenticatorSelection);
     }
     events.emit(PhoneProgress::Request { command });
@@ -637,7 +634,8 @@ where
             // Tell the laptop the user did not answer.
             _ = tokio::time::sleep_until(deadline) => {
                 give_up();
-                break (vec![USER_ACTION_TIMEOUT], true);
+                // What the laptop gets when the user does not answer in time.
+                break (vec![StatusCode::CTAP2_ERR_USER_ACTION_TIMEOUT.0], true);
             }
             m = recv(socket, PhoneStep::Processing) => {
                 if let Err(e) = while_processing(&mut channel, m) {
@@ -647,7 +645,10 @@ where
             }
         }
     };
-    let status = response.first().copied().unwrap_or(0x7F);
+    let status = response
+        .first()
+        .copied()
+        .unwrap_or(StatusCode::CTAP1_ERR_OTHER.0);
 
     // 5. Respond, then wait (briefly) for the laptop's shutdown.
     let step = PhoneStep::Closing;

@@ -96,12 +96,7 @@ fn sanitize(s: &str) -> String {
 
 /// CTAP command names for the summary.
 pub fn command_name(command: u8) -> &'static str {
-    match command {
-        0x01 => "makeCredential",
-        0x02 => "getAssertion",
-        0x04 => "getInfo",
-        _ => "other",
-    }
+    hybridge_ctap::Command::from_byte(command).map_or("other", hybridge_ctap::Command::name)
 }
 
 /// Runs `phone`; a JSON summary is returned for stdout.

@@ -466,7 +466,7 @@ impl Tunnel {
     /// is returned.
     pub async fn transact(&mut self, request: &[u8], events: &Events) -> Result<Vec<u8>, Error> {
         const STEP: Step = Step::WaitingForUser;
-        if request == [0x04] {
+        if request == [hybridge_ctap::Command::GetInfo.byte()] {
             if let Some(info) = self.get_info() {
                 let mut out = vec![0x00];
                 out.extend_from_slice(info);

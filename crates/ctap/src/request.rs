@@ -29,6 +29,16 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's name in the CTAP 2.1 specification, without the `authenticator` prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::MakeCredential => "makeCredential",
+            Command::GetAssertion => "getAssertion",
+            Command::GetInfo => "getInfo",
+            Command::Selection => "selection",
+        }
+    }
+
     /// The command byte.
     pub fn byte(self) -> u8 {
         match self {
