@@ -247,23 +247,23 @@ impl PostHandshake {
                     .collect::<Vec<_>>(),
             ),
         };
-        let get_info = match v.get(1u8) {
-            None => None,
-            Some(g) => Some(
-                g.as_bytes()
-                    .ok_or(Error::MissingGetInfo("key 1 is not a byte string"))?
-                    .to_vec(),
-            ),
-        };
         let linking = v.get(2u8).and_then(|l| LinkingInfo::from_cbor(l).ok());
-        let ph = Self {
-            get_info,
+        let mut ph = Self {
+            get_info: None,
             linking,
             features,
         };
-        if ph.supports_ctap() && ph.get_info.is_none() {
-            return Err(Error::MissingGetInfo("key 1 is absent"));
-        }
+        // Key 1 is required only when the phone offers CTAP: then it must be a byte string.
+        let key1 = v.get(1u8);
+        ph.get_info = match (key1, ph.supports_ctap()) {
+            (Some(g), ctap) => match g.as_bytes() {
+                Some(b) => Some(b.to_vec()),
+                None if ctap => return Err(Error::MissingGetInfo("key 1 is not a byte string")),
+                None => None,
+            },
+            (None, true) => return Err(Error::MissingGetInfo("key 1 is absent")),
+            (None, false) => None,
+        };
         Ok(ph)
     }
 }
@@ -420,6 +420,13 @@ mod tests {
         );
         let dc_only = Value::map([(Value::from(3u8), Value::array(["dc"]))]);
         assert!(PostHandshake::decode(&hybridge_cbor::encode(&dc_only)).is_ok());
+        // A phone without CTAP may send anything under key 1: it is not a getInfo problem.
+        let dc_odd_key1 = Value::map([
+            (Value::from(1u8), Value::from("whatever")),
+            (Value::from(3u8), Value::array(["dc"])),
+        ]);
+        let (ph, _) = PostHandshake::decode(&hybridge_cbor::encode(&dc_odd_key1)).unwrap();
+        assert!(!ph.supports_ctap() && ph.get_info.is_none());
         assert!(PostHandshake::decode(&[0x01]).is_err());
     }
 
