@@ -71,11 +71,6 @@ impl Proc {
         }
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Waits until a stderr line satisfies `pred`; returns it, or `None` after `limit`.
     pub fn wait_stderr(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         self.wait_for(limit, |out| out.stderr.iter().find(|l| pred(l)).cloned())
@@ -170,15 +165,6 @@ impl Proc {
             self.name,
             self.stderr()
         )
-    }
-
-    /// Sends SIGTERM (through `kill`), for a graceful stop.
-    pub fn terminate(&mut self) {
-        if self.status.is_none() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-        }
     }
 }
 

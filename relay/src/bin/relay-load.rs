@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use hybridge_proto::tunnel::{TunnelId, TunnelPath, parse_routing_id_header};
 use hybridge_relay::client::{self, Client, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -191,21 +192,21 @@ async fn gauge(addr: SocketAddr, name: &str) -> Option<i64> {
 
 // ---- one tunnel ----------------------------------------------------------------------
 
-fn random_id() -> String {
-    let id: [u8; 16] = rand::random();
-    id.iter().map(|b| format!("{b:02X}")).collect()
-}
-
 async fn open_pair(
     addr: SocketAddr,
     connect: SocketAddr,
     src: Option<IpAddr>,
 ) -> Result<(Client, Client), BoxErr> {
-    let id = random_id();
-    let (phone, routing) = client::connect(addr, &format!("/cable/new/{id}"), src).await?;
+    let tunnel_id = TunnelId(rand::random());
+    let (phone, routing) =
+        client::connect(addr, &TunnelPath::New { tunnel_id }.to_path(), src).await?;
     let routing = routing.ok_or("no X-caBLE-Routing-ID")?;
-    let (laptop, _) =
-        client::connect(connect, &format!("/cable/connect/{routing}/{id}"), src).await?;
+    let routing_id = parse_routing_id_header(routing.as_bytes())?;
+    let path = TunnelPath::Connect {
+        routing_id,
+        tunnel_id,
+    };
+    let (laptop, _) = client::connect(connect, &path.to_path(), src).await?;
     Ok((phone, laptop))
 }
 
