@@ -50,7 +50,7 @@ use hybridge_proto::advert::AdvertPlaintext;
 use hybridge_proto::frame::{PostHandshake, ProtocolRevision};
 use hybridge_proto::qr::RequestType;
 use hybridge_proto::session::{PhoneChannel, PhoneEvent, PhoneQr};
-use hybridge_proto::tunnel::{ROUTING_ID_HEADER, parse_routing_id_header};
+use hybridge_proto::tunnel::{ROUTING_ID_HEADER, routing_id_from_headers};
 use hybridge_proto::{domain, keys};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
@@ -437,12 +437,8 @@ where
             }
             Ok(Ok(c)) => c,
         };
-    let mut routing = response.headers().get_all(ROUTING_ID_HEADER).iter();
-    let routing_id = match (routing.next(), routing.next()) {
-        (Some(v), None) => parse_routing_id_header(v.as_bytes()).ok(),
-        _ => None,
-    };
-    let Some(routing_id) = routing_id else {
+    let values = response.headers().get_all(ROUTING_ID_HEADER);
+    let Some(routing_id) = routing_id_from_headers(values.iter().map(|v| v.as_bytes())) else {
         ws::close(&mut socket, t.close).await;
         return Err(PhoneError::NoRoutingId { url: base });
     };

@@ -236,12 +236,38 @@ pub fn parse_routing_id_header(value: &[u8]) -> Result<RoutingId, TunnelError> {
     RoutingId::from_hex(s.trim())
 }
 
+/// The routing ID from every `X-caBLE-Routing-ID` value of a 101 response: there must be
+/// exactly one, and it must parse (a duplicate is an error, brief §6.2). `None` otherwise.
+pub fn routing_id_from_headers<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<RoutingId> {
+    let mut values = values.into_iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => parse_routing_id_header(v).ok(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     const HELLO: &str = "68656C6C6F2C20776562617574686E21";
+
+    #[test]
+    fn exactly_one_routing_id_header() {
+        let one: [&[u8]; 1] = [b"A1b2C3"];
+        assert_eq!(
+            routing_id_from_headers(one),
+            Some(RoutingId([0xa1, 0xb2, 0xc3]))
+        );
+        let two: [&[u8]; 2] = [b"a1b2c3", b"a1b2c3"];
+        assert_eq!(routing_id_from_headers(two), None);
+        assert_eq!(routing_id_from_headers(std::iter::empty::<&[u8]>()), None);
+        let bad: [&[u8]; 1] = [b"a1b2"];
+        assert_eq!(routing_id_from_headers(bad), None);
+    }
 
     #[test]
     fn log_tag_is_the_first_four_hex_digits() {
