@@ -51,7 +51,11 @@ pub fn decode_qr_image(bytes: &[u8]) -> Result<String, QrImageError> {
     grids
         .iter()
         .filter_map(|g| g.decode().ok().map(|(_, text)| text))
-        .find(|t| t.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("FIDO:/")))
+        .find(|t| {
+            let prefix = hybridge_proto::qr::PREFIX;
+            t.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        })
         .ok_or(QrImageError::NotFido)
 }
 
