@@ -49,6 +49,7 @@ enum Inbound {
 }
 
 enum Out {
+    /// A whole `[DATA] bytes` message, built once by the writer and published as is.
     Data(Bytes),
     Credit(u32),
     Eof,
@@ -185,11 +186,8 @@ impl AsyncWrite for RemoteStream {
         }
         let n = buf.len().min(avail as usize).min(CHUNK);
         this.credit.avail.fetch_sub(n as i64, AcqRel);
-        if this
-            .out
-            .send(Out::Data(Bytes::copy_from_slice(&buf[..n])))
-            .is_err()
-        {
+        // The only copy of the payload on its way to NATS: straight into the message.
+        if this.out.send(Out::Data(message(DATA, &buf[..n]))).is_err() {
             return Poll::Ready(Err(RemoteStream::lost()));
         }
         Poll::Ready(Ok(n))
@@ -277,12 +275,7 @@ async fn bridge_task(
             }
             o = out_rx.recv() => {
                 let msg = match o {
-                    Some(Out::Data(b)) => {
-                        let mut m = BytesMut::with_capacity(1 + b.len());
-                        m.put_u8(DATA);
-                        m.put_slice(&b);
-                        m.freeze()
-                    }
+                    Some(Out::Data(m)) => m,
                     Some(Out::Credit(n)) => message(CREDIT, &n.to_be_bytes()),
                     Some(Out::Eof) => {
                         sent_eof = true;
@@ -442,6 +435,12 @@ mod tests {
         let mut t = FrameTracker::default();
         t.feed(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
         assert!(!t.at_boundary());
+    }
+
+    #[test]
+    fn data_message_is_tag_then_payload() {
+        assert_eq!(&message(DATA, b"abc")[..], &[DATA, b'a', b'b', b'c']);
+        assert_eq!(&message(EOF, &[])[..], &[EOF]);
     }
 
     #[test]
