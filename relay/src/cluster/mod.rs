@@ -265,9 +265,11 @@ pub struct Incoming {
     pub early: Vec<u8>,
 }
 
-/// Called for each bridged `/connect`: `Ok` when a phone was waiting on the tunnel ID and
-/// took the connection, `Err` (giving it back) when none was.
-pub type Acceptor = Arc<dyn Fn(TunnelId, Incoming) -> Result<(), Incoming> + Send + Sync>;
+/// Called for each bridged `/connect`: `true` when a phone was waiting on the tunnel ID and
+/// took the connection, `false` when none was. A refused [`Incoming`] is simply dropped:
+/// nothing has moved on its bridge yet, so it ends without a word to the other instance,
+/// which answers the laptop itself when it reads the refusal.
+pub type Acceptor = Arc<dyn Fn(TunnelId, Incoming) -> bool + Send + Sync>;
 
 /// `/cable/new` for a tunnel ID another phone holds somewhere in the cluster.
 #[derive(Debug)]
@@ -684,9 +686,10 @@ async fn serve_connects(cluster: Arc<Cluster>, acceptor: Acceptor) {
                     Ok(sub) => {
                         let to_laptop = format!("{prefix}.br.{bid}.l");
                         let stream = RemoteStream::spawn(cluster.bridge_io(sub, to_laptop, from));
-                        match acceptor(tunnel_id, Incoming { stream, key, early }) {
-                            Ok(()) => REPLY_OK,
-                            Err(_) => REPLY_UNKNOWN,
+                        if acceptor(tunnel_id, Incoming { stream, key, early }) {
+                            REPLY_OK
+                        } else {
+                            REPLY_UNKNOWN
                         }
                     }
                     Err(_) => REPLY_UNKNOWN,
