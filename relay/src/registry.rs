@@ -13,6 +13,7 @@ use std::time::Instant;
 use hybridge_proto::tunnel::TunnelId;
 use tokio::sync::oneshot;
 
+use crate::cluster::Claim;
 use crate::conn::Conn;
 
 const SHARDS: usize = 16;
@@ -31,6 +32,8 @@ pub struct Handoff {
 struct Slot {
     generation: u64,
     tx: oneshot::Sender<Handoff>,
+    /// Released in the cluster when the phone stops waiting, if it is [`Claim::Cluster`].
+    claim: Claim,
 }
 
 /// A phone's place in the registry; withdraw it when the phone leaves.
@@ -58,15 +61,25 @@ impl Registry {
         &self.shards[id.0[15] as usize % SHARDS]
     }
 
-    /// A phone starts waiting on `id`.
-    pub fn register(&self, id: TunnelId) -> Result<Waiter, AlreadyWaiting> {
+    /// A phone starts waiting on `id`, which it claimed as `claim`. The registry owns the
+    /// claim from here: it is released when the phone stops waiting, or at once if another
+    /// phone already waits on `id` here.
+    pub fn register(&self, id: TunnelId, claim: Claim) -> Result<Waiter, AlreadyWaiting> {
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let mut map = self.shard(&id).lock().map_err(|_| AlreadyWaiting)?;
-        if map.contains_key(&id) {
+        let map = self.shard(&id).lock().ok();
+        let Some(mut map) = map.filter(|m| !m.contains_key(&id)) else {
+            self.release(&id, claim);
             return Err(AlreadyWaiting);
-        }
-        map.insert(id, Slot { generation, tx });
+        };
+        map.insert(
+            id,
+            Slot {
+                generation,
+                tx,
+                claim,
+            },
+        );
         Ok(Waiter {
             id,
             generation,
@@ -79,13 +92,9 @@ impl Registry {
     /// laptop pairs with a phone.
     pub fn claim(&self, id: &TunnelId) -> Option<oneshot::Sender<Handoff>> {
         let mut map = self.shard(id).lock().ok()?;
-        let tx = map.remove(id).map(|s| s.tx);
-        if tx.is_some()
-            && let Some(c) = self.cluster.get()
-        {
-            c.release(id);
-        }
-        tx
+        let slot = map.remove(id)?;
+        self.release(id, slot.claim);
+        Some(slot.tx)
     }
 
     /// The phone stops waiting (timeout, disconnect, shutdown). A later phone that reused
@@ -93,11 +102,37 @@ impl Registry {
     pub fn withdraw(&self, id: &TunnelId, generation: u64) {
         if let Ok(mut map) = self.shard(id).lock()
             && map.get(id).is_some_and(|s| s.generation == generation)
+            && let Some(slot) = map.remove(id)
         {
-            map.remove(id);
-            if let Some(c) = self.cluster.get() {
-                c.release(id);
-            }
+            self.release(id, slot.claim);
         }
+    }
+
+    fn release(&self, id: &TunnelId, claim: Claim) {
+        if claim == Claim::Cluster
+            && let Some(c) = self.cluster.get()
+        {
+            c.release(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_phone_per_id_and_withdraw_spares_a_successor() {
+        let r = Registry::default();
+        let id = TunnelId([5; 16]);
+        let first = r.register(id, Claim::Local).expect("free ID");
+        assert!(r.register(id, Claim::Local).is_err(), "duplicate refused");
+        assert!(r.claim(&id).is_some(), "a laptop takes the phone");
+        assert!(r.claim(&id).is_none(), "only once");
+        let second = r.register(id, Claim::Local).expect("free again");
+        r.withdraw(&id, first.generation);
+        assert!(r.claim(&id).is_some(), "the later phone is still waiting");
+        r.withdraw(&id, second.generation);
+        assert!(r.claim(&id).is_none());
     }
 }

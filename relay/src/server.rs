@@ -616,21 +616,19 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             }
             let slot = Slot(shared.clone());
             // In a cluster the ID is claimed cluster-wide first (409 on every instance).
-            if let Some(c) = shared.cluster()
-                && Box::pin(c.claim(&tunnel_id)).await.is_err()
-            {
+            let claim = match shared.cluster() {
+                Some(c) => match Box::pin(c.claim(&tunnel_id)).await {
+                    Ok(claim) => claim,
+                    Err(crate::cluster::Conflict) => {
+                        drop(slot);
+                        return reject(shared, conn, Reject::Conflict).await;
+                    }
+                },
+                None => crate::cluster::Claim::Local,
+            };
+            let Ok(waiter) = shared.registry.register(tunnel_id, claim) else {
                 drop(slot);
                 return reject(shared, conn, Reject::Conflict).await;
-            }
-            let waiter = match shared.registry.register(tunnel_id) {
-                Ok(w) => w,
-                Err(_) => {
-                    if let Some(c) = shared.cluster() {
-                        c.release(&tunnel_id);
-                    }
-                    drop(slot);
-                    return reject(shared, conn, Reject::Conflict).await;
-                }
             };
             // Boxed: the laptop's connection task, which ends at the handoff, stays small.
             Box::pin(tunnel::run(slot, conn, early, key, waiter)).await;

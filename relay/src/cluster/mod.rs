@@ -19,7 +19,7 @@
 
 pub mod stream;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -275,6 +275,16 @@ pub type Acceptor = Arc<dyn Fn(TunnelId, Incoming) -> bool + Send + Sync>;
 #[derive(Debug)]
 pub struct Conflict;
 
+/// How a waiting phone's tunnel ID is claimed. The registry keeps it with the phone, so the
+/// claim is released when the phone stops waiting, and only if this instance holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// In the cluster's key-value bucket: every instance refuses the ID until it is released.
+    Cluster,
+    /// On this instance only (no cluster, or its link was down): nothing to release.
+    Local,
+}
+
 /// Why a bridged `/connect` was not served; the HTTP status to answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -305,8 +315,6 @@ pub struct Cluster {
     prefix: String,
     link: watch::Sender<Link>,
     kv: Mutex<Option<async_nats::jetstream::kv::Store>>,
-    /// Tunnel IDs this instance holds a cluster-wide claim on (only those are released).
-    claimed: Mutex<HashSet<TunnelId>>,
     peers: Arc<Peers>,
     stats: Arc<Stats>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -361,7 +369,6 @@ impl Cluster {
             prefix: config.prefix.clone(),
             link,
             kv: Mutex::new(None),
-            claimed: Mutex::new(HashSet::new()),
             peers: Arc::new(Peers::new(config.peer_timeout)),
             stats: Arc::new(Stats::default()),
             tasks: Mutex::new(Vec::new()),
@@ -404,20 +411,18 @@ impl Cluster {
     }
 
     /// Claims `id` cluster-wide for a phone on this instance. When the link is down the
-    /// claim is local only (the local registry still refuses duplicates here).
-    pub async fn claim(&self, id: &TunnelId) -> Result<(), Conflict> {
+    /// claim is local only (the local registry still refuses duplicates here). The claim
+    /// goes to [`crate::registry::Registry::register`], which releases it.
+    pub async fn claim(&self, id: &TunnelId) -> Result<Claim, Conflict> {
         let Some(kv) = self.kv().filter(|_| self.ready()) else {
             self.stats.claims_local_only.fetch_add(1, Relaxed);
-            return Ok(());
+            return Ok(Claim::Local);
         };
         let value = Bytes::copy_from_slice(self.routing_hex.as_bytes());
         match timeout(RPC_TIMEOUT, kv.create(Self::claim_key(id), value)).await {
             Ok(Ok(_)) => {
                 self.stats.claims.fetch_add(1, Relaxed);
-                if let Ok(mut c) = self.claimed.lock() {
-                    c.insert(*id);
-                }
-                Ok(())
+                Ok(Claim::Cluster)
             }
             Ok(Err(e)) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
                 self.stats.claim_conflicts.fetch_add(1, Relaxed);
@@ -426,21 +431,20 @@ impl Cluster {
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cluster claim failed; claiming locally only");
                 self.stats.claims_local_only.fetch_add(1, Relaxed);
-                Ok(())
+                Ok(Claim::Local)
             }
             Err(_) => {
                 tracing::warn!("cluster claim timed out; claiming locally only");
                 self.stats.claims_local_only.fetch_add(1, Relaxed);
-                Ok(())
+                Ok(Claim::Local)
             }
         }
     }
 
-    /// The phone on `id` stopped waiting (paired, left or timed out): drop our claim, if
-    /// we hold one.
-    pub fn release(&self, id: &TunnelId) {
-        let ours = self.claimed.lock().is_ok_and(|mut c| c.remove(id));
-        let Some(kv) = self.kv().filter(|_| ours && self.ready()) else {
+    /// Drops this instance's [`Claim::Cluster`] on `id`: its phone stopped waiting (paired,
+    /// left or timed out) or never started. Called by the registry, which knows the claim.
+    pub(crate) fn release(&self, id: &TunnelId) {
+        let Some(kv) = self.kv().filter(|_| self.ready()) else {
             return;
         };
         let key = Self::claim_key(id);
