@@ -50,7 +50,7 @@ use hybridge_proto::advert::AdvertPlaintext;
 use hybridge_proto::frame::{PostHandshake, ProtocolRevision};
 use hybridge_proto::qr::RequestType;
 use hybridge_proto::session::{PhoneChannel, PhoneEvent, PhoneQr};
-use hybridge_proto::tunnel::{ROUTING_ID_HEADER, routing_id_from_headers};
+use hybridge_proto::tunnel::{ROUTING_ID_HEADER, base_url, routing_id_from_headers};
 use hybridge_proto::{domain, keys};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
@@ -171,18 +171,12 @@ pub struct PhoneConfig {
 impl PhoneConfig {
     /// The relay base URL.
     pub fn relay_url(&self) -> Result<String, PhoneError> {
-        let base = match &self.relay {
-            Some(r) => r.clone(),
-            None => {
-                domain::hostname(self.domain_id).ok_or(PhoneError::UnknownDomain(self.domain_id))?
-            }
-        };
-        let base = base.trim_end_matches('/');
-        Ok(if base.contains("://") {
-            base.to_owned()
-        } else {
-            format!("wss://{base}")
-        })
+        match &self.relay {
+            Some(r) => Ok(base_url(r)),
+            None => domain::hostname(self.domain_id)
+                .map(|host| base_url(&host))
+                .ok_or(PhoneError::UnknownDomain(self.domain_id)),
+        }
     }
 }
 

@@ -55,7 +55,7 @@ use hybridge_ctap::GetInfoResponse;
 use hybridge_proto::linking::LinkingInfo;
 use hybridge_proto::qr::{QrKeys, RequestType};
 use hybridge_proto::session::{LaptopChannel, LaptopEvent, LaptopQr};
-use hybridge_proto::{domain, keys};
+use hybridge_proto::{domain, keys, tunnel};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
@@ -84,16 +84,12 @@ impl RelayOverrides {
 
     /// The base URL for `domain_id`: an override, else its hostname (`wss://`).
     pub fn resolve(&self, domain_id: u16) -> Result<String, Error> {
-        let base = match (self.by_domain.get(&domain_id), &self.all) {
-            (Some(u), _) | (None, Some(u)) => u.clone(),
-            (None, None) => domain::hostname(domain_id).ok_or(Error::UnknownDomain(domain_id))?,
-        };
-        let base = base.trim_end_matches('/');
-        Ok(if base.contains("://") {
-            base.to_owned()
-        } else {
-            format!("wss://{base}")
-        })
+        match (self.by_domain.get(&domain_id), &self.all) {
+            (Some(u), _) | (None, Some(u)) => Ok(tunnel::base_url(u)),
+            (None, None) => domain::hostname(domain_id)
+                .map(|host| tunnel::base_url(&host))
+                .ok_or(Error::UnknownDomain(domain_id)),
+        }
     }
 }
 

@@ -217,16 +217,30 @@ impl TunnelPath {
         }
     }
 
-    /// The full WebSocket URL on `base`, which is either a bare hostname (`cable.ua5v.com`,
-    /// giving `wss://`) or a URL with scheme and optional port (`ws://127.0.0.1:8080`), as used
-    /// for self-hosted and local relays. A trailing slash on `base` is ignored.
+    /// The full WebSocket URL on `base`, normalised by [`base_url`]: a bare hostname
+    /// (`cable.ua5v.com`) gets `wss://`, a URL with scheme and optional port
+    /// (`ws://127.0.0.1:8080`) is kept, a trailing slash is ignored.
     pub fn to_url(&self, base: &str) -> String {
-        let base = base.trim_end_matches('/');
-        if base.contains("://") {
-            format!("{base}{}", self.to_path())
-        } else {
-            format!("wss://{base}{}", self.to_path())
-        }
+        format!("{}{}", base_url(base), self.to_path())
+    }
+}
+
+/// A tunnel server's base URL, the one form every side uses: `base` is either a bare hostname
+/// (`cable.ua5v.com`, as domain IDs resolve to, giving `wss://`) or a URL with scheme and
+/// optional port (`ws://127.0.0.1:8080`, `wss://relay.example.net`), as used for self-hosted
+/// and local relays. Trailing slashes are dropped, so a path can be appended.
+///
+/// ```
+/// use hybridge_proto::tunnel::base_url;
+/// assert_eq!(base_url("cable.ua5v.com"), "wss://cable.ua5v.com");
+/// assert_eq!(base_url("ws://127.0.0.1:8080/"), "ws://127.0.0.1:8080");
+/// ```
+pub fn base_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.contains("://") {
+        base.to_owned()
+    } else {
+        format!("wss://{base}")
     }
 }
 
@@ -356,6 +370,26 @@ mod tests {
             p.to_url("ws://127.0.0.1:8080/"),
             "ws://127.0.0.1:8080/cable/connect/090A0B/00000000000000000000000000000000"
         );
+    }
+
+    #[test]
+    fn base_urls_are_normalised() {
+        assert_eq!(base_url("cable.ua5v.com"), "wss://cable.ua5v.com");
+        assert_eq!(base_url("cable.ua5v.com/"), "wss://cable.ua5v.com");
+        assert_eq!(
+            base_url("relay.example.net:8443"),
+            "wss://relay.example.net:8443"
+        );
+        assert_eq!(
+            base_url("wss://relay.example.net"),
+            "wss://relay.example.net"
+        );
+        assert_eq!(base_url("ws://127.0.0.1:8080"), "ws://127.0.0.1:8080");
+        assert_eq!(base_url("ws://127.0.0.1:8080//"), "ws://127.0.0.1:8080");
+        // Already normal: normalising again changes nothing.
+        for b in ["cable.ua5v.com/", "ws://127.0.0.1:8080/"] {
+            assert_eq!(base_url(&base_url(b)), base_url(b));
+        }
     }
 
     #[test]
