@@ -311,6 +311,8 @@ const REPLY_UNKNOWN: u8 = 1;
 /// A relay's membership in a cluster.
 pub struct Cluster {
     client: async_nats::Client,
+    routing_id: RoutingId,
+    /// `routing_id` in lower-case hex, as it appears in subjects and claims.
     routing_hex: String,
     prefix: String,
     link: watch::Sender<Link>,
@@ -318,10 +320,6 @@ pub struct Cluster {
     peers: Arc<Peers>,
     stats: Arc<Stats>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Cluster {
@@ -365,7 +363,8 @@ impl Cluster {
         let (link, _) = watch::channel(Link::default());
         let cluster = Arc::new(Cluster {
             client,
-            routing_hex: routing_id.to_hex().to_ascii_lowercase(),
+            routing_id,
+            routing_hex: hex::encode(routing_id.0),
             prefix: config.prefix.clone(),
             link,
             kv: Mutex::new(None),
@@ -407,7 +406,7 @@ impl Cluster {
     }
 
     fn claim_key(id: &TunnelId) -> String {
-        format!("t.{}", hex(&id.0))
+        format!("t.{}", hex::encode(id.0))
     }
 
     /// Claims `id` cluster-wide for a phone on this instance. When the link is down the
@@ -483,9 +482,9 @@ impl Cluster {
             self.stats.connects_refused.fetch_add(1, Relaxed);
             return Err((Refused::Unavailable, conn));
         }
-        let owner = routing_id.to_hex().to_ascii_lowercase();
+        let owner = hex::encode(routing_id.0);
         let bridge: [u8; 16] = rand::random();
-        let bid = hex(&bridge);
+        let bid = hex::encode(bridge);
         let inbox = format!("{}.br.{bid}.l", self.prefix);
         let to_owner = format!("{}.br.{bid}.p", self.prefix);
         // Subscribe before asking: the owner may send its 101 before we see the reply.
@@ -495,7 +494,7 @@ impl Cluster {
         let mut req = BytesMut::with_capacity(40 + key.len() + early.len());
         req.put_slice(&tunnel_id.0);
         req.put_slice(&bridge);
-        req.put_slice(&routing_id_bytes(&self.routing_hex));
+        req.put_slice(&self.routing_id.0);
         req.put_u16(key.len() as u16);
         req.put_slice(key.as_bytes());
         req.put_slice(&early);
@@ -520,10 +519,6 @@ impl Cluster {
         pipe_laptop(conn, remote).await;
         Ok(())
     }
-}
-
-fn routing_id_bytes(hex6: &str) -> [u8; 3] {
-    RoutingId::from_hex(hex6).map(|r| r.0).unwrap_or_default()
 }
 
 /// Moves bytes between the laptop's socket and the bridge until the owner ends the
@@ -715,8 +710,8 @@ fn parse_connect(p: &[u8]) -> Option<ConnectRequest> {
         return None;
     }
     let tunnel_id = TunnelId(p[..16].try_into().ok()?);
-    let bid = hex(&p[16..32]);
-    let from = hex(&p[32..35]);
+    let bid = hex::encode(&p[16..32]);
+    let from = hex::encode(&p[32..35]);
     let klen = u16::from_be_bytes([p[35], p[36]]) as usize;
     let key = std::str::from_utf8(p.get(37..37 + klen)?).ok()?.to_owned();
     let early = p[37 + klen..].to_vec();
@@ -865,6 +860,13 @@ mod tests {
         let mut bad = req.clone();
         bad[35..37].copy_from_slice(&999u16.to_be_bytes());
         assert!(parse_connect(&bad).is_none());
+    }
+
+    #[test]
+    fn claim_keys_are_lower_case_hex() {
+        // Every instance must spell a key the same way: changing it splits the cluster.
+        let key = Cluster::claim_key(&TunnelId([0xab; 16]));
+        assert_eq!(key, format!("t.{}", "ab".repeat(16)));
     }
 
     #[test]
