@@ -58,7 +58,7 @@ use hybridge_proto::session::{LaptopChannel, LaptopEvent, LaptopQr};
 use hybridge_proto::{domain, keys, tunnel};
 use rand_core::OsRng;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 pub use ceremony::{register, sign_in};
 pub use error::{Error, Step, from_status};
@@ -283,34 +283,24 @@ impl Laptop {
         let url = connect.path().to_url(&base);
         tracing::debug!(relay = %base, tunnel = %connect.tunnel_id.log_tag(), "connecting");
         events.emit(Event::Connecting(base.clone()));
-        let (mut socket, _) =
-            match timeout(t.connect, ws::connect(&url, self.config.tls.clone())).await {
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        step: Step::Connecting,
-                        after: t.connect,
-                    });
-                }
-                Ok(Err(e)) => {
-                    return Err(Error::RelayUnreachable {
-                        url: base,
-                        reason: e.to_string(),
-                    });
-                }
-                Ok(Ok(c)) => c,
-            };
+        let (mut socket, _) = within(Step::Connecting, t.connect, Instant::now(), async {
+            ws::connect(&url, self.config.tls.clone())
+                .await
+                .map_err(|e| Error::RelayUnreachable {
+                    url: base.clone(),
+                    reason: e.to_string(),
+                })
+        })
+        .await?;
 
         let ephemeral = keys::generate(&mut OsRng);
         let msg1 = self
             .qr
             .handshake_message(&ephemeral)
             .map_err(Error::Handshake)?;
-        let deadline = Instant::now() + t.handshake;
-        let step_timeout = |step| Error::Timeout {
-            step,
-            after: t.handshake,
-        };
-        let msg2 = timeout_at(deadline, async {
+        // The handshake and the post-handshake message share one limit.
+        let started = Instant::now();
+        let msg2 = within(Step::Handshake, t.handshake, started, async {
             ws::send(&mut socket, msg1.to_vec())
                 .await
                 .map_err(|reason| Error::Tunnel {
@@ -319,8 +309,7 @@ impl Laptop {
                 })?;
             recv(&mut socket, Step::Handshake).await
         })
-        .await
-        .ok_or_else(|| step_timeout(Step::Handshake))??;
+        .await?;
         let mut channel = match self.qr.finish(&msg2) {
             Ok(c) => c,
             Err(e) => {
@@ -339,11 +328,13 @@ impl Laptop {
             timeouts: t,
             closed: false,
         };
-        let first = match timeout_at(deadline, recv(&mut tunnel.socket, Step::PostHandshake)).await
-        {
-            None => return Err(step_timeout(Step::PostHandshake)),
-            Some(r) => r?,
-        };
+        let first = within(
+            Step::PostHandshake,
+            t.handshake,
+            started,
+            recv(&mut tunnel.socket, Step::PostHandshake),
+        )
+        .await?;
         let evs = match channel.on_message(&first) {
             Ok(evs) => evs,
             Err(source) => {
@@ -389,8 +380,17 @@ impl Laptop {
     }
 }
 
-async fn timeout_at<F: std::future::Future>(deadline: Instant, f: F) -> Option<F::Output> {
-    tokio::time::timeout_at(deadline, f).await.ok()
+/// `f`, unless `limit` (counted from `since`) runs out first: then [`Error::Timeout`] naming
+/// `step` and `limit`. Every step of the session waits through this.
+async fn within<T>(
+    step: Step,
+    limit: Duration,
+    since: Instant,
+    f: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout_at(since + limit, f)
+        .await
+        .unwrap_or(Err(Error::Timeout { step, after: limit }))
 }
 
 /// The next message, or the error naming `step`.
@@ -474,8 +474,7 @@ impl Tunnel {
             .send_ctap(request)
             .map_err(|source| Error::Protocol { step: STEP, source })?;
         events.emit(Event::WaitingForUser);
-        let after = self.timeouts.user;
-        let result = tokio::time::timeout(after, async {
+        let result = within(STEP, self.timeouts.user, Instant::now(), async {
             ws::send(&mut self.socket, ct)
                 .await
                 .map_err(|reason| Error::Tunnel { step: STEP, reason })?;
@@ -494,8 +493,7 @@ impl Tunnel {
                 }
             }
         })
-        .await
-        .unwrap_or(Err(Error::Timeout { step: STEP, after }));
+        .await;
         if result.is_err() {
             self.abort().await;
         }
