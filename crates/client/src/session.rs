@@ -319,26 +319,17 @@ impl Laptop {
         };
         events.emit(Event::HandshakeDone);
 
-        let mut tunnel = Tunnel {
-            socket,
-            channel: None,
-            get_info: None,
-            info: None,
-            linking: None,
-            timeouts: t,
-            closed: false,
-        };
         let first = within(
             Step::PostHandshake,
             t.handshake,
             started,
-            recv(&mut tunnel.socket, Step::PostHandshake),
+            recv(&mut socket, Step::PostHandshake),
         )
         .await?;
         let evs = match channel.on_message(&first) {
             Ok(evs) => evs,
             Err(source) => {
-                tunnel.abort().await;
+                ws::close(&mut socket, t.close).await;
                 return Err(match source {
                     hybridge_proto::Error::MissingGetInfo(why) => {
                         Error::InvalidGetInfo(why.to_owned())
@@ -351,32 +342,58 @@ impl Laptop {
             }
         };
         let mut ctap = true;
+        let mut linking = None;
         for ev in evs {
             match ev {
                 LaptopEvent::PostHandshake { message, .. } => ctap = message.supports_ctap(),
-                other => tunnel.note(other),
+                other => note(&mut linking, other),
             }
         }
-        tunnel.get_info = channel.get_info().map(<[u8]>::to_vec);
-        tunnel.channel = Some(Box::new(channel));
         if !ctap {
-            tunnel.close(&Events::none()).await;
+            send_shutdown(&mut socket, &mut channel, t.close).await;
+            ws::close(&mut socket, t.close).await;
             return Err(Error::NoCtap);
         }
         // Every request is built from what getInfo says (rk, uv, extensions): a phone whose
-        // getInfo does not parse cannot be asked anything sensible.
-        let parsed = match tunnel.get_info.as_deref() {
+        // getInfo does not parse cannot be asked anything sensible. The bytes stay in the
+        // channel; the tunnel keeps only this parse of them.
+        let parsed = match channel.get_info() {
             None => Err("key 1 is absent".to_owned()),
             Some(b) => GetInfoResponse::from_cbor(b).map_err(|e| format!("it does not parse: {e}")),
         };
-        match parsed {
-            Ok(info) => tunnel.info = Some(info),
+        let info = match parsed {
+            Ok(info) => info,
             Err(why) => {
-                tunnel.abort().await;
+                ws::close(&mut socket, t.close).await;
                 return Err(Error::InvalidGetInfo(why));
             }
+        };
+        Ok(Tunnel {
+            socket,
+            channel: Box::new(channel),
+            info,
+            linking,
+            timeouts: t,
+            closed: false,
+        })
+    }
+}
+
+/// Keeps what a phone message says about linking: verified linking data replaces any earlier.
+fn note(linking: &mut Option<LinkingInfo>, event: LaptopEvent) {
+    match event {
+        LaptopEvent::Linked(l) => *linking = Some(l),
+        LaptopEvent::LinkingRejected(why) => {
+            tracing::debug!(%why, "linking data from the phone dropped");
         }
-        Ok(tunnel)
+        _ => {}
+    }
+}
+
+/// Sends the shutdown message, if the channel still has one to send, waiting at most `limit`.
+async fn send_shutdown(socket: &mut ws::Ws, channel: &mut LaptopChannel, limit: Duration) {
+    if let Ok(Some(ct)) = channel.shutdown() {
+        let _ = tokio::time::timeout(limit, ws::send(socket, ct)).await;
     }
 }
 
@@ -405,13 +422,14 @@ async fn recv(socket: &mut ws::Ws, step: Step) -> Result<Vec<u8>, Error> {
 /// An open, encrypted tunnel to the phone, after its post-handshake message.
 pub struct Tunnel {
     socket: ws::Ws,
-    // Boxed: it holds the Noise and AEAD state. `None` once aborted.
-    channel: Option<Box<LaptopChannel>>,
-    get_info: Option<Vec<u8>>,
-    // `get_info`, parsed (always there once `connect` returned).
-    info: Option<GetInfoResponse>,
+    // Boxed: it holds the Noise and AEAD state. It also holds the phone's getInfo bytes, so it
+    // stays after the tunnel closed; `closed` is what stops all sending.
+    channel: Box<LaptopChannel>,
+    // The channel's getInfo, parsed once by `connect`.
+    info: GetInfoResponse,
     linking: Option<LinkingInfo>,
     timeouts: Timeouts,
+    // The WebSocket was closed (after a failure or `close`): nothing more is sent.
     closed: bool,
 }
 
@@ -426,32 +444,22 @@ pub struct SessionEnd {
 impl fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tunnel")
-            .field("open", &self.channel.is_some())
+            .field("open", &!self.closed)
             .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
     }
 }
 
 impl Tunnel {
-    /// The phone's getInfo response, CBOR (no status byte).
+    /// The phone's getInfo response, CBOR (no status byte), as the phone sent it.
     pub fn get_info(&self) -> Option<&[u8]> {
-        self.get_info.as_deref()
+        self.channel.get_info()
     }
 
     /// The phone's getInfo response, parsed. (`connect` fails with
-    /// [`Error::InvalidGetInfo`] when it is missing or does not parse.)
-    pub fn get_info_response(&self) -> Option<GetInfoResponse> {
-        self.info.clone()
-    }
-
-    fn note(&mut self, event: LaptopEvent) {
-        match event {
-            LaptopEvent::Linked(l) => self.linking = Some(l),
-            LaptopEvent::LinkingRejected(why) => {
-                tracing::debug!(%why, "linking data from the phone dropped");
-            }
-            _ => {}
-        }
+    /// [`Error::InvalidGetInfo`] when it is missing or does not parse, so there always is one.)
+    pub fn get_info_response(&self) -> &GetInfoResponse {
+        &self.info
     }
 
     /// Sends one CTAP request (`command ‖ CBOR`) and returns the phone's answer
@@ -469,8 +477,11 @@ impl Tunnel {
                 return Ok(out);
             }
         }
-        let channel = self.channel.as_mut().ok_or(Error::TunnelClosed(STEP))?;
-        let ct = channel
+        if self.closed {
+            return Err(Error::TunnelClosed(STEP));
+        }
+        let ct = self
+            .channel
             .send_ctap(request)
             .map_err(|source| Error::Protocol { step: STEP, source })?;
         events.emit(Event::WaitingForUser);
@@ -480,15 +491,15 @@ impl Tunnel {
                 .map_err(|reason| Error::Tunnel { step: STEP, reason })?;
             loop {
                 let m = recv(&mut self.socket, STEP).await?;
-                let channel = self.channel.as_mut().ok_or(Error::TunnelClosed(STEP))?;
-                let evs = channel
+                let evs = self
+                    .channel
                     .on_message(&m)
                     .map_err(|source| Error::Protocol { step: STEP, source })?;
                 for ev in evs {
                     match ev {
                         LaptopEvent::CtapResponse(r) => return Ok(r),
                         LaptopEvent::PhoneShutdown => return Err(Error::TunnelClosed(STEP)),
-                        other => self.note(other),
+                        other => note(&mut self.linking, other),
                     }
                 }
             }
@@ -502,7 +513,6 @@ impl Tunnel {
 
     /// Closes at once, without a shutdown message (after a failure).
     async fn abort(&mut self) {
-        self.channel = None;
         if !self.closed {
             self.closed = true;
             ws::close(&mut self.socket, self.timeouts.close).await;
@@ -511,11 +521,8 @@ impl Tunnel {
 
     /// Sends the shutdown message and closes the tunnel; emits [`Event::Done`].
     pub async fn close(mut self, events: &Events) -> SessionEnd {
-        if let Some(channel) = self.channel.as_mut() {
-            if let Ok(Some(ct)) = channel.shutdown() {
-                let _ =
-                    tokio::time::timeout(self.timeouts.close, ws::send(&mut self.socket, ct)).await;
-            }
+        if !self.closed {
+            send_shutdown(&mut self.socket, &mut self.channel, self.timeouts.close).await;
         }
         self.abort().await;
         events.emit(Event::Done);

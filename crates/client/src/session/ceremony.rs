@@ -34,14 +34,14 @@ pub async fn register(
         webauthn::client_data_json(ClientDataType::Create, &options.challenge, &origin);
     let laptop = Laptop::new(RequestType::MakeCredential, config.clone());
     let tunnel = laptop.connect(scanner, events).await?;
-    let info = tunnel.get_info_response().unwrap_or_else(no_info);
-    let request = match make_credential_request(&options, &client_data_json, &info) {
-        Ok(r) => r,
-        Err(e) => {
-            tunnel.close(&Events::none()).await;
-            return Err(e);
-        }
-    };
+    let request =
+        match make_credential_request(&options, &client_data_json, tunnel.get_info_response()) {
+            Ok(r) => r,
+            Err(e) => {
+                tunnel.close(&Events::none()).await;
+                return Err(e);
+            }
+        };
     let rk = request.options.rk;
     let bytes = transact(tunnel, Request::MakeCredential(Box::new(request)), events).await?;
     check_status(&bytes)?;
@@ -65,8 +65,7 @@ pub async fn sign_in(
         webauthn::client_data_json(ClientDataType::Get, &options.challenge, &origin);
     let laptop = Laptop::new(RequestType::GetAssertion, config.clone());
     let tunnel = laptop.connect(scanner, events).await?;
-    let info = tunnel.get_info_response().unwrap_or_else(no_info);
-    let request = get_assertion_request(&options, &client_data_json, &info);
+    let request = get_assertion_request(&options, &client_data_json, tunnel.get_info_response());
     let bytes = transact(tunnel, Request::GetAssertion(Box::new(request)), events).await?;
     check_status(&bytes)?;
     let response = GetAssertionResponse::decode_reply(&bytes)
@@ -90,23 +89,6 @@ async fn transact(mut tunnel: Tunnel, request: Request, events: &Events) -> Resu
         tunnel.close(events).await;
     }
     result
-}
-
-/// A phone that sent no (parseable) getInfo: assume nothing. (`Laptop::connect` already
-/// refuses such a phone; this is only the conservative default.)
-fn no_info() -> GetInfoResponse {
-    GetInfoResponse {
-        versions: Vec::new(),
-        extensions: Vec::new(),
-        aaguid: [0; 16],
-        options: Vec::new(),
-        max_msg_size: None,
-        pin_uv_auth_protocols: Vec::new(),
-        max_credential_count_in_list: None,
-        max_credential_id_length: None,
-        transports: Vec::new(),
-        algorithms: Vec::new(),
-    }
 }
 
 fn uv_option(uv: UserVerification, info: &GetInfoResponse) -> Option<bool> {
@@ -362,6 +344,22 @@ pub(crate) fn assertion(
 mod tests {
     use super::*;
     use crate::webauthn::Origin;
+
+    /// A phone that promises nothing.
+    fn no_info() -> GetInfoResponse {
+        GetInfoResponse {
+            versions: Vec::new(),
+            extensions: Vec::new(),
+            aaguid: [0; 16],
+            options: Vec::new(),
+            max_msg_size: None,
+            pin_uv_auth_protocols: Vec::new(),
+            max_credential_count_in_list: None,
+            max_credential_id_length: None,
+            transports: Vec::new(),
+            algorithms: Vec::new(),
+        }
+    }
 
     fn info(rk: bool, uv: bool, prf: bool) -> GetInfoResponse {
         GetInfoResponse {
