@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
-use stream::{BridgeIo, FrameTracker};
+use stream::{BridgeFailure, BridgeIo, FrameTracker};
 pub use stream::{RemoteStream, is_link_lost};
 
 /// WebSocket close code for a tunnel that lost its cross-instance link (1011: the server
@@ -229,7 +229,8 @@ impl Peers {
 pub(crate) struct Stats {
     bridges_active: AtomicU64,
     bridges_total: AtomicU64,
-    failures: Mutex<HashMap<&'static str, u64>>,
+    /// Indexed by [`BridgeFailure`].
+    failures: [AtomicU64; BridgeFailure::ALL.len()],
     claims: AtomicU64,
     claim_conflicts: AtomicU64,
     claims_local_only: AtomicU64,
@@ -248,10 +249,8 @@ impl Stats {
         self.bridges_active.fetch_sub(1, Relaxed);
     }
 
-    pub(crate) fn bridge_failed(&self, reason: &'static str) {
-        if let Ok(mut m) = self.failures.lock() {
-            *m.entry(reason).or_default() += 1;
-        }
+    pub(crate) fn bridge_failed(&self, reason: BridgeFailure) {
+        self.failures[reason as usize].fetch_add(1, Relaxed);
     }
 }
 
@@ -820,17 +819,26 @@ impl Cluster {
             "counter",
             s.link_losses.load(Relaxed),
         );
+        s.render_failures(out);
+    }
+}
+
+impl Stats {
+    /// `hybridge_relay_cluster_bridge_failures_total`: only reasons that happened, in label
+    /// order.
+    fn render_failures(&self, out: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(
             out,
             "# HELP hybridge_relay_cluster_bridge_failures_total Bridged tunnel sides that ended abnormally, by reason.\n# TYPE hybridge_relay_cluster_bridge_failures_total counter"
         );
-        if let Ok(m) = s.failures.lock() {
-            let mut v: Vec<_> = m.iter().collect();
-            v.sort();
-            for (reason, n) in v {
+        for reason in BridgeFailure::ALL {
+            let n = self.failures[reason as usize].load(Relaxed);
+            if n > 0 {
                 let _ = writeln!(
                     out,
-                    "hybridge_relay_cluster_bridge_failures_total{{reason=\"{reason}\"}} {n}"
+                    "hybridge_relay_cluster_bridge_failures_total{{reason=\"{}\"}} {n}",
+                    reason.as_str()
                 );
             }
         }
@@ -867,6 +875,24 @@ mod tests {
         // Every instance must spell a key the same way: changing it splits the cluster.
         let key = Cluster::claim_key(&TunnelId([0xab; 16]));
         assert_eq!(key, format!("t.{}", "ab".repeat(16)));
+    }
+
+    #[test]
+    fn bridge_failures_are_counted_by_reason_label() {
+        let s = Stats::default();
+        s.bridge_failed(BridgeFailure::PeerSilent);
+        s.bridge_failed(BridgeFailure::NatsLinkLost);
+        s.bridge_failed(BridgeFailure::PeerSilent);
+        let mut out = String::new();
+        s.render_failures(&mut out);
+        let samples: Vec<_> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                "hybridge_relay_cluster_bridge_failures_total{reason=\"nats link lost\"} 1",
+                "hybridge_relay_cluster_bridge_failures_total{reason=\"peer instance silent\"} 2",
+            ]
+        );
     }
 
     #[test]

@@ -43,6 +43,60 @@ const ABORT: u8 = 3;
 /// The reason a bridged stream failed, as seen by its reader.
 pub const LINK_LOST: &str = "relay cluster link lost";
 
+/// Why a bridge ended abnormally: the `reason` label of
+/// `hybridge_relay_cluster_bridge_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BridgeFailure {
+    /// This side's stream was dropped without a clean end.
+    ClosedLocally,
+    /// The NATS connection went down (or came back as a new epoch).
+    NatsLinkLost,
+    /// The other side sent ABORT (or a message this side does not know).
+    PeerAborted,
+    /// The other instance sent no heartbeat within the peer timeout.
+    PeerSilent,
+    /// Publishing to the other side failed.
+    PublishFailed,
+    /// NATS ended this side's subscription.
+    SubscriptionClosed,
+}
+
+impl BridgeFailure {
+    /// Every reason, in the order of its discriminant and of its label (as `/metrics`
+    /// lists them).
+    pub(crate) const ALL: [BridgeFailure; 6] = [
+        BridgeFailure::ClosedLocally,
+        BridgeFailure::NatsLinkLost,
+        BridgeFailure::PeerAborted,
+        BridgeFailure::PeerSilent,
+        BridgeFailure::PublishFailed,
+        BridgeFailure::SubscriptionClosed,
+    ];
+
+    /// The metric label; dashboards and alerts match on these, so they never change.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BridgeFailure::ClosedLocally => "closed locally",
+            BridgeFailure::NatsLinkLost => "nats link lost",
+            BridgeFailure::PeerAborted => "peer aborted",
+            BridgeFailure::PeerSilent => "peer instance silent",
+            BridgeFailure::PublishFailed => "publish failed",
+            BridgeFailure::SubscriptionClosed => "subscription closed",
+        }
+    }
+
+    /// Whether the other side still has to be told with an ABORT: not when it aborted
+    /// itself, was told already, or cannot be reached by publishing.
+    fn tell_peer(self) -> bool {
+        !matches!(
+            self,
+            BridgeFailure::ClosedLocally
+                | BridgeFailure::PeerAborted
+                | BridgeFailure::PublishFailed
+        )
+    }
+}
+
 enum Inbound {
     Data(Bytes),
     Eof,
@@ -247,11 +301,11 @@ async fn bridge_task(
             w.wake();
         }
     };
-    let failure: Option<&'static str> = loop {
+    let failure: Option<BridgeFailure> = loop {
         tokio::select! {
             biased;
             m = subscriber.next() => {
-                let Some(m) = m else { break Some("subscription closed") };
+                let Some(m) = m else { break Some(BridgeFailure::SubscriptionClosed) };
                 used = true;
                 let p = &m.payload;
                 match p.first() {
@@ -270,7 +324,7 @@ async fn bridge_task(
                             break None;
                         }
                     }
-                    _ => break Some("peer aborted"),
+                    _ => break Some(BridgeFailure::PeerAborted),
                 }
             }
             o = out_rx.recv() => {
@@ -285,32 +339,32 @@ async fn bridge_task(
                     None => {
                         // Dropped without a clean end: tell the other side.
                         let _ = client.publish(to_peer.clone(), message(ABORT, &[])).await;
-                        break if sent_eof { None } else { Some("closed locally") };
+                        break if sent_eof { None } else { Some(BridgeFailure::ClosedLocally) };
                     }
                 };
                 used = true;
                 if client.publish(to_peer.clone(), msg).await.is_err() {
-                    break Some("publish failed");
+                    break Some(BridgeFailure::PublishFailed);
                 }
             }
             r = link.changed() => {
                 if r.is_err() || link.borrow().epoch != epoch || !link.borrow().up {
-                    break Some("nats link lost");
+                    break Some(BridgeFailure::NatsLinkLost);
                 }
             }
             _ = tick.tick() => {
                 if !peers.alive(&peer, started) {
-                    break Some("peer instance silent");
+                    break Some(BridgeFailure::PeerSilent);
                 }
             }
         }
     };
     if let Some(reason) = failure {
         stats.bridge_failed(reason);
-        if reason != "closed locally" && reason != "peer aborted" && reason != "publish failed" {
+        if reason.tell_peer() {
             let _ = client.publish(to_peer.clone(), message(ABORT, &[])).await;
         }
-        tracing::debug!(reason, "cluster bridge ended");
+        tracing::debug!(reason = reason.as_str(), "cluster bridge ended");
     }
     stats.bridge_closed();
     // Waking a writer that waits for credit lets it see the closed channel.
@@ -435,6 +489,15 @@ mod tests {
         let mut t = FrameTracker::default();
         t.feed(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
         assert!(!t.at_boundary());
+    }
+
+    #[test]
+    fn failure_reasons_are_listed_in_label_order() {
+        for (i, r) in BridgeFailure::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        let labels: Vec<_> = BridgeFailure::ALL.iter().map(|r| r.as_str()).collect();
+        assert!(labels.is_sorted(), "{labels:?}");
     }
 
     #[test]
