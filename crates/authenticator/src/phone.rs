@@ -53,7 +53,6 @@ use hybridge_proto::session::{PhoneChannel, PhoneEvent, PhoneQr};
 use hybridge_proto::tunnel::{ROUTING_ID_HEADER, base_url, routing_id_from_headers};
 use hybridge_proto::{domain, keys};
 use rand_core::OsRng;
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use crate::authenticator::Authenticator;
@@ -237,28 +236,9 @@ impl fmt::Display for PhoneProgress {
     }
 }
 
-/// Where phone events go: a bounded channel or nowhere; never blocks the protocol.
-#[derive(Clone, Debug, Default)]
-pub struct PhoneEvents(Option<mpsc::Sender<PhoneProgress>>);
-
-impl PhoneEvents {
-    /// Events are dropped.
-    pub fn none() -> Self {
-        Self(None)
-    }
-
-    /// A bounded channel and its receiver.
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<PhoneProgress>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self(Some(tx)), rx)
-    }
-
-    fn emit(&self, p: PhoneProgress) {
-        if let Some(tx) = &self.0 {
-            let _ = tx.try_send(p);
-        }
-    }
-}
+/// Where phone events go: a bounded channel ([`PhoneEvents::channel`]) or nowhere
+/// ([`PhoneEvents::none`]); never blocks the protocol.
+pub type PhoneEvents = ws::Events<PhoneProgress>;
 
 /// A step of the phone session, as named in errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

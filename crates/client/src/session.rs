@@ -57,7 +57,6 @@ use hybridge_proto::qr::{QrKeys, RequestType};
 use hybridge_proto::session::{LaptopChannel, LaptopEvent, LaptopQr};
 use hybridge_proto::{domain, keys, tunnel};
 use rand_core::OsRng;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub use ceremony::{register, sign_in};
@@ -174,36 +173,9 @@ impl fmt::Display for Event {
     }
 }
 
-/// Where events go: a bounded channel, or nowhere. A UI that does not keep up loses events;
-/// it never slows the protocol down.
-#[derive(Clone, Debug, Default)]
-pub struct Events(Option<mpsc::Sender<Event>>);
-
-impl Events {
-    /// Events are dropped.
-    pub fn none() -> Self {
-        Self(None)
-    }
-
-    /// A bounded channel of `capacity` events and its receiver.
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self(Some(tx)), rx)
-    }
-
-    /// Sends one event without waiting.
-    pub fn emit(&self, event: Event) {
-        if let Some(tx) = &self.0 {
-            let _ = tx.try_send(event);
-        }
-    }
-}
-
-impl From<mpsc::Sender<Event>> for Events {
-    fn from(tx: mpsc::Sender<Event>) -> Self {
-        Self(Some(tx))
-    }
-}
+/// Where events go: a bounded channel ([`Events::channel`]), or nowhere ([`Events::none`]).
+/// A UI that does not keep up loses events; it never slows the protocol down.
+pub type Events = ws::Events<Event>;
 
 fn now_unix() -> u64 {
     SystemTime::now()

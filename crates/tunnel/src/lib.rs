@@ -4,8 +4,13 @@
 //!
 //! Both sides use it: the laptop session (`hybridge-client`) for `/cable/connect`, the phone
 //! session (`hybridge-authenticator`) for `/cable/new`. Every protocol decision stays in
-//! `hybridge-proto`; this crate only opens the socket and moves messages.
+//! `hybridge-proto`; this crate only opens the socket and moves messages, and carries the
+//! [`Events`] emitter both sessions report their progress through.
 #![forbid(unsafe_code)]
+
+pub mod events;
+
+pub use events::Events;
 
 use std::sync::{Arc, OnceLock};
 
