@@ -639,20 +639,19 @@ impl PhoneQr {
         advert::service_data(&adv, suffix.as_ref())
     }
 
-    /// Answers Noise message 1 with message 2 and opens the channel.
+    /// Answers Noise message 1 (KNpsk0 against the QR code's identity key) with message 2 and
+    /// opens the channel. Call it after [`PhoneQr::service_data`]: the PSK is salted with the
+    /// advert.
     pub fn respond(
         self,
         msg1: &[u8],
         ephemeral: &SecretKey,
     ) -> Result<(PhoneChannel, [u8; handshake::MESSAGE_LEN]), Error> {
+        let psk = self.handshake.psk(self.payload.secret.expose())?;
         let desktop = self.payload.identity_key;
-        self.handshake.respond(
-            self.payload.secret.expose(),
-            |psk| Responder::qr(&desktop, psk, ephemeral),
-            msg1,
-            self.revision(),
-            Some(desktop),
-        )
+        let (handshaken, msg2) = Responder::qr(&desktop, &psk, ephemeral)?.respond(msg1)?;
+        let channel = PhoneChannel::new(handshaken, self.revision(), Some(desktop));
+        Ok((channel, msg2))
     }
 }
 
@@ -679,25 +678,25 @@ impl PhoneLinked {
         self.handshake.advert(plaintext).to_vec()
     }
 
-    /// Answers Noise message 1 (NKpsk0) with the identity key.
+    /// Answers Noise message 1 (NKpsk0) with the identity key, and opens the channel (always
+    /// revision 1). Call it after [`PhoneLinked::service_data`]: the PSK is salted with the
+    /// advert.
     pub fn respond(
         self,
         identity: &SecretKey,
         msg1: &[u8],
         ephemeral: &SecretKey,
     ) -> Result<(PhoneChannel, [u8; handshake::MESSAGE_LEN]), Error> {
-        self.handshake.respond(
-            self.link_secret.expose(),
-            |psk| Responder::linked(identity, psk, ephemeral),
-            msg1,
-            ProtocolRevision::V1,
-            None,
-        )
+        let psk = self.handshake.psk(self.link_secret.expose())?;
+        let (handshaken, msg2) = Responder::linked(identity, &psk, ephemeral)?.respond(msg1)?;
+        let channel = PhoneChannel::new(handshaken, ProtocolRevision::V1, None);
+        Ok((channel, msg2))
     }
 }
 
-/// The steps before the channel that both phone flows share; only the advert key, the PSK's
-/// secret, the Noise pattern, the revision and the desktop's QR key differ.
+/// What both phone flows keep before the handshake: the advert key, and the plaintext of the
+/// last advert, which salts the PSK. The flows differ in the PSK's secret, the Noise pattern
+/// and the channel they open; each does those itself.
 #[derive(Debug)]
 struct PhoneHandshake {
     eid_key: EidKey,
@@ -719,25 +718,14 @@ impl PhoneHandshake {
         advert::encrypt(&self.eid_key, &pt)
     }
 
-    /// Answers Noise message 1 with the pattern `responder` builds from the PSK (derived from
-    /// `secret` salted with the last advert's plaintext) and opens the channel.
-    fn respond(
-        &self,
-        secret: &[u8],
-        responder: impl FnOnce(&Psk) -> Result<Responder, Error>,
-        msg1: &[u8],
-        revision: ProtocolRevision,
-        desktop_qr_key: Option<PublicKey>,
-    ) -> Result<(PhoneChannel, [u8; handshake::MESSAGE_LEN]), Error> {
+    /// The Noise PSK: `secret` (the QR secret or the link secret) salted with the plaintext
+    /// of the last advert built; an error before any advert.
+    fn psk(&self, secret: &[u8]) -> Result<Psk, Error> {
         let pt = self
             .advert_plaintext
+            .as_ref()
             .ok_or(Error::State("no advert was built yet"))?;
-        let psk = kdf::psk(secret, &pt);
-        let (handshaken, msg2) = responder(&psk)?.respond(msg1)?;
-        Ok((
-            PhoneChannel::new(handshaken, revision, desktop_qr_key),
-            msg2,
-        ))
+        Ok(kdf::psk(secret, pt))
     }
 }
 
