@@ -121,6 +121,12 @@ impl QrInput {
             QrInput::Image(bytes) => decode_qr_image(bytes).map_err(PhoneError::QrImage),
         }
     }
+
+    /// The QR code read (an image is decoded) and parsed: what [`serve_qr`] answers. Parse it
+    /// once, to refuse a bad QR code early and then answer it.
+    pub fn parse(&self) -> Result<PhoneQr, PhoneError> {
+        PhoneQr::from_qr_url(&self.text()?).map_err(PhoneError::InvalidQr)
+    }
 }
 
 /// Timeouts of the phone's steps.
@@ -384,9 +390,22 @@ pub async fn serve<H>(
 where
     H: CtapHandler + ?Sized + 'static,
 {
+    serve_qr(qr.parse()?, advertiser, handler, config, events).await
+}
+
+/// [`serve`] for a QR code already parsed ([`QrInput::parse`]), e.g. one checked before the
+/// user was asked for anything.
+pub async fn serve_qr<H>(
+    mut session: PhoneQr,
+    advertiser: &dyn Advertiser,
+    handler: Arc<Mutex<H>>,
+    config: &PhoneConfig,
+    events: &PhoneEvents,
+) -> Result<PhoneOutcome, PhoneError>
+where
+    H: CtapHandler + ?Sized + 'static,
+{
     let t = config.timeouts;
-    let text = qr.text()?;
-    let mut session = PhoneQr::from_qr_url(&text).map_err(PhoneError::InvalidQr)?;
     events.emit(PhoneProgress::QrRead {
         request_type: session.qr_payload().request_type,
     });

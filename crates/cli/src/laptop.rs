@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use hybridge_client::session::{self, Event, Events, LaptopConfig, RelayOverrides, Timeouts};
-use hybridge_client::webauthn::{CreationOptions, Origin, RequestOptions};
+use hybridge_client::session::{
+    self, Ceremony, Event, Events, LaptopConfig, RelayOverrides, Timeouts,
+};
+use hybridge_client::webauthn::{Assertion, CreationOptions, Origin, Registration, RequestOptions};
 use serde_json::Value as Json;
 
 use crate::common::{Progress, TransportArgs, check_qr_out, parse_duration, read_input, show_qr};
@@ -130,28 +132,37 @@ pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
     let options = String::from_utf8(options)
         .map_err(|_| CliError::Invalid("the options file is not UTF-8 text".into()))?;
     // Everything about the request is checked before the radio is opened or a QR code exists:
-    // a wrong RP ID never reaches a phone.
+    // a wrong RP ID never reaches a phone. The session runs these parsed options.
     let origin = Origin::parse(&args.origin).map_err(session::Error::from)?;
     match kind {
         Kind::Register => {
-            CreationOptions::from_json(&options, &origin).map_err(session::Error::from)?;
+            let options =
+                CreationOptions::from_json(&options, &origin).map_err(session::Error::from)?;
+            ceremony(args, &options, &origin, Registration::to_json).await
         }
         Kind::SignIn => {
-            RequestOptions::from_json(&options, &origin).map_err(session::Error::from)?;
+            let options =
+                RequestOptions::from_json(&options, &origin).map_err(session::Error::from)?;
+            ceremony(args, &options, &origin, Assertion::to_json).await
         }
     }
+}
+
+/// The part of `register` and `sign-in` after the options were checked: the session, with
+/// progress on stderr; `to_json` gives the response JSON for stdout.
+async fn ceremony<C: Ceremony>(
+    args: &CeremonyArgs,
+    options: &C,
+    origin: &Origin,
+    to_json: fn(&C::Response) -> Json,
+) -> Result<Json, CliError> {
     let config = args.config()?;
     let scanner = args.transport.ble.scanner().await?;
     let progress = Progress::new("");
     let (events, printer) = spawn_event_printer(progress.clone(), args.qr_out.clone(), |_| {});
-    let result = match kind {
-        Kind::Register => session::register(&options, &args.origin, &*scanner, &config, &events)
-            .await
-            .map(|r| r.to_json()),
-        Kind::SignIn => session::sign_in(&options, &args.origin, &*scanner, &config, &events)
-            .await
-            .map(|a| a.to_json()),
-    };
+    let result = session::ceremony(options, origin, &*scanner, &config, &events)
+        .await
+        .map(|r| to_json(&r));
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     progress.finish(result.is_ok());

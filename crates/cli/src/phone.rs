@@ -110,11 +110,8 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
             ));
         }
     };
-    // Reject a bad QR code before asking for a PIN.
-    let text = qr.text()?;
-    hybridge_proto::session::PhoneQr::from_qr_url(&text)
-        .map_err(hybridge_authenticator::phone::PhoneError::InvalidQr)?;
-    let qr = QrInput::Text(text);
+    // Reject a bad QR code before asking for a PIN; the session answers this parse of it.
+    let session = qr.parse()?;
     // And a bad CA file before asking for a PIN.
     let tls = args.transport.tls()?;
 
@@ -163,7 +160,14 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
             eprintln!("phone: {p}");
         }
     });
-    let result = phone::serve(&qr, &*advertiser, authenticator.clone(), &config, &events).await;
+    let result = phone::serve_qr(
+        session,
+        &*advertiser,
+        authenticator.clone(),
+        &config,
+        &events,
+    )
+    .await;
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     let outcome = result?;

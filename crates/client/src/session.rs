@@ -9,7 +9,8 @@
 //!   [`Registration`](crate::webauthn::Registration) /
 //!   [`Assertion`](crate::webauthn::Assertion) out (`to_json()` gives
 //!   `RegistrationResponseJSON` / `AuthenticationResponseJSON`). The RP ID is checked against
-//!   the origin before any QR code exists.
+//!   the origin before any QR code exists. Both are [`ceremony`], which also takes options
+//!   parsed beforehand (any [`Ceremony`]).
 //! * [`Laptop`] → [`Tunnel`]: the raw session, for one CTAP request of your own.
 //!
 //! # Example
@@ -59,7 +60,7 @@ use hybridge_proto::{domain, keys, tunnel};
 use rand_core::OsRng;
 use tokio::time::Instant;
 
-pub use ceremony::{register, sign_in};
+pub use ceremony::{Ceremony, ceremony, register, sign_in};
 pub use error::{Error, Step, from_status};
 
 /// Where to find tunnel servers. By default a domain ID resolves to its assigned (0, 1) or

@@ -30,24 +30,7 @@ pub async fn register(
 ) -> Result<Registration, Error> {
     let origin = Origin::parse(origin)?;
     let options = CreationOptions::from_json(options_json, &origin)?;
-    let client_data_json =
-        webauthn::client_data_json(ClientDataType::Create, &options.challenge, &origin);
-    let laptop = Laptop::new(RequestType::MakeCredential, config.clone());
-    let tunnel = laptop.connect(scanner, events).await?;
-    let request =
-        match make_credential_request(&options, &client_data_json, tunnel.get_info_response()) {
-            Ok(r) => r,
-            Err(e) => {
-                tunnel.close(&Events::none()).await;
-                return Err(e);
-            }
-        };
-    let rk = request.options.rk;
-    let bytes = transact(tunnel, Request::MakeCredential(Box::new(request)), events).await?;
-    check_status(&bytes)?;
-    let response = MakeCredentialResponse::decode_reply(&bytes)
-        .map_err(|e| Error::BadResponse(e.to_string()))?;
-    registration(&options, client_data_json, &response, rk)
+    ceremony(&options, &origin, scanner, config, events).await
 }
 
 /// Signs in with a passkey on the phone: `options_json` is the RP's
@@ -61,16 +44,139 @@ pub async fn sign_in(
 ) -> Result<Assertion, Error> {
     let origin = Origin::parse(origin)?;
     let options = RequestOptions::from_json(options_json, &origin)?;
+    ceremony(&options, &origin, scanner, config, events).await
+}
+
+/// Runs a ceremony whose options were already parsed and checked against `origin` (their
+/// `from_json` did that): [`register`] and [`sign_in`] after their parsing, for a caller that
+/// checks the options itself before anything starts.
+///
+/// QR code → phone → the CTAP request built from the options and the phone's getInfo → the
+/// phone's answer, checked, as the RP's response.
+pub async fn ceremony<C: Ceremony>(
+    options: &C,
+    origin: &Origin,
+    scanner: &dyn Scanner,
+    config: &LaptopConfig,
+    events: &Events,
+) -> Result<C::Response, Error> {
     let client_data_json =
-        webauthn::client_data_json(ClientDataType::Get, &options.challenge, &origin);
-    let laptop = Laptop::new(RequestType::GetAssertion, config.clone());
+        webauthn::client_data_json(C::CLIENT_DATA_TYPE, options.challenge(), origin);
+    let laptop = Laptop::new(C::REQUEST_TYPE, config.clone());
     let tunnel = laptop.connect(scanner, events).await?;
-    let request = get_assertion_request(&options, &client_data_json, tunnel.get_info_response());
-    let bytes = transact(tunnel, Request::GetAssertion(Box::new(request)), events).await?;
-    check_status(&bytes)?;
-    let response = GetAssertionResponse::decode_reply(&bytes)
-        .map_err(|e| Error::BadResponse(e.to_string()))?;
-    assertion(&options, client_data_json, &response)
+    let request = match options.ctap_request(&client_data_json, tunnel.get_info_response()) {
+        Ok(r) => r,
+        Err(e) => {
+            tunnel.close(&Events::none()).await;
+            return Err(e);
+        }
+    };
+    let reply = transact(tunnel, &request, events).await?;
+    check_status(&reply)?;
+    options.response(client_data_json, &request, &reply)
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::webauthn::CreationOptions {}
+    impl Sealed for crate::webauthn::RequestOptions {}
+}
+
+/// A WebAuthn ceremony, as the relying party's checked options: [`CreationOptions`] registers
+/// a passkey, [`RequestOptions`] signs in. [`ceremony`] is the one flow both take; this trait
+/// holds only what differs between them. It is sealed: those two are the only ceremonies.
+pub trait Ceremony: sealed::Sealed {
+    /// What the relying party gets back: [`Registration`] or [`Assertion`].
+    type Response;
+    /// QR key 5: `mc` to register, `ga` to sign in.
+    const REQUEST_TYPE: RequestType;
+    /// `webauthn.create` or `webauthn.get`, for clientDataJSON.
+    const CLIENT_DATA_TYPE: ClientDataType;
+
+    /// The relying party's challenge.
+    fn challenge(&self) -> &[u8];
+
+    /// The CTAP request for a phone with this getInfo, or why the phone cannot do what the
+    /// options require (nothing has been sent yet).
+    fn ctap_request(
+        &self,
+        client_data_json: &[u8],
+        info: &GetInfoResponse,
+    ) -> Result<Request, Error>;
+
+    /// The phone's successful answer (`0x00 ‖ CBOR`) to `request`, checked, as the response.
+    fn response(
+        &self,
+        client_data_json: Vec<u8>,
+        request: &Request,
+        reply: &[u8],
+    ) -> Result<Self::Response, Error>;
+}
+
+impl Ceremony for CreationOptions {
+    type Response = Registration;
+    const REQUEST_TYPE: RequestType = RequestType::MakeCredential;
+    const CLIENT_DATA_TYPE: ClientDataType = ClientDataType::Create;
+
+    fn challenge(&self) -> &[u8] {
+        &self.challenge
+    }
+
+    fn ctap_request(
+        &self,
+        client_data_json: &[u8],
+        info: &GetInfoResponse,
+    ) -> Result<Request, Error> {
+        make_credential_request(self, client_data_json, info)
+            .map(|r| Request::MakeCredential(Box::new(r)))
+    }
+
+    fn response(
+        &self,
+        client_data_json: Vec<u8>,
+        request: &Request,
+        reply: &[u8],
+    ) -> Result<Registration, Error> {
+        // What was asked of the phone, for credProps. (`request` is always the
+        // makeCredential that `ctap_request` built.)
+        let rk = match request {
+            Request::MakeCredential(r) => r.options.rk,
+            _ => None,
+        };
+        let response = MakeCredentialResponse::decode_reply(reply)
+            .map_err(|e| Error::BadResponse(e.to_string()))?;
+        registration(self, client_data_json, &response, rk)
+    }
+}
+
+impl Ceremony for RequestOptions {
+    type Response = Assertion;
+    const REQUEST_TYPE: RequestType = RequestType::GetAssertion;
+    const CLIENT_DATA_TYPE: ClientDataType = ClientDataType::Get;
+
+    fn challenge(&self) -> &[u8] {
+        &self.challenge
+    }
+
+    fn ctap_request(
+        &self,
+        client_data_json: &[u8],
+        info: &GetInfoResponse,
+    ) -> Result<Request, Error> {
+        let r = get_assertion_request(self, client_data_json, info);
+        Ok(Request::GetAssertion(Box::new(r)))
+    }
+
+    fn response(
+        &self,
+        client_data_json: Vec<u8>,
+        _request: &Request,
+        reply: &[u8],
+    ) -> Result<Assertion, Error> {
+        let response = GetAssertionResponse::decode_reply(reply)
+            .map_err(|e| Error::BadResponse(e.to_string()))?;
+        assertion(self, client_data_json, &response)
+    }
 }
 
 /// A non-zero status byte becomes the matching WebAuthn error.
@@ -83,7 +189,11 @@ fn check_status(response: &[u8]) -> Result<(), Error> {
 }
 
 /// One request, then the shutdown message (a failed request already closed the tunnel).
-async fn transact(mut tunnel: Tunnel, request: Request, events: &Events) -> Result<Vec<u8>, Error> {
+async fn transact(
+    mut tunnel: Tunnel,
+    request: &Request,
+    events: &Events,
+) -> Result<Vec<u8>, Error> {
     let result = tunnel.transact(&request.encode(), events).await;
     if result.is_ok() {
         tunnel.close(events).await;
