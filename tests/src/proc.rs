@@ -54,10 +54,23 @@ impl Proc {
         if let Some(stderr) = child.stderr.take() {
             let out = out.clone();
             readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
+                // Byte lines, kept lossily: a line that is not UTF-8 must not stop the
+                // draining, or the child blocks on a full pipe.
+                let mut r = BufReader::new(stderr);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match r.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                    let text = text.strip_suffix(b"\r").unwrap_or(text);
                     let (lock, cv) = &*out;
-                    lock.lock().unwrap().stderr.push(line);
+                    lock.lock()
+                        .unwrap()
+                        .stderr
+                        .push(String::from_utf8_lossy(text).into_owned());
                     cv.notify_all();
                 }
             }));
@@ -245,4 +258,25 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     resp.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_is_drained_past_a_line_that_is_not_utf8() {
+        // A bad line, then more than a pipe holds: the child exits only if it is all read.
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            r"printf 'bad \377\r\n' >&2; yes x | head -n 100000 >&2; echo after >&2",
+        ]);
+        let mut p = Proc::spawn("sh", cmd);
+        assert_eq!(p.code(Duration::from_secs(20)), 0, "{}", p.dump());
+        let err = p.out.0.lock().unwrap();
+        assert_eq!(err.stderr.first().map(String::as_str), Some("bad \u{fffd}"));
+        assert_eq!(err.stderr.len(), 100_002);
+        assert_eq!(err.stderr.last().map(String::as_str), Some("after"));
+    }
 }
