@@ -560,6 +560,11 @@ where
                     continue;
                 }
                 PhoneEvent::Shutdown => return Err(PhoneError::UnexpectedEof),
+                PhoneEvent::Answered(reply) => {
+                    tracing::debug!("answered a getInfo sent over the tunnel");
+                    send(socket, step, reply).await?;
+                    continue;
+                }
             }
         }
     })
@@ -664,6 +669,11 @@ where
         while let Ok(Some(m)) = recv(socket, step).await {
             match channel.on_message(&m) {
                 Ok(PhoneEvent::Shutdown) | Err(_) => break,
+                Ok(PhoneEvent::Answered(reply)) => {
+                    if send(socket, step, reply).await.is_err() {
+                        break;
+                    }
+                }
                 Ok(_) => continue,
             }
         }
@@ -692,10 +702,12 @@ fn while_processing(
         }
         PhoneEvent::Shutdown => Err(PhoneError::EofWhileProcessing),
         // The channel refuses a second request while one is pending; not reached.
-        PhoneEvent::CtapRequest(_) | PhoneEvent::JsonRequest(_) => Err(PhoneError::Protocol {
-            step,
-            source: hybridge_proto::Error::State("a request is already being processed"),
-        }),
+        PhoneEvent::CtapRequest(_) | PhoneEvent::JsonRequest(_) | PhoneEvent::Answered(_) => {
+            Err(PhoneError::Protocol {
+                step,
+                source: hybridge_proto::Error::State("a request is already being processed"),
+            })
+        }
     }
 }
 

@@ -740,7 +740,18 @@ pub enum PhoneEvent {
     Update,
     /// The laptop ended the session; close the tunnel.
     Shutdown,
+    /// An authenticatorGetInfo request (`0x04`), answered here from the getInfo of the
+    /// post-handshake message: send this ciphertext to the laptop and keep waiting for its
+    /// request. Chrome's phone accepts getInfo over the tunnel (brief §9), although Chromium
+    /// and libwebauthn laptops answer it locally and never send it. A getInfo with a payload
+    /// is answered `CTAP1_ERR_INVALID_LENGTH`. Nobody needs to be asked.
+    Answered(Vec<u8>),
 }
+
+/// authenticatorGetInfo's command byte (brief §9), and the status for one that carries a
+/// payload (CTAP 2.1 §8.2 `CTAP1_ERR_INVALID_LENGTH`).
+const CTAP_GET_INFO: u8 = 0x04;
+const CTAP1_ERR_INVALID_LENGTH: u8 = 0x03;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PhoneState {
@@ -758,6 +769,8 @@ pub struct PhoneChannel {
     revision: ProtocolRevision,
     desktop_qr_key: Option<PublicKey>,
     state: PhoneState,
+    /// The getInfo map sent in the post-handshake message, to answer getInfo requests with.
+    get_info: Option<Vec<u8>>,
 }
 
 impl PhoneChannel {
@@ -775,6 +788,7 @@ impl PhoneChannel {
             revision,
             desktop_qr_key,
             state: PhoneState::NeedPostHandshake,
+            get_info: None,
         }
     }
 
@@ -795,6 +809,7 @@ impl PhoneChannel {
         }
         let ct = self.crypter.encrypt(&message.encode(self.revision))?;
         self.state = PhoneState::Ready;
+        self.get_info = message.get_info.clone();
         Ok(ct)
     }
 
@@ -850,7 +865,20 @@ impl PhoneChannel {
             }
             Message::Ctap(r) => {
                 self.expect_request(MessageType::Ctap)?;
-                Ok(PhoneEvent::CtapRequest(r))
+                match (r.first(), &self.get_info) {
+                    (Some(&CTAP_GET_INFO), Some(info)) => {
+                        let response = if r.len() == 1 {
+                            let mut ok = Vec::with_capacity(1 + info.len());
+                            ok.push(0x00);
+                            ok.extend_from_slice(info);
+                            ok
+                        } else {
+                            vec![CTAP1_ERR_INVALID_LENGTH]
+                        };
+                        Ok(PhoneEvent::Answered(self.send_ctap(&response)?))
+                    }
+                    _ => Ok(PhoneEvent::CtapRequest(r)),
+                }
             }
             Message::Json(j) => {
                 self.expect_request(MessageType::Json)?;

@@ -188,12 +188,28 @@ fn qr_flow_transcript_is_pinned() {
         .unwrap();
     let mut laptop = laptop.finish(&m2).unwrap();
     let ph = phone
-        .post_handshake(&PostHandshake::ctap(get_info))
+        .post_handshake(&PostHandshake::ctap(get_info.clone()))
         .unwrap();
     assert!(matches!(
         laptop.on_message(&ph).unwrap()[0],
         LaptopEvent::PostHandshake { .. }
     ));
+    // A getInfo sent over the tunnel is answered by the channel itself, from the
+    // post-handshake getInfo; one with a payload gets INVALID_LENGTH. The request after it
+    // is served as usual.
+    for (request, answer) in [
+        (vec![0x04], [&[0x00][..], &get_info].concat()),
+        (vec![0x04, 0xa0], vec![0x03]),
+    ] {
+        let ct = laptop.send_ctap(&request).unwrap();
+        let PhoneEvent::Answered(reply) = phone.on_message(&ct).unwrap() else {
+            panic!("getInfo {request:02x?} is answered by the channel");
+        };
+        assert_eq!(
+            laptop.on_message(&reply).unwrap(),
+            vec![LaptopEvent::CtapResponse(answer)]
+        );
+    }
     let req = laptop.send_ctap(&[0x02, 0xa0]).unwrap();
     assert_eq!(
         phone.on_message(&req).unwrap(),

@@ -355,3 +355,40 @@ async fn authenticator_selection_ends_the_session_without_asking() {
     );
     assert!(person.asked.try_recv().is_err(), "nobody was asked");
 }
+
+/// A laptop that sends getInfo over the tunnel (Chromium's and libwebauthn's answer it
+/// locally, but Chrome's phone accepts it, brief §9) gets the post-handshake getInfo back,
+/// without anybody being asked, and the request after it is served as usual.
+#[tokio::test]
+async fn get_info_over_the_tunnel_is_answered_and_the_request_after_it_served() {
+    let rig = Rig::new().await;
+    let (handler, mut person) = gated_phone();
+    let get_info = handler.lock().unwrap().get_info().to_cbor();
+    let (mut laptop, phone) = rig.start(handler.clone(), T).await;
+    laptop.send(&[0x01, 0x04]).await;
+    let answer = laptop.recv().await.expect("the phone answers getInfo");
+    assert_eq!(answer, [&[0x01, 0x00][..], &get_info].concat());
+    laptop.send(&[0x01, 0x04, 0xa0]).await;
+    let answer = laptop.recv().await.expect("the phone answers getInfo");
+    assert_eq!(answer, [0x01, 0x03], "a getInfo with a payload: INVALID_LENGTH");
+    assert!(person.asked.try_recv().is_err(), "nobody was asked");
+
+    laptop.send(&make_credential()).await;
+    person.wait_until_asked().await;
+    person
+        .answer
+        .send(Approval::Approved { verified: true })
+        .unwrap();
+    let response = laptop.recv().await.expect("the phone answers");
+    assert_eq!(&response[..2], &[0x01, 0x00], "a successful CTAP answer");
+    laptop.send(&[0x00]).await;
+    let outcome = tokio::time::timeout(T, phone).await.unwrap().unwrap();
+    assert_eq!(
+        outcome.unwrap(),
+        PhoneOutcome {
+            command: 0x01,
+            status: 0x00
+        }
+    );
+    assert_eq!(stored_after_user_finished(&handler).await, 1);
+}
