@@ -234,9 +234,17 @@ impl fmt::Display for PhoneProgress {
             PhoneProgress::LaptopConnected => f.write_str("the laptop connected"),
             PhoneProgress::HandshakeDone => f.write_str("handshake done"),
             PhoneProgress::Request { command } => {
-                write!(f, "request {command:#04x} from the laptop")
+                match hybridge_ctap::Command::from_byte(*command) {
+                    Some(c) => write!(f, "{} request ({command:#04x}) from the laptop", c.name()),
+                    None => write!(f, "request {command:#04x} from the laptop"),
+                }
             }
-            PhoneProgress::Responded { status } => write!(f, "answered with status {status:#04x}"),
+            PhoneProgress::Responded { status } => {
+                match hybridge_ctap::StatusCode(*status).name() {
+                    Some(n) => write!(f, "answered with status {status:#04x} ({n})"),
+                    None => write!(f, "answered with status {status:#04x}"),
+                }
+            }
             PhoneProgress::Done => f.write_str("done"),
         }
     }
@@ -719,4 +727,30 @@ fn on_message(
     channel
         .on_message(m)
         .map_err(|source| PhoneError::Protocol { step, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PhoneProgress;
+
+    #[test]
+    fn progress_names_known_commands_and_statuses() {
+        let line = |p: PhoneProgress| p.to_string();
+        assert_eq!(
+            line(PhoneProgress::Request { command: 0x02 }),
+            "getAssertion request (0x02) from the laptop"
+        );
+        assert_eq!(
+            line(PhoneProgress::Request { command: 0x42 }),
+            "request 0x42 from the laptop"
+        );
+        assert_eq!(
+            line(PhoneProgress::Responded { status: 0x27 }),
+            "answered with status 0x27 (CTAP2_ERR_OPERATION_DENIED)"
+        );
+        assert_eq!(
+            line(PhoneProgress::Responded { status: 0xf3 }),
+            "answered with status 0xf3"
+        );
+    }
 }

@@ -6,12 +6,14 @@
 //! and verifies the responses. The BLE advert travels over the in-memory radio.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
-use hybridge_authenticator::phone::{self, PhoneConfig, PhoneEvents, PhoneTimeouts, QrInput};
+use hybridge_authenticator::phone::{
+    self, PhoneConfig, PhoneEvents, PhoneProgress, PhoneTimeouts, QrInput,
+};
 use hybridge_authenticator::store::MemoryStore;
 use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, Ceremony, UserAgent};
 use hybridge_ble::MemoryRadio;
@@ -48,10 +50,42 @@ pub struct DemoArgs {
 }
 
 /// The demo's phone user: says what is asked and approves, as a verified user.
-struct DemoUser;
+struct DemoUser {
+    printed: Arc<RequestsPrinted>,
+    asked: u64,
+}
+
+/// How many "request from the laptop" lines the phone's event printer has written. The user
+/// is asked on a blocking thread, while the events are printed by a task, so without this the
+/// answer could be printed before the request it answers.
+#[derive(Default)]
+struct RequestsPrinted {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl RequestsPrinted {
+    fn one_more(&self) {
+        if let Ok(mut n) = self.count.lock() {
+            *n += 1;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits (briefly: this only orders lines) until `n` request lines are out.
+    fn wait_for(&self, n: u64) {
+        if let Ok(count) = self.count.lock() {
+            let _ = self
+                .changed
+                .wait_timeout_while(count, Duration::from_secs(1), |c| *c < n);
+        }
+    }
+}
 
 impl UserAgent for DemoUser {
     fn approve(&mut self, r: &ApprovalRequest) -> Approval {
+        self.asked += 1;
+        self.printed.wait_for(self.asked);
         let account = r
             .user_name
             .as_deref()
@@ -83,6 +117,7 @@ struct Rig {
     origin: String,
     qr_out: Option<PathBuf>,
     timeout: Duration,
+    printed: Arc<RequestsPrinted>,
 }
 
 impl Rig {
@@ -108,6 +143,7 @@ impl Rig {
         let phone_task = {
             let radio = self.radio.clone();
             let phone = self.phone.clone();
+            let printed = self.printed.clone();
             let config = PhoneConfig {
                 relay: Some(self.relay_url.clone()),
                 domain_id: 0,
@@ -126,6 +162,9 @@ impl Rig {
                 let printer = tokio::spawn(async move {
                     while let Some(p) = rx.recv().await {
                         eprintln!("phone:  {p}");
+                        if matches!(p, PhoneProgress::Request { .. }) {
+                            printed.one_more();
+                        }
                     }
                 });
                 let r = phone::serve(&QrInput::Text(url), &radio, phone, &config, &events).await;
@@ -200,18 +239,23 @@ pub async fn run(args: &DemoArgs) -> Result<Json, CliError> {
         args.rp_id
     );
     eprintln!("radio:  in-memory, standing in for Bluetooth LE (no adapter needed)");
+    let printed = Arc::new(RequestsPrinted::default());
     let rig = Rig {
         relay_url: relay.url(),
         radio: MemoryRadio::new().with_interval(Duration::from_millis(20)),
         phone: Arc::new(Mutex::new(Authenticator::new(
             MemoryStore::new(),
-            DemoUser,
+            DemoUser {
+                printed: printed.clone(),
+                asked: 0,
+            },
             SystemClock,
             rand_core::OsRng,
         ))),
         origin,
         qr_out: args.qr_out.clone(),
         timeout: args.timeout,
+        printed,
     };
     let outcome = demo(&rig, &rp, &args.user).await;
     relay.shutdown(Duration::from_secs(1)).await;

@@ -370,7 +370,11 @@ async fn get_info_over_the_tunnel_is_answered_and_the_request_after_it_served() 
     assert_eq!(answer, [&[0x01, 0x00][..], &get_info].concat());
     laptop.send(&[0x01, 0x04, 0xa0]).await;
     let answer = laptop.recv().await.expect("the phone answers getInfo");
-    assert_eq!(answer, [0x01, 0x03], "a getInfo with a payload: INVALID_LENGTH");
+    assert_eq!(
+        answer,
+        [0x01, 0x03],
+        "a getInfo with a payload: INVALID_LENGTH"
+    );
     assert!(person.asked.try_recv().is_err(), "nobody was asked");
 
     laptop.send(&make_credential()).await;
