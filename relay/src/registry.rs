@@ -109,10 +109,10 @@ impl Registry {
     }
 
     fn release(&self, id: &TunnelId, claim: Claim) {
-        if claim == Claim::Cluster
+        if let Claim::Cluster { revision } = claim
             && let Some(c) = self.cluster.get()
         {
-            c.release(id);
+            c.release(id, revision);
         }
     }
 }

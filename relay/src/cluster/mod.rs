@@ -279,7 +279,10 @@ pub struct Conflict;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// In the cluster's key-value bucket: every instance refuses the ID until it is released.
-    Cluster,
+    /// `revision` is the key's revision when this instance created it: the release purges
+    /// only that revision, so a claim the bucket already expired and another instance then
+    /// made is never dropped by this one.
+    Cluster { revision: u64 },
     /// On this instance only (no cluster, or its link was down): nothing to release.
     Local,
 }
@@ -418,9 +421,9 @@ impl Cluster {
         };
         let value = Bytes::copy_from_slice(self.routing_hex.as_bytes());
         match timeout(RPC_TIMEOUT, kv.create(Self::claim_key(id), value)).await {
-            Ok(Ok(_)) => {
+            Ok(Ok(revision)) => {
                 self.stats.claims.fetch_add(1, Relaxed);
-                Ok(Claim::Cluster)
+                Ok(Claim::Cluster { revision })
             }
             Ok(Err(e)) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
                 self.stats.claim_conflicts.fetch_add(1, Relaxed);
@@ -441,13 +444,14 @@ impl Cluster {
 
     /// Drops this instance's [`Claim::Cluster`] on `id`: its phone stopped waiting (paired,
     /// left or timed out) or never started. Called by the registry, which knows the claim.
-    pub(crate) fn release(&self, id: &TunnelId) {
+    pub(crate) fn release(&self, id: &TunnelId, revision: u64) {
         let Some(kv) = self.kv().filter(|_| self.ready()) else {
             return;
         };
         let key = Self::claim_key(id);
         tokio::spawn(async move {
-            let _ = timeout(RPC_TIMEOUT, kv.purge(key)).await;
+            // A revision mismatch means the claim is no longer ours: leave it.
+            let _ = timeout(RPC_TIMEOUT, kv.purge_expect_revision(key, Some(revision))).await;
         });
     }
 
