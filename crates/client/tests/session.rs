@@ -22,7 +22,7 @@ use hybridge_ble::{Advertiser, MemoryRadio, Scanner, UUID_FIDO, UUID_GOOGLE};
 use hybridge_client::session::{
     self, Error, Event, Events, LaptopConfig, RelayOverrides, Step, Timeouts,
 };
-use hybridge_client::webauthn::{Assertion, Registration};
+use hybridge_client::webauthn::{Assertion, CreationOptions, Origin, Registration};
 use hybridge_proto::advert::AdvertPlaintext;
 use hybridge_proto::frame::PostHandshake;
 use hybridge_proto::qr::{QrKeys, RequestType};
@@ -522,6 +522,19 @@ async fn rp_id_mismatch_is_refused_before_any_qr_code() {
     .await
     .unwrap_err();
     assert_eq!(err.dom_exception(), "SecurityError", "{err}");
+
+    // Options parsed for the right origin, then pointed at another RP before the ceremony:
+    // `ceremony` checks the RP ID against the origin itself.
+    let origin = Origin::parse(ORIGIN).unwrap();
+    let (json, _) = creation_options(&rp, "frank");
+    let mut options = CreationOptions::from_json(&json, &origin).unwrap();
+    options.rp_id = "bank.example".into();
+    let (events, rx) = Events::channel(8);
+    let err = session::ceremony(&options, &origin, &radio, &config, &events)
+        .await
+        .unwrap_err();
+    assert_eq!(err.dom_exception(), "SecurityError", "{err}");
+    nothing_shown(events, rx, &radio).await;
 }
 
 /// `prf.evalByCredential` at registration is a NotSupportedError (WebAuthn L3 §10.1.4), raised

@@ -60,6 +60,9 @@ pub async fn ceremony<C: Ceremony>(
     config: &LaptopConfig,
     events: &Events,
 ) -> Result<C::Response, Error> {
+    // The options' fields are public, so they may have changed since `from_json` checked
+    // them: the RP ID is checked against this origin again, before any QR code exists.
+    origin.resolve_rp_id(Some(options.rp_id()))?;
     let client_data_json =
         webauthn::client_data_json(C::CLIENT_DATA_TYPE, options.challenge(), origin);
     let laptop = Laptop::new(C::REQUEST_TYPE, config.clone());
@@ -96,6 +99,9 @@ pub trait Ceremony: sealed::Sealed {
     /// The relying party's challenge.
     fn challenge(&self) -> &[u8];
 
+    /// The relying party ID the credential is scoped to.
+    fn rp_id(&self) -> &str;
+
     /// The CTAP request for a phone with this getInfo, or why the phone cannot do what the
     /// options require (nothing has been sent yet).
     fn ctap_request(
@@ -120,6 +126,10 @@ impl Ceremony for CreationOptions {
 
     fn challenge(&self) -> &[u8] {
         &self.challenge
+    }
+
+    fn rp_id(&self) -> &str {
+        &self.rp_id
     }
 
     fn ctap_request(
@@ -156,6 +166,10 @@ impl Ceremony for RequestOptions {
 
     fn challenge(&self) -> &[u8] {
         &self.challenge
+    }
+
+    fn rp_id(&self) -> &str {
+        &self.rp_id
     }
 
     fn ctap_request(
