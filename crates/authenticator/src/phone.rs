@@ -422,22 +422,15 @@ where
     let url = session.new_tunnel_path().to_url(&base);
     tracing::debug!(relay = %base, tunnel = %session.tunnel_id().log_tag(), "opening tunnel");
     events.emit(PhoneProgress::Connecting(base.clone()));
-    let (mut socket, response) =
-        match timeout(t.connect, ws::connect(&url, config.tls.clone())).await {
-            Err(_) => {
-                return Err(PhoneError::Timeout {
-                    step: PhoneStep::Connecting,
-                    after: t.connect,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(PhoneError::RelayUnreachable {
-                    url: base,
-                    reason: e.to_string(),
-                });
-            }
-            Ok(Ok(c)) => c,
-        };
+    let (mut socket, response) = within(PhoneStep::Connecting, t.connect, async {
+        ws::connect(&url, config.tls.clone())
+            .await
+            .map_err(|e| PhoneError::RelayUnreachable {
+                url: base.clone(),
+                reason: e.to_string(),
+            })
+    })
+    .await?;
     let values = response.headers().get_all(ROUTING_ID_HEADER);
     let Some(routing_id) = routing_id_from_headers(values.iter().map(|v| v.as_bytes())) else {
         ws::close(&mut socket, t.close).await;
@@ -495,15 +488,9 @@ where
 {
     // 1. Advertise until the laptop's Noise message 1 arrives.
     let step = PhoneStep::WaitingForLaptop;
-    let msg1 = match timeout(t.laptop, recv(socket, step)).await {
-        Err(_) => {
-            return Err(PhoneError::Timeout {
-                step,
-                after: t.laptop,
-            });
-        }
-        Ok(r) => r?.ok_or(PhoneError::TunnelClosed(step))?,
-    };
+    let msg1 = within(step, t.laptop, recv(socket, step))
+        .await?
+        .ok_or(PhoneError::TunnelClosed(step))?;
     if let Some(h) = advertising.take() {
         let _ = h.stop().await;
     }
@@ -531,29 +518,20 @@ where
         ),
         ProtocolRevision::V0 => None,
     };
-    let sent = timeout(t.request, async {
+    within(step, t.request, async {
         send(socket, step, msg2.to_vec()).await?;
         send(socket, step, post).await?;
         if let Some(u) = update {
             send(socket, step, u).await?;
         }
-        Ok::<_, PhoneError>(())
+        Ok(())
     })
-    .await;
-    match sent {
-        Err(_) => {
-            return Err(PhoneError::Timeout {
-                step,
-                after: t.request,
-            });
-        }
-        Ok(r) => r?,
-    }
+    .await?;
     events.emit(PhoneProgress::HandshakeDone);
 
     // 3. The request.
     let step = PhoneStep::WaitingForRequest;
-    let request = timeout(t.request, async {
+    let request = within(step, t.request, async {
         loop {
             let m = recv(socket, step).await?.ok_or(PhoneError::UnexpectedEof)?;
             match on_message(&mut channel, &m, step)? {
@@ -576,11 +554,7 @@ where
             }
         }
     })
-    .await
-    .unwrap_or(Err(PhoneError::Timeout {
-        step,
-        after: t.request,
-    }))?;
+    .await?;
     let command = request.first().copied().unwrap_or(0);
     // authenticatorSelection ends the transaction with an error and no answer, as Chrome's
     // phone does (brief §9: AUTHENTICATOR_SELECTION_RECEIVED); nobody is asked.
@@ -622,7 +596,7 @@ where
     });
     // While the user decides, keep reading the tunnel: the laptop may leave (Chromium's
     // phone treats EOF while processing as the end of the transaction).
-    let deadline = tokio::time::Instant::now() + t.user;
+    let deadline = ws::deadline(tokio::time::Instant::now(), t.user);
     let (response, timed_out) = loop {
         tokio::select! {
             // A finished answer wins over a deadline or a laptop message that became ready
@@ -657,15 +631,7 @@ where
     let ct = channel
         .send_ctap(&response)
         .map_err(|source| PhoneError::Protocol { step, source })?;
-    match timeout(t.close, send(socket, step, ct)).await {
-        Err(_) => {
-            return Err(PhoneError::Timeout {
-                step,
-                after: t.close,
-            });
-        }
-        Ok(r) => r?,
-    }
+    within(step, t.close, send(socket, step, ct)).await?;
     events.emit(PhoneProgress::Responded { status });
     if timed_out {
         return Err(PhoneError::Timeout {
@@ -688,6 +654,18 @@ where
     })
     .await;
     Ok(PhoneOutcome { command, status })
+}
+
+/// `f`, unless `limit` runs out first: then [`PhoneError::Timeout`] naming `step` and
+/// `limit`. The session's network waits go through this.
+async fn within<T>(
+    step: PhoneStep,
+    limit: Duration,
+    f: impl Future<Output = Result<T, PhoneError>>,
+) -> Result<T, PhoneError> {
+    timeout(limit, f)
+        .await
+        .unwrap_or(Err(PhoneError::Timeout { step, after: limit }))
 }
 
 /// A message (or the end of the tunnel) from the laptop while the user decides. `Ok`: keep

@@ -220,7 +220,7 @@ impl Laptop {
         events.emit(Event::Scanning);
         let connect = {
             let mut scan = scanner.scan(&CABLE_UUIDS).await.map_err(Error::Radio)?;
-            let deadline = Instant::now() + t.scan;
+            let deadline = ws::deadline(Instant::now(), t.scan);
             let mut unusable = None;
             let found = loop {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -328,14 +328,15 @@ impl Laptop {
             return Err(Error::NoCtap);
         }
         // Every request is built from what getInfo says (rk, uv, extensions): a phone whose
-        // getInfo does not parse cannot be asked anything sensible. The bytes stay in the
-        // channel; the tunnel keeps only this parse of them.
+        // getInfo does not parse cannot be asked anything sensible.
         let parsed = match channel.get_info() {
             None => Err("key 1 is absent".to_owned()),
-            Some(b) => GetInfoResponse::from_cbor(b).map_err(|e| format!("it does not parse: {e}")),
+            Some(b) => GetInfoResponse::from_cbor(b)
+                .map(|info| (b.to_vec(), info))
+                .map_err(|e| format!("it does not parse: {e}")),
         };
-        let info = match parsed {
-            Ok(info) => info,
+        let (get_info, info) = match parsed {
+            Ok(parsed) => parsed,
             Err(why) => {
                 ws::close(&mut socket, t.close).await;
                 return Err(Error::InvalidGetInfo(why));
@@ -343,11 +344,11 @@ impl Laptop {
         };
         Ok(Tunnel {
             socket,
-            channel: Box::new(channel),
+            channel: Some(Box::new(channel)),
+            get_info,
             info,
             linking,
             timeouts: t,
-            closed: false,
         })
     }
 }
@@ -378,7 +379,7 @@ async fn within<T>(
     since: Instant,
     f: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    tokio::time::timeout_at(since + limit, f)
+    tokio::time::timeout_at(ws::deadline(since, limit), f)
         .await
         .unwrap_or(Err(Error::Timeout { step, after: limit }))
 }
@@ -395,15 +396,15 @@ async fn recv(socket: &mut ws::Ws, step: Step) -> Result<Vec<u8>, Error> {
 /// An open, encrypted tunnel to the phone, after its post-handshake message.
 pub struct Tunnel {
     socket: ws::Ws,
-    // Boxed: it holds the Noise and AEAD state. It also holds the phone's getInfo bytes, so it
-    // stays after the tunnel closed; `closed` is what stops all sending.
-    channel: Box<LaptopChannel>,
-    // The channel's getInfo, parsed once by `connect`.
+    // Boxed: it holds the Noise and AEAD state, whose keys are wiped when it is dropped.
+    // `None` once the tunnel closed (after a failure or `close`): nothing more is sent.
+    channel: Option<Box<LaptopChannel>>,
+    // The phone's getInfo as it sent it (answers a getInfo request), and its parse, made
+    // once by `connect`. Both outlive the channel.
+    get_info: Vec<u8>,
     info: GetInfoResponse,
     linking: Option<LinkingInfo>,
     timeouts: Timeouts,
-    // The WebSocket was closed (after a failure or `close`): nothing more is sent.
-    closed: bool,
 }
 
 /// What the session leaves behind.
@@ -417,7 +418,7 @@ pub struct SessionEnd {
 impl fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tunnel")
-            .field("open", &!self.closed)
+            .field("open", &self.channel.is_some())
             .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
     }
@@ -426,7 +427,7 @@ impl fmt::Debug for Tunnel {
 impl Tunnel {
     /// The phone's getInfo response, CBOR (no status byte), as the phone sent it.
     pub fn get_info(&self) -> Option<&[u8]> {
-        self.channel.get_info()
+        Some(&self.get_info)
     }
 
     /// The phone's getInfo response, parsed. (`connect` fails with
@@ -450,11 +451,8 @@ impl Tunnel {
                 return Ok(out);
             }
         }
-        if self.closed {
-            return Err(Error::TunnelClosed(STEP));
-        }
-        let ct = self
-            .channel
+        let channel = self.channel.as_mut().ok_or(Error::TunnelClosed(STEP))?;
+        let ct = channel
             .send_ctap(request)
             .map_err(|source| Error::Protocol { step: STEP, source })?;
         events.emit(Event::WaitingForUser);
@@ -464,8 +462,8 @@ impl Tunnel {
                 .map_err(|reason| Error::Tunnel { step: STEP, reason })?;
             loop {
                 let m = recv(&mut self.socket, STEP).await?;
-                let evs = self
-                    .channel
+                let channel = self.channel.as_mut().ok_or(Error::TunnelClosed(STEP))?;
+                let evs = channel
                     .on_message(&m)
                     .map_err(|source| Error::Protocol { step: STEP, source })?;
                 for ev in evs {
@@ -484,18 +482,18 @@ impl Tunnel {
         result
     }
 
-    /// Closes at once, without a shutdown message (after a failure).
+    /// Closes at once, without a shutdown message (after a failure); the traffic keys are
+    /// wiped now rather than when the tunnel is dropped.
     async fn abort(&mut self) {
-        if !self.closed {
-            self.closed = true;
+        if self.channel.take().is_some() {
             ws::close(&mut self.socket, self.timeouts.close).await;
         }
     }
 
     /// Sends the shutdown message and closes the tunnel; emits [`Event::Done`].
     pub async fn close(mut self, events: &Events) -> SessionEnd {
-        if !self.closed {
-            send_shutdown(&mut self.socket, &mut self.channel, self.timeouts.close).await;
+        if let Some(channel) = self.channel.as_mut() {
+            send_shutdown(&mut self.socket, channel, self.timeouts.close).await;
         }
         self.abort().await;
         events.emit(Event::Done);

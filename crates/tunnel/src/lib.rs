@@ -219,3 +219,29 @@ pub async fn close(ws: &mut Ws, limit: std::time::Duration) {
     })
     .await;
 }
+
+/// `since + limit`, or a deadline decades away when that does not fit in an `Instant`: a
+/// caller may pass `Duration::MAX` to mean "no limit", which plain addition turns into a
+/// panic.
+pub fn deadline(since: tokio::time::Instant, limit: std::time::Duration) -> tokio::time::Instant {
+    const FAR: std::time::Duration = std::time::Duration::from_secs(60 * 60 * 24 * 365 * 30);
+    since
+        .checked_add(limit)
+        .or_else(|| since.checked_add(FAR))
+        .unwrap_or(since)
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use std::time::Duration;
+
+    #[test]
+    fn no_limit_does_not_overflow() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            super::deadline(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(super::deadline(now, Duration::MAX) > now + Duration::from_secs(3600 * 24 * 365));
+    }
+}
