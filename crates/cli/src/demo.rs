@@ -52,40 +52,47 @@ pub struct DemoArgs {
 /// The demo's phone user: says what is asked and approves, as a verified user.
 struct DemoUser {
     printed: Arc<RequestsPrinted>,
-    asked: u64,
 }
 
-/// How many "request from the laptop" lines the phone's event printer has written. The user
-/// is asked on a blocking thread, while the events are printed by a task, so without this the
-/// answer could be printed before the request it answers.
+/// "Request from the laptop" lines the phone's event printer has written and no answer has
+/// followed yet. The user is asked on a blocking thread while the events are printed by a
+/// task, so without this the answer could be printed before the request it answers.
 #[derive(Default)]
 struct RequestsPrinted {
-    count: Mutex<u64>,
+    unanswered: Mutex<u32>,
     changed: Condvar,
 }
 
 impl RequestsPrinted {
-    fn one_more(&self) {
-        if let Ok(mut n) = self.count.lock() {
+    /// A new ceremony: nothing left over from the last one counts.
+    fn reset(&self) {
+        if let Ok(mut n) = self.unanswered.lock() {
+            *n = 0;
+        }
+    }
+
+    fn printed(&self) {
+        if let Ok(mut n) = self.unanswered.lock() {
             *n += 1;
             self.changed.notify_all();
         }
     }
 
-    /// Waits (briefly: this only orders lines) until `n` request lines are out.
-    fn wait_for(&self, n: u64) {
-        if let Ok(count) = self.count.lock() {
-            let _ = self
-                .changed
-                .wait_timeout_while(count, Duration::from_secs(1), |c| *c < n);
+    /// Waits (briefly: this only orders lines) for a request line to answer, and takes it.
+    fn take(&self) {
+        if let Ok(n) = self.unanswered.lock()
+            && let Ok((mut n, _)) =
+                self.changed
+                    .wait_timeout_while(n, Duration::from_secs(1), |n| *n == 0)
+        {
+            *n = n.saturating_sub(1);
         }
     }
 }
 
 impl UserAgent for DemoUser {
     fn approve(&mut self, r: &ApprovalRequest) -> Approval {
-        self.asked += 1;
-        self.printed.wait_for(self.asked);
+        self.printed.take();
         let account = r
             .user_name
             .as_deref()
@@ -144,6 +151,7 @@ impl Rig {
             let radio = self.radio.clone();
             let phone = self.phone.clone();
             let printed = self.printed.clone();
+            printed.reset();
             let config = PhoneConfig {
                 relay: Some(self.relay_url.clone()),
                 domain_id: 0,
@@ -163,7 +171,7 @@ impl Rig {
                     while let Some(p) = rx.recv().await {
                         eprintln!("phone:  {p}");
                         if matches!(p, PhoneProgress::Request { .. }) {
-                            printed.one_more();
+                            printed.printed();
                         }
                     }
                 });
@@ -247,7 +255,6 @@ pub async fn run(args: &DemoArgs) -> Result<Json, CliError> {
             MemoryStore::new(),
             DemoUser {
                 printed: printed.clone(),
-                asked: 0,
             },
             SystemClock,
             rand_core::OsRng,
