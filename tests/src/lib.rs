@@ -3,16 +3,20 @@
 //! bit-flipping proxy, and network namespaces for the two-machine test.
 //!
 //! The binaries are taken from the target directory this test runs from
-//! (`target/<profile>/`), after a `cargo build` of the two binaries so
-//! they are never stale. `HYBRIDGE_BIN_DIR` points elsewhere (no build then).
+//! (`target/<profile>/`). They are rebuilt with `cargo build` when a source file is newer
+//! than either of them, so they are never stale; otherwise the ones `cargo test --workspace`
+//! just built are used as they are. (Building them again anyway is not free: a build of two
+//! packages unifies features differently from a workspace build, so each would recompile
+//! what the other built.) `HYBRIDGE_BIN_DIR` points elsewhere (no build then).
 
 pub mod netns;
 pub mod proc;
 pub mod proxy;
 pub mod rp;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 /// The directory with `hybridge` and `hybridge-relay`, built if needed.
 pub fn bin_dir() -> &'static PathBuf {
@@ -26,6 +30,17 @@ pub fn bin_dir() -> &'static PathBuf {
         let deps = exe.parent().expect("deps dir");
         let profile_dir = deps.parent().expect("profile dir").to_path_buf();
         let target = profile_dir.parent().expect("target dir").to_path_buf();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let built = ["hybridge", "hybridge-relay"]
+            .iter()
+            .map(|b| modified(&profile_dir.join(b)))
+            .min()
+            .flatten();
+        if built.is_some_and(|b| newest_source(workspace).is_some_and(|s| s < b)) {
+            return profile_dir;
+        }
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
@@ -54,6 +69,42 @@ pub fn bin_dir() -> &'static PathBuf {
         );
         profile_dir
     })
+}
+
+fn modified(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time among the workspace's manifests, lock file and Rust
+/// sources (target directories and hidden directories skipped).
+fn newest_source(root: &Path) -> Option<SystemTime> {
+    let mut newest = ["Cargo.toml", "Cargo.lock"]
+        .iter()
+        .filter_map(|f| modified(&root.join(f)))
+        .max()?;
+    let mut dirs: Vec<PathBuf> = ["crates", "relay"].iter().map(|d| root.join(d)).collect();
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name == "target" {
+                continue;
+            }
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if name.ends_with(".rs") || name.ends_with(".toml") {
+                if let Some(t) = modified(&path) {
+                    newest = newest.max(t);
+                }
+            }
+        }
+    }
+    Some(newest)
 }
 
 /// The `hybridge` binary.
