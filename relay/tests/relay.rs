@@ -918,6 +918,20 @@ async fn help_never_prints_the_nats_credentials() {
     assert!(!text.contains("s3cret-pw"), "{text}");
 }
 
+/// A log filter that does not parse stops the relay with a usage error that says so,
+/// instead of running with some other level.
+#[tokio::test]
+async fn invalid_log_filter_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
+        .args(["--log", "hybridge_relay=loud", "--listen", "127.0.0.1:0"])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid --log filter"), "{err}");
+}
+
 /// Replays the committed fuzz corpora of the relay's parsers (`fuzz/corpus/relay_*`) through
 /// the entry points the cargo-fuzz targets call.
 #[test]
