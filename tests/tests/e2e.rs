@@ -589,6 +589,8 @@ fn usage_errors_and_help() {
             "--scan-timeout",
             "soon",
         ][..],
+        &["inspect", "domain", "0", "--log", "hybridge=verbose"][..],
+        &["--log-format", "xml", "inspect", "domain", "0"][..],
     ] {
         let (code, stderr, stdout) = run(args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
@@ -607,4 +609,56 @@ fn usage_errors_and_help() {
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(!stderr.contains("FIDO:/"));
+}
+
+/// `--log trace` on both sides of a registration: the diagnostics say what happened (our own
+/// debug lines are there), and no log line holds the QR secret or the full tunnel ID derived
+/// from it — not even the WebSocket library's, whose request-line trace would.
+#[test]
+fn trace_logs_hold_no_qr_secret_or_tunnel_id() {
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("logs");
+    let (options, state) = rp.creation_options("logan");
+    let opts = p.file("register.json", &options);
+    let port = free_udp_port();
+    let log = ["--log", "trace", "--log-format", "json"];
+    let mut l = local_laptop("register", &opts, port, &relay.url(), &log);
+    let qr = qr_of(&l);
+    let phone_args = [&["--yes"][..], &log].concat();
+    let mut ph = local_phone(&p, &qr, port, &relay.url(), &phone_args);
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    rp.verify_registration(&l.stdout(), &state)
+        .expect("the RP accepts the registration");
+
+    let payload = hybridge_proto::qr::QrPayload::from_url(&qr).expect("our own QR code");
+    let secret = payload.secret.expose();
+    let tunnel_id = hybridge_proto::kdf::tunnel_id(&payload.secret).0;
+    let forbidden = [
+        hex::encode(secret),
+        hex::encode_upper(secret),
+        hex::encode(tunnel_id),
+        hex::encode_upper(tunnel_id),
+    ];
+    for (who, proc) in [("laptop", &l), ("phone", &ph)] {
+        // Log lines are the JSON objects; the rest of stderr is the UI (the laptop shows
+        // the QR code itself there, as it must).
+        let lines: Vec<String> = proc
+            .stderr()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(str::to_owned)
+            .collect();
+        let ours = lines
+            .iter()
+            .filter(|l| l.contains("\"handshake done"))
+            .count();
+        assert!(ours > 0, "{who}: no debug lines of ours\n{}", proc.dump());
+        for line in &lines {
+            for f in &forbidden {
+                assert!(!line.contains(f.as_str()), "{who} logged a secret: {line}");
+            }
+        }
+    }
 }

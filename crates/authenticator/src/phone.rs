@@ -436,6 +436,7 @@ where
         ws::close(&mut socket, t.close).await;
         return Err(PhoneError::NoRoutingId { url: base });
     };
+    tracing::debug!(routing_id = %routing_id.to_hex(), "tunnel open");
     events.emit(PhoneProgress::TunnelOpen);
 
     let service_data = session.service_data(
@@ -494,6 +495,7 @@ where
     if let Some(h) = advertising.take() {
         let _ = h.stop().await;
     }
+    tracing::debug!("the laptop's handshake message arrived");
     events.emit(PhoneProgress::LaptopConnected);
 
     // 2. Handshake, post-handshake message (getInfo), and the padded update (revision 1).
@@ -527,6 +529,7 @@ where
         Ok(())
     })
     .await?;
+    tracing::debug!(revision = ?channel.revision(), "handshake done, getInfo sent");
     events.emit(PhoneProgress::HandshakeDone);
 
     // 3. The request.
@@ -561,6 +564,7 @@ where
     if command == hybridge_ctap::Command::Selection.byte() {
         return Err(PhoneError::AuthenticatorSelection);
     }
+    tracing::debug!(command, len = request.len(), "request from the laptop");
     events.emit(PhoneProgress::Request { command });
 
     // 4. The authenticator answers on a blocking thread (its user agent may prompt). The lock
@@ -632,6 +636,7 @@ where
         .send_ctap(&response)
         .map_err(|source| PhoneError::Protocol { step, source })?;
     within(step, t.close, send(socket, step, ct)).await?;
+    tracing::debug!(status, len = response.len(), "response sent");
     events.emit(PhoneProgress::Responded { status });
     if timed_out {
         return Err(PhoneError::Timeout {

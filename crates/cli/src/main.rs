@@ -29,6 +29,20 @@ use crate::error::{EXIT_OK, EXIT_USAGE};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Diagnostics on stderr, as a tracing filter: off, warn, info, debug, trace, or per
+    /// crate (hybridge_client=debug,hybridge_authenticator=trace). They never contain QR
+    /// secrets, full tunnel IDs, keys, PINs or message contents.
+    #[arg(
+        long,
+        global = true,
+        env = "HYBRIDGE_LOG",
+        default_value = "warn",
+        value_name = "FILTER"
+    )]
+    log: String,
+    /// Format of the diagnostics: text, or json (one object per line).
+    #[arg(long, global = true, env = "HYBRIDGE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 const MAIN_HELP: &str = concat!(
@@ -107,6 +121,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
+    if let Err(e) = init_log(&cli.log, &cli.log_format) {
+        eprintln!("hybridge: {e} (see --help)");
+        return ExitCode::from(EXIT_USAGE as u8);
+    }
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Passkeys(args) => passkeys::run(args),
@@ -130,6 +148,30 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// Sends the libraries' tracing events to stderr, filtered by `filter`.
+fn init_log(filter: &str, format: &str) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let mut filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("invalid --log filter {filter:?}: {e}"))?;
+    // The WebSocket library logs request lines, whose paths hold the full tunnel ID (a
+    // secret for the length of a ceremony): its debug and trace output never gets through.
+    for quiet in ["tungstenite=info", "tokio_tungstenite=info"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = if format == "json" {
+        fmt.json().try_init()
+    } else {
+        fmt.try_init()
+    };
+    installed.map_err(|e| format!("cannot start the log: {e}"))
 }
 
 /// Runs an async command on a fresh runtime, stopping at Ctrl-C. The runtime is shut down

@@ -248,6 +248,11 @@ impl Laptop {
                 (None, None) => return Err(Error::ProximityTimeout(t.scan)),
             }
         };
+        tracing::debug!(
+            domain = connect.domain_id,
+            routing_id = %connect.routing_id.to_hex(),
+            "advert from the phone decrypted"
+        );
         events.emit(Event::PhoneNearby {
             domain_id: connect.domain_id,
         });
@@ -290,6 +295,7 @@ impl Laptop {
                 return Err(Error::Handshake(e));
             }
         };
+        tracing::debug!("handshake done");
         events.emit(Event::HandshakeDone);
 
         let first = within(
@@ -318,7 +324,15 @@ impl Laptop {
         let mut linking = None;
         for ev in evs {
             match ev {
-                LaptopEvent::PostHandshake { message, .. } => ctap = message.supports_ctap(),
+                LaptopEvent::PostHandshake { message, revision } => {
+                    tracing::debug!(
+                        ?revision,
+                        features = ?message.features,
+                        get_info_len = message.get_info.as_ref().map_or(0, Vec::len),
+                        "post-handshake message"
+                    );
+                    ctap = message.supports_ctap();
+                }
                 other => note(&mut linking, other),
             }
         }
@@ -455,6 +469,11 @@ impl Tunnel {
         let ct = channel
             .send_ctap(request)
             .map_err(|source| Error::Protocol { step: STEP, source })?;
+        tracing::debug!(
+            command = request.first().copied().unwrap_or(0),
+            len = request.len(),
+            "request sent"
+        );
         events.emit(Event::WaitingForUser);
         let result = within(STEP, self.timeouts.user, Instant::now(), async {
             ws::send(&mut self.socket, ct)
@@ -476,8 +495,16 @@ impl Tunnel {
             }
         })
         .await;
-        if result.is_err() {
-            self.abort().await;
+        match &result {
+            Ok(r) => tracing::debug!(
+                status = r.first().copied().unwrap_or(0),
+                len = r.len(),
+                "response received"
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e, "request failed; closing the tunnel");
+                self.abort().await;
+            }
         }
         result
     }
