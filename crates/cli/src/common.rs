@@ -68,8 +68,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
-/// Reads a file named on the command line (`-` is stdin), at most 1 MiB.
-pub fn read_input(what: &'static str, path: &Path) -> Result<Vec<u8>, CliError> {
+/// Reads a file named on the command line (`-` is stdin) of at most `limit` bytes; a larger
+/// one is refused whole rather than cut short.
+pub fn read_input(what: &'static str, path: &Path, limit: u64) -> Result<Vec<u8>, CliError> {
     use std::io::Read;
     let io = |source| CliError::Io {
         what,
@@ -77,16 +78,23 @@ pub fn read_input(what: &'static str, path: &Path) -> Result<Vec<u8>, CliError> 
         source,
     };
     let mut bytes = Vec::new();
+    // One byte past the limit tells a file of exactly `limit` bytes from a larger one.
     if path == Path::new("-") {
         std::io::stdin()
             .lock()
-            .take(1 << 20)
+            .take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(io)?;
     } else {
         std::fs::File::open(path)
-            .and_then(|f| f.take(1 << 20).read_to_end(&mut bytes))
+            .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
             .map_err(io)?;
+    }
+    if bytes.len() as u64 > limit {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} MiB", limit >> 20),
+        )));
     }
     Ok(bytes)
 }
@@ -335,5 +343,21 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("99999999999999999m").is_err());
+    }
+
+    #[test]
+    fn inputs_up_to_the_limit_are_read_whole_and_larger_ones_refused() {
+        let dir = std::env::temp_dir().join(format!("hybridge-read-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exact = dir.join("exact");
+        std::fs::write(&exact, vec![b'x'; 2 << 20]).unwrap();
+        assert_eq!(
+            read_input("options", &exact, 2 << 20).unwrap().len(),
+            2 << 20
+        );
+        let err = read_input("cannot read the options file", &exact, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+        assert!(read_input("options", &dir.join("missing"), 1 << 20).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

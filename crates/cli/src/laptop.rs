@@ -128,7 +128,7 @@ pub fn spawn_event_printer(
 /// Runs `register` or `sign-in`; the response JSON is returned for stdout.
 pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
     check_qr_out(args.qr_out.as_deref())?;
-    let options = read_input("cannot read the options file", &args.options)?;
+    let options = read_input("cannot read the options file", &args.options, 1 << 20)?;
     let options = String::from_utf8(options)
         .map_err(|_| CliError::Invalid("the options file is not UTF-8 text".into()))?;
     // Everything about the request is checked before the radio is opened or a QR code exists:

@@ -103,7 +103,12 @@ pub fn command_name(command: u8) -> &'static str {
 pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
     let qr = match (&args.qr, &args.qr_image) {
         (Some(text), _) => QrInput::Text(text.clone()),
-        (None, Some(path)) => QrInput::Image(read_input("cannot read the QR image", path)?),
+        (None, Some(path)) => QrInput::Image(read_input(
+            "cannot read the QR image",
+            path,
+            // A camera's full-size photo of the code is several MiB.
+            64 << 20,
+        )?),
         (None, None) => {
             return Err(CliError::Invalid(
                 "give --qr TEXT or --qr-image FILE".into(),
