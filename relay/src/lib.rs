@@ -22,6 +22,7 @@ pub mod config;
 mod conn;
 pub mod fuzz;
 pub mod http;
+pub mod log;
 pub mod metrics;
 mod ratelimit;
 mod registry;

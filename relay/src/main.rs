@@ -201,20 +201,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("hybridge-relay: invalid --log filter {:?}: {e}", cli.log);
-            return ExitCode::from(2);
-        }
-    };
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        fmt.json().init();
-    } else {
-        fmt.init();
+    // The NATS client's trace shows its CONNECT message, password and token included.
+    if let Err(e) = hybridge_relay::log::init(&cli.log, cli.log_format == "json", &["async_nats"]) {
+        eprintln!("hybridge-relay: {e}");
+        return ExitCode::from(2);
     }
     let mut rt = if cli.worker_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

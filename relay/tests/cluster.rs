@@ -645,7 +645,10 @@ async fn nats_over_tls_with_a_password() {
         (nats.url.as_str(), vec![]),
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
-            .args(["--listen", "127.0.0.1:0", "--log", "debug", "--nats", url])
+            // The NATS client's own trace would show its CONNECT message, password
+            // included: asked for here, it must stay capped.
+            .args(["--listen", "127.0.0.1:0", "--nats", url])
+            .args(["--log", "debug,async_nats::connection=trace"])
             .args(&extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

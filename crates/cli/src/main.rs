@@ -150,28 +150,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sends the libraries' tracing events to stderr, filtered by `filter`.
+/// Sends the libraries' tracing events to stderr, filtered by `filter`. The WebSocket
+/// library logs request lines, whose paths hold the full tunnel ID (a secret for the length
+/// of a ceremony): it is capped at info.
 fn init_log(filter: &str, format: &str) -> Result<(), String> {
-    use std::io::IsTerminal;
-    let mut filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| format!("invalid --log filter {filter:?}: {e}"))?;
-    // The WebSocket library logs request lines, whose paths hold the full tunnel ID (a
-    // secret for the length of a ceremony): its debug and trace output never gets through.
-    for quiet in ["tungstenite=info", "tokio_tungstenite=info"] {
-        if let Ok(d) = quiet.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let installed = if format == "json" {
-        fmt.json().try_init()
-    } else {
-        fmt.try_init()
-    };
-    installed.map_err(|e| format!("cannot start the log: {e}"))
+    hybridge_relay::log::init(
+        filter,
+        format == "json",
+        &["tungstenite", "tokio_tungstenite"],
+    )
 }
 
 /// Runs an async command on a fresh runtime, stopping at Ctrl-C. The runtime is shut down
