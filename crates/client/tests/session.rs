@@ -528,13 +528,16 @@ async fn rp_id_mismatch_is_refused_before_any_qr_code() {
     let origin = Origin::parse(ORIGIN).unwrap();
     let (json, _) = creation_options(&rp, "frank");
     let mut options = CreationOptions::from_json(&json, &origin).unwrap();
-    options.rp_id = "bank.example".into();
-    let (events, rx) = Events::channel(8);
-    let err = session::ceremony(&options, &origin, &radio, &config, &events)
-        .await
-        .unwrap_err();
-    assert_eq!(err.dom_exception(), "SecurityError", "{err}");
-    nothing_shown(events, rx, &radio).await;
+    // Another RP, or this one in another spelling than the phone would be sent.
+    for other in ["bank.example", "EXAMPLE.com"] {
+        options.rp_id = other.into();
+        let (events, rx) = Events::channel(8);
+        let err = session::ceremony(&options, &origin, &radio, &config, &events)
+            .await
+            .unwrap_err();
+        assert_eq!(err.dom_exception(), "SecurityError", "{other}: {err}");
+        nothing_shown(events, rx, &radio).await;
+    }
 }
 
 /// `prf.evalByCredential` at registration is a NotSupportedError (WebAuthn L3 §10.1.4), raised

@@ -14,7 +14,7 @@ use hybridge_proto::qr::RequestType;
 use super::{Error, Events, Laptop, LaptopConfig, Tunnel, from_status};
 use crate::webauthn::{
     self, Assertion, Attestation, ClientDataType, CreationOptions, ExtensionResults, Origin,
-    PrfInput, Registration, RequestOptions, ResidentKey, UserVerification,
+    PrfInput, Registration, RequestOptions, ResidentKey, UserVerification, WebAuthnError,
 };
 
 /// Registers a passkey on the phone: `options_json` is the RP's
@@ -62,7 +62,14 @@ pub async fn ceremony<C: Ceremony>(
 ) -> Result<C::Response, Error> {
     // The options' fields are public, so they may have changed since `from_json` checked
     // them: the RP ID is checked against this origin again, before any QR code exists.
-    origin.resolve_rp_id(Some(options.rp_id()))?;
+    if origin.resolve_rp_id(Some(options.rp_id()))? != options.rp_id() {
+        // Valid only after normalising (case, IDNA): the phone would get another string
+        // than the one checked.
+        return Err(Error::WebAuthn(WebAuthnError::RpIdMismatch {
+            rp_id: options.rp_id().to_owned(),
+            origin: origin.serialized.clone(),
+        }));
+    }
     let client_data_json =
         webauthn::client_data_json(C::CLIENT_DATA_TYPE, options.challenge(), origin);
     let laptop = Laptop::new(C::REQUEST_TYPE, config.clone());
