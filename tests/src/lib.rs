@@ -3,9 +3,10 @@
 //! bit-flipping proxy, and network namespaces for the two-machine test.
 //!
 //! The binaries are taken from the target directory this test runs from
-//! (`target/<profile>/`). They are rebuilt with `cargo build` when a source file is newer
-//! than either of them, so they are never stale; otherwise the ones `cargo test --workspace`
-//! just built are used as they are. (Building them again anyway is not free: a build of two
+//! (`target/<profile>/`). They are rebuilt with `cargo build` when a file they were built
+//! from (cargo's dep-info, `<bin>.d`) is newer than the binary, or the manifests or lock file
+//! are, so they are never stale; otherwise the ones `cargo test --workspace` just built are
+//! used as they are. (Building them again anyway is not free: a build of two
 //! packages unifies features differently from a workspace build, so each would recompile
 //! what the other built.) `HYBRIDGE_BIN_DIR` points elsewhere (no build then).
 
@@ -33,12 +34,10 @@ pub fn bin_dir() -> &'static PathBuf {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("workspace root");
-        let built = ["hybridge", "hybridge-relay"]
+        if ["hybridge", "hybridge-relay"]
             .iter()
-            .map(|b| modified(&profile_dir.join(b)))
-            .min()
-            .flatten();
-        if built.is_some_and(|b| newest_source(workspace).is_some_and(|s| s < b)) {
+            .all(|b| up_to_date(&profile_dir, b, workspace))
+        {
             return profile_dir;
         }
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
@@ -75,36 +74,57 @@ fn modified(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-/// The newest modification time among the workspace's manifests, lock file and Rust
-/// sources (target directories and hidden directories skipped).
-fn newest_source(root: &Path) -> Option<SystemTime> {
-    let mut newest = ["Cargo.toml", "Cargo.lock"]
-        .iter()
-        .filter_map(|f| modified(&root.join(f)))
-        .max()?;
-    let mut dirs: Vec<PathBuf> = ["crates", "relay"].iter().map(|d| root.join(d)).collect();
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') || name == "target" {
-                continue;
+/// Whether `dir/bin` is newer than every file cargo's dep-info says it was built from, and
+/// than the workspace's manifests and lock file.
+fn up_to_date(dir: &Path, bin: &str, workspace: &Path) -> bool {
+    let Some(built) = modified(&dir.join(bin)) else {
+        return false;
+    };
+    let Ok(dep_info) = std::fs::read_to_string(dir.join(format!("{bin}.d"))) else {
+        return false;
+    };
+    let Some((_, sources)) = dep_info.lines().next().and_then(|l| l.split_once(": ")) else {
+        return false;
+    };
+    // Every member's manifest: features and dependency versions live there.
+    let members = std::fs::read_dir(workspace.join("crates"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("Cargo.toml"))
+        .filter(|p| p.is_file());
+    let manifests = ["Cargo.toml", "Cargo.lock", "relay/Cargo.toml"]
+        .map(|f| workspace.join(f))
+        .into_iter()
+        .chain(members);
+    dep_info_paths(sources)
+        .chain(manifests)
+        .all(|p| modified(&p).is_some_and(|t| t < built))
+}
+
+/// The paths of a dep-info line: separated by spaces, with spaces in a path escaped (`\ `).
+fn dep_info_paths(line: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    let mut paths = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => {
+                cur.push(' ');
+                chars.next();
             }
-            let Ok(kind) = e.file_type() else { continue };
-            if kind.is_dir() {
-                dirs.push(path);
-            } else if name.ends_with(".rs") || name.ends_with(".toml") {
-                if let Some(t) = modified(&path) {
-                    newest = newest.max(t);
+            ' ' => {
+                if !cur.is_empty() {
+                    paths.push(PathBuf::from(std::mem::take(&mut cur)));
                 }
             }
+            c => cur.push(c),
         }
     }
-    Some(newest)
+    if !cur.is_empty() {
+        paths.push(PathBuf::from(cur));
+    }
+    paths.into_iter()
 }
 
 /// The `hybridge` binary.
@@ -167,4 +187,16 @@ pub fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dep_info_paths_keep_escaped_spaces() {
+        let got: Vec<_> = super::dep_info_paths("/a/b.rs /c\\ d/e.rs  /f.rs").collect();
+        assert_eq!(
+            got,
+            ["/a/b.rs", "/c d/e.rs", "/f.rs"].map(std::path::PathBuf::from)
+        );
+    }
 }

@@ -27,7 +27,10 @@ impl Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("HYBRIDGE_NO_SPINNER", "1");
+            .env("HYBRIDGE_NO_SPINNER", "1")
+            // The tests read stderr: a developer's own log settings must not change it.
+            .env_remove("HYBRIDGE_LOG")
+            .env_remove("HYBRIDGE_LOG_FORMAT");
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
