@@ -107,7 +107,7 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
             "cannot read the QR image",
             path,
             // A camera's full-size photo of the code is several MiB.
-            64 << 20,
+            hybridge_authenticator::qr_image::MAX_IMAGE_BYTES as u64,
         )?),
         (None, None) => {
             return Err(CliError::Invalid(
