@@ -136,8 +136,15 @@ fn ceremony_local(
     let mut l = local_laptop(ceremony, &opts, port, &relay.url(), qr_out);
     let qr = qr_of(&l);
     let mut ph = if photo {
+        // As big as a camera's photo: over the 1 MiB that other inputs may have.
+        let big = p.dir.path(&format!("{ceremony}-qr-photo.png"));
+        let png = std::fs::read(&png).expect("the laptop wrote the QR code");
+        std::fs::write(&big, png_with_padding(&png, 3 << 20)).unwrap();
         let mut base = Command::new(hybridge());
-        base.args(["phone", "--qr-image", png_arg, "--relay", &relay.url()])
+        base.arg("phone")
+            .arg("--qr-image")
+            .arg(&big)
+            .args(["--relay", &relay.url()])
             .arg("--ble")
             .arg(format!("udp:127.0.0.1:{port},interval=20ms"))
             .arg("--store")
@@ -670,4 +677,36 @@ fn trace_logs_hold_no_qr_secret_or_tunnel_id() {
             }
         }
     }
+}
+
+/// `png` with an ancillary chunk of `len` bytes before its end: the same image to a decoder,
+/// as large as a photo.
+fn png_with_padding(png: &[u8], len: usize) -> Vec<u8> {
+    const IEND: usize = 12; // length, "IEND", CRC
+    assert!(png.len() > IEND && &png[png.len() - 8..png.len() - 4] == b"IEND");
+    let (body, end) = png.split_at(png.len() - IEND);
+    let mut chunk = b"paDd".to_vec();
+    chunk.resize(4 + len, 0);
+    let mut out = body.to_vec();
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    out.extend_from_slice(end);
+    out
+}
+
+/// CRC-32 (IEEE), as PNG chunks carry it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
