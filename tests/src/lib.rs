@@ -40,7 +40,11 @@ pub fn bin_dir() -> &'static PathBuf {
         {
             return profile_dir;
         }
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        // The profile this test was built with: its directory's name (`dev` builds to debug).
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(name) => name.to_owned(),
+        };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
         cmd.args([
@@ -58,9 +62,7 @@ pub fn bin_dir() -> &'static PathBuf {
         .arg("--target-dir")
         .arg(&target)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if release {
-            cmd.arg("--release");
-        }
+        cmd.args(["--profile", &profile]);
         let status = cmd.status().expect("run cargo build for the binaries");
         assert!(
             status.success(),
