@@ -3,21 +3,21 @@
 //! bit-flipping proxy, and network namespaces for the two-machine test.
 //!
 //! The binaries are taken from the target directory this test runs from
-//! (`target/<profile>/`). They are rebuilt with `cargo build` when a file they were built
-//! from (cargo's dep-info, `<bin>.d`) is newer than the binary, or the manifests or lock file
-//! are, so they are never stale; otherwise the ones `cargo test --workspace` just built are
-//! used as they are. (Building them again anyway is not free: a build of two
-//! packages unifies features differently from a workspace build, so each would recompile
-//! what the other built.) `HYBRIDGE_BIN_DIR` points elsewhere (no build then).
+//! (`target/<profile>/`), after a `cargo build` of the two binaries so they are never stale.
+//! After `cargo test --workspace` that build has nothing to do, as long as it sees the same
+//! environment (the variables cargo sets for a running test are removed) and a test build and
+//! a plain build of the two binaries resolve the same features: a dependency feature asked
+//! for only by a dev-dependency makes each build recompile what the other built (it did, for
+//! 37 s a run: `cargo tree -e features` of both tells them apart). `HYBRIDGE_BIN_DIR` points
+//! elsewhere (no build then).
 
 pub mod netns;
 pub mod proc;
 pub mod proxy;
 pub mod rp;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::SystemTime;
 
 /// The directory with `hybridge` and `hybridge-relay`, built if needed.
 pub fn bin_dir() -> &'static PathBuf {
@@ -31,15 +31,6 @@ pub fn bin_dir() -> &'static PathBuf {
         let deps = exe.parent().expect("deps dir");
         let profile_dir = deps.parent().expect("profile dir").to_path_buf();
         let target = profile_dir.parent().expect("target dir").to_path_buf();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root");
-        if ["hybridge", "hybridge-relay"]
-            .iter()
-            .all(|b| up_to_date(&profile_dir, b, workspace))
-        {
-            return profile_dir;
-        }
         // The profile this test was built with: its directory's name (`dev` builds to debug).
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => "dev".to_owned(),
@@ -62,6 +53,25 @@ pub fn bin_dir() -> &'static PathBuf {
         .arg("--target-dir")
         .arg(&target)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // What cargo set for running this test is not part of the build: ring's build script
+        // reruns when CARGO_MANIFEST_DIR changes, and would rebuild everything above it.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&key.as_ref())
+            {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         cmd.args(["--profile", &profile]);
         let status = cmd.status().expect("run cargo build for the binaries");
         assert!(
@@ -70,63 +80,6 @@ pub fn bin_dir() -> &'static PathBuf {
         );
         profile_dir
     })
-}
-
-fn modified(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-/// Whether `dir/bin` is newer than every file cargo's dep-info says it was built from, and
-/// than the workspace's manifests and lock file.
-fn up_to_date(dir: &Path, bin: &str, workspace: &Path) -> bool {
-    let Some(built) = modified(&dir.join(bin)) else {
-        return false;
-    };
-    let Ok(dep_info) = std::fs::read_to_string(dir.join(format!("{bin}.d"))) else {
-        return false;
-    };
-    let Some((_, sources)) = dep_info.lines().next().and_then(|l| l.split_once(": ")) else {
-        return false;
-    };
-    // Every member's manifest: features and dependency versions live there.
-    let members = std::fs::read_dir(workspace.join("crates"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("Cargo.toml"))
-        .filter(|p| p.is_file());
-    let manifests = ["Cargo.toml", "Cargo.lock", "relay/Cargo.toml"]
-        .map(|f| workspace.join(f))
-        .into_iter()
-        .chain(members);
-    dep_info_paths(sources)
-        .chain(manifests)
-        .all(|p| modified(&p).is_some_and(|t| t < built))
-}
-
-/// The paths of a dep-info line: separated by spaces, with spaces in a path escaped (`\ `).
-fn dep_info_paths(line: &str) -> impl Iterator<Item = PathBuf> + '_ {
-    let mut paths = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.peek() == Some(&' ') => {
-                cur.push(' ');
-                chars.next();
-            }
-            ' ' => {
-                if !cur.is_empty() {
-                    paths.push(PathBuf::from(std::mem::take(&mut cur)));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        paths.push(PathBuf::from(cur));
-    }
-    paths.into_iter()
 }
 
 /// The `hybridge` binary.
@@ -189,16 +142,4 @@ pub fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dep_info_paths_keep_escaped_spaces() {
-        let got: Vec<_> = super::dep_info_paths("/a/b.rs /c\\ d/e.rs  /f.rs").collect();
-        assert_eq!(
-            got,
-            ["/a/b.rs", "/c d/e.rs", "/f.rs"].map(std::path::PathBuf::from)
-        );
-    }
 }
