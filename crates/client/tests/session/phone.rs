@@ -219,6 +219,33 @@ async fn stored_after_user_finished(handler: &Phone) -> usize {
     panic!("the authenticator is still busy");
 }
 
+/// The user approves the pending makeCredential: its successful answer reaches the laptop,
+/// the laptop shuts the session down, the phone reports it served it, and the passkey is
+/// stored.
+async fn approve_and_finish(
+    laptop: &mut Laptop,
+    person: &Person,
+    phone: JoinHandle<Result<PhoneOutcome, PhoneError>>,
+    handler: &Phone,
+) {
+    person
+        .answer
+        .send(Approval::Approved { verified: true })
+        .unwrap();
+    let response = laptop.recv().await.expect("the phone answers");
+    assert_eq!(&response[..2], &[0x01, 0x00], "a successful CTAP answer");
+    laptop.send(&[0x00]).await;
+    let outcome = tokio::time::timeout(T, phone).await.unwrap().unwrap();
+    assert_eq!(
+        outcome.unwrap(),
+        PhoneOutcome {
+            command: 0x01,
+            status: 0x00
+        }
+    );
+    assert_eq!(stored_after_user_finished(handler).await, 1);
+}
+
 /// The laptop leaves while the user decides — by closing the tunnel, or by sending its
 /// shutdown message — and the phone notices at once (Chromium's `EOF_WHILE_PROCESSING`):
 /// the session ends with a clear error, and the approval the user gives afterwards writes
@@ -283,22 +310,7 @@ async fn updates_while_the_user_decides_are_ignored() {
     // Give the phone time to read them while the user still decides.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!phone.is_finished(), "the phone gave up: {:?}", phone.await);
-    person
-        .answer
-        .send(Approval::Approved { verified: true })
-        .unwrap();
-    let response = laptop.recv().await.expect("the phone answers");
-    assert_eq!(&response[..2], &[0x01, 0x00], "a successful CTAP answer");
-    laptop.send(&[0x00]).await;
-    let outcome = tokio::time::timeout(T, phone).await.unwrap().unwrap();
-    assert_eq!(
-        outcome.unwrap(),
-        PhoneOutcome {
-            command: 0x01,
-            status: 0x00
-        }
-    );
-    assert_eq!(stored_after_user_finished(&handler).await, 1);
+    approve_and_finish(&mut laptop, &person, phone, &handler).await;
 }
 
 /// An update that is not CBOR at all ends the session, as in Chromium's phone (brief §8.4:
@@ -379,20 +391,5 @@ async fn get_info_over_the_tunnel_is_answered_and_the_request_after_it_served() 
 
     laptop.send(&make_credential()).await;
     person.wait_until_asked().await;
-    person
-        .answer
-        .send(Approval::Approved { verified: true })
-        .unwrap();
-    let response = laptop.recv().await.expect("the phone answers");
-    assert_eq!(&response[..2], &[0x01, 0x00], "a successful CTAP answer");
-    laptop.send(&[0x00]).await;
-    let outcome = tokio::time::timeout(T, phone).await.unwrap().unwrap();
-    assert_eq!(
-        outcome.unwrap(),
-        PhoneOutcome {
-            command: 0x01,
-            status: 0x00
-        }
-    );
-    assert_eq!(stored_after_user_finished(&handler).await, 1);
+    approve_and_finish(&mut laptop, &person, phone, &handler).await;
 }
