@@ -56,7 +56,7 @@ use hybridge_ctap::GetInfoResponse;
 use hybridge_proto::linking::LinkingInfo;
 use hybridge_proto::qr::{QrKeys, RequestType};
 use hybridge_proto::session::{LaptopChannel, LaptopEvent, LaptopQr};
-use hybridge_proto::{domain, keys, tunnel};
+use hybridge_proto::{domain, frame, keys, tunnel};
 use rand_core::OsRng;
 use tokio::time::Instant;
 
@@ -440,8 +440,8 @@ impl fmt::Debug for Tunnel {
 
 impl Tunnel {
     /// The phone's getInfo response, CBOR (no status byte), as the phone sent it.
-    pub fn get_info(&self) -> Option<&[u8]> {
-        Some(&self.get_info)
+    pub fn get_info(&self) -> &[u8] {
+        &self.get_info
     }
 
     /// The phone's getInfo response, parsed. (`connect` fails with
@@ -451,19 +451,15 @@ impl Tunnel {
     }
 
     /// Sends one CTAP request (`command ‖ CBOR`) and returns the phone's answer
-    /// (`status ‖ CBOR`). getInfo (`[0x04]`) is answered from the post-handshake message, as
+    /// (`status ‖ CBOR`). getInfo (`0x04`) is answered from the post-handshake message, as
     /// Chromium does. Hybrid phones accept one request per session.
     ///
     /// Any message that fails to decrypt aborts the session: the tunnel is closed and nothing
     /// is returned.
     pub async fn transact(&mut self, request: &[u8], events: &Events) -> Result<Vec<u8>, Error> {
         const STEP: Step = Step::WaitingForUser;
-        if request == [hybridge_ctap::Command::GetInfo.byte()] {
-            if let Some(info) = self.get_info() {
-                let mut out = vec![0x00];
-                out.extend_from_slice(info);
-                return Ok(out);
-            }
+        if let Some(reply) = frame::get_info_reply(request, &self.get_info) {
+            return Ok(reply);
         }
         let channel = self.channel.as_mut().ok_or(Error::TunnelClosed(STEP))?;
         let ct = channel

@@ -153,6 +153,24 @@ pub fn decode_padded_cbor(b: &[u8]) -> Result<Value, Error> {
         ))
 }
 
+/// authenticatorGetInfo's command byte (brief §9), and the status for one that carries a
+/// payload (CTAP 2.1 §8.2 `CTAP1_ERR_INVALID_LENGTH`).
+const CTAP_GET_INFO: u8 = 0x04;
+const CTAP1_ERR_INVALID_LENGTH: u8 = 0x03;
+
+/// The answer to a CTAP `request` (`cmd ‖ CBOR`) if it is authenticatorGetInfo, built from
+/// the post-handshake message's `get_info` (brief §9): `0x00 ‖ getInfo`, or
+/// `CTAP1_ERR_INVALID_LENGTH` when a payload follows the command. `None` for any other
+/// command. Both sides answer getInfo this way: the laptop instead of sending it (as Chromium
+/// and libwebauthn do), the phone when a laptop sends it anyway (as Chrome's phone does).
+pub fn get_info_reply(request: &[u8], get_info: &[u8]) -> Option<Vec<u8>> {
+    match request {
+        [CTAP_GET_INFO] => Some([&[0x00][..], get_info].concat()),
+        [CTAP_GET_INFO, ..] => Some(vec![CTAP1_ERR_INVALID_LENGTH]),
+        _ => None,
+    }
+}
+
 /// The phone's first message after the handshake (brief §8.3).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct PostHandshake {
@@ -326,6 +344,14 @@ impl Update {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn get_info_is_answered_from_the_post_handshake_get_info() {
+        assert_eq!(get_info_reply(&[0x04], &[0xa0]), Some(vec![0x00, 0xa0]));
+        assert_eq!(get_info_reply(&[0x04, 0xa0], &[0xa0]), Some(vec![0x03]));
+        assert_eq!(get_info_reply(&[0x01, 0xa0], &[0xa0]), None);
+        assert_eq!(get_info_reply(&[], &[0xa0]), None);
+    }
     use crate::keys;
     use crate::secret::LinkSecret;
     use proptest::prelude::*;

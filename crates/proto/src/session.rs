@@ -26,7 +26,7 @@ use crate::Error;
 use crate::advert::{self, AdvertPlaintext, AdvertSuffix, DecryptedAdvert, DomainCheck};
 use crate::crypter::Crypter;
 use crate::domain;
-use crate::frame::{Message, MessageType, PostHandshake, ProtocolRevision, Update};
+use crate::frame::{self, Message, MessageType, PostHandshake, ProtocolRevision, Update};
 use crate::handshake::{self, Handshaken, Initiator, Responder};
 use crate::kdf;
 use crate::linking::{ClientPayload, LinkingInfo};
@@ -741,17 +741,12 @@ pub enum PhoneEvent {
     /// The laptop ended the session; close the tunnel.
     Shutdown,
     /// An authenticatorGetInfo request (`0x04`), answered here from the getInfo of the
-    /// post-handshake message: send this ciphertext to the laptop and keep waiting for its
-    /// request. Chrome's phone accepts getInfo over the tunnel (brief §9), although Chromium
-    /// and libwebauthn laptops answer it locally and never send it. A getInfo with a payload
-    /// is answered `CTAP1_ERR_INVALID_LENGTH`. Nobody needs to be asked.
+    /// post-handshake message ([`frame::get_info_reply`]): send this ciphertext to the laptop
+    /// and keep waiting for its request. Chrome's phone accepts getInfo over the tunnel
+    /// (brief §9), although Chromium and libwebauthn laptops answer it locally and never send
+    /// it. Nobody needs to be asked.
     Answered(Vec<u8>),
 }
-
-/// authenticatorGetInfo's command byte (brief §9), and the status for one that carries a
-/// payload (CTAP 2.1 §8.2 `CTAP1_ERR_INVALID_LENGTH`).
-const CTAP_GET_INFO: u8 = 0x04;
-const CTAP1_ERR_INVALID_LENGTH: u8 = 0x03;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PhoneState {
@@ -865,19 +860,11 @@ impl PhoneChannel {
             }
             Message::Ctap(r) => {
                 self.expect_request(MessageType::Ctap)?;
-                match (r.first(), &self.get_info) {
-                    (Some(&CTAP_GET_INFO), Some(info)) => {
-                        let response = if r.len() == 1 {
-                            let mut ok = Vec::with_capacity(1 + info.len());
-                            ok.push(0x00);
-                            ok.extend_from_slice(info);
-                            ok
-                        } else {
-                            vec![CTAP1_ERR_INVALID_LENGTH]
-                        };
-                        Ok(PhoneEvent::Answered(self.send_ctap(&response)?))
-                    }
-                    _ => Ok(PhoneEvent::CtapRequest(r)),
+                let reply =
+                    (self.get_info.as_deref()).and_then(|info| frame::get_info_reply(&r, info));
+                match reply {
+                    Some(reply) => Ok(PhoneEvent::Answered(self.send_ctap(&reply)?)),
+                    None => Ok(PhoneEvent::CtapRequest(r)),
                 }
             }
             Message::Json(j) => {
