@@ -55,9 +55,9 @@ use hybridge_proto::{domain, keys};
 use rand_core::OsRng;
 use tokio::time::timeout;
 
-use crate::authenticator::Authenticator;
 use hybridge_ctap::StatusCode;
 
+use crate::authenticator::Authenticator;
 use crate::qr_image::{QrImageError, decode_qr_image};
 use crate::store::CredentialStore;
 use crate::user::UserAgent;
@@ -549,6 +549,7 @@ where
                     continue;
                 }
                 PhoneEvent::Shutdown => return Err(PhoneError::UnexpectedEof),
+                PhoneEvent::SelectionRefused => return Err(PhoneError::AuthenticatorSelection),
                 PhoneEvent::Answered(reply) => {
                     tracing::debug!("answered a getInfo sent over the tunnel");
                     send(socket, step, reply).await?;
@@ -559,11 +560,6 @@ where
     })
     .await?;
     let command = request.first().copied().unwrap_or(0);
-    // authenticatorSelection ends the transaction with an error and no answer, as Chrome's
-    // phone does (brief §9: AUTHENTICATOR_SELECTION_RECEIVED); nobody is asked.
-    if command == hybridge_ctap::Command::Selection.byte() {
-        return Err(PhoneError::AuthenticatorSelection);
-    }
     tracing::debug!(command, len = request.len(), "request from the laptop");
     events.emit(PhoneProgress::Request { command });
 
@@ -693,12 +689,13 @@ fn while_processing(
         }
         PhoneEvent::Shutdown => Err(PhoneError::EofWhileProcessing),
         // The channel refuses a second request while one is pending; not reached.
-        PhoneEvent::CtapRequest(_) | PhoneEvent::JsonRequest(_) | PhoneEvent::Answered(_) => {
-            Err(PhoneError::Protocol {
-                step,
-                source: hybridge_proto::Error::State("a request is already being processed"),
-            })
-        }
+        PhoneEvent::CtapRequest(_)
+        | PhoneEvent::JsonRequest(_)
+        | PhoneEvent::Answered(_)
+        | PhoneEvent::SelectionRefused => Err(PhoneError::Protocol {
+            step,
+            source: hybridge_proto::Error::State("a request is already being processed"),
+        }),
     }
 }
 

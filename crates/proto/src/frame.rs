@@ -156,6 +156,8 @@ pub fn decode_padded_cbor(b: &[u8]) -> Result<Value, Error> {
 /// authenticatorGetInfo's command byte (brief §9), and the status for one that carries a
 /// payload (CTAP 2.1 §8.2 `CTAP1_ERR_INVALID_LENGTH`).
 const CTAP_GET_INFO: u8 = 0x04;
+/// authenticatorSelection's command byte (CTAP 2.1 §6.9, brief §9).
+pub(crate) const CTAP_SELECTION: u8 = 0x0B;
 const CTAP1_ERR_INVALID_LENGTH: u8 = 0x03;
 
 /// The answer to a CTAP `request` (`cmd ‖ CBOR`) if it is authenticatorGetInfo, built from

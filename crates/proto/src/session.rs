@@ -746,6 +746,10 @@ pub enum PhoneEvent {
     /// (brief §9), although Chromium and libwebauthn laptops answer it locally and never send
     /// it. Nobody needs to be asked.
     Answered(Vec<u8>),
+    /// authenticatorSelection (`0x0B`): the session ends with an error and no answer, as
+    /// Chrome's phone does (brief §9: a hybrid phone was chosen already). The channel is
+    /// closed; nobody needs to be asked.
+    SelectionRefused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -860,8 +864,14 @@ impl PhoneChannel {
             }
             Message::Ctap(r) => {
                 self.expect_request(MessageType::Ctap)?;
-                let reply =
-                    (self.get_info.as_deref()).and_then(|info| frame::get_info_reply(&r, info));
+                if r.first() == Some(&frame::CTAP_SELECTION) {
+                    self.state = PhoneState::Closed;
+                    return Ok(PhoneEvent::SelectionRefused);
+                }
+                let reply = self
+                    .get_info
+                    .as_deref()
+                    .and_then(|info| frame::get_info_reply(&r, info));
                 match reply {
                     Some(reply) => Ok(PhoneEvent::Answered(self.send_ctap(&reply)?)),
                     None => Ok(PhoneEvent::CtapRequest(r)),

@@ -424,3 +424,38 @@ const PINNED_LINKED: &[(&str, &str)] = &[
     ("nk_handshake_hash", "ac5a048f042b2fd00cf044dde9709026eddb2d353b5a855241824316d139bd5a"),
     ("nk_post_handshake", "2d6bfc206b187a4ed293eea5f3bcf2fe0d2a0a004cbedfe522229daf2d43182c9317ca30d712043c29da5cbb4559b184"),
 ];
+
+#[test]
+fn authenticator_selection_ends_the_phone_channel() {
+    let keys = QrKeys {
+        identity: seed(1),
+        secret: QrSecret::new([2; 16]),
+    };
+    let mut laptop = LaptopQr::new(keys, 1, true, RequestType::GetAssertion);
+    let mut phone = PhoneQr::from_payload(laptop.qr_payload().clone());
+    let sd = phone.service_data(
+        AdvertPlaintext {
+            nonce: [1; 10],
+            routing_id: RoutingId([1, 2, 3]),
+            domain_id: 1,
+        },
+        None,
+    );
+    assert!(laptop.on_advert(&sd).unwrap().is_some());
+    let m1 = laptop.handshake_message(&seed(3)).unwrap();
+    let (mut phone, m2) = phone.respond(&m1, &seed(4)).unwrap();
+    let mut laptop = laptop.finish(&m2).unwrap();
+    let ph = phone
+        .post_handshake(&PostHandshake::ctap(vec![0xa0]))
+        .unwrap();
+    laptop.on_message(&ph).unwrap();
+    let req = laptop.send_ctap(&[0x0B]).unwrap();
+    assert_eq!(
+        phone.on_message(&req).unwrap(),
+        PhoneEvent::SelectionRefused
+    );
+    assert!(
+        phone.send_ctap(&[0x00]).is_err(),
+        "no answer: the channel is closed"
+    );
+}
