@@ -104,17 +104,13 @@ enum UrlAuth {
 
 /// The credentials in the first URL that has any, for [`async_nats::ConnectOptions`].
 fn url_auth(urls: &str) -> UrlAuth {
-    for url in urls.split(',') {
-        let rest = url.trim().split_once("://").map_or(url.trim(), |(_, r)| r);
-        let authority = rest.split('/').next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            return match userinfo.split_once(':') {
-                Some((u, p)) => UrlAuth::UserPassword(u.to_owned(), p.to_owned()),
-                None => UrlAuth::Token(userinfo.to_owned()),
-            };
-        }
+    match urls.split(',').find_map(|url| split_userinfo(url.trim()).1) {
+        None => UrlAuth::None,
+        Some(info) => match info.split_once(':') {
+            Some((user, password)) => UrlAuth::UserPassword(user.to_owned(), password.to_owned()),
+            None => UrlAuth::Token(info.to_owned()),
+        },
     }
-    UrlAuth::None
 }
 
 /// The URLs with any credentials replaced by `***`, for logs and errors.
@@ -129,26 +125,24 @@ fn strip_credentials(urls: &str) -> String {
 
 fn rewrite_userinfo(urls: &str, replacement: &str) -> String {
     urls.split(',')
-        .map(|url| {
-            let (scheme, rest) = match url.split_once("://") {
-                Some((s, r)) => (Some(s), r),
-                None => (None, url),
-            };
-            let (authority, path) = match rest.find('/') {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
-            };
-            let authority = match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{replacement}{host}"),
-                None => authority.to_owned(),
-            };
-            match scheme {
-                Some(s) => format!("{s}://{authority}{path}"),
-                None => format!("{authority}{path}"),
-            }
+        .map(|url| match split_userinfo(url) {
+            (scheme, Some(_), rest) => format!("{scheme}{replacement}{rest}"),
+            (_, None, _) => url.to_owned(),
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// One URL around its credentials: what comes before them (`scheme://`, or nothing), the
+/// `user[:password]` or token before the host's `@` if any, and the host onward.
+fn split_userinfo(url: &str) -> (&str, Option<&str>, &str) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let (scheme, rest) = url.split_at(start);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rfind('@') {
+        Some(at) => (scheme, Some(&rest[..at]), &rest[at + 1..]),
+        None => (scheme, None, rest),
+    }
 }
 
 #[cfg(test)]
