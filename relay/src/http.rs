@@ -57,16 +57,13 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
         // Only the headers below are read; the others are not even checked for UTF-8.
         let value = || std::str::from_utf8(h.value).unwrap_or("").trim();
         if name.eq_ignore_ascii_case("upgrade") {
-            let v = value();
-            upgrade_ws |= v.eq_ignore_ascii_case("websocket");
+            upgrade_ws |= value().eq_ignore_ascii_case("websocket");
         } else if name.eq_ignore_ascii_case("connection") {
-            let v = value();
-            conn_upgrade |= v
+            conn_upgrade |= value()
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            let v = value();
-            out.version_13 = v == "13";
+            out.version_13 = value() == "13";
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             let v = value();
             // 16 bytes in base64 is 24 characters; decoded on the stack to check it.
@@ -77,15 +74,13 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
                     .is_ok_and(|n| n == 16);
             out.key = ok.then(|| v.to_owned());
         } else if client_ip_header.is_some_and(|c| name.eq_ignore_ascii_case(c)) {
-            let v = value();
-            let last = v.rsplit(',').next().unwrap_or("").trim();
+            let last = value().rsplit(',').next().unwrap_or("").trim();
             out.client_ip = last
                 .parse::<IpAddr>()
                 .ok()
                 .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()));
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            let v = value();
-            out.fido_cable |= v
+            out.fido_cable |= value()
                 .split(',')
                 .any(|t| t.trim() == hybridge_proto::tunnel::SUBPROTOCOL);
         }
