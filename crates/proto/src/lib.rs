@@ -66,6 +66,7 @@ pub mod advert;
 pub mod crypter;
 pub mod digits;
 pub mod domain;
+pub mod engine;
 mod error;
 pub mod frame;
 pub mod fuzz;

@@ -1,0 +1,890 @@
+//! Both engines wired back to back in memory, with a simulated clock: every timeout and every
+//! early end at every step, asserted by its exact failure.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::keys;
+use crate::qr::{QrKeys, RequestType};
+use crate::session::{LaptopQr, PhoneQr};
+
+const GET_INFO: &[u8] = &[
+    0xa1, 0x01, 0x81, 0x68, b'F', b'I', b'D', b'O', b'_', b'2', b'_', b'0',
+];
+const REQUEST: &[u8] = &[0x01, 0xa0];
+const RESPONSE: &[u8] = &[0x00, 0xa1, 0x01, 0x02];
+
+fn cbor_map(b: &[u8]) -> Result<(), String> {
+    match hybridge_cbor::decode(b) {
+        Ok(hybridge_cbor::Value::Map(_)) => Ok(()),
+        Ok(_) => Err("not a map".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What the simulated world does on its own.
+#[derive(Clone, Copy)]
+struct Script {
+    /// The relay gives the phone a routing ID.
+    routing_id: bool,
+    /// The phone's advert reaches the laptop.
+    advert: bool,
+    /// Messages reach the phone / the laptop.
+    to_phone: bool,
+    to_laptop: bool,
+    /// The laptop sends its request as soon as it is ready.
+    request: bool,
+    /// The phone's authenticator answers at once.
+    answer: bool,
+    /// The laptop closes once it has its response.
+    close: bool,
+    /// The laptop closes the tunnel without a shutdown message after its response.
+    hang_up: bool,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self {
+            routing_id: true,
+            advert: true,
+            to_phone: true,
+            to_laptop: true,
+            request: true,
+            answer: true,
+            close: true,
+            hang_up: false,
+        }
+    }
+}
+
+/// The two engines and everything between them: the radio, the relay's tunnel, the user.
+struct Pair {
+    t0: Instant,
+    now: Instant,
+    script: Script,
+    laptop: LaptopEngine,
+    phone: PhoneEngine,
+    advert: Option<Vec<u8>>,
+    scanning: bool,
+    phone_tunnel: bool,
+    laptop_tunnel: bool,
+    /// What is on its way to each side, in order; `None` is the peer's close.
+    to_phone: VecDeque<Option<Vec<u8>>>,
+    to_laptop: VecDeque<Option<Vec<u8>>>,
+    serving: Option<Vec<u8>>,
+    laptop_log: Vec<LaptopOutput>,
+    phone_log: Vec<PhoneOutput>,
+    laptop_result: Option<Result<Option<LinkingInfo>, Failure>>,
+    phone_result: Option<Result<PhoneOutcome, Failure>>,
+    responses: Vec<Vec<u8>>,
+}
+
+impl Pair {
+    fn new(script: Script) -> Self {
+        Self::with(
+            script,
+            true,
+            0,
+            PhoneTimeouts::default(),
+            LaptopTimeouts::default(),
+        )
+    }
+
+    fn with(
+        script: Script,
+        key4: bool,
+        domain_id: u16,
+        phone_t: PhoneTimeouts,
+        laptop_t: LaptopTimeouts,
+    ) -> Self {
+        let rng = &mut rand_core::OsRng;
+        let t0 = Instant::now();
+        let qr = LaptopQr::new(
+            QrKeys::generate(rng),
+            1_700_000_000,
+            false,
+            RequestType::MakeCredential,
+        );
+        let mut payload = qr.qr_payload().clone();
+        if !key4 {
+            payload.supports_linking = None;
+        }
+        let phone_qr = PhoneQr::from_payload(payload);
+        Self {
+            t0,
+            now: t0,
+            script,
+            laptop: LaptopEngine::new(qr, keys::generate(rng), laptop_t, cbor_map, t0),
+            phone: PhoneEngine::new(
+                phone_qr,
+                GET_INFO.to_vec(),
+                keys::generate(rng),
+                [9; 10],
+                domain_id,
+                phone_t,
+                t0,
+            ),
+            advert: None,
+            scanning: false,
+            phone_tunnel: false,
+            laptop_tunnel: false,
+            to_phone: VecDeque::new(),
+            to_laptop: VecDeque::new(),
+            serving: None,
+            laptop_log: Vec::new(),
+            phone_log: Vec::new(),
+            laptop_result: None,
+            phone_result: None,
+            responses: Vec::new(),
+        }
+    }
+
+    fn at(&self) -> Duration {
+        self.now - self.t0
+    }
+
+    /// Carries out outputs and delivers messages until nothing moves.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(out) = self.phone.poll_output() {
+                moved = true;
+                self.phone_log.push(out.clone());
+                self.on_phone(out);
+            }
+            while let Some(out) = self.laptop.poll_output() {
+                moved = true;
+                self.laptop_log.push(out.clone());
+                self.on_laptop(out);
+            }
+            if self.script.to_phone
+                && let Some(m) = self.to_phone.pop_front()
+            {
+                moved = true;
+                self.deliver_to_phone(m);
+            }
+            if self.script.to_laptop
+                && let Some(m) = self.to_laptop.pop_front()
+            {
+                moved = true;
+                self.deliver_to_laptop(m);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn deliver_to_phone(&mut self, m: Option<Vec<u8>>) {
+        match m {
+            Some(m) => self.phone.handle(self.now, PhoneInput::Received(m)),
+            None => self.phone.handle(self.now, PhoneInput::Closed),
+        }
+    }
+
+    fn deliver_to_laptop(&mut self, m: Option<Vec<u8>>) {
+        match m {
+            Some(m) => self.laptop.handle(self.now, LaptopInput::Received(m)),
+            None => self.laptop.handle(self.now, LaptopInput::Closed),
+        }
+    }
+
+    /// The phone closes: the laptop hears it after what was sent before.
+    fn phone_closes(&mut self) {
+        self.phone_tunnel = false;
+        if self.laptop_tunnel {
+            self.laptop_tunnel = false;
+            self.to_laptop.push_back(None);
+        }
+    }
+
+    /// The laptop closes: the phone hears it after what was sent before.
+    fn laptop_closes(&mut self) {
+        self.laptop_tunnel = false;
+        if self.phone_tunnel {
+            self.phone_tunnel = false;
+            self.to_phone.push_back(None);
+        }
+    }
+
+    fn on_phone(&mut self, out: PhoneOutput) {
+        match out {
+            PhoneOutput::OpenTunnel(_) => {
+                self.phone_tunnel = true;
+                let id = self.script.routing_id.then_some(RoutingId([1, 2, 3]));
+                self.phone.handle(self.now, PhoneInput::TunnelOpened(id));
+            }
+            PhoneOutput::Advertise(data) => {
+                assert_eq!(data.len(), 20, "a 20-byte advert");
+                if self.scanning && self.script.advert {
+                    self.laptop
+                        .handle(self.now, LaptopInput::Advert(data.clone()));
+                }
+                self.advert = Some(data);
+            }
+            PhoneOutput::StopAdvertising => self.advert = None,
+            PhoneOutput::Send(m) => {
+                if self.laptop_tunnel {
+                    self.to_laptop.push_back(Some(m));
+                }
+            }
+            PhoneOutput::Serve(r) => {
+                assert_eq!(r, REQUEST);
+                if self.script.answer {
+                    self.phone
+                        .handle(self.now, PhoneInput::Answer(RESPONSE.to_vec()));
+                } else {
+                    self.serving = Some(r);
+                }
+            }
+            PhoneOutput::CloseTunnel => self.phone_closes(),
+            PhoneOutput::Finished(r) => self.phone_result = Some(r),
+            PhoneOutput::HandshakeDone | PhoneOutput::Cancel | PhoneOutput::Responded(_) => {}
+        }
+    }
+
+    fn on_laptop(&mut self, out: LaptopOutput) {
+        match out {
+            LaptopOutput::StartScan => {
+                self.scanning = true;
+                if let Some(a) = self.advert.clone().filter(|_| self.script.advert) {
+                    self.laptop.handle(self.now, LaptopInput::Advert(a));
+                }
+            }
+            LaptopOutput::StopScan => self.scanning = false,
+            LaptopOutput::Connect(_) => {
+                if self.phone_tunnel {
+                    self.laptop_tunnel = true;
+                    self.laptop.handle(self.now, LaptopInput::Connected);
+                } else {
+                    self.laptop
+                        .handle(self.now, LaptopInput::ConnectFailed("HTTP 404".into()));
+                }
+            }
+            LaptopOutput::Send(m) => {
+                if self.phone_tunnel {
+                    self.to_phone.push_back(Some(m));
+                }
+            }
+            LaptopOutput::Ready(info) => {
+                assert_eq!(info, GET_INFO);
+                if self.script.request {
+                    self.laptop
+                        .handle(self.now, LaptopInput::Request(REQUEST.to_vec()));
+                }
+            }
+            LaptopOutput::Response(r) => {
+                self.responses.push(r);
+                if self.script.hang_up {
+                    self.laptop_closes();
+                } else if self.script.close {
+                    self.laptop.handle(self.now, LaptopInput::Close);
+                }
+            }
+            LaptopOutput::CloseTunnel => self.laptop_closes(),
+            LaptopOutput::Finished(r) => self.laptop_result = Some(r),
+            LaptopOutput::HandshakeDone | LaptopOutput::WaitingForUser => {}
+        }
+    }
+
+    /// Moves the clock to the earliest timer and fires it; false when none is set.
+    fn advance(&mut self) -> bool {
+        let next = [self.laptop.poll_timeout(), self.phone.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = next else { return false };
+        self.now = next;
+        self.laptop.handle_timeout(self.now);
+        self.phone.handle_timeout(self.now);
+        self.run();
+        true
+    }
+
+    /// Runs, advancing the clock, until both sides finished (or no timer is left).
+    fn finish(&mut self) {
+        self.run();
+        while (self.laptop_result.is_none() || self.phone_result.is_none()) && self.advance() {}
+    }
+
+    fn phone_failure(&self) -> Failure {
+        match &self.phone_result {
+            Some(Err(f)) => f.clone(),
+            other => panic!("the phone did not fail: {other:?}\n{:?}", self.phone_log),
+        }
+    }
+
+    fn laptop_failure(&self) -> Failure {
+        match &self.laptop_result {
+            Some(Err(f)) => f.clone(),
+            other => panic!("the laptop did not fail: {other:?}\n{:?}", self.laptop_log),
+        }
+    }
+}
+
+fn timeout(step: Step, secs: u64) -> Failure {
+    Failure::Timeout {
+        step,
+        after: Duration::from_secs(secs),
+    }
+}
+
+#[test]
+fn a_whole_ceremony_takes_no_time_and_both_sides_succeed() {
+    let mut p = Pair::new(Script::default());
+    p.finish();
+    assert_eq!(p.responses, vec![RESPONSE.to_vec()]);
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    assert_eq!(
+        p.phone_result,
+        Some(Ok(PhoneOutcome {
+            command: 0x01,
+            status: 0x00
+        }))
+    );
+    assert_eq!(p.at(), Duration::ZERO);
+    // The phone stopped advertising when the laptop's first message came, never cancelled
+    // the request, and did not wait for its close timer: the laptop's shutdown ended it.
+    assert!(p.phone_log.contains(&PhoneOutput::StopAdvertising));
+    assert!(!p.phone_log.contains(&PhoneOutput::Cancel));
+    assert!(p.advert.is_none());
+    // Revision 1: message 2, post-handshake, padded update, response.
+    let sent = p
+        .phone_log
+        .iter()
+        .filter(|o| matches!(o, PhoneOutput::Send(_)))
+        .count();
+    assert_eq!(sent, 4);
+    assert!(p.laptop.is_finished() && p.phone.is_finished());
+}
+
+#[test]
+fn revision_0_sends_no_update_and_no_shutdown() {
+    let mut p = Pair::with(
+        Script::default(),
+        false,
+        0,
+        PhoneTimeouts::default(),
+        LaptopTimeouts::default(),
+    );
+    p.finish();
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    let sent = p
+        .phone_log
+        .iter()
+        .filter(|o| matches!(o, PhoneOutput::Send(_)))
+        .count();
+    assert_eq!(sent, 3, "message 2, post-handshake, response");
+    // No shutdown message: the laptop only closes; the phone takes the close as the end.
+    let laptop_sent = p
+        .laptop_log
+        .iter()
+        .filter(|o| matches!(o, LaptopOutput::Send(_)))
+        .count();
+    assert_eq!(laptop_sent, 2, "message 1 and the request");
+    assert_eq!(p.phone_result.as_ref().map(Result::is_ok), Some(true));
+}
+
+#[test]
+fn no_advert_is_a_proximity_timeout_and_the_relay_is_never_contacted() {
+    let mut p = Pair::new(Script {
+        advert: false,
+        ..Script::default()
+    });
+    p.finish();
+    assert_eq!(
+        p.laptop_failure(),
+        Failure::ProximityTimeout(Duration::from_secs(60))
+    );
+    assert!(
+        !p.laptop_log
+            .iter()
+            .any(|o| matches!(o, LaptopOutput::Connect(_)))
+    );
+    assert!(p.laptop_log.contains(&LaptopOutput::StopScan));
+    // The phone gave up advertising at its own limit, with its tunnel closed.
+    assert_eq!(p.phone_failure(), timeout(Step::WaitingForLaptop, 60));
+    assert!(p.phone_log.ends_with(&[
+        PhoneOutput::StopAdvertising,
+        PhoneOutput::CloseTunnel,
+        PhoneOutput::Finished(Err(timeout(Step::WaitingForLaptop, 60))),
+    ]));
+}
+
+#[test]
+fn an_advert_of_ours_that_is_unusable_keeps_the_scan_going_and_is_reported_at_its_end() {
+    // Domain 7 is reserved: the advert decrypts with our key but names no tunnel server.
+    let mut p = Pair::with(
+        Script::default(),
+        true,
+        7,
+        PhoneTimeouts::default(),
+        LaptopTimeouts::default(),
+    );
+    p.run();
+    assert!(
+        p.laptop_result.is_none(),
+        "still scanning after the unusable advert"
+    );
+    p.finish();
+    assert_eq!(
+        p.laptop_failure(),
+        Failure::BadAdvert(crate::Error::UnknownDomain(7))
+    );
+    assert_eq!(p.at(), Duration::from_secs(60));
+}
+
+#[test]
+fn a_relay_without_a_routing_id_ends_the_phone_at_once() {
+    let mut p = Pair::new(Script {
+        routing_id: false,
+        ..Script::default()
+    });
+    p.run();
+    assert_eq!(p.phone_failure(), Failure::NoRoutingId);
+    assert_eq!(
+        p.phone_log,
+        vec![
+            PhoneOutput::OpenTunnel(p.phone_log[0].clone().open_path()),
+            PhoneOutput::CloseTunnel,
+            PhoneOutput::Finished(Err(Failure::NoRoutingId)),
+        ]
+    );
+}
+
+impl PhoneOutput {
+    fn open_path(self) -> TunnelPath {
+        match self {
+            PhoneOutput::OpenTunnel(p) => p,
+            other => panic!("not OpenTunnel: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_phone_times_out_opening_its_tunnel() {
+    let mut p = Pair::new(Script::default());
+    // The driver never reports the tunnel: take the OpenTunnel and do nothing.
+    assert!(matches!(
+        p.phone.poll_output(),
+        Some(PhoneOutput::OpenTunnel(_))
+    ));
+    p.now += Duration::from_secs(10) - Duration::from_millis(1);
+    p.phone.handle_timeout(p.now);
+    assert_eq!(p.phone.poll_output(), None, "not yet");
+    p.now += Duration::from_millis(1);
+    p.phone.handle_timeout(p.now);
+    assert_eq!(
+        p.phone.poll_output(),
+        Some(PhoneOutput::Finished(Err(timeout(Step::Connecting, 10))))
+    );
+}
+
+#[test]
+fn a_laptop_whose_tunnel_cannot_open_says_so() {
+    let mut p = Pair::new(Script {
+        advert: false,
+        ..Script::default()
+    });
+    p.run();
+    // The phone's tunnel is gone by the time the laptop connects.
+    p.phone_tunnel = false;
+    let advert = p.advert.clone().expect("the phone advertises");
+    p.laptop.handle(p.now, LaptopInput::Advert(advert));
+    p.run();
+    assert_eq!(
+        p.laptop_failure(),
+        Failure::ConnectFailed("HTTP 404".into())
+    );
+    assert!(
+        !p.laptop_log.contains(&LaptopOutput::CloseTunnel),
+        "nothing was open"
+    );
+    // And one whose connect never finishes times out.
+    p.laptop = LaptopEngine::new(
+        LaptopQr::new(
+            QrKeys::generate(&mut rand_core::OsRng),
+            1,
+            false,
+            RequestType::GetAssertion,
+        ),
+        keys::generate(&mut rand_core::OsRng),
+        LaptopTimeouts::default(),
+        cbor_map,
+        p.now,
+    );
+    let qr = p.laptop.qr_url().to_owned();
+    let mut phone = PhoneQr::from_qr_url(&qr).unwrap();
+    let advert = phone.service_data(
+        AdvertPlaintext {
+            nonce: [1; 10],
+            routing_id: RoutingId([4, 5, 6]),
+            domain_id: 0,
+        },
+        None,
+    );
+    let _ = p.laptop.poll_output();
+    p.laptop.handle(p.now, LaptopInput::Advert(advert));
+    assert_eq!(p.laptop.poll_output(), Some(LaptopOutput::StopScan));
+    assert!(matches!(
+        p.laptop.poll_output(),
+        Some(LaptopOutput::Connect(_))
+    ));
+    p.now += Duration::from_secs(10);
+    p.laptop.handle_timeout(p.now);
+    assert_eq!(
+        p.laptop.poll_output(),
+        Some(LaptopOutput::Finished(Err(timeout(Step::Connecting, 10))))
+    );
+}
+
+#[test]
+fn the_laptop_times_out_in_every_step_after_the_advert() {
+    // Handshake: the phone never hears message 1.
+    let mut p = Pair::new(Script {
+        to_phone: false,
+        ..Script::default()
+    });
+    p.finish();
+    assert_eq!(p.laptop_failure(), timeout(Step::Handshake, 10));
+    assert!(p.laptop_log.contains(&LaptopOutput::CloseTunnel));
+    // The phone, hearing nothing (not even the close), gives up advertising at its limit.
+    assert_eq!(p.phone_failure(), timeout(Step::WaitingForLaptop, 60));
+    assert!(p.phone_log.contains(&PhoneOutput::StopAdvertising));
+
+    // Post-handshake: message 2 arrives, the rest does not.
+    let mut p = Pair::new(Script::default());
+    p.script.to_laptop = true;
+    p.run_until_laptop(|o| matches!(o, LaptopOutput::Send(_)));
+    // Deliver exactly the phone's message 2, then cut the way back.
+    p.run_phone_only();
+    let msg2 = p.to_laptop.pop_front().flatten().expect("message 2");
+    p.to_laptop.clear();
+    p.script.to_laptop = false;
+    p.laptop.handle(p.now, LaptopInput::Received(msg2));
+    p.finish();
+    assert_eq!(p.laptop_failure(), timeout(Step::PostHandshake, 10));
+
+    // Waiting for the user: the phone's user never answers, and the laptop's limit is the
+    // shorter one.
+    let mut p = Pair::with(
+        Script {
+            answer: false,
+            ..Script::default()
+        },
+        true,
+        0,
+        PhoneTimeouts::default(),
+        LaptopTimeouts {
+            user: Duration::from_secs(30),
+            ..LaptopTimeouts::default()
+        },
+    );
+    p.finish();
+    assert_eq!(p.laptop_failure(), timeout(Step::WaitingForUser, 30));
+    // The laptop left while the user decided: the phone cancels the request.
+    assert_eq!(p.phone_failure(), Failure::EofWhileProcessing);
+    assert!(p.phone_log.contains(&PhoneOutput::Cancel));
+    assert_eq!(p.at(), Duration::from_secs(30));
+}
+
+impl Pair {
+    /// Carries out laptop outputs (only) until one matches `stop`, which is carried out too.
+    fn run_until_laptop(&mut self, stop: impl Fn(&LaptopOutput) -> bool) {
+        // Let the phone open its tunnel and advertise first.
+        self.run_phone_only();
+        while let Some(out) = self.laptop.poll_output() {
+            self.laptop_log.push(out.clone());
+            let done = stop(&out);
+            self.on_laptop(out);
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// Carries out the phone's outputs and delivers what the laptop sent, nothing else.
+    fn run_phone_only(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(out) = self.phone.poll_output() {
+                moved = true;
+                self.phone_log.push(out.clone());
+                self.on_phone(out);
+            }
+            if let Some(m) = self.to_phone.pop_front() {
+                moved = true;
+                self.deliver_to_phone(m);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_user_running_out_of_time_on_the_phone_is_told_to_the_laptop() {
+    let mut p = Pair::new(Script {
+        answer: false,
+        ..Script::default()
+    });
+    p.finish();
+    // The phone's 60 s ran out first (the laptop allows 120 s).
+    assert_eq!(p.phone_failure(), timeout(Step::Processing, 60));
+    assert!(p.phone_log.contains(&PhoneOutput::Cancel));
+    assert!(
+        p.phone_log
+            .contains(&PhoneOutput::Responded(STATUS_USER_ACTION_TIMEOUT))
+    );
+    // The laptop got CTAP2_ERR_USER_ACTION_TIMEOUT as the answer, at 60 s.
+    assert_eq!(p.responses, vec![vec![STATUS_USER_ACTION_TIMEOUT]]);
+    assert_eq!(p.at(), Duration::from_secs(60));
+}
+
+#[test]
+fn the_laptop_leaving_before_its_request_is_an_unexpected_eof() {
+    // It sends its shutdown instead of a request.
+    let mut p = Pair::new(Script {
+        request: false,
+        ..Script::default()
+    });
+    p.run();
+    assert!(
+        p.laptop_log
+            .iter()
+            .any(|o| matches!(o, LaptopOutput::Ready(_)))
+    );
+    p.laptop.handle(p.now, LaptopInput::Close);
+    p.finish();
+    assert_eq!(p.phone_failure(), Failure::UnexpectedEof);
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    assert!(
+        !p.phone_log
+            .iter()
+            .any(|o| matches!(o, PhoneOutput::Serve(_)))
+    );
+
+    // It never sends anything: the phone's request limit.
+    let mut p = Pair::new(Script {
+        request: false,
+        ..Script::default()
+    });
+    p.finish();
+    assert_eq!(p.phone_failure(), timeout(Step::WaitingForRequest, 60));
+    // Its tunnel closed under the idle laptop.
+    assert_eq!(
+        p.laptop_failure(),
+        Failure::TunnelClosed(Step::WaitingForUser)
+    );
+}
+
+#[test]
+fn the_tunnel_closing_at_each_step_is_named() {
+    // Closed under the phone while it advertises.
+    let mut p = Pair::new(Script {
+        advert: false,
+        ..Script::default()
+    });
+    p.run();
+    p.phone.handle(p.now, PhoneInput::Closed);
+    p.run();
+    assert_eq!(
+        p.phone_failure(),
+        Failure::TunnelClosed(Step::WaitingForLaptop)
+    );
+    assert!(p.phone_log.contains(&PhoneOutput::StopAdvertising));
+
+    // Closed under the laptop during the handshake.
+    let mut p = Pair::new(Script {
+        to_phone: false,
+        ..Script::default()
+    });
+    p.run();
+    p.laptop.handle(p.now, LaptopInput::Closed);
+    p.run();
+    assert_eq!(p.laptop_failure(), Failure::TunnelClosed(Step::Handshake));
+
+    // Closed under both while the user decides (a relay restart).
+    let mut p = Pair::new(Script {
+        answer: false,
+        ..Script::default()
+    });
+    p.run();
+    p.phone.handle(p.now, PhoneInput::Closed);
+    p.laptop.handle(p.now, LaptopInput::Closed);
+    p.run();
+    assert_eq!(p.phone_failure(), Failure::EofWhileProcessing);
+    assert_eq!(
+        p.laptop_failure(),
+        Failure::TunnelClosed(Step::WaitingForUser)
+    );
+
+    // The laptop hangs up after its response without a shutdown: the phone is done anyway.
+    let mut p = Pair::new(Script {
+        hang_up: true,
+        ..Script::default()
+    });
+    p.run();
+    assert_eq!(
+        p.phone_result,
+        Some(Ok(PhoneOutcome {
+            command: 1,
+            status: 0
+        }))
+    );
+
+    // A transport failure names its step.
+    let mut p = Pair::new(Script {
+        answer: false,
+        ..Script::default()
+    });
+    p.run();
+    p.laptop
+        .handle(p.now, LaptopInput::TransportFailed("reset".into()));
+    p.run();
+    assert_eq!(
+        p.laptop_failure(),
+        Failure::Transport {
+            step: Step::WaitingForUser,
+            reason: "reset".into()
+        }
+    );
+}
+
+#[test]
+fn no_shutdown_after_the_response_ends_the_phone_well_at_its_close_limit() {
+    let mut p = Pair::new(Script {
+        close: false,
+        ..Script::default()
+    });
+    p.finish();
+    assert_eq!(p.responses, vec![RESPONSE.to_vec()]);
+    assert_eq!(
+        p.phone_result,
+        Some(Ok(PhoneOutcome {
+            command: 1,
+            status: 0
+        }))
+    );
+    assert_eq!(p.at(), Duration::from_secs(5));
+    // The phone's close reaches the laptop, idle after its response.
+    assert_eq!(
+        p.laptop_failure(),
+        Failure::TunnelClosed(Step::WaitingForUser)
+    );
+}
+
+#[test]
+fn a_tampered_message_aborts_either_side() {
+    // The laptop's request, one bit flipped, reaches the phone.
+    let mut p = Pair::new(Script {
+        request: false,
+        ..Script::default()
+    });
+    p.run();
+    p.laptop
+        .handle(p.now, LaptopInput::Request(REQUEST.to_vec()));
+    let Some(LaptopOutput::Send(mut ct)) = p.laptop.poll_output() else {
+        panic!("the request")
+    };
+    ct[5] ^= 1;
+    p.phone.handle(p.now, PhoneInput::Received(ct));
+    p.run();
+    assert_eq!(
+        p.phone_failure(),
+        Failure::Protocol {
+            step: Step::WaitingForRequest,
+            source: crate::Error::Decrypt
+        }
+    );
+
+    // The phone's message 2, damaged, fails the laptop's handshake.
+    let mut p = Pair::new(Script::default());
+    p.run_until_laptop(|o| matches!(o, LaptopOutput::Send(_)));
+    p.run_phone_only();
+    let mut msg2 = p.to_laptop.pop_front().flatten().expect("message 2");
+    msg2[70] ^= 1;
+    p.laptop.handle(p.now, LaptopInput::Received(msg2));
+    p.run();
+    assert!(matches!(p.laptop_failure(), Failure::Handshake(_)));
+    assert!(p.laptop_log.contains(&LaptopOutput::CloseTunnel));
+}
+
+#[test]
+fn a_get_info_that_does_not_parse_aborts_the_laptop_before_any_request() {
+    fn refuse(_: &[u8]) -> Result<(), String> {
+        Err("versions missing".into())
+    }
+    let mut p = Pair::new(Script::default());
+    p.laptop.check_get_info = refuse;
+    p.finish();
+    assert_eq!(
+        p.laptop_failure(),
+        Failure::InvalidGetInfo("it does not parse: versions missing".into())
+    );
+    assert!(
+        !p.phone_log
+            .iter()
+            .any(|o| matches!(o, PhoneOutput::Serve(_)))
+    );
+    assert_eq!(p.phone_failure(), Failure::UnexpectedEof);
+}
+
+#[test]
+fn get_info_is_answered_by_the_laptop_itself() {
+    let mut p = Pair::new(Script {
+        request: false,
+        ..Script::default()
+    });
+    p.run();
+    p.laptop.handle(p.now, LaptopInput::Request(vec![0x04]));
+    let mut expected = vec![0x00];
+    expected.extend_from_slice(GET_INFO);
+    assert_eq!(
+        p.laptop.poll_output(),
+        Some(LaptopOutput::Response(expected))
+    );
+    assert_eq!(p.laptop.poll_output(), None, "nothing sent to the phone");
+}
+
+#[test]
+fn inputs_out_of_step_change_nothing() {
+    let mut p = Pair::new(Script::default());
+    // A request before the laptop is ready, an answer nobody asked for, a late advert.
+    p.laptop
+        .handle(p.now, LaptopInput::Request(REQUEST.to_vec()));
+    p.phone.handle(p.now, PhoneInput::Answer(RESPONSE.to_vec()));
+    p.finish();
+    p.laptop.handle(p.now, LaptopInput::Advert(vec![0; 20]));
+    p.phone.handle(p.now, PhoneInput::Received(vec![1, 2, 3]));
+    assert_eq!(p.laptop.poll_output(), None);
+    assert_eq!(p.phone.poll_output(), None);
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    assert!(p.phone_result.as_ref().is_some_and(Result::is_ok));
+}
+
+#[test]
+fn no_limit_means_no_overflow() {
+    let forever = Duration::MAX;
+    let mut p = Pair::with(
+        Script {
+            advert: false,
+            ..Script::default()
+        },
+        true,
+        0,
+        PhoneTimeouts {
+            laptop: forever,
+            ..PhoneTimeouts::default()
+        },
+        LaptopTimeouts {
+            scan: forever,
+            ..LaptopTimeouts::default()
+        },
+    );
+    p.run();
+    assert!(p.laptop.poll_timeout().is_some_and(|t| t > p.now));
+    assert!(p.phone.poll_timeout().is_some_and(|t| t > p.now));
+}
