@@ -124,8 +124,13 @@ pub fn push_switching(out: &mut Vec<u8>, key: &str, routing_id: Option<&str>) {
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-/// A complete, connection-closing HTTP response.
-pub fn response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
+/// The WebSocket version the relay speaks, named in the 400 for a request with another
+/// or none (RFC 6455 §4.2.2), so the client can retry with it.
+pub const VERSION_HEADER: &str = "Sec-WebSocket-Version: 13\r\n";
+
+/// A complete, connection-closing HTTP response; `extra` holds further header lines, each
+/// ending in CRLF.
+pub fn response(status: u16, extra: &str, content_type: &str, body: &str) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -139,7 +144,7 @@ pub fn response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
     };
     let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
     format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()

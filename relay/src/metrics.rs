@@ -9,6 +9,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
     BadRequest,
+    /// `Sec-WebSocket-Version` missing or not 13 (400 naming 13, RFC 6455 §4.2.2).
+    BadVersion,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -21,8 +23,9 @@ pub enum Reject {
 }
 
 impl Reject {
-    const ALL: [Reject; 9] = [
+    const ALL: [Reject; 10] = [
         Reject::BadRequest,
+        Reject::BadVersion,
         Reject::NotFound,
         Reject::MethodNotAllowed,
         Reject::Conflict,
@@ -35,6 +38,7 @@ impl Reject {
     pub fn label(self) -> &'static str {
         match self {
             Reject::BadRequest => "bad_request",
+            Reject::BadVersion => "bad_websocket_version",
             Reject::NotFound => "not_found",
             Reject::MethodNotAllowed => "method_not_allowed",
             Reject::Conflict => "conflict",
@@ -47,13 +51,20 @@ impl Reject {
     }
     pub fn status(self) -> u16 {
         match self {
-            Reject::BadRequest => 400,
+            Reject::BadRequest | Reject::BadVersion => 400,
             Reject::NotFound => 404,
             Reject::MethodNotAllowed => 405,
             Reject::Conflict => 409,
             Reject::RateLimited => 429,
             Reject::Capacity | Reject::ClusterUnavailable => 503,
             Reject::HeaderTimeout | Reject::TlsHandshake => 408,
+        }
+    }
+    /// Header lines the response carries besides the usual ones.
+    pub fn headers(self) -> &'static str {
+        match self {
+            Reject::BadVersion => crate::http::VERSION_HEADER,
+            _ => "",
         }
     }
 }
@@ -106,8 +117,8 @@ pub struct Metrics {
     pub pairings: AtomicU64,
     pub bytes: AtomicU64,
     pub messages: AtomicU64,
-    rejections: [AtomicU64; 9],
-    closes: [AtomicU64; 7],
+    rejections: [AtomicU64; Reject::ALL.len()],
+    closes: [AtomicU64; CloseReason::ALL.len()],
     wait_buckets: [AtomicU64; 13],
     wait_sum_us: AtomicU64,
     pub tls_reloads: AtomicU64,

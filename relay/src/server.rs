@@ -483,7 +483,7 @@ pub(crate) async fn refuse(
     body: Option<(&str, String)>,
 ) {
     let (ctype, body) = body.unwrap_or(("text/plain", String::new()));
-    respond(&shared, conn, http::response(status, ctype, &body)).await;
+    respond(&shared, conn, http::response(status, "", ctype, &body)).await;
 }
 
 async fn respond(shared: &Shared, mut conn: Conn, bytes: Vec<u8>) {
@@ -498,8 +498,8 @@ async fn respond(shared: &Shared, mut conn: Conn, bytes: Vec<u8>) {
 async fn reject(shared: Arc<Shared>, conn: Conn, r: Reject) {
     shared.metrics.reject(r);
     tracing::debug!(reason = r.label(), "request refused");
-    let status = r.status();
-    Box::pin(refuse(shared, conn, status, None)).await;
+    let bytes = http::response(r.status(), r.headers(), "text/plain", "");
+    Box::pin(respond(&shared, conn, bytes)).await;
 }
 
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_only: bool) {
@@ -603,6 +603,8 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     };
     let key = match (&req.key, req.upgrade && req.version_13 && req.fido_cable) {
         (Some(k), true) => k.clone(),
+        // Any 400 to a request without version 13 names the version to use.
+        _ if !req.version_13 => return reject(shared, conn, Reject::BadVersion).await,
         _ => return reject(shared, conn, Reject::BadRequest).await,
     };
     if !running {

@@ -342,6 +342,43 @@ async fn http_statuses_before_the_upgrade() {
     assert!(m.contains("hybridge_relay_phones_waiting 1"), "{m}");
 }
 
+/// A 400 for a missing or unsupported `Sec-WebSocket-Version` names the version the relay
+/// speaks (RFC 6455 §4.2.2), so a client can retry with it; other 400s do not.
+#[tokio::test]
+async fn bad_websocket_version_is_answered_with_the_supported_one() {
+    let r = start(&[]).await;
+    let head = |version: &str| {
+        format!(
+            "GET /cable/new/{} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: fido.cable\r\n{version}\r\n",
+            tid(30)
+        )
+    };
+    for version in [
+        "",
+        "Sec-WebSocket-Version: 8\r\n",
+        "Sec-WebSocket-Version: 13, 8\r\n",
+    ] {
+        let resp = raw_request(r.addr, &head(version)).await;
+        assert!(resp.starts_with("HTTP/1.1 400 "), "{version:?}: {resp}");
+        let (head, _) = resp.split_once("\r\n\r\n").expect("a complete head");
+        assert!(
+            head.lines()
+                .any(|l| l.eq_ignore_ascii_case("sec-websocket-version: 13")),
+            "{version:?}: {resp}"
+        );
+    }
+    // A request that is wrong in another way, with version 13, gets a plain 400.
+    let no_key = "GET /cable/new/00112233445566778899AABBCCDDEEFF HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: fido.cable\r\n\r\n";
+    let resp = raw_request(r.addr, no_key).await;
+    assert!(resp.starts_with("HTTP/1.1 400 "), "{resp}");
+    assert!(
+        !resp.to_ascii_lowercase().contains("sec-websocket-version"),
+        "{resp}"
+    );
+}
+
 #[tokio::test]
 async fn close_codes_after_the_upgrade() {
     let r = start(&["--max-message-size", "1024", "--max-messages", "4"]).await;
