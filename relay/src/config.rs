@@ -26,6 +26,11 @@ pub struct Config {
     /// limit. Without it every client looks like the proxy. Only set this when a proxy
     /// you control always sets the header.
     pub client_ip_header: Option<String>,
+    /// The relay's host as clients reach it (`cable.example.org`, or `host:port`), in lower
+    /// case. When set, `/cable/new`, `/cable/connect` and `/cable/contact` refuse (403) a
+    /// request whose `Origin` is missing or names another host ([`crate::http::origin_matches`]
+    /// says what matches). `None`: `Origin` is not looked at.
+    pub origin: Option<String>,
     pub limits: Limits,
     /// Cluster mode over NATS (issue 6); `None` runs alone, with no external dependency.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -107,6 +112,7 @@ impl Default for Config {
             routing_id: random_routing_id(),
             tls: None,
             client_ip_header: None,
+            origin: None,
             limits: Limits::default(),
             cluster: None,
             busy_poll: Duration::ZERO,

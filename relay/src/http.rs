@@ -24,6 +24,8 @@ pub struct Request {
     /// The client address a trusted proxy put in the configured header (the rightmost
     /// entry, which is the one the nearest proxy added).
     pub client_ip: Option<IpAddr>,
+    /// The `Origin` header; two of them make an empty one, which matches nothing.
+    pub origin: Option<String>,
 }
 
 /// Outcome of trying to parse the bytes read so far.
@@ -79,6 +81,9 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
                 .parse::<IpAddr>()
                 .ok()
                 .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()));
+        } else if name.eq_ignore_ascii_case("origin") {
+            let v = if out.origin.is_some() { "" } else { value() };
+            out.origin = Some(v.to_owned());
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             out.fido_cable |= value()
                 .split(',')
@@ -87,6 +92,72 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
     }
     out.upgrade = upgrade_ws && conn_upgrade;
     Parsed::Complete(out, len)
+}
+
+/// Whether an `Origin` header value names `host` (as given to `--origin`).
+///
+/// An origin is `scheme://authority` (RFC 6454 §6.2): no path, no credentials. The scheme
+/// is not compared (phones send `wss://`, browsers `https://`); `host` is compared, ignoring
+/// case, with the whole authority and with the authority less its port. So `cable.example.org`
+/// accepts `wss://cable.example.org` and `wss://cable.example.org:443`, while
+/// `127.0.0.1:8080` accepts only `…://127.0.0.1:8080`. `null` and anything else that is not
+/// an origin match nothing.
+pub fn origin_matches(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let Some((name, _port)) = split_authority(authority).filter(|_| scheme_ok) else {
+        return false;
+    };
+    authority.eq_ignore_ascii_case(host) || name.eq_ignore_ascii_case(host)
+}
+
+/// Splits `host[:port]` (the host may be a bracketed IPv6 literal) into host and port;
+/// `None` unless the host is a plain name or address and the port, if any, is 1-5 digits.
+fn split_authority(a: &str) -> Option<(&str, Option<&str>)> {
+    let (name, port) = match a.strip_prefix('[') {
+        Some(rest) => {
+            let end = rest.find(']')? + 2; // past the brackets
+            let port = a[end..].strip_prefix(':');
+            if port.is_none() && end != a.len() {
+                return None;
+            }
+            let inner = &a[1..end - 1];
+            let literal = !inner.is_empty()
+                && inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            (literal.then_some(&a[..end])?, port)
+        }
+        None => match a.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (a, None),
+        },
+    };
+    let name_ok = name.starts_with('[')
+        || (!name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)));
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    (name_ok && port_ok).then_some((name, port))
+}
+
+/// Checks and normalises a host for `--origin`: `name`, `name:port`, `[v6]` or `[v6]:port`,
+/// lowercased.
+pub fn origin_host(s: &str) -> Result<String, String> {
+    match split_authority(s.trim()) {
+        Some(_) => Ok(s.trim().to_ascii_lowercase()),
+        None => Err(format!(
+            "not a host: {s:?} (give the relay's host name as clients reach it, e.g. \
+             cable.example.org or 127.0.0.1:8080, without a scheme)"
+        )),
+    }
 }
 
 /// `Sec-WebSocket-Accept` for a client key (RFC 6455 §4.2.2).
@@ -134,6 +205,7 @@ pub fn response(status: u16, extra: &str, content_type: &str, body: &str) -> Vec
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
@@ -236,6 +308,63 @@ mod tests {
                 _ => proptest::prop_assert!(false, "not complete"),
             }
         }
+    }
+
+    #[test]
+    fn origin_names_the_host() {
+        let host = origin_host("Cable.Example.org").unwrap();
+        for ok in [
+            "wss://cable.example.org",
+            "https://CABLE.EXAMPLE.ORG",
+            "wss://cable.example.org:443",
+            "android-app://cable.example.org",
+        ] {
+            assert!(origin_matches(ok, &host), "{ok}");
+        }
+        for bad in [
+            "",
+            "null",
+            "cable.example.org",
+            "://cable.example.org",
+            "1ws://cable.example.org",
+            "wss://cable.example.org/",
+            "wss://cable.example.org:443/x",
+            "wss://cable.example.org:",
+            "wss://cable.example.org:123456",
+            "wss://cable.example.org:44a",
+            "wss://user@cable.example.org",
+            "wss://cable.example.org.evil.net",
+            "wss://evil.net#cable.example.org",
+            "wss://cable.example.org\r\n",
+        ] {
+            assert!(!origin_matches(bad, &host), "{bad:?}");
+        }
+        let with_port = origin_host("127.0.0.1:8080").unwrap();
+        assert!(origin_matches("ws://127.0.0.1:8080", &with_port));
+        assert!(!origin_matches("ws://127.0.0.1", &with_port));
+        assert!(!origin_matches("ws://127.0.0.1:8081", &with_port));
+        let v6 = origin_host("[::1]").unwrap();
+        assert!(origin_matches("wss://[::1]:8443", &v6));
+        assert!(origin_matches("wss://[::1]", &v6));
+        assert!(!origin_matches("wss://[::2]", &v6));
+        assert!(!origin_matches("wss://[::1]x", &v6));
+        for bad in [
+            "",
+            "wss://cable.example.org",
+            "a/b",
+            "a:b:c",
+            "[zz]",
+            "[::1",
+            "host:",
+        ] {
+            assert!(origin_host(bad).is_err(), "{bad:?}");
+        }
+        // Two Origin headers match nothing.
+        let two = b"GET / HTTP/1.1\r\nOrigin: wss://a.example\r\nOrigin: wss://a.example\r\n\r\n";
+        let Parsed::Complete(r, _) = parse(two, None) else {
+            panic!("not complete")
+        };
+        assert_eq!(r.origin.as_deref(), Some(""));
     }
 
     #[test]

@@ -108,6 +108,12 @@ struct Cli {
     /// always sets it.
     #[arg(long, env = "HYBRIDGE_RELAY_CLIENT_IP_HEADER")]
     client_ip_header: Option<String>,
+    /// The relay's host as phones and laptops reach it (cable.example.org, or host:port).
+    /// When set, /cable/new, /cable/connect and /cable/contact answer 403 unless the
+    /// request's Origin header is scheme://HOST (any scheme; the Origin's port may be left
+    /// out of HOST, but a port in HOST must match). Unset: Origin is not checked.
+    #[arg(long, env = "HYBRIDGE_RELAY_ORIGIN", value_name = "HOST", value_parser = hybridge_relay::http::origin_host)]
+    origin: Option<String>,
     /// Connections a client IP may open in a burst.
     #[arg(long, env = "HYBRIDGE_RELAY_RATE_BURST", default_value_t = 100)]
     rate_burst: u32,
@@ -243,6 +249,7 @@ async fn run(cli: Cli) -> ExitCode {
     let config = Config {
         busy_poll: cli.busy_poll,
         client_ip_header: cli.client_ip_header,
+        origin: cli.origin,
         listen: cli.listen,
         metrics_listen: cli.metrics_listen,
         routing_id: cli

@@ -14,6 +14,8 @@ pub enum Reject {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    /// `--origin` is set and the request's `Origin` does not name it (403).
+    Origin,
     RateLimited,
     Capacity,
     HeaderTimeout,
@@ -23,12 +25,13 @@ pub enum Reject {
 }
 
 impl Reject {
-    const ALL: [Reject; 10] = [
+    const ALL: [Reject; 11] = [
         Reject::BadRequest,
         Reject::BadVersion,
         Reject::NotFound,
         Reject::MethodNotAllowed,
         Reject::Conflict,
+        Reject::Origin,
         Reject::RateLimited,
         Reject::Capacity,
         Reject::HeaderTimeout,
@@ -42,6 +45,7 @@ impl Reject {
             Reject::NotFound => "not_found",
             Reject::MethodNotAllowed => "method_not_allowed",
             Reject::Conflict => "conflict",
+            Reject::Origin => "origin",
             Reject::RateLimited => "rate_limited",
             Reject::Capacity => "capacity",
             Reject::HeaderTimeout => "header_timeout",
@@ -55,6 +59,7 @@ impl Reject {
             Reject::NotFound => 404,
             Reject::MethodNotAllowed => 405,
             Reject::Conflict => 409,
+            Reject::Origin => 403,
             Reject::RateLimited => 429,
             Reject::Capacity | Reject::ClusterUnavailable => 503,
             Reject::HeaderTimeout | Reject::TlsHandshake => 408,

@@ -100,6 +100,7 @@ pub(crate) struct Shared {
     /// Live connection tasks.
     pub conns: AtomicUsize,
     client_ip_header: Option<String>,
+    origin: Option<String>,
     metrics_on_main: bool,
     busy: Option<BusyPoll>,
 }
@@ -205,6 +206,7 @@ impl Relay {
             tunnels: AtomicUsize::new(0),
             conns: AtomicUsize::new(0),
             client_ip_header: config.client_ip_header.clone(),
+            origin: config.origin.clone(),
             metrics_on_main: metrics_listener.is_none(),
             busy: (!config.busy_poll.is_zero()).then(|| BusyPoll {
                 window: config.busy_poll,
@@ -592,6 +594,18 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     }
     if !req.method_is_get {
         return reject(shared, conn, Reject::MethodNotAllowed).await;
+    }
+    // With --origin, the tunnel endpoints serve only clients that name this relay's host.
+    if let Some(host) = &shared.origin
+        && ["/cable/new/", "/cable/connect/", "/cable/contact/"]
+            .iter()
+            .any(|p| req.path.starts_with(p))
+        && !req
+            .origin
+            .as_deref()
+            .is_some_and(|o| http::origin_matches(o, host))
+    {
+        return reject(shared, conn, Reject::Origin).await;
     }
     if req.path.starts_with("/cable/contact/") {
         return reject(shared, conn, Reject::NotFound).await; // issue 5

@@ -342,6 +342,101 @@ async fn http_statuses_before_the_upgrade() {
     assert!(m.contains("hybridge_relay_phones_waiting 1"), "{m}");
 }
 
+/// Status of an upgrade to `path` with `Origin: origin` (none if `None`).
+async fn status_with_origin(addr: SocketAddr, path: &str, origin: Option<&str>) -> u16 {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    let h = req.headers_mut();
+    h.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("fido.cable"),
+    );
+    if let Some(o) = origin {
+        h.insert("Origin", HeaderValue::from_str(o).unwrap());
+    }
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    match timeout(T, client_async(req, tcp)).await.expect("in time") {
+        Ok(_) => 101,
+        Err(WsError::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+/// `--origin HOST`: the tunnel endpoints take only requests whose `Origin` names HOST
+/// (scheme ignored; the port may be left out); health and metrics do not ask.
+#[tokio::test]
+async fn origin_is_enforced_only_when_configured() {
+    let r = start(&["--origin", "Cable.Example.org"]).await;
+    let new = |n| format!("/cable/new/{}", tid(n));
+    let a = r.addr;
+    for (origin, want) in [
+        (None, 403),
+        (Some("wss://evil.example.org"), 403),
+        (Some("wss://cable.example.org.evil.net"), 403),
+        (Some("null"), 403),
+        (Some("cable.example.org"), 403), // no scheme: not an origin
+        (Some("wss://cable.example.org/path"), 403), // an origin has no path
+        (Some("wss://user@cable.example.org"), 403), // nor credentials
+        (Some("wss://cable.example.org"), 101),
+        (Some("https://CABLE.example.ORG"), 101),
+        (Some("wss://cable.example.org:443"), 101),
+    ] {
+        assert_eq!(
+            status_with_origin(a, &new(31), origin).await,
+            want,
+            "{origin:?}"
+        );
+    }
+    let connect = format!("/cable/connect/{}/{}", r.routing, tid(32));
+    let contact = "/cable/contact/AAAA";
+    for path in [connect.as_str(), contact] {
+        assert_eq!(status_with_origin(a, path, None).await, 403, "{path}");
+        assert_eq!(
+            status_with_origin(a, path, Some("wss://a.example")).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            status_with_origin(a, path, Some("wss://cable.example.org")).await,
+            404,
+            "{path}"
+        );
+    }
+    assert!(get(a, "/healthz").await.starts_with("HTTP/1.1 200"));
+    let m = get(a, "/metrics").await;
+    assert!(
+        m.contains("hybridge_relay_rejections_total{reason=\"origin\"} 11"),
+        "{m}"
+    );
+
+    // A port in HOST must match the port in the Origin.
+    let r = start(&["--origin", "127.0.0.1:8080"]).await;
+    assert_eq!(
+        status_with_origin(r.addr, &new(33), Some("wss://127.0.0.1:8080")).await,
+        101
+    );
+    assert_eq!(
+        status_with_origin(r.addr, &new(34), Some("wss://127.0.0.1:8081")).await,
+        403
+    );
+    assert_eq!(
+        status_with_origin(r.addr, &new(35), Some("wss://127.0.0.1")).await,
+        403
+    );
+    let r = start(&["--origin", "[::1]"]).await;
+    assert_eq!(
+        status_with_origin(r.addr, &new(36), Some("wss://[::1]:8443")).await,
+        101
+    );
+
+    // Without --origin, no Origin is needed and any is accepted.
+    let r = start(&[]).await;
+    assert_eq!(status_with_origin(r.addr, &new(37), None).await, 101);
+    assert_eq!(
+        status_with_origin(r.addr, &new(38), Some("wss://evil.example")).await,
+        101
+    );
+}
+
 /// A 400 for a missing or unsupported `Sec-WebSocket-Version` names the version the relay
 /// speaks (RFC 6455 §4.2.2), so a client can retry with it; other 400s do not.
 #[tokio::test]
