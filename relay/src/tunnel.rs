@@ -34,6 +34,14 @@ use crate::ws::{self, Decoder, HEADROOM, Stop, Tally, close, op};
 const READ_MAX: usize = 32 * 1024;
 /// Rounds of the I/O loop per poll before yielding to other tasks.
 const ROUNDS: usize = 32;
+/// Bytes a phone may send (frames, pings and all, as they come off the wire) before its
+/// laptop joins; beyond them it is closed with 1008. A real phone sends nothing until the
+/// laptop's first handshake message has come through the tunnel, so this is only room for
+/// a keep-alive or a client that starts early. Within it the relay keeps reading the
+/// waiting phone whatever its queue holds, which is how it sees the phone hang up.
+pub const MAX_EARLY_BYTES: usize = 4 * 1024;
+/// Why a phone over [`MAX_EARLY_BYTES`] is closed.
+const TOO_EARLY: &str = "too much data before the peer joined";
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; HEADROOM + READ_MAX]);
@@ -72,6 +80,9 @@ pub struct Pipes {
     pub laptop: Side,
     pub tally: Tally,
     queue_bytes: usize,
+    /// While the phone waits for its laptop: how many more bytes it may send
+    /// ([`MAX_EARLY_BYTES`]). `None` once paired.
+    early_left: Option<usize>,
     reported: (u64, u64),
 }
 
@@ -82,6 +93,7 @@ impl Pipes {
             laptop: Side::default(),
             tally,
             queue_bytes,
+            early_left: Some(MAX_EARLY_BYTES),
             reported: (0, 0),
         }
     }
@@ -91,6 +103,11 @@ impl Pipes {
         let r = self.poll_rounds(cx);
         self.report(m);
         r
+    }
+
+    /// The laptop has joined: the phone's early allowance no longer applies.
+    pub fn paired(&mut self) {
+        self.early_left = None;
     }
 
     fn report(&mut self, m: &Metrics) {
@@ -115,10 +132,11 @@ impl Pipes {
                 return Poll::Ready(e);
             }
             let (p, l, t) = (&mut self.phone, &mut self.laptop, &mut self.tally);
-            if let Some(e) = pump(Who::Phone, p, l, t, q, cx, &mut progress) {
+            let early = self.early_left.as_mut();
+            if let Some(e) = pump(Who::Phone, p, l, t, q, early, cx, &mut progress) {
                 return Poll::Ready(e);
             }
-            if let Some(e) = pump(Who::Laptop, l, p, t, q, cx, &mut progress) {
+            if let Some(e) = pump(Who::Laptop, l, p, t, q, None, cx, &mut progress) {
                 return Poll::Ready(e);
             }
             if !progress {
@@ -136,6 +154,12 @@ impl Pipes {
             Who::Phone => (&mut self.phone, &mut self.laptop),
             Who::Laptop => (&mut self.laptop, &mut self.phone),
         };
+        if let (Who::Phone, Some(left)) = (who, self.early_left.as_mut()) {
+            *left = match left.checked_sub(bytes.len()) {
+                Some(l) => l,
+                None => return Some(too_early()),
+            };
+        }
         let mut rest = bytes;
         while !rest.is_empty() {
             let n = rest.len().min(READ_MAX);
@@ -179,21 +203,31 @@ fn flush(who: Who, side: &mut Side, cx: &mut Context<'_>, progress: &mut bool) -
     None
 }
 
+/// Reads what `src` sent and forwards it to `dst`. `early` is the waiting phone's
+/// allowance: while it is given, reading is bounded by it instead of by `dst`'s queue (there
+/// is no laptop to drain that queue), so the phone is always read and its hang-up seen.
+#[allow(clippy::too_many_arguments)]
 fn pump(
     who: Who,
     src: &mut Side,
     dst: &mut Side,
     tally: &mut Tally,
     queue_bytes: usize,
+    early: Option<&mut usize>,
     cx: &mut Context<'_>,
     progress: &mut bool,
 ) -> Option<End> {
-    if dst.out.len() >= queue_bytes {
-        return None; // backpressure: dst's writable wake-up brings us back
-    }
+    let room = match &early {
+        // One byte past the allowance is enough to know it was exceeded.
+        Some(left) => **left + 1,
+        None if dst.out.len() >= queue_bytes => {
+            return None; // backpressure: dst's writable wake-up brings us back
+        }
+        None => queue_bytes - dst.out.len(),
+    };
     src.conn.as_ref()?;
     SCRATCH.with_borrow_mut(|buf| {
-        let room = (queue_bytes - dst.out.len()).min(READ_MAX);
+        let room = room.min(READ_MAX);
         let mut rb = ReadBuf::new(&mut buf[HEADROOM..HEADROOM + room]);
         let conn = src.conn.as_mut()?;
         let n = match Pin::new(conn).poll_read(cx, &mut rb) {
@@ -205,6 +239,12 @@ fn pump(
             return Some(End::Eof(who));
         }
         *progress = true;
+        if let Some(left) = early {
+            *left = match left.checked_sub(n) {
+                Some(l) => l,
+                None => return Some(too_early()),
+            };
+        }
         after_read(who, src, dst, tally, queue_bytes, buf, n, Some(cx))
     })
 }
@@ -253,6 +293,17 @@ fn forward(data: &[u8], dst: &mut Side, who: Who, cx: Option<&mut Context<'_>>) 
         dst.out.extend_from_slice(data);
     }
     None
+}
+
+/// The waiting phone went over [`MAX_EARLY_BYTES`].
+fn too_early() -> End {
+    End::Stop(
+        Who::Phone,
+        Stop::Violation {
+            code: close::POLICY,
+            reason: TOO_EARLY,
+        },
+    )
 }
 
 /// A read or write error; a bridged side whose cluster link failed (issue 6) is told apart so the
@@ -447,6 +498,7 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
     };
 
     // Paired: the laptop's 101 goes in front of whatever the phone already sent.
+    p.paired();
     let paired_at = Instant::now();
     m.paired_after(paired_at - created);
     let mut laptop_out = Vec::with_capacity(200 + p.laptop.out.len());

@@ -260,6 +260,72 @@ async fn buffers_before_the_peer_joins() {
     assert_eq!(next_binary(&mut phone).await, b"reply");
 }
 
+/// Polls `/metrics` until it contains `line`, for up to `within`.
+async fn wait_metric(addr: SocketAddr, line: &str, within: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let m = get(addr, "/metrics").await;
+        if m.contains(line) {
+            return;
+        }
+        assert!(t0.elapsed() < within, "no {line:?} after {within:?}: {m}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A phone may send a few KiB before its laptop joins (a real one sends nothing); beyond
+/// that it is closed with 1008 and its tunnel ID is free again at once.
+#[tokio::test]
+async fn waiting_phone_over_its_early_allowance_gets_1008() {
+    let r = start(&[]).await;
+    let id = tid(39);
+    let (mut phone, _) = ws(r.addr, &format!("/cable/new/{id}")).await.unwrap();
+    phone.send(bin(&[7; 1000])).await.unwrap();
+    phone.send(bin(&[8; 4000])).await.unwrap();
+    assert_eq!(close_code(&mut phone).await, 1008);
+    wait_metric(
+        r.addr,
+        "hybridge_relay_phones_waiting 0",
+        Duration::from_secs(1),
+    )
+    .await;
+    let (_again, _) = ws(r.addr, &format!("/cable/new/{id}"))
+        .await
+        .expect("the tunnel ID is free again");
+}
+
+/// A waiting phone that hangs up (TCP close or close frame) is noticed at once, even after
+/// it sent more than the relay queues for the laptop (`--queue-bytes`): its slot, socket and
+/// tunnel ID are released without waiting for the pairing timeout.
+#[tokio::test]
+async fn waiting_phone_that_hangs_up_is_released_at_once() {
+    let r = start(&["--queue-bytes", "1024"]).await;
+    for close_frame in [false, true] {
+        let id = tid(40 + close_frame as u8);
+        let (mut phone, _) = client::connect(r.addr, &format!("/cable/new/{id}"), None)
+            .await
+            .unwrap();
+        wait_metric(r.addr, "hybridge_relay_phones_waiting 1", T).await;
+        for i in 0..3 {
+            phone.send(&[i; 1000]).await.unwrap();
+        }
+        if close_frame {
+            phone.close(1000).await.unwrap();
+            assert_eq!(raw_close(&mut phone).await, Some(1000));
+        }
+        drop(phone);
+        wait_metric(
+            r.addr,
+            "hybridge_relay_phones_waiting 0",
+            Duration::from_secs(1),
+        )
+        .await;
+        let (_again, _) = ws(r.addr, &format!("/cable/new/{id}"))
+            .await
+            .expect("the tunnel ID is free again");
+    }
+}
+
 #[tokio::test]
 async fn http_statuses_before_the_upgrade() {
     let r = start(&[]).await;
