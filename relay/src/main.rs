@@ -23,8 +23,11 @@ use hybridge_relay::{Config, Limits, Relay, TlsFiles, rlimit};
 ///   HYBRIDGE_RELAY_LISTEN=127.0.0.1:8080 HYBRIDGE_RELAY_LOG_FORMAT=json hybridge-relay
 ///
 /// On start it prints one JSON line to stdout with the bound addresses and routing ID.
-/// SIGHUP reloads the TLS certificate and key; SIGTERM (or Ctrl-C) drains and exits.
-/// Exit codes: 0 after a clean shutdown, 1 when it cannot start, 2 for bad usage.
+/// SIGHUP reloads the TLS certificate and key; SIGTERM (or Ctrl-C) drains and exits: it
+/// stops accepting, closes waiting phones and lets paired tunnels finish for up to
+/// --shutdown-grace. A second SIGTERM or Ctrl-C closes every tunnel at once (1001) and
+/// exits; a third exits without waiting for the peers to take their close frames.
+/// Exit codes: 0 after a shutdown, 1 when it cannot start, 2 for bad usage.
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -345,7 +348,26 @@ async fn run(cli: Cli) -> ExitCode {
         tunnels = relay.tunnels(),
         "shutting down"
     );
-    relay.shutdown(cli.shutdown_grace).await;
+    // A second signal during the drain means "now": close every tunnel (1001) and exit.
+    let handle = relay.handle();
+    let forced = tokio::select! {
+        _ = handle.shutdown(cli.shutdown_grace) => false,
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+    };
+    if forced {
+        tracing::info!(
+            tunnels = relay.tunnels(),
+            "second signal: closing every tunnel now"
+        );
+        // A third one does not wait for the peers to see their close frames.
+        tokio::select! {
+            _ = handle.close_now() => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    drop(relay);
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -331,12 +331,20 @@ impl RelayHandle {
     /// Same as [`Relay::shutdown`]; the `Relay` itself stays to be dropped by its owner.
     pub async fn shutdown(&self, drain: Duration) {
         let s = &self.shared;
-        s.phase.send_replace(Phase::Draining);
+        advance(&s.phase, Phase::Draining);
         let deadline = Instant::now() + drain;
         while s.tunnels.load(Relaxed) > 0 && Instant::now() < deadline {
             sleep(Duration::from_millis(20)).await;
         }
-        s.phase.send_replace(Phase::Closing);
+        self.close_now().await;
+    }
+
+    /// Ends the drain (or skips it): stops accepting, closes every tunnel with 1001 now and
+    /// waits, at most the close timeout, for the connections to go. Also ends a
+    /// [`RelayHandle::shutdown`] that another task is waiting on, at its next check.
+    pub async fn close_now(&self) {
+        let s = &self.shared;
+        advance(&s.phase, Phase::Closing);
         let deadline = Instant::now() + s.limits.close_timeout + Duration::from_millis(500);
         while s.conns.load(Relaxed) > 0 && Instant::now() < deadline {
             sleep(Duration::from_millis(10)).await;
@@ -349,9 +357,20 @@ impl RelayHandle {
     }
 }
 
+/// Moves the relay's life forward to `to`; never back (a shutdown may be asked twice).
+fn advance(phase: &watch::Sender<Phase>, to: Phase) {
+    phase.send_if_modified(|p| {
+        let later = *p < to;
+        if later {
+            *p = to;
+        }
+        later
+    });
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.shared.phase.send_replace(Phase::Stopped);
+        advance(&self.shared.phase, Phase::Stopped);
         for t in &self.tasks {
             t.abort();
         }

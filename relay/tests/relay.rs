@@ -842,6 +842,41 @@ async fn graceful_shutdown_with_live_tunnels() {
     assert!(status.success());
 }
 
+/// A second SIGTERM (or SIGINT) during the drain ends it: every tunnel is closed with 1001
+/// at once and the relay exits, without waiting out `--shutdown-grace`.
+#[tokio::test]
+async fn second_signal_closes_every_tunnel_at_once() {
+    for sig in ["-TERM", "-INT"] {
+        let mut r = start(&["--shutdown-grace", "60s", "--metrics-listen", "127.0.0.1:0"]).await;
+        let metrics = r.metrics.expect("metrics listener");
+        let (mut phone, mut laptop) = pair(&r, &tid(42)).await;
+        laptop.send(bin(b"before")).await.unwrap();
+        assert_eq!(next_binary(&mut phone).await, b"before");
+        signal(r.pid, sig);
+        // Draining: not ready, and the tunnel still works.
+        let t0 = Instant::now();
+        while !get(metrics, "/readyz").await.starts_with("HTTP/1.1 503") {
+            assert!(t0.elapsed() < T, "{sig}: the drain never began");
+            sleep(Duration::from_millis(20)).await;
+        }
+        phone.send(bin(b"during")).await.unwrap();
+        assert_eq!(next_binary(&mut laptop).await, b"during");
+        signal(r.pid, sig);
+        let soon = Duration::from_secs(3);
+        let codes = timeout(soon, async {
+            (close_code(&mut phone).await, close_code(&mut laptop).await)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{sig}: the second signal did not close the tunnel"));
+        assert_eq!(codes, (1001, 1001), "{sig}");
+        let status = timeout(soon, r.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{sig}: the relay did not exit"))
+            .unwrap();
+        assert!(status.success(), "{sig}: {status}");
+    }
+}
+
 mod tls {
     use super::*;
     use rustls::pki_types::{CertificateDer, ServerName};
