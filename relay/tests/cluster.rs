@@ -14,6 +14,9 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
 
+mod common;
+use common::ChildLog;
+
 const T: Duration = Duration::from_secs(10);
 
 // ---- nats-server ---------------------------------------------------------------------
@@ -170,6 +173,8 @@ struct Relay {
     addr: SocketAddr,
     routing: String,
     pid: u32,
+    /// The relay's stderr, shown only if the test fails.
+    _log: ChildLog,
 }
 
 impl Drop for Relay {
@@ -186,19 +191,14 @@ async fn relay(nats: &Nats, routing: &str, extra: &[&str]) -> Relay {
 
 /// Starts a relay without waiting for its cluster link.
 async fn spawn_relay(nats: &Nats, routing: &str, extra: &[&str]) -> Relay {
+    let (log, stderr) = ChildLog::new(&format!("hybridge-relay {routing}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-            "--rate-per-ip",
-            "0",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--rate-per-ip", "0"])
+        .args(["--log", &common::relay_log_filter()])
         .args(["--routing-id", routing, "--nats", &nats.url()])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("start hybridge-relay");
@@ -208,6 +208,7 @@ async fn spawn_relay(nats: &Nats, routing: &str, extra: &[&str]) -> Relay {
         routing: v["routing_id"].as_str().expect("routing").to_owned(),
         pid: child.id().expect("pid"),
         child,
+        _log: log,
     }
 }
 
@@ -530,10 +531,17 @@ async fn relay_starts_before_nats_and_joins_when_it_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_nats_flag_there_is_no_cluster() {
+    let (log, stderr) = ChildLog::new("hybridge-relay without --nats");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
-        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            &common::relay_log_filter(),
+        ])
         .env_remove("HYBRIDGE_RELAY_NATS")
         .stdout(Stdio::piped())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("start hybridge-relay");
@@ -550,6 +558,7 @@ async fn without_nats_flag_there_is_no_cluster() {
         routing: v["routing_id"].as_str().expect("routing").to_owned(),
         pid: child.id().expect("pid"),
         child,
+        _log: log,
     };
     assert_eq!(r.get("/readyz/cluster").await.0, 404);
     let (_, body) = r.get("/metrics").await;

@@ -17,6 +17,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async};
 
+mod common;
+use common::ChildLog;
+
 const T: Duration = Duration::from_secs(10);
 
 struct Relay {
@@ -25,6 +28,8 @@ struct Relay {
     metrics: Option<SocketAddr>,
     routing: String,
     pid: u32,
+    /// The relay's stderr, shown only if the test fails (None: the test reads it itself).
+    _log: Option<ChildLog>,
 }
 
 impl Drop for Relay {
@@ -33,19 +38,28 @@ impl Drop for Relay {
     }
 }
 
+/// Starts the relay binary with `args`; its log is shown only if the test fails.
 async fn start(args: &[&str]) -> Relay {
-    start_with(args, Stdio::inherit()).await
+    start_with(args, false).await
 }
 
-async fn start_with(args: &[&str], stderr: Stdio) -> Relay {
-    let quiet: &[&str] = if args.contains(&"--log") {
+/// [`start`]; with `own_stderr` the relay's stderr is a pipe the test reads itself.
+async fn start_with(args: &[&str], own_stderr: bool) -> Relay {
+    let filter = common::relay_log_filter();
+    let log_args: &[&str] = if args.contains(&"--log") {
         &[]
     } else {
-        &["--log", "warn"]
+        &["--log", &filter]
+    };
+    let (log, stderr) = if own_stderr {
+        (None, Stdio::piped())
+    } else {
+        let (log, stdio) = ChildLog::new(&format!("hybridge-relay {args:?}"));
+        (Some(log), stdio)
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
         .args(["--listen", "127.0.0.1:0"])
-        .args(quiet)
+        .args(log_args)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -72,6 +86,7 @@ async fn start_with(args: &[&str], stderr: Stdio) -> Relay {
         metrics,
         routing,
         pid,
+        _log: log,
     }
 }
 
@@ -1106,7 +1121,7 @@ async fn backpressure_bounds_memory() {
 /// Debug logs name tunnels by a short tag, never by the full ID, and carry no message bytes.
 #[tokio::test]
 async fn logs_never_contain_tunnel_ids_or_payloads() {
-    let mut r = start_with(&["--log", "debug", "--log-format", "json"], Stdio::piped()).await;
+    let mut r = start_with(&["--log", "debug", "--log-format", "json"], true).await;
     let id = tid(23);
     let (mut phone, mut laptop) = pair(&r, &id).await;
     laptop.send(bin(b"SECRET-PAYLOAD")).await.unwrap();
@@ -1163,6 +1178,60 @@ async fn invalid_log_filter_is_a_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("invalid --log filter"), "{err}");
+}
+
+/// A relay that logs a warning: `--max-tunnels` beyond what its open-files limit allows.
+const WARNING_RELAY: [&str; 2] = ["--max-tunnels", "1000000000"];
+const WARNING: &str = "--max-tunnels exceeds what the open-files limit allows";
+
+#[tokio::test]
+#[ignore = "a sample run by relay_logs_show_only_when_a_test_fails"]
+async fn sample_passing_test_with_a_warning_relay() {
+    let r = start(&WARNING_RELAY).await;
+    assert!(get(r.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+#[ignore = "a sample run by relay_logs_show_only_when_a_test_fails"]
+async fn sample_failing_test_with_a_warning_relay() {
+    let r = start(&WARNING_RELAY).await;
+    assert!(get(r.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+    panic!("this sample fails on purpose");
+}
+
+/// The relays the tests start keep their logs out of `cargo test` output while the test
+/// passes, and show them in the report when it fails. Runs this test binary on the two
+/// samples above.
+#[test]
+fn relay_logs_show_only_when_a_test_fails() {
+    let run = |name: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--ignored", "--test-threads", "1"])
+            .env_remove("HYBRIDGE_RELAY_TEST_LOG")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run("sample_passing_test_with_a_warning_relay");
+    assert!(ok && text.contains("1 passed"), "{text}");
+    assert!(
+        !text.contains(WARNING),
+        "a passing test printed the relay's log:\n{text}"
+    );
+    let (ok, text) = run("sample_failing_test_with_a_warning_relay");
+    assert!(
+        !ok && text.contains("this sample fails on purpose"),
+        "{text}"
+    );
+    assert!(
+        text.contains(WARNING),
+        "a failing test hid the relay's log:\n{text}"
+    );
 }
 
 /// Replays the committed fuzz corpora of the relay's parsers (`fuzz/corpus/relay_*`) through
