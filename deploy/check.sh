@@ -18,7 +18,10 @@ strict=0
 pass=0 fail=0 skip=0
 ok()   { echo "ok:   $*"; pass=$((pass + 1)); }
 bad()  { echo "FAIL: $*"; fail=$((fail + 1)); }
+# A check this machine cannot run: a failure with --strict, a counted SKIP otherwise.
 miss() { if [ $strict = 1 ]; then bad "$* (tool missing, --strict)"; else echo "SKIP: $*"; skip=$((skip + 1)); fi; }
+# A check that is optional everywhere (no Debian package provides its tool): a counted SKIP.
+optional() { echo "SKIP: $*"; skip=$((skip + 1)); }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -49,14 +52,14 @@ if [ -z "$relay_bin" ]; then
         [ -x "$c" ] && { relay_bin=$c; break; }
     done
 fi
-if [ -n "$relay_bin" ] && [ -x "$relay_bin" ] && command -v haproxy >/dev/null && [ -f "$tmp/relay.pem" ]; then
-    if out=$(timeout 120 python3 haproxy_routing_test.py "$relay_bin" "$tmp/relay.pem" 2>&1); then
-        ok "$out"
-    else
-        bad "haproxy routing test"; echo "$out"
-    fi
+if ! command -v haproxy >/dev/null || [ ! -f "$tmp/relay.pem" ]; then
+    miss "haproxy routing test (needs haproxy and openssl: apt-get install haproxy openssl)"
+elif [ -z "$relay_bin" ] || [ ! -x "$relay_bin" ]; then
+    miss "haproxy routing test (no relay binary: cargo build -p hybridge-relay, or set HYBRIDGE_RELAY_BIN)"
+elif out=$(timeout 120 python3 haproxy_routing_test.py "$relay_bin" "$tmp/relay.pem" 2>&1); then
+    ok "$out"
 else
-    echo "SKIP: haproxy routing test (set HYBRIDGE_RELAY_BIN to a built hybridge-relay)"
+    bad "haproxy routing test"; echo "$out"
 fi
 
 # YAML + structure
@@ -112,7 +115,7 @@ if docker compose version >/dev/null 2>&1; then
     mkdir -p compose/certs
     if docker compose -f compose/compose.yaml config -q; then ok "docker compose config"; else bad "docker compose config"; fi
 else
-    echo "SKIP: docker compose config (no compose plugin; structure checked by check_configs.py)"
+    optional "docker compose config (no compose plugin; structure checked by check_configs.py)"
 fi
 
 echo "deploy: $pass passed, $fail failed, $skip skipped"

@@ -137,9 +137,5 @@ pub fn closed_tcp_port() -> u16 {
 
 /// Whether this process runs as root (needed for network namespaces).
 pub fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    hybridge_testkit::is_root()
 }

@@ -23,17 +23,33 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `cmd` with stdin closed and stdout/stderr collected.
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("HYBRIDGE_NO_SPINNER", "1")
-            // The tests read stderr: a developer's own log settings must not change it.
-            .env_remove("HYBRIDGE_LOG")
-            .env_remove("HYBRIDGE_LOG_FORMAT");
+    pub fn spawn(name: &str, cmd: Command) -> Proc {
+        Self::spawn_with_input(name, cmd, None)
+    }
+
+    /// Starts `cmd` with `input` on its stdin (then closed), or stdin closed when `None`, and
+    /// stdout/stderr collected.
+    pub fn spawn_with_input(name: &str, mut cmd: Command, input: Option<&[u8]>) -> Proc {
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("HYBRIDGE_NO_SPINNER", "1")
+        // The tests read stderr: a developer's own log settings must not change it.
+        .env_remove("HYBRIDGE_LOG")
+        .env_remove("HYBRIDGE_LOG_FORMAT");
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+            // Small inputs (a QR code's text) fit the pipe; dropping it closes stdin.
+            stdin
+                .write_all(input)
+                .unwrap_or_else(|e| panic!("cannot write to {name}'s stdin: {e}"));
+        }
         let out = Arc::new((Mutex::new(Output::default()), Condvar::new()));
         let mut readers = Vec::new();
         if let Some(stdout) = child.stdout.take() {
@@ -160,6 +176,21 @@ impl Proc {
         let s = self.wait(limit);
         s.code()
             .unwrap_or_else(|| panic!("{} was killed by a signal\n{}", self.name, self.dump()))
+    }
+
+    /// Sends `signal` (a name `kill` knows: TERM, INT, KILL, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot send SIG{signal} to {}", self.name);
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything printed on stdout so far.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hybridge_testkit::{have_command, missing};
 use hybridge_tests::netns::{self, Lab};
 use hybridge_tests::proc::{Proc, RelayProc};
 use hybridge_tests::proxy::BitFlipProxy;
@@ -24,6 +25,9 @@ const EXIT_NOT_ALLOWED: i32 = 4;
 const EXIT_NETWORK: i32 = 5;
 const EXIT_SECURITY: i32 = 6;
 const EXIT_PROTOCOL: i32 = 7;
+const EXIT_STORE: i32 = 9;
+const EXIT_INTERRUPTED: i32 = 130;
+const EXIT_TERMINATED: i32 = 143;
 
 /// One phone's store and PIN file, and where the options files go.
 struct Phone {
@@ -73,16 +77,16 @@ fn laptop(
     Proc::spawn(&format!("laptop {ceremony}"), base)
 }
 
-/// `hybridge phone` for this QR code, approving with the PIN file unless `extra` says
-/// otherwise.
+/// `hybridge phone` for this QR code, given on standard input as the README does, approving
+/// with the PIN file unless `extra` says otherwise.
 fn phone(mut base: Command, p: &Phone, qr: &str, ble: &str, relay: &str, extra: &[&str]) -> Proc {
-    base.args(["phone", "--qr", qr, "--relay", relay, "--ble", ble])
+    base.args(["phone", "--qr", "-", "--relay", relay, "--ble", ble])
         .arg("--store")
         .arg(p.store())
         .arg("--pin-file")
         .arg(p.pin_file())
         .args(extra);
-    Proc::spawn("phone", base)
+    Proc::spawn_with_input("phone", base, Some(format!("{qr}\n").as_bytes()))
 }
 
 /// The `FIDO:/` line the laptop printed under its QR code.
@@ -251,14 +255,17 @@ fn register_and_sign_in_as_separate_processes_verified_by_an_independent_rp() {
 
 #[test]
 fn two_machines_in_network_namespaces() {
+    let test = "two_machines_in_network_namespaces";
     if !is_root() {
-        eprintln!(
-            "SKIPPED two_machines_in_network_namespaces: needs root for network namespaces (CI runs as root)"
+        missing(
+            test,
+            "root, for network namespaces",
+            "run the tests as root, as CI does",
         );
         return;
     }
-    if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("SKIPPED two_machines_in_network_namespaces: needs `ip` (iproute2)");
+    if !have_command("ip", &["-V"]) {
+        missing(test, "`ip` (iproute2)", "apt-get install iproute2");
         return;
     }
     // Build first, outside the namespaces.
@@ -337,7 +344,7 @@ fn advert_from_another_qr_code_is_ignored() {
     std::thread::sleep(Duration::from_millis(500));
     // The laptop ignores it: the foreign phone's tunnel is never joined.
     expect_code(&mut foreign, EXIT_TIMEOUT);
-    assert!(!l.stderr().contains("phone nearby"), "{}", l.dump());
+    assert!(!l.stderr().contains("advert arrived"), "{}", l.dump());
     // The right phone still gets through.
     let qr = qr_of(&l);
     let mut ph = local_phone(&p, &qr, port, &relay.url(), &["--yes"]);
@@ -709,4 +716,214 @@ fn crc32(data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// Ctrl-C or SIGTERM while the right PIN is being checked: the attempt is counted on disk
+/// before the key derivation (so killing the process cannot be used to guess for free), and the
+/// signal must let the check finish and record its success. With one attempt allowed, an
+/// interruption that counted as a failure would lock the store.
+#[test]
+fn an_interrupted_unlock_with_the_right_pin_does_not_count_against_it() {
+    use hybridge_authenticator::store::{CreateOptions, FileStore, KdfParams};
+    use std::os::unix::fs::MetadataExt;
+    let p = Phone::new("interrupted-unlock");
+    let options = CreateOptions {
+        // Slow enough (about a second) that the signal surely lands inside the derivation.
+        kdf: KdfParams::new(128 * 1024, 6, 1).unwrap(),
+        max_pin_attempts: 1,
+    };
+    drop(FileStore::create_with(p.store(), PIN, options).unwrap());
+    for (signal, code, word) in [
+        ("TERM", EXIT_TERMINATED, "terminated"),
+        ("INT", EXIT_INTERRUPTED, "interrupted"),
+    ] {
+        let before = std::fs::metadata(p.store()).unwrap().ino();
+        let mut cmd = Command::new(hybridge());
+        cmd.args(["passkeys", "list", "--store"])
+            .arg(p.store())
+            .arg("--pin-file")
+            .arg(p.pin_file());
+        let mut list = Proc::spawn("passkeys list", cmd);
+        // The attempt is counted by rewriting the file (a new inode): the derivation follows.
+        let deadline = Instant::now() + T;
+        while std::fs::metadata(p.store()).unwrap().ino() == before {
+            assert!(
+                Instant::now() < deadline,
+                "the attempt was never counted\n{}",
+                list.dump()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        list.signal(signal);
+        assert_eq!(list.code(T), code, "SIG{signal}\n{}", list.dump());
+        let stderr = list.stderr();
+        assert!(stderr.contains(word), "{stderr}");
+        assert!(!stderr.to_lowercase().contains("wrong pin"), "{stderr}");
+        // Still one attempt left: the right PIN opens the store.
+        let store = FileStore::open(p.store(), PIN)
+            .unwrap_or_else(|e| panic!("after SIG{signal} the store does not open: {e}"));
+        assert_eq!(store.remaining_attempts(), 1);
+    }
+}
+
+/// A store path that is not a regular file is refused at once with what it is: a FIFO would
+/// otherwise block the open forever, a directory or a device fail with a puzzling I/O error.
+#[test]
+fn a_store_that_is_not_a_regular_file_is_refused() {
+    let p = Phone::new("not-a-file");
+    let fifo = p.dir.path("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let dir = p.dir.path("dir");
+    std::fs::create_dir(&dir).unwrap();
+    for (path, kind) in [
+        (fifo, "FIFO"),
+        (dir, "directory"),
+        (PathBuf::from("/dev/null"), "device"),
+    ] {
+        let mut cmd = Command::new(hybridge());
+        cmd.args(["passkeys", "list", "--store"])
+            .arg(&path)
+            .arg("--pin-file")
+            .arg(p.pin_file());
+        let mut list = Proc::spawn("passkeys list", cmd);
+        assert_eq!(
+            list.code(Duration::from_secs(20)),
+            EXIT_STORE,
+            "{}",
+            list.dump()
+        );
+        let stderr = list.stderr();
+        assert!(stderr.contains(&format!("is a {kind}")), "{stderr}");
+    }
+}
+
+/// The QR text holds the session's secret: from the command line other users can read it, so
+/// a warning says so and names the alternatives; standard input, a file and the environment
+/// variable are read without one. (An invalid code shows each source was really read.)
+#[test]
+fn qr_text_from_the_command_line_is_warned_about_and_other_sources_are_read() {
+    let p = Phone::new("qr-sources");
+    let bad = "FIDO:/123";
+    let file = p.file("qr.txt", &format!("{bad}\n"));
+    let run = |args: &[&str], env: Option<&str>, input: Option<&str>| {
+        let mut cmd = Command::new(hybridge());
+        cmd.arg("phone")
+            .args(args)
+            .arg("--store")
+            .arg(p.store())
+            .args(["--pin-file"])
+            .arg(p.pin_file())
+            .env_remove("HYBRIDGE_QR");
+        if let Some(v) = env {
+            cmd.env("HYBRIDGE_QR", v);
+        }
+        let mut ph = Proc::spawn_with_input("phone", cmd, input.map(str::as_bytes));
+        let code = ph.code(T);
+        (code, ph.stderr())
+    };
+    let cases: [(&[&str], Option<&str>, Option<&str>, bool); 4] = [
+        (&["--qr", bad], None, None, true),
+        (&["--qr", "-"], None, Some("FIDO:/123\n"), false),
+        (&["--qr-file", file.to_str().unwrap()], None, None, false),
+        (&[], Some(bad), None, false),
+    ];
+    for (args, env, input, warned) in cases {
+        let (code, stderr) = run(args, env, input);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("QR"),
+            "{args:?}: the invalid code is reported: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("can be read by other users"),
+            warned,
+            "{args:?}: {stderr}"
+        );
+        if warned {
+            assert!(
+                stderr.contains("--qr -") && stderr.contains("--qr-file"),
+                "{stderr}"
+            );
+        }
+    }
+    // A file far larger than any QR code is refused whole, not cut short.
+    let big = p.file("big.txt", &"1".repeat(64 * 1024));
+    let (code, stderr) = run(&["--qr-file", big.to_str().unwrap()], None, None);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("larger than"), "{stderr}");
+}
+
+/// A hostile relay that answers the upgrade and then only sends pings, never reading: the
+/// pongs the phone owes it cannot be written. The phone's memory stays flat (its write buffer
+/// is bounded) and the session ends with an error naming the flood, instead of growing about
+/// 55 MB/s until killed.
+#[test]
+fn a_relay_flooding_pings_cannot_grow_the_phone_and_ends_its_session() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay = format!("ws://{}", listener.local_addr().unwrap());
+    let flooder = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") && tcp.read_exact(&mut byte).is_ok() {
+            request.push(byte[0]);
+        }
+        let request = String::from_utf8_lossy(&request).into_owned();
+        let key = request
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .expect("a WebSocket key");
+        let accept =
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: fido.cable\r\n\
+             X-caBLE-Routing-ID: 010203\r\n\r\n"
+        );
+        tcp.write_all(answer.as_bytes()).unwrap();
+        // Unmasked server pings with 125-byte payloads, as fast as the socket takes them.
+        let mut ping = vec![0x89, 125];
+        ping.extend_from_slice(&[0x5a; 125]);
+        let burst = ping.repeat(256);
+        let until = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < until && tcp.write_all(&burst).is_ok() {}
+    });
+    let p = Phone::new("ping-flood");
+    let port = free_udp_port();
+    let mut ph = local_phone(&p, &other_qr(), port, &relay, &["--yes"]);
+    let status = format!("/proc/{}/status", ph.pid());
+    let rss_kib = || -> Option<u64> {
+        let text = std::fs::read_to_string(&status).ok()?;
+        let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    // From the tunnel's opening on (creating the store before it takes the KDF's memory).
+    ph.wait_stderr(T, |l| l.contains("tunnel open"))
+        .unwrap_or_else(|| panic!("the tunnel never opened\n{}", ph.dump()));
+    let base = rss_kib().unwrap_or(0);
+    let mut peak = base;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match rss_kib() {
+            Some(kib) => peak = peak.max(kib),
+            None => break, // exited
+        }
+        if ph.wait_stderr(Duration::from_millis(10), |l| l.contains("ping flood")).is_some() {
+            break;
+        }
+    }
+    assert_eq!(ph.code(T), EXIT_NETWORK, "{}", ph.dump());
+    assert!(ph.stderr().contains("ping flood"), "{}", ph.dump());
+    assert!(
+        peak < base + 16 * 1024,
+        "the phone grew from {base} KiB to {peak} KiB under a ping flood"
+    );
+    drop(ph);
+    let _ = flooder.join();
 }

@@ -17,7 +17,9 @@ pub enum QrImageError {
     #[error("cannot decode image (PNG or JPEG expected): {0}")]
     Image(String),
     /// No QR code was found in the image.
-    #[error("no QR code found in the image")]
+    #[error(
+        "no QR code was found in the image (or none could be read): take a sharper photo, straight on"
+    )]
     NoCode,
     /// QR codes were found but none holds a `FIDO:/` URL.
     #[error("the image's QR code is not a FIDO hybrid code (it does not start with FIDO:/)")]
@@ -44,13 +46,18 @@ pub fn decode_qr_image(bytes: &[u8]) -> Result<String, QrImageError> {
         .map_err(|e| QrImageError::Image(e.to_string()))?
         .to_luma8();
     let mut prepared = rqrr::PreparedImage::prepare(img);
-    let grids = prepared.detect_grids();
-    if grids.is_empty() {
-        return Err(QrImageError::NoCode);
-    }
-    grids
+    // Finder patterns alone are not a QR code: a blurred or cut-off one is found but does not
+    // decode, and is reported as no code, not as someone else's.
+    let texts: Vec<String> = prepared
+        .detect_grids()
         .iter()
         .filter_map(|g| g.decode().ok().map(|(_, text)| text))
+        .collect();
+    if texts.is_empty() {
+        return Err(QrImageError::NoCode);
+    }
+    texts
+        .into_iter()
         .find(|t| {
             let prefix = hybridge_proto::qr::PREFIX;
             t.get(..prefix.len())
@@ -98,6 +105,31 @@ mod tests {
         let blank = image::GrayImage::from_pixel(64, 64, image::Luma([255]));
         let mut out = std::io::Cursor::new(Vec::new());
         blank.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        assert!(matches!(
+            decode_qr_image(out.get_ref()),
+            Err(QrImageError::NoCode)
+        ));
+    }
+
+    /// A code whose finder patterns are found but whose data cannot be read (here: a white
+    /// band across the middle, as a glare or a fold would leave) is no QR code, not a code
+    /// "that does not start with FIDO:/".
+    #[test]
+    fn a_code_that_cannot_be_read_is_reported_as_no_code() {
+        let mut img = image::load_from_memory(&png_of(URL)).unwrap().to_luma8();
+        let (w, h) = img.dimensions();
+        for y in h * 2 / 5..h * 3 / 5 {
+            for x in w / 4..w * 3 / 4 {
+                img.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        let mut prepared = rqrr::PreparedImage::prepare(img);
+        assert!(
+            !prepared.detect_grids().is_empty(),
+            "the finder patterns are still there"
+        );
         assert!(matches!(
             decode_qr_image(out.get_ref()),
             Err(QrImageError::NoCode)

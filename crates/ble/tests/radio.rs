@@ -59,7 +59,11 @@ async fn udp_ipv6_round_trip() {
         .scan(&CABLE_UUIDS)
         .await
     else {
-        eprintln!("no IPv6 loopback: skipping");
+        hybridge_testkit::missing(
+            "udp_ipv6_round_trip",
+            "an IPv6 loopback address (::1)",
+            "enable IPv6 (sysctl net.ipv6.conf.lo.disable_ipv6=0)",
+        );
         return;
     };
     let addr = scan.local_addr().unwrap();
@@ -460,7 +464,7 @@ fn child_runtime<F: std::future::Future<Output = ()>>(test: impl Fn() -> F) {
 
 #[test]
 fn bluez_with_dbus_but_no_bluetoothd() {
-    let Ok(dir) = tempdir() else { return };
+    let dir = tempdir().expect("a temporary directory");
     let socket = dir.join("bus");
     let daemon = Command::new("dbus-daemon")
         .args(["--session", "--nofork", "--nopidfile"])
@@ -470,7 +474,11 @@ fn bluez_with_dbus_but_no_bluetoothd() {
         .stderr(Stdio::null())
         .spawn();
     let Ok(mut daemon) = daemon else {
-        eprintln!("dbus-daemon not installed: skipping");
+        hybridge_testkit::missing(
+            "bluez_with_dbus_but_no_bluetoothd",
+            "dbus-daemon",
+            "apt-get install dbus-daemon",
+        );
         return;
     };
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -495,7 +503,7 @@ fn bluez_with_dbus_but_no_bluetoothd() {
 
 #[test]
 fn bluez_with_unresponsive_dbus_times_out() {
-    let Ok(dir) = tempdir() else { return };
+    let dir = tempdir().expect("a temporary directory");
     let socket = dir.join("bus");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     // Accept connections and never answer, like a wedged daemon.

@@ -93,10 +93,44 @@ pub fn read_input(what: &'static str, path: &Path, limit: u64) -> Result<Vec<u8>
     if bytes.len() as u64 > limit {
         return Err(io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("larger than {} MiB", limit >> 20),
+            if limit >= 1 << 20 {
+                format!("larger than {} MiB", limit >> 20)
+            } else {
+                format!("larger than {} KiB", limit >> 10)
+            },
         )));
     }
     Ok(bytes)
+}
+
+/// The passkey store `--store` names, or the default one:
+/// `$XDG_DATA_HOME/hybridge/passkeys.hbk`, where XDG_DATA_HOME defaults to
+/// `~/.local/share` (the XDG Base Directory specification).
+pub fn store_path(given: Option<&Path>) -> Result<PathBuf, CliError> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    data_dir().map(|d| d.join("passkeys.hbk")).ok_or_else(|| {
+        CliError::Invalid(
+            "no --store given and no home directory to keep the default one in \
+                 (set HOME or XDG_DATA_HOME, or give --store PATH)"
+                .into(),
+        )
+    })
+}
+
+/// hybridge's directory under the XDG data directory. Relative values are ignored, as the
+/// specification says.
+fn data_dir() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_DATA_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".local/share"))
+        })
+        .map(|d| d.join("hybridge"))
 }
 
 /// Where the store PIN comes from.
@@ -184,6 +218,7 @@ pub fn open_store(
             )));
         }
         let pin = pin.new_pin(path)?;
+        create_parent(path)?;
         let store = FileStore::create(path, &pin, KdfParams::default())?;
         return Ok((store, pin, true));
     }
@@ -192,8 +227,32 @@ pub fn open_store(
     Ok((store, pin, false))
 }
 
+/// Creates the directory a new store goes in (the default one's does not exist on a fresh
+/// machine), readable by its owner only.
+fn create_parent(path: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .map_err(|source| CliError::Io {
+            what: "cannot create the passkey store's directory",
+            path: parent.display().to_string(),
+            source,
+        })
+}
+
+/// What a person does with the QR code of a real ceremony.
+pub const SCAN_HINT: &str = "Scan this QR code with your phone's camera.";
+/// The demo's phone is in the same process and takes the text itself.
+pub const DEMO_QR_HINT: &str =
+    "The demo's phone takes this code's text directly; a real phone scans it with its camera.";
+
 /// Draws the QR code and its text on stderr, and writes `--qr-out` if given.
-pub fn show_qr(url: &str, qr_out: Option<&Path>) {
+pub fn show_qr(url: &str, qr_out: Option<&Path>, hint: &str) {
     // The file first: whoever reads the text below may look for the file next.
     let written = qr_out.map(|path| (path, render::write_file(url, path)));
     let mut err = std::io::stderr().lock();
@@ -206,7 +265,7 @@ pub fn show_qr(url: &str, qr_out: Option<&Path>) {
         }
     }
     let _ = writeln!(err, "{url}");
-    let _ = writeln!(err, "Scan this QR code with your phone's camera.");
+    let _ = writeln!(err, "{hint}");
     if let Some((path, Err(e))) = written {
         let _ = writeln!(err, "hybridge: cannot write {}: {e}", path.display());
     }

@@ -28,7 +28,7 @@ use webauthn_rs_core::proto::{
     PublicKeyCredential, RegisterPublicKeyCredential, UserVerificationPolicy,
 };
 
-use crate::common::{Progress, check_qr_out, parse_duration};
+use crate::common::{DEMO_QR_HINT, Progress, check_qr_out, parse_duration};
 use crate::error::CliError;
 use crate::laptop::spawn_event_printer;
 
@@ -104,7 +104,8 @@ impl UserAgent for DemoUser {
             Ceremony::Select => "choose this authenticator for",
         };
         eprintln!(
-            "phone:  the user is asked to {what} {} as {account}: approved (PIN verified)",
+            "phone:  the user is asked to {what} {} as {account}: approved automatically \
+             (the demo's phone has no PIN and counts the user as verified)",
             hybridge_authenticator::terminal::sanitize(&r.rp_id)
         );
         Approval::Approved { verified: true }
@@ -141,12 +142,16 @@ impl Rig {
         let progress = Progress::plain("laptop: ");
         let (qr_tx, qr_rx) = oneshot::channel::<(String, Instant)>();
         let mut qr_tx = Some(qr_tx);
-        let (events, printer) =
-            spawn_event_printer(progress.clone(), self.qr_out.clone(), move |url| {
+        let (events, printer) = spawn_event_printer(
+            progress.clone(),
+            self.qr_out.clone(),
+            DEMO_QR_HINT,
+            move |url| {
                 if let Some(tx) = qr_tx.take() {
                     let _ = tx.send((url.to_owned(), Instant::now()));
                 }
-            });
+            },
+        );
         let phone_task = {
             let radio = self.radio.clone();
             let phone = self.phone.clone();
@@ -165,7 +170,7 @@ impl Rig {
                 let (url, shown) = qr_rx
                     .await
                     .map_err(|_| CliError::Invalid("the laptop showed no QR code".into()))?;
-                eprintln!("phone:  scanned the QR code");
+                eprintln!("phone:  took the QR code's text (the demo's phone has no camera)");
                 let (events, mut rx) = PhoneEvents::channel(64);
                 let printer = tokio::spawn(async move {
                     while let Some(p) = rx.recv().await {

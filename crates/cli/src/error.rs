@@ -42,8 +42,10 @@ pub const EXIT_RADIO: i32 = 8;
 pub const EXIT_STORE: i32 = 9;
 /// The demo's relying party refused a response.
 pub const EXIT_RP_REJECTED: i32 = 10;
-/// Interrupted by Ctrl-C / SIGINT.
+/// Interrupted by Ctrl-C / SIGINT (128 + 2, as a shell reports it).
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// Ended by SIGTERM (128 + 15).
+pub const EXIT_TERMINATED: i32 = 143;
 
 /// Why a command failed. Each message fits on one line.
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +100,6 @@ pub enum CliError {
         /// What the RP said.
         reason: String,
     },
-    /// Ctrl-C.
-    #[error("interrupted")]
-    Interrupted,
 }
 
 impl CliError {
@@ -121,7 +120,6 @@ impl CliError {
             CliError::PhoneRefused(_) => EXIT_NOT_ALLOWED,
             CliError::Network(_) => EXIT_NETWORK,
             CliError::RpRejected { .. } => EXIT_RP_REJECTED,
-            CliError::Interrupted => EXIT_INTERRUPTED,
         }
     }
 }

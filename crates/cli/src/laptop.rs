@@ -10,7 +10,9 @@ use hybridge_client::session::{
 use hybridge_client::webauthn::{Assertion, CreationOptions, Origin, Registration, RequestOptions};
 use serde_json::Value as Json;
 
-use crate::common::{Progress, TransportArgs, check_qr_out, parse_duration, read_input, show_qr};
+use crate::common::{
+    Progress, SCAN_HINT, TransportArgs, check_qr_out, parse_duration, read_input, show_qr,
+};
 use crate::error::CliError;
 
 /// Flags shared by `register` and `sign-in`.
@@ -108,6 +110,7 @@ pub enum Kind {
 pub fn spawn_event_printer(
     progress: Progress,
     qr_out: Option<PathBuf>,
+    hint: &'static str,
     mut on_qr: impl FnMut(&str) + Send + 'static,
 ) -> (Events, tokio::task::JoinHandle<()>) {
     let (events, mut rx) = Events::channel(64);
@@ -115,7 +118,7 @@ pub fn spawn_event_printer(
         while let Some(event) = rx.recv().await {
             match &event {
                 Event::QrReady(url) => {
-                    progress.aside(|| show_qr(url, qr_out.as_deref()));
+                    progress.aside(|| show_qr(url, qr_out.as_deref(), hint));
                     on_qr(url);
                 }
                 other => progress.step(other.to_string()),
@@ -159,7 +162,8 @@ async fn ceremony<C: Ceremony>(
     let config = args.config()?;
     let scanner = args.transport.ble.scanner().await?;
     let progress = Progress::new("");
-    let (events, printer) = spawn_event_printer(progress.clone(), args.qr_out.clone(), |_| {});
+    let (events, printer) =
+        spawn_event_printer(progress.clone(), args.qr_out.clone(), SCAN_HINT, |_| {});
     let result = session::ceremony(options, origin, &*scanner, &config, &events)
         .await
         .map(|r| to_json(&r));

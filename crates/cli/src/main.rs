@@ -17,6 +17,7 @@ mod phone;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -50,8 +51,8 @@ const MAIN_HELP: &str = concat!(
   hybridge demo                      # the whole flow on this machine, no Bluetooth
   hybridge register --options create.json --origin https://example.com > response.json
   hybridge sign-in --options get.json --origin https://example.com --relay ws://127.0.0.1:8080
-  hybridge phone --qr 'FIDO:/…' --store passkeys.hbk --relay ws://127.0.0.1:8080
-  hybridge passkeys list --store passkeys.hbk
+  hybridge phone --qr-file qr.txt --relay ws://127.0.0.1:8080
+  hybridge passkeys list
   hybridge inspect qr 'FIDO:/…'
 
 Every flag can also be set from the environment variable shown in each command's --help.
@@ -63,7 +64,7 @@ Every flag can also be set from the environment variable shown in each command's
   5 relay unreachable / tunnel broke            6 RP ID does not match the origin
   7 handshake failed / message tampered with    8 Bluetooth / radio unavailable
   9 passkey store (wrong PIN, locked, damaged)  10 demo: relying party rejected a response
-  130 interrupted"
+  130 interrupted (Ctrl-C)   143 terminated (SIGTERM)"
 );
 
 const CEREMONY_HELP: &str = "Examples:
@@ -92,7 +93,7 @@ enum Command {
     SignIn(laptop::CeremonyArgs),
     /// Be the phone: read the laptop's QR code and answer with the software authenticator.
     #[command(
-        after_help = "Examples:\n  hybridge phone --qr 'FIDO:/…' --store ~/.local/share/hybridge/passkeys.hbk\n  hybridge phone --qr-image qr.png --store passkeys.hbk --relay ws://127.0.0.1:8080 \\\n      --ble udp:127.0.0.1:47000 --yes --pin-file pin.txt\n\nA JSON summary goes to stdout. Exit codes: 0 served, 1 invalid QR code or input,\n3 the laptop never connected, 4 the request was declined, 5 relay unreachable,\n7 handshake failed, 8 radio unavailable, 9 wrong PIN or locked store."
+        after_help = "Examples:\n  echo 'FIDO:/…' | hybridge phone --qr -\n  hybridge phone --qr-file qr.txt --store ~/passkeys.hbk\n  hybridge phone --qr-image qr.png --store passkeys.hbk --relay ws://127.0.0.1:8080 \\\n      --ble udp:127.0.0.1:47000 --yes --pin-file pin.txt\n\nA JSON summary goes to stdout. Exit codes: 0 served, 1 invalid QR code or input,\n3 the laptop never connected, 4 the request was declined, 5 relay unreachable,\n7 handshake failed, 8 radio unavailable, 9 wrong PIN or locked store."
     )]
     Phone(phone::PhoneArgs),
     /// List, rename or delete the passkeys in a phone's store (JSON on stdout).
@@ -125,6 +126,10 @@ fn main() -> ExitCode {
         eprintln!("hybridge: {e} (see --help)");
         return ExitCode::from(EXIT_USAGE as u8);
     }
+    if let Err(e) = watch_signals() {
+        eprintln!("hybridge: cannot watch for Ctrl-C and SIGTERM: {e}");
+        return ExitCode::from(error::EXIT_INVALID_INPUT as u8);
+    }
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Passkeys(args) => passkeys::run(args),
@@ -133,6 +138,11 @@ fn main() -> ExitCode {
         Command::SignIn(args) => run_async(laptop::run(laptop::Kind::SignIn, args)),
         Command::Phone(args) => run_async(phone::run(args)),
     };
+    // A signal that came while the command ran (a PIN check let finish) ends it here, before
+    // anything is printed as if it had completed.
+    if let Some(code) = interrupted() {
+        signal_exit(code);
+    }
     match result {
         Ok(json) => {
             let mut out = std::io::stdout().lock();
@@ -161,8 +171,74 @@ fn init_log(filter: &str, format: &str) -> Result<(), String> {
     )
 }
 
-/// Runs an async command on a fresh runtime, stopping at Ctrl-C. The runtime is shut down
-/// without waiting for blocking threads (BlueZ's D-Bus threads, a PIN prompt) to finish.
+/// Ends the process on Ctrl-C (exit 130) or SIGTERM (exit 143), whatever command runs, but
+/// only once a PIN attempt under way has recorded its outcome: the attempt is counted on disk
+/// before the key derivation, and a right PIN cut short there would count as a failure (eight
+/// such interruptions would lock the store). The terminal's echo is restored too, in case a
+/// PIN prompt had turned it off.
+fn watch_signals() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // Registered now, before the command starts, so no signal falls between.
+    let (mut int, mut term) = rt
+        .block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })
+        .map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let code = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => error::EXIT_INTERRUPTED,
+                    _ = term.recv() => error::EXIT_TERMINATED,
+                }
+            });
+            SIGNALLED.store(code, Ordering::SeqCst);
+            if !hybridge_authenticator::store::wait_for_pin_attempts(PIN_ATTEMPT_GRACE) {
+                eprintln!(
+                    "hybridge: a PIN check did not finish in time; it counts as a failed attempt"
+                );
+            }
+            signal_exit(code);
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The exit code of the signal that came, or 0.
+static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+
+/// The exit code of a signal that came, if one did.
+fn interrupted() -> Option<i32> {
+    Some(SIGNALLED.load(Ordering::SeqCst)).filter(|&c| c != 0)
+}
+
+/// Ends the process for a signal: the terminal restored, one line said.
+fn signal_exit(code: i32) -> ! {
+    hybridge_authenticator::terminal::restore_terminal();
+    let what = if code == error::EXIT_TERMINATED {
+        "terminated"
+    } else {
+        "interrupted"
+    };
+    eprintln!("hybridge: {what}");
+    std::process::exit(code)
+}
+
+/// How long Ctrl-C or SIGTERM waits for a PIN check under way (the key derivation takes about
+/// 0.2 s; a store made with heavier settings may take longer).
+const PIN_ATTEMPT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs an async command on a fresh runtime. The runtime is shut down without waiting for
+/// blocking threads (BlueZ's D-Bus threads, a PIN prompt) to finish. Ctrl-C and SIGTERM are
+/// handled by [`watch_signals`].
 fn run_async(
     f: impl std::future::Future<Output = Result<serde_json::Value, error::CliError>>,
 ) -> Result<serde_json::Value, error::CliError> {
@@ -171,12 +247,7 @@ fn run_async(
         .enable_all()
         .build()
         .map_err(|e| error::CliError::Invalid(format!("cannot start the async runtime: {e}")))?;
-    let result = rt.block_on(async {
-        tokio::select! {
-            r = f => r,
-            _ = tokio::signal::ctrl_c() => Err(error::CliError::Interrupted),
-        }
-    });
+    let result = rt.block_on(f);
     rt.shutdown_background();
     // A PIN prompt may still be waiting on its (abandoned) blocking thread with echo off.
     hybridge_authenticator::terminal::restore_terminal();

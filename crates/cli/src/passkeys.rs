@@ -7,7 +7,7 @@ use hybridge_authenticator::store::{CredentialStore, StoredCredential};
 use hybridge_client::webauthn::b64url;
 use serde_json::{Value as Json, json};
 
-use crate::common::{PinSource, open_store};
+use crate::common::{PinSource, open_store, store_path};
 use crate::error::CliError;
 
 /// `hybridge passkeys …`
@@ -20,9 +20,10 @@ pub struct PasskeysArgs {
 /// The store and its PIN.
 #[derive(Debug, Args)]
 struct StoreArgs {
-    /// The passkey store file (created by `hybridge phone`).
-    #[arg(long, env = "HYBRIDGE_STORE")]
-    store: PathBuf,
+    /// The passkey store file (created by `hybridge phone`). Default:
+    /// $XDG_DATA_HOME/hybridge/passkeys.hbk (~/.local/share/hybridge/passkeys.hbk).
+    #[arg(long, env = "HYBRIDGE_STORE", value_name = "PATH")]
+    store: Option<PathBuf>,
     /// Read the store PIN from this file instead of asking on the terminal.
     #[arg(long, env = "HYBRIDGE_PIN_FILE")]
     pin_file: Option<PathBuf>,
@@ -126,7 +127,7 @@ pub fn run(args: &PasskeysArgs) -> Result<Json, CliError> {
         let pin = PinSource {
             file: s.pin_file.clone(),
         };
-        open_store(&s.store, &pin, false).map(|(store, _, _)| store)
+        open_store(&store_path(s.store.as_deref())?, &pin, false).map(|(store, _, _)| store)
     };
     match &args.what {
         Passkeys::List { store } => {

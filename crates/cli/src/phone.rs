@@ -13,16 +13,27 @@ use hybridge_authenticator::terminal::{StdioInput, Terminal, TerminalAgent};
 use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, UserAgent};
 use serde_json::{Value as Json, json};
 
-use crate::common::{PinSource, TransportArgs, open_store, parse_duration, read_input};
+use crate::common::{PinSource, TransportArgs, open_store, parse_duration, read_input, store_path};
 use crate::error::CliError;
 
 /// `hybridge phone …`
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("qr_source").required(true).args(["qr", "qr_image"])))]
+#[command(group(clap::ArgGroup::new("qr_source").required(true).args(["qr", "qr_file", "qr_image"])))]
 pub struct PhoneArgs {
-    /// The laptop's QR code as text (FIDO:/…).
-    #[arg(long, env = "HYBRIDGE_QR", value_name = "TEXT", hide_env_values = true)]
+    /// The laptop's QR code as text (FIDO:/…), or `-` to read it from standard input. The
+    /// text holds the session's secret: on the command line other users can read it
+    /// (/proc/PID/cmdline), so prefer `-`, --qr-file or the environment variable.
+    #[arg(
+        long,
+        env = "HYBRIDGE_QR",
+        value_name = "TEXT|-",
+        hide_env_values = true
+    )]
     qr: Option<String>,
+    /// A file holding the laptop's QR code as text (as `hybridge register --qr-out x.txt`
+    /// writes it).
+    #[arg(long, value_name = "FILE")]
+    qr_file: Option<PathBuf>,
     /// A photo or screenshot of the laptop's QR code (PNG or JPEG).
     #[arg(long, value_name = "FILE")]
     qr_image: Option<PathBuf>,
@@ -37,9 +48,10 @@ pub struct PhoneArgs {
         value_name = "N"
     )]
     domain_id: u16,
-    /// The passkey store; created on first use (asking for a new PIN).
+    /// The passkey store; created on first use (asking for a new PIN). Default:
+    /// $XDG_DATA_HOME/hybridge/passkeys.hbk (~/.local/share/hybridge/passkeys.hbk).
     #[arg(long, env = "HYBRIDGE_STORE", value_name = "PATH")]
-    store: PathBuf,
+    store: Option<PathBuf>,
     /// Approve every request without asking (automation); verifies with the store PIN.
     #[arg(long, conflicts_with = "decline")]
     yes: bool,
@@ -99,22 +111,60 @@ pub fn command_name(command: u8) -> &'static str {
     hybridge_ctap::Command::from_byte(command).map_or("other", hybridge_ctap::Command::name)
 }
 
-/// Runs `phone`; a JSON summary is returned for stdout.
-pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
-    let qr = match (&args.qr, &args.qr_image) {
-        (Some(text), _) => QrInput::Text(text.clone()),
-        (None, Some(path)) => QrInput::Image(read_input(
+/// Longest QR text accepted from standard input or a file: a real one is a few hundred
+/// digits.
+const MAX_QR_TEXT: u64 = 16 * 1024;
+
+/// The QR code from whichever of --qr, --qr-file and --qr-image was given. Warns when the
+/// text came on the command line, where other local users can read it.
+fn qr_input(args: &PhoneArgs) -> Result<QrInput, CliError> {
+    let text = |bytes: Vec<u8>, what: &str| {
+        let text = String::from_utf8(bytes)
+            .map_err(|_| CliError::Invalid(format!("the QR text from {what} is not UTF-8")))?;
+        Ok(QrInput::Text(text.trim().to_owned()))
+    };
+    match (&args.qr, &args.qr_file, &args.qr_image) {
+        (Some(dash), _, _) if dash == "-" => {
+            let mut line = String::new();
+            // One line, so that a terminal can paste it and still answer the prompts after.
+            let mut input = std::io::Read::take(std::io::stdin().lock(), MAX_QR_TEXT);
+            std::io::BufRead::read_line(&mut input, &mut line).map_err(|source| CliError::Io {
+                what: "cannot read the QR text",
+                path: "standard input".into(),
+                source,
+            })?;
+            text(line.into_bytes(), "standard input")
+        }
+        (Some(given), _, _) => {
+            let from_env = std::env::var("HYBRIDGE_QR").is_ok_and(|v| v == *given);
+            if !from_env {
+                eprintln!(
+                    "phone: warning: the QR code on the command line can be read by other users \
+                     of this machine while the session runs; use --qr - (standard input), \
+                     --qr-file FILE or HYBRIDGE_QR"
+                );
+            }
+            Ok(QrInput::Text(given.clone()))
+        }
+        (None, Some(path), _) => text(
+            read_input("cannot read the QR text", path, MAX_QR_TEXT)?,
+            &path.display().to_string(),
+        ),
+        (None, None, Some(path)) => Ok(QrInput::Image(read_input(
             "cannot read the QR image",
             path,
             // A camera's full-size photo of the code is several MiB.
             hybridge_authenticator::qr_image::MAX_IMAGE_BYTES as u64,
-        )?),
-        (None, None) => {
-            return Err(CliError::Invalid(
-                "give --qr TEXT or --qr-image FILE".into(),
-            ));
-        }
-    };
+        )?)),
+        (None, None, None) => Err(CliError::Invalid(
+            "give --qr TEXT|-, --qr-file FILE or --qr-image FILE".into(),
+        )),
+    }
+}
+
+/// Runs `phone`; a JSON summary is returned for stdout.
+pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
+    let qr = qr_input(args)?;
     // Reject a bad QR code before asking for a PIN; the session answers this parse of it.
     let session = qr.parse()?;
     // And a bad CA file before asking for a PIN.
@@ -123,13 +173,14 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
     let pins = PinSource {
         file: args.pin_file.clone(),
     };
-    let store_path = args.store.clone();
+    let store_path = store_path(args.store.as_deref())?;
+    let shown = store_path.display().to_string();
     let (store, pin, created) =
         tokio::task::spawn_blocking(move || open_store(&store_path, &pins, true))
             .await
             .map_err(|e| CliError::Invalid(format!("opening the store failed: {e}")))??;
     if created {
-        eprintln!("phone: created the passkey store {}", args.store.display());
+        eprintln!("phone: created the passkey store {shown}");
     }
     let verifier = store.pin_verifier();
     let agent = if args.yes {

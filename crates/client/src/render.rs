@@ -102,7 +102,20 @@ pub fn write_file(text: &str, path: &Path) -> Result<(), RenderError> {
         QrFormat::Svg => svg(text)?.into_bytes(),
         QrFormat::Text => format!("{text}\n").into_bytes(),
     };
-    std::fs::write(path, bytes).map_err(|e| RenderError::Write {
+    // Every format holds the QR secret: readable by its owner only, like the command line
+    // it replaces (a new file; an existing one keeps its mode).
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?
+            .write_all(&bytes)
+    };
+    write().map_err(|e| RenderError::Write {
         path: path.display().to_string(),
         reason: e.to_string(),
     })

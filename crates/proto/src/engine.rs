@@ -341,6 +341,12 @@ impl LaptopEngine {
         matches!(self.state, LaptopState::Done)
     }
 
+    /// The newest verified linking data the phone sent, taken (after a failure too: a link
+    /// verified before the session broke is as good as any).
+    pub fn take_linking(&mut self) -> Option<LinkingInfo> {
+        self.linking.take()
+    }
+
     fn finish(&mut self, result: Result<Option<LinkingInfo>, Failure>, tunnel_open: bool) {
         if matches!(self.state, LaptopState::Scanning { .. }) {
             self.out.push_back(LaptopOutput::StopScan);

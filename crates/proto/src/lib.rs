@@ -16,7 +16,8 @@
 //! | [`crypter`] | 8.1 | AES-256-GCM record layer with padding, up to 1 MiB |
 //! | [`frame`] | 8.2–8.4 | message types, revisions, post-handshake and update messages |
 //! | [`linking`] | 8.5 | linking data, its signature, the `/cable/contact` client payload |
-//! | [`session`] | all | sans-I/O laptop and phone state machines tying it together |
+//! | [`session`] | all | the typestate handshake and channel of each side (QR and linked flows) |
+//! | [`engine`] | all | the session engines: every rule and timeout of a ceremony, fed inputs with a time, asked for outputs |
 //!
 //! Secrets ([`secret::Secret`]) are zeroized on drop, redacted in `Debug` and compared in
 //! constant time.

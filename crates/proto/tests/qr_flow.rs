@@ -459,3 +459,52 @@ fn authenticator_selection_ends_the_phone_channel() {
         "no answer: the channel is closed"
     );
 }
+
+/// Chrome on Linux accepts only 20 bytes of service data, so the CTAP 2.3 suffix is added only
+/// when the QR code lists BLE L2CAP among its data channels (key 6 as a list), even when the
+/// phone has a PSM to offer: not for an older QR code without key 6, nor for webauthn-rs's
+/// boolean key 6, nor for a list without channel 1.
+#[test]
+fn the_advert_suffix_needs_a_qr_code_that_lists_l2cap() {
+    use hybridge_proto::qr::{Key6, QrPayload};
+    let keys = QrKeys {
+        identity: seed(1),
+        secret: QrSecret::new([2; 16]),
+    };
+    let plain = || AdvertPlaintext {
+        nonce: [3; 10],
+        routing_id: RoutingId([4, 5, 6]),
+        domain_id: 0,
+    };
+    let with_key6 = |key6: Option<Key6>| {
+        let mut payload: QrPayload =
+            LaptopQr::new(keys.clone(), 1, true, RequestType::GetAssertion)
+                .qr_payload()
+                .clone();
+        payload.key6 = key6;
+        // Through the QR text, as a phone would read it.
+        PhoneQr::from_qr_url(&payload.to_url()).unwrap()
+    };
+    for key6 in [
+        None,
+        Some(Key6::NonDiscoverableMc(true)),
+        Some(Key6::DataChannels(vec![0])),
+    ] {
+        let mut phone = with_key6(key6.clone());
+        assert_eq!(
+            phone.service_data(plain(), Some(0x81)).len(),
+            20,
+            "{key6:?}"
+        );
+    }
+    let mut phone = with_key6(Some(Key6::DataChannels(vec![0, 1])));
+    assert_eq!(
+        phone.service_data(plain(), None).len(),
+        20,
+        "no PSM, no suffix"
+    );
+    let sd = phone.service_data(plain(), Some(0x81));
+    assert!(sd.len() > 20);
+    let suffix = hybridge_proto::advert::AdvertSuffix::parse(&sd[20..]).unwrap();
+    assert_eq!(suffix.l2cap_psm, Some(0x81));
+}

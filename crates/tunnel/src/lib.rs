@@ -109,10 +109,58 @@ pub fn tls_trusting(pem: &std::path::Path) -> Result<ClientTls, String> {
     Ok(Arc::new(tls_with_roots(roots)))
 }
 
+/// Most bytes the WebSocket may hold unsent: one largest message and its framing, plus room
+/// for the control frames that answer the peer. Beyond it a send fails, and a pong the peer
+/// does not read is replaced by the next one instead of queued, so a relay that pings without
+/// reading cannot grow our memory (tungstenite's default is unbounded).
+pub const MAX_WRITE_BUFFER: usize = MAX_MESSAGE_LEN + 64 * 1024;
+
+/// Most control frames (pings, pongs) accepted within one [`CONTROL_WINDOW`] while waiting
+/// for a message. Relays ping every few seconds to keep a tunnel alive; thousands a second is
+/// a flood, answered with an error instead of a busy loop.
+pub const MAX_CONTROL_FRAMES: u32 = 256;
+
+/// The window [`MAX_CONTROL_FRAMES`] is counted over.
+pub const CONTROL_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_LEN))
         .max_frame_size(Some(MAX_MESSAGE_LEN))
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+}
+
+/// The origin of a tunnel URL, as Chromium sends it (`url::Origin` of the URL itself):
+/// `scheme://host`, with the port only when it is not the scheme's default. Tunnel servers
+/// in production mode (webauthn-rs's `--origin`, hybridge-relay's `--origin`) refuse an
+/// upgrade without one.
+///
+/// ```
+/// # use hybridge_tunnel::origin_of;
+/// let uri = "wss://cable.example.com/cable/new/00".parse().unwrap();
+/// assert_eq!(origin_of(&uri).unwrap(), "wss://cable.example.com");
+/// let uri = "ws://127.0.0.1:8080/cable/new/00".parse().unwrap();
+/// assert_eq!(origin_of(&uri).unwrap(), "ws://127.0.0.1:8080");
+/// ```
+pub fn origin_of(uri: &tungstenite::http::Uri) -> Result<String, ConnectError> {
+    let scheme = uri.scheme_str().unwrap_or("");
+    let default_port = match scheme {
+        "wss" => 443,
+        "ws" => 80,
+        other => {
+            return Err(ConnectError::Url(format!(
+                "scheme must be ws or wss, not {other:?}"
+            )));
+        }
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| ConnectError::Url("no host".into()))?
+        .to_ascii_lowercase();
+    Ok(match uri.port_u16() {
+        Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
+    })
 }
 
 /// Opens a tunnel WebSocket to `url` (`ws://` or `wss://`), offering `fido.cable` and
@@ -130,16 +178,14 @@ pub async fn connect(
         HeaderValue::from_static(SUBPROTOCOL),
     );
     let uri = request.uri().clone();
-    let secure = match uri.scheme_str() {
-        Some("wss") => true,
-        Some("ws") => false,
-        other => {
-            return Err(ConnectError::Url(format!(
-                "scheme must be ws or wss, not {:?}",
-                other.unwrap_or("")
-            )));
-        }
-    };
+    let origin = origin_of(&uri)?;
+    request.headers_mut().insert(
+        header::ORIGIN,
+        HeaderValue::from_str(&origin)
+            .map_err(|_| ConnectError::Url(format!("{origin:?} is not a valid Origin")))?,
+    );
+    // origin_of accepted the scheme: ws or wss.
+    let secure = uri.scheme_str() == Some("wss");
     let host = uri
         .host()
         .ok_or_else(|| ConnectError::Url("no host".into()))?
@@ -184,14 +230,30 @@ pub async fn connect(
 }
 
 /// The next binary message. `Ok(None)`: the peer closed the tunnel. Pings and pongs are
-/// skipped (tungstenite answers pings itself); a text message is a protocol error.
+/// skipped (tungstenite answers pings itself) up to [`MAX_CONTROL_FRAMES`] a
+/// [`CONTROL_WINDOW`]; more is a flood and an error, as is a text message.
 pub async fn recv(ws: &mut Ws) -> Result<Option<Vec<u8>>, String> {
+    let mut window = tokio::time::Instant::now();
+    let mut control = 0u32;
     loop {
         match ws.next().await {
             None => return Ok(None),
             Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
             Some(Ok(Message::Close(_))) => return Ok(None),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                if window.elapsed() >= CONTROL_WINDOW {
+                    window = tokio::time::Instant::now();
+                    control = 0;
+                }
+                control += 1;
+                if control > MAX_CONTROL_FRAMES {
+                    return Err(format!(
+                        "the tunnel server sent more than {MAX_CONTROL_FRAMES} pings or pongs \
+                         within {} ms and no data: a ping flood, not a relay",
+                        CONTROL_WINDOW.as_millis()
+                    ));
+                }
+            }
             Some(Ok(Message::Text(_))) => {
                 return Err("the tunnel carried a text message; hybrid uses binary only".into());
             }
@@ -243,5 +305,119 @@ mod deadline_tests {
             now + Duration::from_secs(5)
         );
         assert!(super::deadline(now, Duration::MAX) > now + Duration::from_secs(3600 * 24 * 365));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+    /// A fake tunnel server: reads one upgrade request, answers 101 with `fido.cable`, and
+    /// returns the request's text and the raw socket, for the test to do as a hostile relay
+    /// would.
+    async fn fake_server() -> (String, tokio::sync::oneshot::Receiver<(String, TcpStream)>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "ws://{}/cable/new/{}",
+            listener.local_addr().unwrap(),
+            "00".repeat(16)
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                tcp.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8(request).unwrap();
+            let key = request
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Sec-WebSocket-Key: ")
+                        .or_else(|| l.strip_prefix("sec-websocket-key: "))
+                })
+                .unwrap()
+                .trim()
+                .to_owned();
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n",
+                derive_accept_key(key.as_bytes())
+            );
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+            let _ = tx.send((request, tcp));
+        });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn the_upgrade_carries_the_tunnel_urls_origin() {
+        let (url, server) = fake_server().await;
+        let port = url
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let (_ws, _) = connect(&url, None).await.unwrap();
+        let (request, _tcp) = server.await.unwrap();
+        let origin = request
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("origin: ")
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no Origin header in\n{request}"));
+        assert_eq!(origin.trim(), format!("ws://127.0.0.1:{port}"));
+    }
+
+    #[test]
+    fn the_origin_drops_the_default_port_and_keeps_others() {
+        let origin = |u: &str| origin_of(&u.parse().unwrap()).unwrap();
+        assert_eq!(
+            origin("wss://Cable.UA5V.com/cable/new/00"),
+            "wss://cable.ua5v.com"
+        );
+        assert_eq!(origin("wss://relay.example:443/x"), "wss://relay.example");
+        assert_eq!(
+            origin("wss://relay.example:8443/x"),
+            "wss://relay.example:8443"
+        );
+        assert_eq!(origin("ws://[::1]:80/x"), "ws://[::1]");
+        assert!(matches!(
+            origin_of(&"https://x/".parse().unwrap()),
+            Err(ConnectError::Url(_))
+        ));
+    }
+
+    /// A relay that sends pings as fast as it can and never reads: the pongs we owe it cannot
+    /// be written, and a flood is not a tunnel. `recv` must end with a clear error soon
+    /// instead of spinning (and, before the write buffer was bounded, growing ~55 MB/s).
+    #[tokio::test]
+    async fn a_ping_flood_that_never_reads_ends_recv_with_an_error() {
+        let (url, server) = fake_server().await;
+        let (mut ws, _) = connect(&url, None).await.unwrap();
+        let (_, mut tcp) = server.await.unwrap();
+        let flood = tokio::spawn(async move {
+            // Unmasked server frames: FIN + ping, 125-byte payload.
+            let mut frame = vec![0x89, 125];
+            frame.extend_from_slice(&[0x55; 125]);
+            let burst = frame.repeat(64);
+            while tcp.write_all(&burst).await.is_ok() {}
+        });
+        let got = tokio::time::timeout(std::time::Duration::from_secs(20), recv(&mut ws))
+            .await
+            .expect("recv kept answering a ping flood instead of giving up");
+        let err = got.expect_err("a flood is not a message");
+        assert!(err.contains("ping flood"), "{err}");
+        flood.abort();
     }
 }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
 use subtle::ConstantTimeEq;
@@ -114,6 +115,52 @@ struct Inner {
     fail_before_rename: bool,
 }
 
+/// PIN attempts under way in this process: counted on disk, not yet decided.
+static ATTEMPTS: Mutex<usize> = Mutex::new(0);
+static ATTEMPT_DONE: Condvar = Condvar::new();
+
+/// Marks a PIN attempt as under way from before it is counted on disk until its outcome is
+/// recorded, so that [`wait_for_pin_attempts`] can let it finish.
+struct Attempt;
+
+impl Attempt {
+    fn begin() -> Self {
+        *ATTEMPTS.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Attempt
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let mut n = ATTEMPTS.lock().unwrap_or_else(PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        ATTEMPT_DONE.notify_all();
+    }
+}
+
+/// Waits up to `limit` for the PIN attempts under way in this process to record their
+/// outcome; true when none is left.
+///
+/// An attempt is counted on disk before the key derivation (about 0.2 s), so that killing the
+/// process cannot be used to guess PINs for free. A program that ends on Ctrl-C or SIGTERM
+/// calls this first: a right PIN then resets the count instead of being left as a failure
+/// (eight interrupted unlocks would otherwise lock the store).
+pub fn wait_for_pin_attempts(limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    let mut n = ATTEMPTS.lock().unwrap_or_else(PoisonError::into_inner);
+    while *n > 0 {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        n = ATTEMPT_DONE
+            .wait_timeout(n, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    true
+}
+
 fn io_error(path: &Path, source: io::Error) -> StoreError {
     StoreError::Io {
         path: path.display().to_string(),
@@ -200,8 +247,44 @@ fn write_atomic(path: &Path, bytes: &[u8], fail_before_rename: bool) -> Result<(
     }
 }
 
+/// What a path that is not a regular file is, for [`StoreError::NotAFile`].
+fn file_kind(kind: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// Opens `path` for reading, refusing anything but a regular file. The open does not block
+/// (`O_NONBLOCK`), so a FIFO is refused instead of waiting forever for a writer; the type is
+/// checked on the open file, so nothing can be swapped in between.
+fn open_regular(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    let kind = file.metadata().map_err(|e| io_error(path, e))?.file_type();
+    if !kind.is_file() {
+        return Err(StoreError::NotAFile {
+            path: path.display().to_string(),
+            kind: file_kind(kind),
+        });
+    }
+    Ok(file)
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let file = open_regular(path)?;
     let mut bytes = Vec::new();
     file.take(format::MAX_FILE_LEN + 1)
         .read_to_end(&mut bytes)
@@ -250,6 +333,7 @@ impl Inner {
         self.unlocked()?;
         let failed = self.header.failed_attempts.saturating_add(1);
         // Count the attempt on disk before trying the PIN.
+        let _attempt = Attempt::begin();
         self.set_failed_attempts(failed)?;
         let derived = derive_key(pin, &self.header.salt, &self.header.kdf)
             .map_err(|r| corrupt(&self.path, r))?;
@@ -392,6 +476,7 @@ impl FileStore {
             fail_before_rename: false,
         };
         let failed = inner.header.failed_attempts + 1;
+        let _attempt = Attempt::begin();
         inner.set_failed_attempts(failed)?;
         let key = derive_key(pin, &inner.header.salt, &inner.header.kdf)
             .map_err(|r| corrupt(&inner.path, r))?;

@@ -13,7 +13,7 @@ mod file;
 mod format;
 mod kdf;
 
-pub use file::{CreateOptions, FileStore, PinVerifier};
+pub use file::{CreateOptions, FileStore, PinVerifier, wait_for_pin_attempts};
 pub use kdf::{KdfParams, MAX_PIN_BYTES, MIN_PIN_CHARS};
 
 /// One passkey as the authenticator keeps it.
@@ -70,14 +70,23 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// The path is a directory, a FIFO, a device or a socket: a store is a regular file (a
+    /// FIFO would block the open forever).
+    #[error("{path} is a {kind}, not a passkey store file: give the path of a regular file")]
+    NotAFile { path: String, kind: &'static str },
     /// The file is not a passkey store, is truncated, or fails authentication.
     #[error("passkey store at {path} is corrupt or was not written by hybridge: {reason}")]
     Corrupt { path: String, reason: String },
     /// The PIN was wrong.
     #[error("wrong PIN; {remaining} attempt(s) left before the store locks")]
     WrongPin { remaining: u32 },
-    /// Too many wrong PINs: the store refuses to open until it is reset.
-    #[error("passkey store is locked after too many wrong PIN attempts")]
+    /// Too many failed PIN attempts in a row: the store refuses to open until it is reset.
+    /// An attempt whose process was killed before the PIN was checked counts as failed (so
+    /// that killing it cannot be used to guess for free), hence the wording.
+    #[error(
+        "passkey store is locked: too many PIN attempts in a row failed (wrong PINs, or unlocks \
+         killed before the PIN was checked)"
+    )]
     Locked,
     /// No credential with that ID.
     #[error("no passkey with that credential ID")]

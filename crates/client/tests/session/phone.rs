@@ -153,6 +153,8 @@ impl Rig {
         });
         let connect = loop {
             let adv = scan.next_timeout(T).await.expect("the phone advertises");
+            // Chrome on Linux takes exactly 20 bytes; no CTAP 2.3 suffix was asked for.
+            assert_eq!(adv.service_data.len(), 20, "{:02x?}", adv.service_data);
             if let Some(c) = qr.on_advert(&adv.service_data).unwrap() {
                 break c;
             }
