@@ -2,9 +2,10 @@
 //! phone's relay, advertise over BLE until the laptop joins, answer the Noise handshake, send
 //! the post-handshake message, serve one CTAP request with the authenticator, close.
 //!
-//! Every protocol decision is made by [`hybridge_proto::session::PhoneQr`] /
-//! [`PhoneChannel`]; this module waits, with a timeout on every step, stops advertising on
-//! every path out, and reports progress as [`PhoneProgress`] events.
+//! Every rule of the session, and every timeout, is in [`PhoneEngine`]
+//! (`hybridge_proto::engine`); this module is its driver: it moves bytes over the tunnel,
+//! starts and stops the advert, runs the authenticator, stops advertising on every path out,
+//! and reports progress as [`PhoneProgress`] events.
 //!
 //! # Example
 //!
@@ -41,21 +42,17 @@
 use hybridge_tunnel as ws;
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hybridge_ble::{Advertiser, AdvertisingHandle, UUID_FIDO};
-use hybridge_proto::advert::AdvertPlaintext;
-use hybridge_proto::frame::{PostHandshake, ProtocolRevision};
+use hybridge_proto::engine::{Failure, PhoneEngine, PhoneInput, PhoneOutput};
 use hybridge_proto::qr::RequestType;
-use hybridge_proto::session::{PhoneChannel, PhoneEvent, PhoneQr};
+use hybridge_proto::session::PhoneQr;
 use hybridge_proto::tunnel::{ROUTING_ID_HEADER, base_url, routing_id_from_headers};
 use hybridge_proto::{domain, keys};
-use rand_core::OsRng;
-use tokio::time::timeout;
-
-use hybridge_ctap::StatusCode;
+use rand_core::{OsRng, RngCore};
 
 use crate::authenticator::Authenticator;
 use crate::qr_image::{QrImageError, decode_qr_image};
@@ -129,34 +126,8 @@ impl QrInput {
     }
 }
 
-/// Timeouts of the phone's steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PhoneTimeouts {
-    /// Opening the tunnel WebSocket (default 10 s).
-    pub connect: Duration,
-    /// Advertising until the laptop's first handshake message arrives (default 60 s).
-    pub laptop: Duration,
-    /// From the handshake to the laptop's request (default 60 s).
-    pub request: Duration,
-    /// Serving the request, while the user decides (default 60 s, as Chrome on Android).
-    pub user: Duration,
-    /// After the response, waiting for the laptop's shutdown (default 5 s).
-    pub close: Duration,
-}
-
-impl Default for PhoneTimeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(10),
-            laptop: Duration::from_secs(60),
-            // Chromium's phone waits 60 s (kTimeoutSeconds, brief §9): a desktop may show its
-            // own UI before it sends the request.
-            request: Duration::from_secs(60),
-            user: Duration::from_secs(60),
-            close: Duration::from_secs(5),
-        }
-    }
-}
+/// Limits of the phone's steps; the session engine owns them.
+pub use hybridge_proto::engine::PhoneTimeouts;
 
 /// Configuration of the phone side.
 #[derive(Clone, Debug, Default)]
@@ -228,9 +199,7 @@ impl fmt::Display for PhoneProgress {
             },
             PhoneProgress::Connecting(url) => write!(f, "opening a tunnel on {url}"),
             PhoneProgress::TunnelOpen => f.write_str("tunnel open"),
-            PhoneProgress::Advertising => {
-                f.write_str("advertising over Bluetooth, waiting for the laptop")
-            }
+            PhoneProgress::Advertising => f.write_str("advertising, waiting for the laptop"),
             PhoneProgress::LaptopConnected => f.write_str("the laptop connected"),
             PhoneProgress::HandshakeDone => f.write_str("handshake done"),
             PhoneProgress::Request { command } => {
@@ -254,35 +223,8 @@ impl fmt::Display for PhoneProgress {
 /// ([`PhoneEvents::none`]); never blocks the protocol.
 pub type PhoneEvents = ws::Events<PhoneProgress>;
 
-/// A step of the phone session, as named in errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PhoneStep {
-    /// Opening the tunnel.
-    Connecting,
-    /// Advertising, waiting for the laptop's first message.
-    WaitingForLaptop,
-    /// The Noise handshake and post-handshake message.
-    Handshake,
-    /// Waiting for the laptop's request.
-    WaitingForRequest,
-    /// The authenticator is serving the request.
-    Processing,
-    /// Sending the response and closing.
-    Closing,
-}
-
-impl fmt::Display for PhoneStep {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PhoneStep::Connecting => "opening the tunnel",
-            PhoneStep::WaitingForLaptop => "advertising and waiting for the laptop",
-            PhoneStep::Handshake => "doing the handshake with the laptop",
-            PhoneStep::WaitingForRequest => "waiting for the laptop's request",
-            PhoneStep::Processing => "waiting for the user to answer",
-            PhoneStep::Closing => "sending the response",
-        })
-    }
-}
+/// A step of the session, as named in errors: one set for both sides, in the engine.
+pub use hybridge_proto::engine::Step as PhoneStep;
 
 /// Everything that can go wrong on the phone side.
 #[derive(Debug, thiserror::Error)]
@@ -373,16 +315,38 @@ pub enum PhoneError {
     /// The authenticator failed (it panicked, or its lock is poisoned).
     #[error("the authenticator failed: {0}")]
     Authenticator(String),
+    /// Any other way the session engine ended (none is expected on the phone side).
+    #[error("the session failed: {0}")]
+    Session(Failure),
 }
 
-/// How the session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PhoneOutcome {
-    /// The CTAP command served.
-    pub command: u8,
-    /// The CTAP status sent back (`0x00` on success).
-    pub status: u8,
+impl PhoneError {
+    /// The engine's failure, with the relay's base URL where the message needs it.
+    fn from_failure(failure: Failure, url: &str) -> Self {
+        match failure {
+            Failure::ConnectFailed(reason) => PhoneError::RelayUnreachable {
+                url: url.to_owned(),
+                reason,
+            },
+            Failure::NoRoutingId => PhoneError::NoRoutingId {
+                url: url.to_owned(),
+            },
+            Failure::Timeout { step, after } => PhoneError::Timeout { step, after },
+            Failure::TunnelClosed(step) => PhoneError::TunnelClosed(step),
+            Failure::Transport { step, reason } => PhoneError::Tunnel { step, reason },
+            Failure::Handshake(e) => PhoneError::Handshake(e),
+            Failure::Protocol { step, source } => PhoneError::Protocol { step, source },
+            Failure::UnexpectedEof => PhoneError::UnexpectedEof,
+            Failure::EofWhileProcessing => PhoneError::EofWhileProcessing,
+            Failure::AuthenticatorSelection => PhoneError::AuthenticatorSelection,
+            Failure::Unsupported(what) => PhoneError::Unsupported(what),
+            other => PhoneError::Session(other),
+        }
+    }
 }
+
+/// How a session that served a request ended.
+pub use hybridge_proto::engine::PhoneOutcome;
 
 /// Runs the phone side of one QR-initiated session: see the [module docs](self).
 ///
@@ -403,8 +367,12 @@ where
 
 /// [`serve`] for a QR code already parsed ([`QrInput::parse`]), e.g. one checked before the
 /// user was asked for anything.
+///
+/// This is the driver of [`PhoneEngine`], which makes every decision: it opens the tunnel,
+/// advertises, moves bytes, runs the authenticator on a blocking thread, and waits for the
+/// earliest of the tunnel, the authenticator and the engine's timer.
 pub async fn serve_qr<H>(
-    mut session: PhoneQr,
+    session: PhoneQr,
     advertiser: &dyn Advertiser,
     handler: Arc<Mutex<H>>,
     config: &PhoneConfig,
@@ -413,159 +381,216 @@ pub async fn serve_qr<H>(
 where
     H: CtapHandler + ?Sized + 'static,
 {
-    let t = config.timeouts;
     events.emit(PhoneProgress::QrRead {
         request_type: session.qr_payload().request_type,
     });
-
     let base = config.relay_url()?;
-    let url = session.new_tunnel_path().to_url(&base);
     tracing::debug!(relay = %base, tunnel = %session.tunnel_id().log_tag(), "opening tunnel");
-    events.emit(PhoneProgress::Connecting(base.clone()));
-    let (mut socket, response) = within(PhoneStep::Connecting, t.connect, async {
-        ws::connect(&url, config.tls.clone())
-            .await
-            .map_err(|e| PhoneError::RelayUnreachable {
-                url: base.clone(),
-                reason: e.to_string(),
-            })
-    })
-    .await?;
-    let values = response.headers().get_all(ROUTING_ID_HEADER);
-    let Some(routing_id) = routing_id_from_headers(values.iter().map(|v| v.as_bytes())) else {
-        ws::close(&mut socket, t.close).await;
-        return Err(PhoneError::NoRoutingId { url: base });
-    };
-    tracing::debug!(routing_id = %routing_id.to_hex(), "tunnel open");
-    events.emit(PhoneProgress::TunnelOpen);
-
-    let service_data = session.service_data(
-        AdvertPlaintext::new(&mut OsRng, routing_id, config.domain_id),
-        None,
+    // try_lock: never block the async task on a handler still busy with an abandoned prompt.
+    let get_info = handler
+        .try_lock()
+        .map_err(|_| PhoneError::Authenticator("it is busy with an earlier request".into()))?
+        .get_info();
+    let mut nonce = [0u8; 10];
+    OsRng.fill_bytes(&mut nonce);
+    let mut engine = PhoneEngine::new(
+        session,
+        get_info,
+        keys::generate(&mut OsRng),
+        nonce,
+        config.domain_id,
+        config.timeouts,
+        now(),
     );
-    let mut advertising = match advertiser.advertise(UUID_FIDO, &service_data).await {
-        Ok(h) => Some(h),
-        Err(e) => {
-            ws::close(&mut socket, t.close).await;
-            return Err(PhoneError::Radio(e));
-        }
+    let mut io = PhoneIo {
+        socket: None,
+        advertising: None,
+        serving: None,
+        cancel: None,
     };
-    events.emit(PhoneProgress::Advertising);
-
-    let result = run(session, &mut socket, &mut advertising, handler, t, events).await;
+    let result = drive(
+        &mut engine,
+        &mut io,
+        &base,
+        advertiser,
+        &handler,
+        config,
+        events,
+    )
+    .await;
     // Every path out stops advertising and closes the tunnel.
-    if let Some(h) = advertising.take() {
+    if let Some(h) = io.advertising.take() {
         let _ = h.stop().await;
     }
-    ws::close(&mut socket, t.close).await;
+    if let Some(mut s) = io.socket.take() {
+        ws::close(&mut s, config.timeouts.close).await;
+    }
     if result.is_ok() {
         events.emit(PhoneProgress::Done);
     }
     result
 }
 
-async fn recv(socket: &mut ws::Ws, step: PhoneStep) -> Result<Option<Vec<u8>>, PhoneError> {
-    ws::recv(socket)
-        .await
-        .map_err(|reason| PhoneError::Tunnel { step, reason })
+/// What the phone driver holds: the tunnel, the advert, the request being served.
+struct PhoneIo {
+    socket: Option<ws::Ws>,
+    advertising: Option<AdvertisingHandle>,
+    serving: Option<tokio::task::JoinHandle<Result<Vec<u8>, PhoneError>>>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
-async fn send(socket: &mut ws::Ws, step: PhoneStep, m: Vec<u8>) -> Result<(), PhoneError> {
-    ws::send(socket, m)
-        .await
-        .map_err(|reason| PhoneError::Tunnel { step, reason })
+/// The engine's clock: tokio's, so that a test that pauses time pauses the session too.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
-async fn run<H>(
-    session: PhoneQr,
-    socket: &mut ws::Ws,
-    advertising: &mut Option<AdvertisingHandle>,
-    handler: Arc<Mutex<H>>,
-    t: PhoneTimeouts,
+/// The engine's next deadline as a tokio instant (far away when it has none).
+fn wake_at(t: Option<std::time::Instant>) -> tokio::time::Instant {
+    match t {
+        Some(t) => tokio::time::Instant::from_std(t),
+        None => ws::deadline(tokio::time::Instant::now(), Duration::MAX),
+    }
+}
+
+async fn drive<H>(
+    engine: &mut PhoneEngine,
+    io: &mut PhoneIo,
+    base: &str,
+    advertiser: &dyn Advertiser,
+    handler: &Arc<Mutex<H>>,
+    config: &PhoneConfig,
     events: &PhoneEvents,
 ) -> Result<PhoneOutcome, PhoneError>
 where
     H: CtapHandler + ?Sized + 'static,
 {
-    // 1. Advertise until the laptop's Noise message 1 arrives.
-    let step = PhoneStep::WaitingForLaptop;
-    let msg1 = within(step, t.laptop, recv(socket, step))
-        .await?
-        .ok_or(PhoneError::TunnelClosed(step))?;
-    if let Some(h) = advertising.take() {
-        let _ = h.stop().await;
-    }
-    tracing::debug!("the laptop's handshake message arrived");
-    events.emit(PhoneProgress::LaptopConnected);
-
-    // 2. Handshake, post-handshake message (getInfo), and the padded update (revision 1).
-    let step = PhoneStep::Handshake;
-    let ephemeral = keys::generate(&mut OsRng);
-    let (mut channel, msg2) = session
-        .respond(&msg1, &ephemeral)
-        .map_err(PhoneError::Handshake)?;
-    // try_lock: never block the async task on a handler still busy with an abandoned prompt.
-    let get_info = handler
-        .try_lock()
-        .map_err(|_| PhoneError::Authenticator("it is busy with an earlier request".into()))?
-        .get_info();
-    let post = channel
-        .post_handshake(&PostHandshake::ctap(get_info))
-        .map_err(|source| PhoneError::Protocol { step, source })?;
-    let update = match channel.revision() {
-        ProtocolRevision::V1 => Some(
-            channel
-                .update(None)
-                .map_err(|source| PhoneError::Protocol { step, source })?,
-        ),
-        ProtocolRevision::V0 => None,
-    };
-    within(step, t.request, async {
-        send(socket, step, msg2.to_vec()).await?;
-        send(socket, step, post).await?;
-        if let Some(u) = update {
-            send(socket, step, u).await?;
-        }
-        Ok(())
-    })
-    .await?;
-    tracing::debug!(revision = ?channel.revision(), "handshake done, getInfo sent");
-    events.emit(PhoneProgress::HandshakeDone);
-
-    // 3. The request.
-    let step = PhoneStep::WaitingForRequest;
-    let request = within(step, t.request, async {
-        loop {
-            let m = recv(socket, step).await?.ok_or(PhoneError::UnexpectedEof)?;
-            match on_message(&mut channel, &m, step)? {
-                PhoneEvent::CtapRequest(r) => return Ok(r),
-                PhoneEvent::JsonRequest(_) => {
-                    return Err(PhoneError::Unsupported(
-                        "digital-credential (JSON) requests are not supported",
-                    ));
+    loop {
+        while let Some(output) = engine.poll_output() {
+            let deadline = wake_at(engine.poll_timeout());
+            match output {
+                PhoneOutput::OpenTunnel(path) => {
+                    events.emit(PhoneProgress::Connecting(base.to_owned()));
+                    let url = path.to_url(base);
+                    let connect = ws::connect(&url, config.tls.clone());
+                    match tokio::time::timeout_at(deadline, connect).await {
+                        Err(_) => engine.handle_timeout(now()),
+                        Ok(Err(e)) => {
+                            engine.handle(now(), PhoneInput::ConnectFailed(e.to_string()))
+                        }
+                        Ok(Ok((socket, response))) => {
+                            let values = response.headers().get_all(ROUTING_ID_HEADER);
+                            let id = routing_id_from_headers(values.iter().map(|v| v.as_bytes()));
+                            io.socket = Some(socket);
+                            if let Some(id) = &id {
+                                tracing::debug!(routing_id = %id.to_hex(), "tunnel open");
+                                events.emit(PhoneProgress::TunnelOpen);
+                            }
+                            engine.handle(now(), PhoneInput::TunnelOpened(id));
+                        }
+                    }
                 }
-                PhoneEvent::Update => {
-                    tracing::debug!("ignored an update message from the laptop");
-                    continue;
+                PhoneOutput::Advertise(data) => {
+                    let handle = advertiser.advertise(UUID_FIDO, &data).await;
+                    io.advertising = Some(handle.map_err(PhoneError::Radio)?);
+                    events.emit(PhoneProgress::Advertising);
                 }
-                PhoneEvent::Shutdown => return Err(PhoneError::UnexpectedEof),
-                PhoneEvent::SelectionRefused => return Err(PhoneError::AuthenticatorSelection),
-                PhoneEvent::Answered(reply) => {
-                    tracing::debug!("answered a getInfo sent over the tunnel");
-                    send(socket, step, reply).await?;
-                    continue;
+                PhoneOutput::StopAdvertising => {
+                    if let Some(h) = io.advertising.take() {
+                        let _ = h.stop().await;
+                    }
+                    tracing::debug!("the laptop's handshake message arrived");
+                    events.emit(PhoneProgress::LaptopConnected);
+                }
+                PhoneOutput::Send(m) => {
+                    if let Some(socket) = io.socket.as_mut() {
+                        match tokio::time::timeout_at(deadline, ws::send(socket, m)).await {
+                            Err(_) => engine.handle_timeout(now()),
+                            Ok(Err(reason)) => {
+                                engine.handle(now(), PhoneInput::TransportFailed(reason))
+                            }
+                            Ok(Ok(())) => {}
+                        }
+                    }
+                }
+                PhoneOutput::HandshakeDone => {
+                    tracing::debug!("handshake done, getInfo sent");
+                    events.emit(PhoneProgress::HandshakeDone);
+                }
+                PhoneOutput::Serve(request) => {
+                    let command = request.first().copied().unwrap_or(0);
+                    tracing::debug!(command, len = request.len(), "request from the laptop");
+                    events.emit(PhoneProgress::Request { command });
+                    let (task, cancel) = serve_request(handler, request)?;
+                    io.serving = Some(task);
+                    io.cancel = cancel;
+                }
+                PhoneOutput::Cancel => {
+                    // The prompt cannot be interrupted; the flag makes a late approval write
+                    // nothing the relying party will never see.
+                    if let Some(c) = &io.cancel {
+                        c.store(true, Ordering::SeqCst);
+                    }
+                }
+                PhoneOutput::Responded(status) => {
+                    tracing::debug!(status, "response sent");
+                    events.emit(PhoneProgress::Responded { status });
+                }
+                PhoneOutput::CloseTunnel => {
+                    if let Some(mut s) = io.socket.take() {
+                        ws::close(&mut s, config.timeouts.close).await;
+                    }
+                }
+                PhoneOutput::Finished(result) => {
+                    return result.map_err(|f| PhoneError::from_failure(f, base));
                 }
             }
         }
-    })
-    .await?;
-    let command = request.first().copied().unwrap_or(0);
-    tracing::debug!(command, len = request.len(), "request from the laptop");
-    events.emit(PhoneProgress::Request { command });
+        let deadline = wake_at(engine.poll_timeout());
+        let socket = io.socket.as_mut();
+        tokio::select! {
+            // A finished answer wins over a deadline or a laptop message that became ready in
+            // the same poll: its credential may already be written.
+            biased;
+            r = async { io.serving.as_mut().expect("guarded").await }, if io.serving.is_some() => {
+                io.serving = None;
+                let answer = r.map_err(|e| PhoneError::Authenticator(e.to_string()))??;
+                engine.handle(now(), PhoneInput::Answer(answer));
+            }
+            _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(now()),
+            input = next_input(socket) => engine.handle(now(), input),
+        }
+    }
+}
 
-    // 4. The authenticator answers on a blocking thread (its user agent may prompt). The lock
-    // is only tried here: a handler still busy with an abandoned prompt must not block this
-    // async task.
+/// The next thing the tunnel says, as an engine input; never, without a tunnel.
+async fn next_input(socket: Option<&mut ws::Ws>) -> PhoneInput {
+    let Some(socket) = socket else {
+        return std::future::pending().await;
+    };
+    match ws::recv(socket).await {
+        Ok(Some(m)) => PhoneInput::Received(m),
+        Ok(None) => PhoneInput::Closed,
+        Err(reason) => PhoneInput::TransportFailed(reason),
+    }
+}
+
+/// Starts the authenticator on `request` on a blocking thread (its user agent may prompt),
+/// with its cancel flag lowered. The lock is only tried here: a handler still busy with an
+/// abandoned prompt must not block the async task.
+#[allow(clippy::type_complexity)]
+fn serve_request<H>(
+    handler: &Arc<Mutex<H>>,
+    request: Vec<u8>,
+) -> Result<
+    (
+        tokio::task::JoinHandle<Result<Vec<u8>, PhoneError>>,
+        Option<Arc<AtomicBool>>,
+    ),
+    PhoneError,
+>
+where
+    H: CtapHandler + ?Sized + 'static,
+{
     let cancel = match handler.try_lock() {
         Ok(h) => h.cancel_flag(),
         Err(std::sync::TryLockError::WouldBlock) => {
@@ -577,136 +602,17 @@ where
             return Err(PhoneError::Authenticator("its lock is poisoned".into()));
         }
     };
-    // A fresh request starts uncancelled. (The flag is not lowered by the handler when it
+    // A fresh request starts uncancelled. (The handler does not lower the flag when it
     // starts, so that giving up before the blocking thread gets going still counts.)
     if let Some(c) = &cancel {
         c.store(false, Ordering::SeqCst);
     }
-    // The prompt cannot be interrupted; giving up raises the flag so that a late approval
-    // writes nothing the relying party will never see.
-    let give_up = || {
-        if let Some(c) = &cancel {
-            c.store(true, Ordering::SeqCst);
-        }
-    };
     let h = handler.clone();
-    let mut task = tokio::task::spawn_blocking(move || match h.lock() {
+    let task = tokio::task::spawn_blocking(move || match h.lock() {
         Ok(mut h) => Ok(h.handle(&request)),
         Err(_) => Err(PhoneError::Authenticator("its lock is poisoned".into())),
     });
-    // While the user decides, keep reading the tunnel: the laptop may leave (Chromium's
-    // phone treats EOF while processing as the end of the transaction).
-    let deadline = ws::deadline(tokio::time::Instant::now(), t.user);
-    let (response, timed_out) = loop {
-        tokio::select! {
-            // A finished answer wins over a deadline or a laptop message that became ready
-            // in the same poll: its credential may already be written, so reporting a
-            // timeout instead would lose it.
-            biased;
-            r = &mut task => match r {
-                Ok(r) => break (r?, false),
-                Err(e) => return Err(PhoneError::Authenticator(e.to_string())),
-            },
-            // Tell the laptop the user did not answer.
-            _ = tokio::time::sleep_until(deadline) => {
-                give_up();
-                // What the laptop gets when the user does not answer in time.
-                break (vec![StatusCode::CTAP2_ERR_USER_ACTION_TIMEOUT.0], true);
-            }
-            m = recv(socket, PhoneStep::Processing) => {
-                if let Err(e) = while_processing(&mut channel, m) {
-                    give_up();
-                    return Err(e);
-                }
-            }
-        }
-    };
-    let status = response
-        .first()
-        .copied()
-        .unwrap_or(StatusCode::CTAP1_ERR_OTHER.0);
-
-    // 5. Respond, then wait (briefly) for the laptop's shutdown.
-    let step = PhoneStep::Closing;
-    let ct = channel
-        .send_ctap(&response)
-        .map_err(|source| PhoneError::Protocol { step, source })?;
-    within(step, t.close, send(socket, step, ct)).await?;
-    tracing::debug!(status, len = response.len(), "response sent");
-    events.emit(PhoneProgress::Responded { status });
-    if timed_out {
-        return Err(PhoneError::Timeout {
-            step: PhoneStep::Processing,
-            after: t.user,
-        });
-    }
-    let _ = timeout(t.close, async {
-        while let Ok(Some(m)) = recv(socket, step).await {
-            match channel.on_message(&m) {
-                Ok(PhoneEvent::Shutdown) | Err(_) => break,
-                Ok(PhoneEvent::Answered(reply)) => {
-                    if send(socket, step, reply).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => continue,
-            }
-        }
-    })
-    .await;
-    Ok(PhoneOutcome { command, status })
-}
-
-/// `f`, unless `limit` runs out first: then [`PhoneError::Timeout`] naming `step` and
-/// `limit`. The session's network waits go through this.
-async fn within<T>(
-    step: PhoneStep,
-    limit: Duration,
-    f: impl Future<Output = Result<T, PhoneError>>,
-) -> Result<T, PhoneError> {
-    timeout(limit, f)
-        .await
-        .unwrap_or(Err(PhoneError::Timeout { step, after: limit }))
-}
-
-/// A message (or the end of the tunnel) from the laptop while the user decides. `Ok`: keep
-/// waiting for the user; `Err`: give up on the request.
-fn while_processing(
-    channel: &mut PhoneChannel,
-    m: Result<Option<Vec<u8>>, PhoneError>,
-) -> Result<(), PhoneError> {
-    let step = PhoneStep::Processing;
-    let Some(m) = m? else {
-        return Err(PhoneError::EofWhileProcessing);
-    };
-    match on_message(channel, &m, step)? {
-        // Updates from a laptop carry nothing for the phone: Chromium's phone checks that
-        // they are CBOR and ignores them (brief §8.4), pending request or not. (One that is
-        // not CBOR at all fails in `on_message`, and ends the session as in Chromium.)
-        PhoneEvent::Update => {
-            tracing::debug!("ignored an update message from the laptop while the user decides");
-            Ok(())
-        }
-        PhoneEvent::Shutdown => Err(PhoneError::EofWhileProcessing),
-        // The channel refuses a second request while one is pending; not reached.
-        PhoneEvent::CtapRequest(_)
-        | PhoneEvent::JsonRequest(_)
-        | PhoneEvent::Answered(_)
-        | PhoneEvent::SelectionRefused => Err(PhoneError::Protocol {
-            step,
-            source: hybridge_proto::Error::State("a request is already being processed"),
-        }),
-    }
-}
-
-fn on_message(
-    channel: &mut PhoneChannel,
-    m: &[u8],
-    step: PhoneStep,
-) -> Result<PhoneEvent, PhoneError> {
-    channel
-        .on_message(m)
-        .map_err(|source| PhoneError::Protocol { step, source })
+    Ok((task, cancel))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The laptop side of a hybrid session, over real sockets and a radio: QR code → BLE scan →
 //! tunnel → Noise handshake → one CTAP request → shutdown.
 //!
-//! Every protocol decision is made by [`hybridge_proto::session::LaptopQr`]; this module only
-//! waits, with a timeout on every step, and reports progress as [`Event`]s.
+//! Every rule of the session, and every timeout, is in [`LaptopEngine`]
+//! (`hybridge_proto::engine`); this module is its driver: it scans, opens the tunnel, moves
+//! bytes, waits, and reports progress as [`Event`]s.
 //!
 //! Two levels:
 //! * [`register`] and [`sign_in`]: the WebAuthn client. RP options JSON and an origin in,
@@ -53,10 +54,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hybridge_ble::{CABLE_UUIDS, Scanner};
 use hybridge_ctap::GetInfoResponse;
+use hybridge_proto::engine::{LaptopEngine, LaptopInput, LaptopOutput};
 use hybridge_proto::linking::LinkingInfo;
 use hybridge_proto::qr::{QrKeys, RequestType};
-use hybridge_proto::session::{LaptopChannel, LaptopEvent, LaptopQr};
-use hybridge_proto::{domain, frame, keys, tunnel};
+use hybridge_proto::session::LaptopQr;
+use hybridge_proto::{domain, keys, tunnel};
 use rand_core::OsRng;
 use tokio::time::Instant;
 
@@ -93,33 +95,8 @@ impl RelayOverrides {
     }
 }
 
-/// Timeouts of the laptop's steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    /// From showing the QR code to hearing the phone's advert (default 60 s).
-    pub scan: Duration,
-    /// Opening the tunnel WebSocket, TCP and TLS included (default 10 s).
-    pub connect: Duration,
-    /// Noise handshake and the phone's post-handshake message (default 10 s).
-    pub handshake: Duration,
-    /// From sending the request to the phone's answer, while the user decides (default
-    /// 120 s).
-    pub user: Duration,
-    /// Sending the shutdown and closing the WebSocket (default 2 s).
-    pub close: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            scan: Duration::from_secs(60),
-            connect: Duration::from_secs(10),
-            handshake: Duration::from_secs(10),
-            user: Duration::from_secs(120),
-            close: Duration::from_secs(2),
-        }
-    }
-}
+/// Limits of the laptop's steps; the session engine owns them.
+pub use hybridge_proto::engine::LaptopTimeouts as Timeouts;
 
 /// Configuration of a laptop session.
 #[derive(Clone, Debug, Default)]
@@ -162,9 +139,12 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::QrReady(_) => f.write_str("scan the QR code with your phone"),
-            Event::Scanning => f.write_str("waiting for the phone (Bluetooth)"),
+            Event::Scanning => f.write_str("waiting for the phone's advert"),
             Event::PhoneNearby { domain_id } => {
-                write!(f, "phone nearby (tunnel-server domain {domain_id})")
+                write!(
+                    f,
+                    "the phone's advert arrived (tunnel-server domain {domain_id})"
+                )
             }
             Event::Connecting(url) => write!(f, "connecting to {url}"),
             Event::HandshakeDone => f.write_str("connected to the phone"),
@@ -210,215 +190,111 @@ impl Laptop {
     /// (everyone else's adverts are ignored), connects to the tunnel server the advert names,
     /// does the handshake and reads the phone's post-handshake message. The relay is contacted
     /// only after the advert matched.
-    pub async fn connect(
-        mut self,
-        scanner: &dyn Scanner,
-        events: &Events,
-    ) -> Result<Tunnel, Error> {
-        let t = self.config.timeouts;
+    ///
+    /// This is the driver of [`LaptopEngine`], which makes every decision and owns every
+    /// timeout; here bytes are moved and the radio, the tunnel and the engine's timer are
+    /// waited on.
+    pub async fn connect(self, scanner: &dyn Scanner, events: &Events) -> Result<Tunnel, Error> {
         events.emit(Event::QrReady(self.qr.qr_url()));
         events.emit(Event::Scanning);
-        let connect = {
-            let mut scan = scanner.scan(&CABLE_UUIDS).await.map_err(Error::Radio)?;
-            let deadline = ws::deadline(Instant::now(), t.scan);
-            let mut unusable = None;
-            let found = loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break None;
-                }
-                match scan.next_timeout(left).await {
-                    Ok(adv) => match self.qr.on_advert(&adv.service_data) {
-                        Ok(Some(c)) => break Some(c),
-                        Ok(None) => {}
-                        // Made with our key but unusable: remember, keep listening.
-                        Err(e) => unusable = Some(e),
-                    },
-                    Err(hybridge_ble::Error::ScanTimeout(_)) => break None,
-                    Err(e) => {
-                        let _ = scan.stop().await;
-                        return Err(Error::Radio(e));
-                    }
-                }
-            };
-            let _ = scan.stop().await;
-            match (found, unusable) {
-                (Some(c), _) => c,
-                (None, Some(e)) => return Err(Error::BadAdvert(e)),
-                (None, None) => return Err(Error::ProximityTimeout(t.scan)),
-            }
-        };
-        tracing::debug!(
-            domain = connect.domain_id,
-            routing_id = %connect.routing_id.to_hex(),
-            "advert from the phone decrypted"
+        let engine = LaptopEngine::new(
+            self.qr,
+            keys::generate(&mut OsRng),
+            self.config.timeouts,
+            check_get_info,
+            now(),
         );
-        events.emit(Event::PhoneNearby {
-            domain_id: connect.domain_id,
-        });
-
-        let base = self.config.relays.resolve(connect.domain_id)?;
-        let url = connect.path().to_url(&base);
-        tracing::debug!(relay = %base, tunnel = %connect.tunnel_id.log_tag(), "connecting");
-        events.emit(Event::Connecting(base.clone()));
-        let (mut socket, _) = within(Step::Connecting, t.connect, Instant::now(), async {
-            ws::connect(&url, self.config.tls.clone())
-                .await
-                .map_err(|e| Error::RelayUnreachable {
-                    url: base.clone(),
-                    reason: e.to_string(),
-                })
-        })
-        .await?;
-
-        let ephemeral = keys::generate(&mut OsRng);
-        let msg1 = self
-            .qr
-            .handshake_message(&ephemeral)
-            .map_err(Error::Handshake)?;
-        // The handshake and the post-handshake message share one limit.
-        let started = Instant::now();
-        let msg2 = within(Step::Handshake, t.handshake, started, async {
-            ws::send(&mut socket, msg1.to_vec())
-                .await
-                .map_err(|reason| Error::Tunnel {
-                    step: Step::Handshake,
-                    reason,
-                })?;
-            recv(&mut socket, Step::Handshake).await
-        })
-        .await?;
-        let mut channel = match self.qr.finish(&msg2) {
-            Ok(c) => c,
+        let mut driver = Driver {
+            engine,
+            io: LaptopIo {
+                scan: None,
+                socket: None,
+                base: None,
+                config: self.config,
+            },
+        };
+        let get_info = match driver.drive(Some(scanner), events).await {
+            Ok(Reached::Ready(get_info)) => get_info,
+            Ok(_) => return Err(Error::TunnelClosed(Step::PostHandshake)),
             Err(e) => {
-                ws::close(&mut socket, t.close).await;
-                return Err(Error::Handshake(e));
+                driver.io.teardown().await;
+                return Err(e);
             }
         };
-        tracing::debug!("handshake done");
-        events.emit(Event::HandshakeDone);
-
-        let first = within(
-            Step::PostHandshake,
-            t.handshake,
-            started,
-            recv(&mut socket, Step::PostHandshake),
-        )
-        .await?;
-        let evs = match channel.on_message(&first) {
-            Ok(evs) => evs,
-            Err(source) => {
-                ws::close(&mut socket, t.close).await;
-                return Err(match source {
-                    hybridge_proto::Error::MissingGetInfo(why) => {
-                        Error::InvalidGetInfo(why.to_owned())
-                    }
-                    source => Error::Protocol {
-                        step: Step::PostHandshake,
-                        source,
-                    },
-                });
-            }
-        };
-        let mut ctap = true;
-        let mut linking = None;
-        for ev in evs {
-            match ev {
-                LaptopEvent::PostHandshake { message, revision } => {
-                    tracing::debug!(
-                        ?revision,
-                        features = ?message.features,
-                        get_info_len = message.get_info.as_ref().map_or(0, Vec::len),
-                        "post-handshake message"
-                    );
-                    ctap = message.supports_ctap();
-                }
-                other => note(&mut linking, other),
-            }
-        }
-        if !ctap {
-            send_shutdown(&mut socket, &mut channel, t.close).await;
-            ws::close(&mut socket, t.close).await;
-            return Err(Error::NoCtap);
-        }
-        // Every request is built from what getInfo says (rk, uv, extensions): a phone whose
-        // getInfo does not parse cannot be asked anything sensible.
-        let parsed = match channel.get_info() {
-            None => Err("key 1 is absent".to_owned()),
-            Some(b) => GetInfoResponse::from_cbor(b)
-                .map(|info| (b.to_vec(), info))
-                .map_err(|e| format!("it does not parse: {e}")),
-        };
-        let (get_info, info) = match parsed {
-            Ok(parsed) => parsed,
-            Err(why) => {
-                ws::close(&mut socket, t.close).await;
-                return Err(Error::InvalidGetInfo(why));
-            }
-        };
+        // The engine checked that it parses.
+        let info = GetInfoResponse::from_cbor(&get_info)
+            .map_err(|e| Error::InvalidGetInfo(e.to_string()))?;
         Ok(Tunnel {
-            socket,
-            channel: Some(Box::new(channel)),
+            driver,
             get_info,
             info,
-            linking,
-            timeouts: t,
         })
     }
 }
 
-/// Keeps what a phone message says about linking: verified linking data replaces any earlier.
-fn note(linking: &mut Option<LinkingInfo>, event: LaptopEvent) {
-    match event {
-        LaptopEvent::Linked(l) => *linking = Some(l),
-        LaptopEvent::LinkingRejected(why) => {
-            tracing::debug!(%why, "linking data from the phone dropped");
+/// The engine's getInfo rule: it must parse as the CTAP structure every request is built from.
+fn check_get_info(bytes: &[u8]) -> Result<(), String> {
+    GetInfoResponse::from_cbor(bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The engine's clock: tokio's, so that a test that pauses time pauses the session too.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// The engine's next deadline as a tokio instant (far away when it has none).
+fn wake_at(t: Option<std::time::Instant>) -> Instant {
+    match t {
+        Some(t) => Instant::from_std(t),
+        None => ws::deadline(Instant::now(), Duration::MAX),
+    }
+}
+
+/// What the laptop driver holds: the scan, the tunnel, and how to reach relays.
+struct LaptopIo {
+    scan: Option<hybridge_ble::Scan>,
+    socket: Option<ws::Ws>,
+    /// The relay's base URL, once the advert named it (for error messages).
+    base: Option<String>,
+    config: LaptopConfig,
+}
+
+impl LaptopIo {
+    /// Stops the scan and closes the tunnel, whatever is left of them.
+    async fn teardown(&mut self) {
+        if let Some(scan) = self.scan.take() {
+            let _ = scan.stop().await;
         }
-        _ => {}
+        if let Some(mut socket) = self.socket.take() {
+            ws::close(&mut socket, self.config.timeouts.close).await;
+        }
     }
 }
 
-/// Sends the shutdown message, if the channel still has one to send, waiting at most `limit`.
-async fn send_shutdown(socket: &mut ws::Ws, channel: &mut LaptopChannel, limit: Duration) {
-    if let Ok(Some(ct)) = channel.shutdown() {
-        let _ = tokio::time::timeout(limit, ws::send(socket, ct)).await;
-    }
+/// Where a run of the engine stopped.
+enum Reached {
+    /// The phone's first message came: requests may be made (its getInfo).
+    Ready(Vec<u8>),
+    /// The answer to the request.
+    Response(Vec<u8>),
+    /// Closed as asked, with the newest verified linking data.
+    Closed(Option<LinkingInfo>),
 }
 
-/// `f`, unless `limit` (counted from `since`) runs out first: then [`Error::Timeout`] naming
-/// `step` and `limit`. Every step of the session waits through this.
-async fn within<T>(
-    step: Step,
-    limit: Duration,
-    since: Instant,
-    f: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    tokio::time::timeout_at(ws::deadline(since, limit), f)
-        .await
-        .unwrap_or(Err(Error::Timeout { step, after: limit }))
-}
-
-/// The next message, or the error naming `step`.
-async fn recv(socket: &mut ws::Ws, step: Step) -> Result<Vec<u8>, Error> {
-    match ws::recv(socket).await {
-        Ok(Some(m)) => Ok(m),
-        Ok(None) => Err(Error::TunnelClosed(step)),
-        Err(reason) => Err(Error::Tunnel { step, reason }),
-    }
+/// The engine and what it drives.
+struct Driver {
+    engine: LaptopEngine,
+    io: LaptopIo,
 }
 
 /// An open, encrypted tunnel to the phone, after its post-handshake message.
 pub struct Tunnel {
-    socket: ws::Ws,
-    // Boxed: it holds the Noise and AEAD state, whose keys are wiped when it is dropped.
-    // `None` once the tunnel closed (after a failure or `close`): nothing more is sent.
-    channel: Option<Box<LaptopChannel>>,
-    // The phone's getInfo as it sent it (answers a getInfo request), and its parse, made
-    // once by `connect`. Both outlive the channel.
+    driver: Driver,
+    // The phone's getInfo as it sent it, and its parse, made once by `connect`.
     get_info: Vec<u8>,
     info: GetInfoResponse,
-    linking: Option<LinkingInfo>,
-    timeouts: Timeouts,
 }
 
 /// What the session leaves behind.
@@ -432,8 +308,8 @@ pub struct SessionEnd {
 impl fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tunnel")
-            .field("open", &self.channel.is_some())
-            .field("timeouts", &self.timeouts)
+            .field("open", &!self.driver.engine.is_finished())
+            .field("timeouts", &self.driver.io.config.timeouts)
             .finish_non_exhaustive()
     }
 }
@@ -457,72 +333,172 @@ impl Tunnel {
     /// Any message that fails to decrypt aborts the session: the tunnel is closed and nothing
     /// is returned.
     pub async fn transact(&mut self, request: &[u8], events: &Events) -> Result<Vec<u8>, Error> {
-        const STEP: Step = Step::WaitingForUser;
-        if let Some(reply) = frame::get_info_reply(request, &self.get_info) {
-            return Ok(reply);
+        let driver = &mut self.driver;
+        if driver.engine.is_finished() {
+            return Err(Error::TunnelClosed(Step::WaitingForUser));
         }
-        let channel = self.channel.as_mut().ok_or(Error::TunnelClosed(STEP))?;
-        let ct = channel
-            .send_ctap(request)
-            .map_err(|source| Error::Protocol { step: STEP, source })?;
         tracing::debug!(
             command = request.first().copied().unwrap_or(0),
             len = request.len(),
-            "request sent"
+            "request"
         );
-        events.emit(Event::WaitingForUser);
-        let result = within(STEP, self.timeouts.user, Instant::now(), async {
-            ws::send(&mut self.socket, ct)
-                .await
-                .map_err(|reason| Error::Tunnel { step: STEP, reason })?;
-            loop {
-                let m = recv(&mut self.socket, STEP).await?;
-                let channel = self.channel.as_mut().ok_or(Error::TunnelClosed(STEP))?;
-                let evs = channel
-                    .on_message(&m)
-                    .map_err(|source| Error::Protocol { step: STEP, source })?;
-                for ev in evs {
-                    match ev {
-                        LaptopEvent::CtapResponse(r) => return Ok(r),
-                        LaptopEvent::PhoneShutdown => return Err(Error::TunnelClosed(STEP)),
-                        other => note(&mut self.linking, other),
-                    }
-                }
+        driver
+            .engine
+            .handle(now(), LaptopInput::Request(request.to_vec()));
+        match driver.drive(None, events).await {
+            Ok(Reached::Response(r)) => {
+                tracing::debug!(
+                    status = r.first().copied().unwrap_or(0),
+                    len = r.len(),
+                    "response received"
+                );
+                Ok(r)
             }
-        })
-        .await;
-        match &result {
-            Ok(r) => tracing::debug!(
-                status = r.first().copied().unwrap_or(0),
-                len = r.len(),
-                "response received"
-            ),
+            Ok(_) => Err(Error::TunnelClosed(Step::WaitingForUser)),
             Err(e) => {
-                tracing::debug!(error = %e, "request failed; closing the tunnel");
-                self.abort().await;
+                tracing::debug!(error = %e, "request failed; the tunnel is closed");
+                driver.io.teardown().await;
+                Err(e)
             }
-        }
-        result
-    }
-
-    /// Closes at once, without a shutdown message (after a failure); the traffic keys are
-    /// wiped now rather than when the tunnel is dropped.
-    async fn abort(&mut self) {
-        if self.channel.take().is_some() {
-            ws::close(&mut self.socket, self.timeouts.close).await;
         }
     }
 
     /// Sends the shutdown message and closes the tunnel; emits [`Event::Done`].
-    pub async fn close(mut self, events: &Events) -> SessionEnd {
-        if let Some(channel) = self.channel.as_mut() {
-            send_shutdown(&mut self.socket, channel, self.timeouts.close).await;
-        }
-        self.abort().await;
+    pub async fn close(self, events: &Events) -> SessionEnd {
+        let mut driver = self.driver;
+        let linking = if driver.engine.is_finished() {
+            driver.engine.take_linking()
+        } else {
+            driver.engine.handle(now(), LaptopInput::Close);
+            match driver.drive(None, events).await {
+                Ok(Reached::Closed(linking)) => linking,
+                _ => driver.engine.take_linking(),
+            }
+        };
+        driver.io.teardown().await;
         events.emit(Event::Done);
-        SessionEnd {
-            linking: self.linking.take(),
+        SessionEnd { linking }
+    }
+}
+
+impl Driver {
+    /// Runs the engine: carries out its outputs and feeds it what the radio, the tunnel and
+    /// the clock say, until it is ready, answers, closes or fails.
+    async fn drive(
+        &mut self,
+        scanner: Option<&dyn Scanner>,
+        events: &Events,
+    ) -> Result<Reached, Error> {
+        let (engine, io) = (&mut self.engine, &mut self.io);
+        loop {
+            while let Some(output) = engine.poll_output() {
+                let deadline = wake_at(engine.poll_timeout());
+                match output {
+                    LaptopOutput::StartScan => {
+                        let scanner = scanner.ok_or(Error::TunnelClosed(Step::Scanning))?;
+                        io.scan = Some(scanner.scan(&CABLE_UUIDS).await.map_err(Error::Radio)?);
+                    }
+                    LaptopOutput::StopScan => {
+                        if let Some(scan) = io.scan.take() {
+                            let _ = scan.stop().await;
+                        }
+                    }
+                    LaptopOutput::Connect(c) => {
+                        tracing::debug!(
+                            domain = c.domain_id,
+                            routing_id = %c.routing_id.to_hex(),
+                            "advert from the phone decrypted"
+                        );
+                        events.emit(Event::PhoneNearby {
+                            domain_id: c.domain_id,
+                        });
+                        let base = io.config.relays.resolve(c.domain_id)?;
+                        tracing::debug!(relay = %base, tunnel = %c.tunnel_id.log_tag(), "connecting");
+                        events.emit(Event::Connecting(base.clone()));
+                        let url = c.path().to_url(&base);
+                        io.base = Some(base);
+                        let connect = ws::connect(&url, io.config.tls.clone());
+                        match tokio::time::timeout_at(deadline, connect).await {
+                            Err(_) => engine.handle_timeout(now()),
+                            Ok(Err(e)) => {
+                                engine.handle(now(), LaptopInput::ConnectFailed(e.to_string()))
+                            }
+                            Ok(Ok((socket, _))) => {
+                                io.socket = Some(socket);
+                                engine.handle(now(), LaptopInput::Connected);
+                            }
+                        }
+                    }
+                    LaptopOutput::Send(m) => {
+                        if let Some(socket) = io.socket.as_mut() {
+                            match tokio::time::timeout_at(deadline, ws::send(socket, m)).await {
+                                Err(_) => engine.handle_timeout(now()),
+                                Ok(Err(reason)) => {
+                                    engine.handle(now(), LaptopInput::TransportFailed(reason))
+                                }
+                                Ok(Ok(())) => {}
+                            }
+                        }
+                    }
+                    LaptopOutput::HandshakeDone => {
+                        tracing::debug!("handshake done");
+                        events.emit(Event::HandshakeDone);
+                    }
+                    LaptopOutput::Ready(get_info) => return Ok(Reached::Ready(get_info)),
+                    LaptopOutput::WaitingForUser => events.emit(Event::WaitingForUser),
+                    LaptopOutput::Response(r) => return Ok(Reached::Response(r)),
+                    LaptopOutput::CloseTunnel => {
+                        if let Some(mut socket) = io.socket.take() {
+                            ws::close(&mut socket, io.config.timeouts.close).await;
+                        }
+                    }
+                    LaptopOutput::Finished(Ok(linking)) => return Ok(Reached::Closed(linking)),
+                    LaptopOutput::Finished(Err(f)) => {
+                        return Err(Error::from_failure(f, io.base.as_deref()));
+                    }
+                }
+            }
+            if engine.is_finished() {
+                return Err(Error::TunnelClosed(Step::Closing));
+            }
+            let deadline = wake_at(engine.poll_timeout());
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(now()),
+                advert = next_advert(io.scan.as_mut()) => match advert {
+                    Ok(a) => engine.handle(now(), LaptopInput::Advert(a)),
+                    Err(e) => return Err(Error::Radio(e)),
+                },
+                input = next_input(io.socket.as_mut()) => engine.handle(now(), input),
+            }
         }
+    }
+}
+
+/// The next advert's service data; never, without a scan.
+async fn next_advert(
+    scan: Option<&mut hybridge_ble::Scan>,
+) -> Result<Vec<u8>, hybridge_ble::Error> {
+    let Some(scan) = scan else {
+        return std::future::pending().await;
+    };
+    match scan.next().await {
+        Some(adv) => Ok(adv.service_data),
+        None => Err(hybridge_ble::Error::ScanEnded(
+            scan.failure()
+                .unwrap_or_else(|| format!("the {} scan was stopped", scan.radio())),
+        )),
+    }
+}
+
+/// The next thing the tunnel says, as an engine input; never, without a tunnel.
+async fn next_input(socket: Option<&mut ws::Ws>) -> LaptopInput {
+    let Some(socket) = socket else {
+        return std::future::pending().await;
+    };
+    match ws::recv(socket).await {
+        Ok(Some(m)) => LaptopInput::Received(m),
+        Ok(None) => LaptopInput::Closed,
+        Err(reason) => LaptopInput::TransportFailed(reason),
     }
 }
 

@@ -1,42 +1,16 @@
 //! The laptop session's one error type: every variant names the step that failed and, where
 //! there is one, what to do about it.
 
-use std::fmt;
 use std::time::Duration;
 
 use hybridge_ctap::StatusCode;
+use hybridge_proto::engine::Failure;
 
 use crate::webauthn::WebAuthnError;
 
-/// A step of the laptop session, as named in errors and timeouts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Scanning for the phone's BLE advert.
-    Scanning,
-    /// Opening the WebSocket to the tunnel server.
-    Connecting,
-    /// The Noise handshake with the phone.
-    Handshake,
-    /// Waiting for the phone's post-handshake message (its getInfo).
-    PostHandshake,
-    /// Sending the request and waiting for the person holding the phone to answer.
-    WaitingForUser,
-    /// Sending the shutdown message and closing the tunnel.
-    Closing,
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Step::Scanning => "scanning for the phone",
-            Step::Connecting => "connecting to the tunnel server",
-            Step::Handshake => "doing the handshake with the phone",
-            Step::PostHandshake => "waiting for the phone's first message",
-            Step::WaitingForUser => "waiting for the user to answer on the phone",
-            Step::Closing => "closing the tunnel",
-        })
-    }
-}
+/// A step of the session, as named in errors and timeouts: one set for both sides, in the
+/// engine.
+pub use hybridge_proto::engine::Step;
 
 /// Everything that can go wrong in a laptop session.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +106,31 @@ pub enum Error {
     /// The phone's answer is malformed or does not match the request.
     #[error("the phone's response is invalid: {0}")]
     BadResponse(String),
+    /// Any other way the session engine ended (none is expected on the laptop side).
+    #[error("the session failed: {0}")]
+    Session(Failure),
+}
+
+impl Error {
+    /// The engine's failure, with the relay's base URL where the message needs it.
+    pub(crate) fn from_failure(failure: Failure, relay: Option<&str>) -> Self {
+        match failure {
+            Failure::ProximityTimeout(after) => Error::ProximityTimeout(after),
+            Failure::BadAdvert(e) => Error::BadAdvert(e),
+            Failure::ConnectFailed(reason) => Error::RelayUnreachable {
+                url: relay.unwrap_or("the tunnel server").to_owned(),
+                reason,
+            },
+            Failure::Timeout { step, after } => Error::Timeout { step, after },
+            Failure::TunnelClosed(step) => Error::TunnelClosed(step),
+            Failure::Transport { step, reason } => Error::Tunnel { step, reason },
+            Failure::Handshake(e) => Error::Handshake(e),
+            Failure::Protocol { step, source } => Error::Protocol { step, source },
+            Failure::NoCtap => Error::NoCtap,
+            Failure::InvalidGetInfo(why) => Error::InvalidGetInfo(why),
+            other => Error::Session(other),
+        }
+    }
 }
 
 impl Error {
