@@ -12,10 +12,10 @@ use hybridge_cbor::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::Error;
 use crate::domain;
 use crate::secret::EidKey;
 use crate::tunnel::RoutingId;
+use crate::{Error, InvalidMessage};
 
 /// 16-bit UUID of the FIDO hybrid service (`0000fff9-0000-1000-8000-00805f9b34fb`).
 pub const FIDO_UUID16: u16 = 0xFFF9;
@@ -181,7 +181,7 @@ impl AdvertSuffix {
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
         let v = hybridge_cbor::decode(bytes)?;
         let Value::Map(entries) = v else {
-            return Err(Error::Malformed("advert suffix is not a CBOR map"));
+            return Err(InvalidMessage::Field("advert suffix is not a CBOR map").into());
         };
         let l2cap_psm = entries
             .iter()

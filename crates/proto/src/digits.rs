@@ -4,7 +4,7 @@
 //! zero-padded decimal digits; a trailing chunk of n bytes (1–6) gets 3, 5, 8, 10, 13 or 15
 //! digits. Digits fit QR numeric mode, which packs far denser than byte mode.
 
-use crate::Error;
+use crate::{Error, InvalidMessage};
 
 const CHUNK_SIZE: usize = 7;
 const CHUNK_DIGITS: usize = 17;
@@ -37,10 +37,7 @@ pub fn encode(bytes: &[u8]) -> String {
 pub fn decode(digits: &str) -> Result<Vec<u8>, Error> {
     let d = digits.as_bytes();
     if let Some(pos) = d.iter().position(|b| !b.is_ascii_digit()) {
-        return Err(Error::Digits(format!(
-            "character {} is not a digit 0-9",
-            pos + 1
-        )));
+        return Err(InvalidMessage::NotADigit { position: pos + 1 }.into());
     }
     let mut out = Vec::with_capacity(d.len() / CHUNK_DIGITS * CHUNK_SIZE + CHUNK_SIZE);
     let mut rest = d;
@@ -51,10 +48,7 @@ pub fn decode(digits: &str) -> Result<Vec<u8>, Error> {
             match PARTIAL_DIGITS.iter().position(|&w| w == rest.len()) {
                 Some(n) if n > 0 => (rest.len(), n),
                 _ => {
-                    return Err(Error::Digits(format!(
-                        "a final group of {} digits is not a valid length",
-                        rest.len()
-                    )));
+                    return Err(InvalidMessage::DigitGroupLength(rest.len()).into());
                 }
             }
         };
@@ -64,9 +58,7 @@ pub fn decode(digits: &str) -> Result<Vec<u8>, Error> {
             .iter()
             .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'));
         if v >> (8 * nbytes) != 0 {
-            return Err(Error::Digits(format!(
-                "a digit group is out of range for {nbytes} bytes"
-            )));
+            return Err(InvalidMessage::DigitGroupRange(nbytes).into());
         }
         out.extend_from_slice(&v.to_le_bytes()[..nbytes]);
         rest = tail;

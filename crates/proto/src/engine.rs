@@ -426,7 +426,9 @@ impl LaptopEngine {
             }
             (LaptopState::Connecting(mut qr), LaptopInput::Connected) => {
                 let Some(ephemeral) = self.ephemeral.take() else {
-                    self.fail(Failure::Handshake(crate::Error::State("no ephemeral key")));
+                    self.fail(Failure::Handshake(crate::Error::ApiMisuse(
+                        crate::ApiMisuse::EphemeralUsed,
+                    )));
                     return;
                 };
                 match qr.handshake_message(&ephemeral) {
@@ -987,7 +989,7 @@ impl PhoneEngine {
                         self.state = PhoneState::Processing { channel, command };
                         self.finish(Err(Failure::Protocol {
                             step: Step::Processing,
-                            source: crate::Error::State("a request is already being processed"),
+                            source: crate::PeerMisbehaved::SecondRequest.into(),
                         }));
                         return;
                     }
@@ -1040,10 +1042,12 @@ impl PhoneEngine {
     /// Noise message 2, the post-handshake message with getInfo and, in revision 1, the
     /// padded update: all queued to send.
     fn respond(&mut self, qr: PhoneQr, msg1: &[u8]) -> Result<PhoneChannel, Failure> {
-        let ephemeral = self
-            .ephemeral
-            .take()
-            .ok_or(Failure::Handshake(crate::Error::State("no ephemeral key")))?;
+        let ephemeral =
+            self.ephemeral
+                .take()
+                .ok_or(Failure::Handshake(crate::Error::ApiMisuse(
+                    crate::ApiMisuse::EphemeralUsed,
+                )))?;
         let (mut channel, msg2) = qr.respond(msg1, &ephemeral).map_err(Failure::Handshake)?;
         let protocol = |source| Failure::Protocol {
             step: Step::Handshake,

@@ -9,8 +9,8 @@
 
 use hybridge_cbor::Value;
 
-use crate::Error;
 use crate::linking::LinkingInfo;
+use crate::{ApiMisuse, Error, InvalidMessage};
 
 /// Protocol revision, decided by the phone from QR key 4 (brief §2.1, §8.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,9 +63,7 @@ impl Message {
     pub fn encode(&self, rev: ProtocolRevision) -> Result<Vec<u8>, Error> {
         match (rev, self) {
             (ProtocolRevision::V0, Self::Ctap(p)) => Ok(p.clone()),
-            (ProtocolRevision::V0, _) => Err(Error::BadFrame(
-                "protocol revision 0 carries only CTAP messages".into(),
-            )),
+            (ProtocolRevision::V0, _) => Err(ApiMisuse::OnlyCtapInRevision0.into()),
             (ProtocolRevision::V1, m) => {
                 let payload: &[u8] = match m {
                     Self::Shutdown => &[],
@@ -85,18 +83,16 @@ impl Message {
         if rev == ProtocolRevision::V0 {
             return Ok(Self::Ctap(plaintext.to_vec()));
         }
-        let (&t, payload) = plaintext
-            .split_first()
-            .ok_or_else(|| Error::BadFrame("empty message".into()))?;
+        let (&t, payload) = plaintext.split_first().ok_or(InvalidMessage::EmptyFrame)?;
         match t {
             0 if payload.is_empty() => Ok(Self::Shutdown),
-            0 => Err(Error::BadFrame("shutdown message with a payload".into())),
+            0 => Err(InvalidMessage::ShutdownWithPayload.into()),
             1 => Ok(Self::Ctap(payload.to_vec())),
             2 => Ok(Self::Update(payload.to_vec())),
             3 => String::from_utf8(payload.to_vec())
                 .map(Self::Json)
-                .map_err(|_| Error::BadFrame("JSON message is not UTF-8".into())),
-            t => Err(Error::BadFrame(format!("unknown message type {t}"))),
+                .map_err(|_| InvalidMessage::JsonNotUtf8.into()),
+            t => Err(InvalidMessage::UnknownMessageType(t).into()),
         }
     }
 }
@@ -148,9 +144,9 @@ pub fn decode_padded_cbor(b: &[u8]) -> Result<Value, Error> {
     };
     try_form(PADDED_CBOR_GRANULARITY, 2)
         .or_else(|| try_form(LEGACY_PADDED_CBOR_GRANULARITY, 1))
-        .ok_or(Error::Malformed(
+        .ok_or(Error::from(InvalidMessage::Field(
             "message is neither a CBOR map nor padded CBOR",
-        ))
+        )))
 }
 
 /// authenticatorGetInfo's command byte (brief §9), and the status for one that carries a
@@ -253,13 +249,13 @@ impl PostHandshake {
     /// Interprets the map; unknown keys (0 = padding, others) are ignored.
     pub fn from_cbor(v: &Value) -> Result<Self, Error> {
         if !v.is_map() {
-            return Err(Error::Malformed("post-handshake message is not a CBOR map"));
+            return Err(InvalidMessage::Field("post-handshake message is not a CBOR map").into());
         }
         let features = match v.get(3u8) {
             None => None,
             Some(f) => Some(
                 f.as_array()
-                    .ok_or(Error::Malformed(
+                    .ok_or(InvalidMessage::Field(
                         "post-handshake key 3 (features) must be an array",
                     ))?
                     .iter()
@@ -325,7 +321,7 @@ impl Update {
     pub fn decode(payload: &[u8]) -> Result<Self, Error> {
         let v = hybridge_cbor::decode(payload)?;
         if !v.is_map() {
-            return Err(Error::Malformed("update message is not a CBOR map"));
+            return Err(InvalidMessage::Field("update message is not a CBOR map").into());
         }
         Ok(match v.get(1u8) {
             None => Self::default(),

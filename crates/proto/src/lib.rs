@@ -80,4 +80,4 @@ pub mod secret;
 pub mod session;
 pub mod tunnel;
 
-pub use error::Error;
+pub use error::{ApiMisuse, Error, InvalidMessage, PeerMisbehaved};

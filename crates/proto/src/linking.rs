@@ -7,10 +7,10 @@ use p256::{PublicKey, SecretKey};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::Error;
 use crate::keys;
 use crate::qr::RequestType;
 use crate::secret::LinkSecret;
+use crate::{Error, InvalidMessage};
 
 /// Length of a pairing ("link") ID (`kPairingIDSize`).
 pub const LINK_ID_LEN: usize = 8;
@@ -107,12 +107,12 @@ impl LinkingInfo {
     /// Parses a linking map; unknown keys are ignored.
     pub fn from_cbor(v: &Value) -> Result<Self, Error> {
         if !v.is_map() {
-            return Err(Error::Malformed("linking data is not a CBOR map"));
+            return Err(InvalidMessage::Field("linking data is not a CBOR map").into());
         }
         let bytes = |k: u8, what: &'static str| {
             v.get(k)
                 .and_then(Value::as_bytes)
-                .ok_or(Error::Malformed(what))
+                .ok_or(InvalidMessage::Field(what))
         };
         let contact_id = bytes(1, "linking key 1 (contact ID) must be a byte string")?.to_vec();
         let link_id = bytes(2, "linking key 2 (link ID) must be a byte string")?.to_vec();
@@ -120,25 +120,27 @@ impl LinkingInfo {
             3,
             "linking key 3 (link secret) must be a byte string",
         )?)
-        .ok_or(Error::Malformed(
+        .ok_or(InvalidMessage::Field(
             "linking key 3 (link secret) must be 32 bytes",
         ))?;
         let pk = bytes(4, "linking key 4 (public key) must be a byte string")?;
         if pk.len() != keys::UNCOMPRESSED_LEN {
-            return Err(Error::Malformed(
-                "linking key 4 (public key) must be 65 bytes",
-            ));
+            return Err(
+                InvalidMessage::Field("linking key 4 (public key) must be 65 bytes").into(),
+            );
         }
         let authenticator_public_key = keys::parse_public(pk)?;
         let authenticator_name = v
             .get(5u8)
             .and_then(Value::as_text)
-            .ok_or(Error::Malformed("linking key 5 (name) must be a string"))?
+            .ok_or(InvalidMessage::Field(
+                "linking key 5 (name) must be a string",
+            ))?
             .to_owned();
         let handshake_signature: [u8; 32] =
             bytes(6, "linking key 6 (signature) must be a byte string")?
                 .try_into()
-                .map_err(|_| Error::Malformed("linking key 6 (signature) must be 32 bytes"))?;
+                .map_err(|_| InvalidMessage::Field("linking key 6 (signature) must be 32 bytes"))?;
         let from_play_services = v.get(999u16).and_then(Value::as_bool).unwrap_or(false);
         Ok(Self {
             contact_id,
@@ -201,10 +203,10 @@ impl ClientPayload {
     /// Parses a header value (hex in either case).
     pub fn from_header_value(value: &str) -> Result<Self, Error> {
         if value.len() > 2048 {
-            return Err(Error::Malformed("client payload is too long"));
+            return Err(InvalidMessage::Field("client payload is too long").into());
         }
-        let bytes =
-            hex::decode(value.trim()).map_err(|_| Error::Malformed("client payload is not hex"))?;
+        let bytes = hex::decode(value.trim())
+            .map_err(|_| InvalidMessage::Field("client payload is not hex"))?;
         Self::from_bytes(&bytes)
     }
 
@@ -214,7 +216,7 @@ impl ClientPayload {
         let link_id = v
             .get(1u8)
             .and_then(Value::as_bytes)
-            .ok_or(Error::Malformed(
+            .ok_or(InvalidMessage::Field(
                 "client payload key 1 (link ID) must be a byte string",
             ))?
             .to_vec();
@@ -222,7 +224,7 @@ impl ClientPayload {
             .get(2u8)
             .and_then(Value::as_bytes)
             .and_then(|b| <[u8; CLIENT_NONCE_LEN]>::try_from(b).ok())
-            .ok_or(Error::Malformed(
+            .ok_or(InvalidMessage::Field(
                 "client payload key 2 (nonce) must be 16 bytes",
             ))?;
         let request_type = v

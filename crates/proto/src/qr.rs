@@ -15,11 +15,11 @@
 use hybridge_cbor::Value;
 use p256::{PublicKey, SecretKey};
 
-use crate::Error;
 use crate::digits;
 use crate::domain;
 use crate::keys;
 use crate::secret::QrSecret;
+use crate::{Error, InvalidMessage};
 
 /// The URL scheme prefix, matched case-insensitively.
 pub const PREFIX: &str = "FIDO:/";
@@ -168,7 +168,7 @@ impl QrPayload {
         }
         let d = &url[PREFIX.len()..];
         if d.is_empty() {
-            return Err(Error::Digits("no digits after FIDO:/".into()));
+            return Err(InvalidMessage::NoDigits.into());
         }
         Self::from_bytes(&digits::decode(d)?)
     }

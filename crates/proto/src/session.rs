@@ -22,7 +22,6 @@
 
 use p256::{PublicKey, SecretKey};
 
-use crate::Error;
 use crate::advert::{self, AdvertPlaintext, AdvertSuffix, DecryptedAdvert, DomainCheck};
 use crate::crypter::Crypter;
 use crate::domain;
@@ -33,6 +32,7 @@ use crate::linking::{ClientPayload, LinkingInfo};
 use crate::qr::{QrKeys, QrPayload, RequestType};
 use crate::secret::{EidKey, LinkSecret, Psk};
 use crate::tunnel::{RoutingId, TunnelId, TunnelPath};
+use crate::{ApiMisuse, Error, InvalidMessage, PeerMisbehaved};
 
 /// Where the laptop connects after matching an advert.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,13 +209,13 @@ impl LinkedPhone {
         let b = |k: u8| {
             v.get(k)
                 .and_then(Value::as_bytes)
-                .ok_or(Error::Malformed("stored link is missing a field"))
+                .ok_or(InvalidMessage::Field("stored link is missing a field"))
         };
         Ok(Self {
             contact_id: b(1)?.to_vec(),
             link_id: b(2)?.to_vec(),
             link_secret: LinkSecret::from_slice(b(3)?)
-                .ok_or(Error::Malformed("stored link secret must be 32 bytes"))?,
+                .ok_or(InvalidMessage::Field("stored link secret must be 32 bytes"))?,
             public_key: crate::keys::parse_public(b(4)?)?,
             name: v
                 .get(5u8)
@@ -226,7 +226,7 @@ impl LinkedPhone {
                 .get(6u8)
                 .and_then(Value::as_u64)
                 .and_then(|d| u16::try_from(d).ok())
-                .ok_or(Error::Malformed("stored link has no domain ID"))?,
+                .ok_or(InvalidMessage::Field("stored link has no domain ID"))?,
         })
     }
 }
@@ -238,9 +238,7 @@ pub fn check_connect_signal(message: &[u8]) -> Result<(), Error> {
     if message == [0x00] {
         Ok(())
     } else {
-        Err(Error::State(
-            "the tunnel server's connect signal must be exactly [0x00]",
-        ))
+        Err(PeerMisbehaved::BadConnectSignal.into())
     }
 }
 
@@ -354,12 +352,9 @@ impl LaptopHandshake {
         secret: &[u8],
         initiator: impl FnOnce(&Psk) -> Result<(Initiator, [u8; handshake::MESSAGE_LEN]), Error>,
     ) -> Result<[u8; handshake::MESSAGE_LEN], Error> {
-        let advert = self
-            .advert
-            .as_ref()
-            .ok_or(Error::State("no advert matched yet"))?;
+        let advert = self.advert.as_ref().ok_or(ApiMisuse::NoAdvertMatched)?;
         if self.initiator.is_some() {
-            return Err(Error::State("handshake already started"));
+            return Err(ApiMisuse::HandshakeStarted.into());
         }
         let psk = kdf::psk(secret, &advert.plaintext);
         let (init, msg) = initiator(&psk)?;
@@ -371,7 +366,7 @@ impl LaptopHandshake {
     fn finish(&mut self, msg2: &[u8]) -> Result<Handshaken, Error> {
         self.initiator
             .take()
-            .ok_or(Error::State("handshake not started"))?
+            .ok_or(ApiMisuse::HandshakeNotStarted)?
             .finish(msg2)
     }
 }
@@ -504,9 +499,7 @@ impl LaptopChannel {
                 Ok(vec![LaptopEvent::JsonResponse(j)])
             }
             Message::Shutdown => Ok(vec![LaptopEvent::PhoneShutdown]),
-            Message::Ctap(_) | Message::Json(_) => {
-                Err(Error::State("unexpected reply from the phone"))
-            }
+            Message::Ctap(_) | Message::Json(_) => Err(PeerMisbehaved::UnexpectedReply.into()),
         }
     }
 
@@ -523,9 +516,7 @@ impl LaptopChannel {
     }
 
     fn send(&mut self, m: Message) -> Result<Vec<u8>, Error> {
-        let rev = self.revision.ok_or(Error::State(
-            "the phone's post-handshake message has not arrived",
-        ))?;
+        let rev = self.revision.ok_or(ApiMisuse::NoPostHandshakeYet)?;
         let t = m.message_type();
         let ct = self
             .crypter
@@ -539,13 +530,9 @@ impl LaptopChannel {
     fn check_ready(&self) -> Result<(), Error> {
         match self.state {
             LaptopState::Ready => Ok(()),
-            LaptopState::AwaitingPostHandshake => Err(Error::State(
-                "the phone's post-handshake message has not arrived",
-            )),
-            LaptopState::AwaitingReply(_) => Err(Error::State(
-                "a request is already pending (hybrid has no pipelining)",
-            )),
-            LaptopState::ShutDown => Err(Error::State("the session was shut down")),
+            LaptopState::AwaitingPostHandshake => Err(ApiMisuse::NoPostHandshakeYet.into()),
+            LaptopState::AwaitingReply(_) => Err(ApiMisuse::RequestPending.into()),
+            LaptopState::ShutDown => Err(ApiMisuse::ShutDown.into()),
         }
     }
 
@@ -566,7 +553,7 @@ impl LaptopChannel {
     /// close the connection.
     pub fn shutdown(&mut self) -> Result<Option<Vec<u8>>, Error> {
         if self.state == LaptopState::ShutDown {
-            return Err(Error::State("the session was already shut down"));
+            return Err(ApiMisuse::ShutDown.into());
         }
         let out = match self.revision {
             Some(ProtocolRevision::V1) => Some(self.send(Message::Shutdown)?),
@@ -724,7 +711,7 @@ impl PhoneHandshake {
         let pt = self
             .advert_plaintext
             .as_ref()
-            .ok_or(Error::State("no advert was built yet"))?;
+            .ok_or(ApiMisuse::NoAdvertBuilt)?;
         Ok(kdf::psk(secret, pt))
     }
 }
@@ -804,7 +791,7 @@ impl PhoneChannel {
     /// Encrypts the post-handshake message; must be the first message sent.
     pub fn post_handshake(&mut self, message: &PostHandshake) -> Result<Vec<u8>, Error> {
         if self.state != PhoneState::NeedPostHandshake {
-            return Err(Error::State("the post-handshake message was already sent"));
+            return Err(ApiMisuse::PostHandshakeSent.into());
         }
         let ct = self.crypter.encrypt(&message.encode(self.revision))?;
         self.state = PhoneState::Ready;
@@ -838,10 +825,10 @@ impl PhoneChannel {
     /// bytes on the wire, with linking data only if the user allowed it. Revision 1 only.
     pub fn update(&mut self, linking: Option<&LinkingInfo>) -> Result<Vec<u8>, Error> {
         if self.revision != ProtocolRevision::V1 {
-            return Err(Error::State("protocol revision 0 has no update messages"));
+            return Err(ApiMisuse::NoUpdatesInRevision0.into());
         }
         if self.state == PhoneState::NeedPostHandshake {
-            return Err(Error::State("send the post-handshake message first"));
+            return Err(ApiMisuse::PostHandshakeFirst.into());
         }
         self.crypter
             .encrypt(&zeroize::Zeroizing::new(Update::encode_padded(linking)))
@@ -850,7 +837,7 @@ impl PhoneChannel {
     /// Decrypts and interprets one message from the laptop.
     pub fn on_message(&mut self, ciphertext: &[u8]) -> Result<PhoneEvent, Error> {
         if self.state == PhoneState::NeedPostHandshake {
-            return Err(Error::State("send the post-handshake message first"));
+            return Err(ApiMisuse::PostHandshakeFirst.into());
         }
         let plaintext = zeroize::Zeroizing::new(self.crypter.decrypt(ciphertext)?);
         match Message::decode(&plaintext, self.revision)? {
@@ -890,14 +877,14 @@ impl PhoneChannel {
                 self.state = PhoneState::Processing(t);
                 Ok(())
             }
-            PhoneState::Processing(_) => Err(Error::State("a request is already being processed")),
-            _ => Err(Error::State("the session is closed")),
+            PhoneState::Processing(_) => Err(PeerMisbehaved::SecondRequest.into()),
+            _ => Err(PeerMisbehaved::RequestAfterClose.into()),
         }
     }
 
     fn reply(&mut self, m: Message) -> Result<Vec<u8>, Error> {
         if self.state != PhoneState::Processing(m.message_type()) {
-            return Err(Error::State("no matching request is pending"));
+            return Err(ApiMisuse::NoRequestPending.into());
         }
         let ct = self
             .crypter
