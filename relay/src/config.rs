@@ -76,10 +76,17 @@ pub struct Limits {
     pub max_messages: u64,
     /// Most concurrent tunnels (waiting phones and paired), 503 beyond.
     pub max_tunnels: usize,
-    /// Sustained new connections per second per client IP (IPv6: per /64); 0 disables.
+    /// Failures per second a client IP (IPv6: /64) earns back; 0 disables the failure
+    /// budget. A failure is a connection that ends badly: no complete request in time,
+    /// garbage, a refusal (400, 403, 404, 405, 409), a phone no laptop came for. Tunnels
+    /// that pair cost nothing. See `ratelimit.rs`.
     pub rate_per_ip: f64,
-    /// Burst of connections a client IP may open at once.
+    /// Failures a client IP may have in a burst before it gets 429.
     pub rate_burst: u32,
+    /// Most connections of one client IP that are not part of a paired tunnel (requests
+    /// being read, phones waiting), 429 beyond; 0 for no limit. Sized for carrier-grade
+    /// NAT, where many phones share an address.
+    pub max_unpaired_per_ip: usize,
     /// Bytes queued per direction (and before the peer joins) before the relay stops
     /// reading from the sender: backpressure instead of unbounded buffering.
     pub queue_bytes: usize,
@@ -99,6 +106,7 @@ impl Default for Limits {
             max_tunnels: 10_000,
             rate_per_ip: 20.0,
             rate_burst: 100,
+            max_unpaired_per_ip: 1000,
             queue_bytes: 64 * 1024,
         }
     }

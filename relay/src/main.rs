@@ -103,10 +103,16 @@ struct Cli {
     /// (two sockets per tunnel).
     #[arg(long, env = "HYBRIDGE_RELAY_MAX_TUNNELS")]
     max_tunnels: Option<usize>,
-    /// New connections per second per client IP (IPv6: per /64); 0 disables (429 beyond).
+    /// Per-IP failure budget (IPv6: per /64): failures per second a client address earns
+    /// back; 0 turns the budget off. Tunnels that pair cost nothing, however many one
+    /// address opens (phones behind carrier-grade NAT share one). A connection that ends
+    /// badly costs one token: no complete request within --header-timeout, a request that
+    /// is not HTTP, a refusal (400, 403, 404, 405, 409), a phone that no laptop came for.
+    /// An address with no token left gets 429 until it earns one back; failures of
+    /// connections that were open together are all paid back first.
     #[arg(long, env = "HYBRIDGE_RELAY_RATE_PER_IP", default_value_t = 20.0)]
     rate_per_ip: f64,
-    /// Behind a proxy: take the client's address for the rate limit from this request
+    /// Behind a proxy: take the client's address for the per-IP limits from this request
     /// header (X-Forwarded-For: rightmost entry; or X-Real-IP). Only with a proxy that
     /// always sets it.
     #[arg(long, env = "HYBRIDGE_RELAY_CLIENT_IP_HEADER")]
@@ -117,9 +123,19 @@ struct Cli {
     /// out of HOST, but a port in HOST must match). Unset: Origin is not checked.
     #[arg(long, env = "HYBRIDGE_RELAY_ORIGIN", value_name = "HOST", value_parser = hybridge_relay::http::origin_host)]
     origin: Option<String>,
-    /// Connections a client IP may open in a burst.
+    /// Size of the per-IP failure budget: failures a client address may have in a burst.
     #[arg(long, env = "HYBRIDGE_RELAY_RATE_BURST", default_value_t = 100)]
     rate_burst: u32,
+    /// Most connections one client IP may hold that are not part of a paired tunnel:
+    /// requests being read and phones waiting for their laptop (429 beyond; 0 for no
+    /// limit). It bounds what one address can hold before its failures are counted.
+    /// A pairing in progress needs two; the default leaves room for carrier-grade NAT.
+    #[arg(
+        long,
+        env = "HYBRIDGE_RELAY_MAX_UNPAIRED_PER_IP",
+        default_value_t = 1000
+    )]
+    max_unpaired_per_ip: usize,
     /// Bytes queued per direction before the relay stops reading the sender.
     #[arg(long, env = "HYBRIDGE_RELAY_QUEUE_BYTES", default_value_t = 64 * 1024)]
     queue_bytes: usize,
@@ -274,6 +290,7 @@ async fn run(cli: Cli) -> ExitCode {
             max_tunnels,
             rate_per_ip: cli.rate_per_ip,
             rate_burst: cli.rate_burst,
+            max_unpaired_per_ip: cli.max_unpaired_per_ip,
             queue_bytes: cli.queue_bytes.max(1024),
         },
         cluster: cli.nats.map(|url| {

@@ -16,7 +16,10 @@ pub enum Reject {
     Conflict,
     /// `--origin` is set and the request's `Origin` does not name it (403).
     Origin,
+    /// The address's failure budget is spent (429).
     RateLimited,
+    /// The address holds `--max-unpaired-per-ip` connections that are not paired (429).
+    Unpaired,
     Capacity,
     HeaderTimeout,
     TlsHandshake,
@@ -24,8 +27,17 @@ pub enum Reject {
     ClusterUnavailable,
 }
 
+impl From<crate::ratelimit::Refusal> for Reject {
+    fn from(r: crate::ratelimit::Refusal) -> Self {
+        match r {
+            crate::ratelimit::Refusal::Budget => Reject::RateLimited,
+            crate::ratelimit::Refusal::Unpaired => Reject::Unpaired,
+        }
+    }
+}
+
 impl Reject {
-    const ALL: [Reject; 11] = [
+    const ALL: [Reject; 12] = [
         Reject::BadRequest,
         Reject::BadVersion,
         Reject::NotFound,
@@ -33,6 +45,7 @@ impl Reject {
         Reject::Conflict,
         Reject::Origin,
         Reject::RateLimited,
+        Reject::Unpaired,
         Reject::Capacity,
         Reject::HeaderTimeout,
         Reject::TlsHandshake,
@@ -47,6 +60,7 @@ impl Reject {
             Reject::Conflict => "conflict",
             Reject::Origin => "origin",
             Reject::RateLimited => "rate_limited",
+            Reject::Unpaired => "unpaired_per_ip",
             Reject::Capacity => "capacity",
             Reject::HeaderTimeout => "header_timeout",
             Reject::TlsHandshake => "tls_handshake",
@@ -60,10 +74,18 @@ impl Reject {
             Reject::MethodNotAllowed => 405,
             Reject::Conflict => 409,
             Reject::Origin => 403,
-            Reject::RateLimited => 429,
+            Reject::RateLimited | Reject::Unpaired => 429,
             Reject::Capacity | Reject::ClusterUnavailable => 503,
             Reject::HeaderTimeout | Reject::TlsHandshake => 408,
         }
+    }
+    /// Whether the refusal is charged to the client's address: what a client gets for its
+    /// own mistakes or probing, not a refusal for the relay's state or for the limit itself.
+    pub fn charged(self) -> bool {
+        !matches!(
+            self,
+            Reject::RateLimited | Reject::Unpaired | Reject::Capacity | Reject::ClusterUnavailable
+        )
     }
     /// Header lines the response carries besides the usual ones.
     pub fn headers(self) -> &'static str {

@@ -18,7 +18,7 @@ use crate::config::{Config, Limits, TlsFiles};
 use crate::conn::Conn;
 use crate::http::{self, Parsed, Request};
 use crate::metrics::{Metrics, Reject};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimiter, Ticket};
 use crate::registry::{Handoff, Registry};
 use crate::tunnel::{self, Slot};
 
@@ -92,7 +92,7 @@ pub(crate) struct Shared {
     pub routing_hex: String,
     pub registry: Registry,
     pub metrics: Metrics,
-    pub rate: RateLimiter,
+    pub rate: Arc<RateLimiter>,
     pub tls: Option<TlsState>,
     pub phase: watch::Sender<Phase>,
     /// Tunnels counted against `max_tunnels` (waiting and paired).
@@ -195,7 +195,11 @@ impl Relay {
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let (phase, _) = watch::channel(Phase::Running);
         let shared = Arc::new(Shared {
-            rate: RateLimiter::new(config.limits.rate_per_ip, config.limits.rate_burst),
+            rate: RateLimiter::new(
+                config.limits.rate_per_ip,
+                config.limits.rate_burst,
+                config.limits.max_unpaired_per_ip,
+            ),
             limits: config.limits,
             routing_id: config.routing_id,
             routing_hex: config.routing_id.to_hex(),
@@ -232,7 +236,7 @@ impl Relay {
         if shared.busy.is_some() {
             tasks.push(tokio::spawn(busy_poll(shared.clone())));
         }
-        // Housekeeping: sweep idle rate-limit buckets.
+        // Housekeeping: sweep per-IP entries that carry no information.
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut phase = s.phase.subscribe();
@@ -516,11 +520,25 @@ async fn respond(shared: &Shared, mut conn: Conn, bytes: Vec<u8>) {
 
 /// Refuses a request with the status for `r`. Boxed: refusals are rare, and their
 /// futures would otherwise widen every connection's task.
-async fn reject(shared: Arc<Shared>, conn: Conn, r: Reject) {
+async fn reject(shared: Arc<Shared>, conn: Conn, r: Reject, ticket: Ticket) {
     shared.metrics.reject(r);
+    if r.charged() {
+        ticket.charge();
+    }
     tracing::debug!(reason = r.label(), "request refused");
     let bytes = http::response(r.status(), r.headers(), "text/plain", "");
     Box::pin(respond(&shared, conn, bytes)).await;
+}
+
+/// A connection that ended before its request was read: counted under `r`, if given, and
+/// charged to its address.
+fn ended_early(shared: &Shared, admission: Result<Ticket, Reject>, r: Option<Reject>) {
+    if let Some(r) = r {
+        shared.metrics.reject(r);
+    }
+    if let Ok(ticket) = admission {
+        ticket.charge();
+    }
 }
 
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_only: bool) {
@@ -528,12 +546,21 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     let _guard = ConnGuard(shared.clone());
     let limits = &shared.limits;
     let deadline = Instant::now() + limits.header_timeout;
-    // Every connection counts against its IP's rate, even one that never sends a request;
-    // behind a proxy the client's address is only known from the request head.
-    let mut allowed = metrics_only || {
+    // The client's address is admitted (or not) at once; behind a proxy it is only known
+    // from the request head. Admission costs nothing: the ticket is charged if the
+    // connection ends badly (see ratelimit.rs). Health and metrics requests are answered
+    // whatever the verdict.
+    let mut admission = if metrics_only {
+        Ok(Ticket::none())
+    } else {
         shared.metrics.connections.fetch_add(1, Relaxed);
-        let now = std::time::Instant::now();
-        shared.client_ip_header.is_some() || shared.rate.allow(peer.ip(), now)
+        match shared.client_ip_header {
+            Some(_) => Ok(Ticket::none()),
+            None => shared
+                .rate
+                .admit(peer.ip(), std::time::Instant::now())
+                .map_err(Reject::from),
+        }
     };
     let mut conn = match (&shared.tls, metrics_only) {
         (Some(tls), false) => {
@@ -542,8 +569,8 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             // long-lived tunnel task.
             match Box::pin(timeout_at(deadline, acceptor.accept(tcp))).await {
                 Ok(Ok(s)) => Conn::Tls(Box::new(s)),
-                Ok(Err(_)) => return shared.metrics.reject(Reject::TlsHandshake),
-                Err(_) => return shared.metrics.reject(Reject::HeaderTimeout),
+                Ok(Err(_)) => return ended_early(&shared, admission, Some(Reject::TlsHandshake)),
+                Err(_) => return ended_early(&shared, admission, Some(Reject::HeaderTimeout)),
             }
         }
         _ => Conn::Plain(tcp),
@@ -559,11 +586,15 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     .await
     {
         Ok(Ok(r)) => r,
-        Ok(Err(HeadError::Io)) => return,
+        Ok(Err(HeadError::Io)) => return ended_early(&shared, admission, None),
         Ok(Err(HeadError::TooLarge | HeadError::Invalid)) => {
-            return reject(shared, conn, Reject::BadRequest).await;
+            return match admission {
+                Ok(ticket) => reject(shared, conn, Reject::BadRequest, ticket).await,
+                // Over its limit, an address hears that first.
+                Err(r) => reject(shared, conn, r, Ticket::none()).await,
+            };
         }
-        Err(_) => return shared.metrics.reject(Reject::HeaderTimeout),
+        Err(_) => return ended_early(&shared, admission, Some(Reject::HeaderTimeout)),
     };
 
     // Operational endpoints.
@@ -606,13 +637,17 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     // Tunnel endpoints (brief §6.1, §6.2). Never log the path: it holds the tunnel ID.
     if shared.client_ip_header.is_some() {
         let ip = req.client_ip.unwrap_or(peer.ip());
-        allowed = shared.rate.allow(ip, std::time::Instant::now());
+        admission = shared
+            .rate
+            .admit(ip, std::time::Instant::now())
+            .map_err(Reject::from);
     }
-    if !allowed {
-        return reject(shared, conn, Reject::RateLimited).await;
-    }
+    let ticket = match admission {
+        Ok(t) => t,
+        Err(r) => return reject(shared, conn, r, Ticket::none()).await,
+    };
     if !req.method_is_get {
-        return reject(shared, conn, Reject::MethodNotAllowed).await;
+        return reject(shared, conn, Reject::MethodNotAllowed, ticket).await;
     }
     // With --origin, the tunnel endpoints serve only clients that name this relay's host.
     if let Some(host) = &shared.origin
@@ -624,30 +659,32 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             .as_deref()
             .is_some_and(|o| http::origin_matches(o, host))
     {
-        return reject(shared, conn, Reject::Origin).await;
+        return reject(shared, conn, Reject::Origin, ticket).await;
     }
     if req.path.starts_with("/cable/contact/") {
-        return reject(shared, conn, Reject::NotFound).await; // issue 5
+        return reject(shared, conn, Reject::NotFound, ticket).await; // issue 5
     }
     let path = match TunnelPath::parse(&req.path) {
         Ok(p) => p,
-        Err(TunnelError::UnknownPath) => return reject(shared, conn, Reject::NotFound).await,
-        Err(_) => return reject(shared, conn, Reject::BadRequest).await,
+        Err(TunnelError::UnknownPath) => {
+            return reject(shared, conn, Reject::NotFound, ticket).await;
+        }
+        Err(_) => return reject(shared, conn, Reject::BadRequest, ticket).await,
     };
     let key = match (&req.key, req.upgrade && req.version_13 && req.fido_cable) {
         (Some(k), true) => k.clone(),
         // Any 400 to a request without version 13 names the version to use.
-        _ if !req.version_13 => return reject(shared, conn, Reject::BadVersion).await,
-        _ => return reject(shared, conn, Reject::BadRequest).await,
+        _ if !req.version_13 => return reject(shared, conn, Reject::BadVersion, ticket).await,
+        _ => return reject(shared, conn, Reject::BadRequest, ticket).await,
     };
     if !running {
-        return reject(shared, conn, Reject::Capacity).await;
+        return reject(shared, conn, Reject::Capacity, ticket).await;
     }
     match path {
         TunnelPath::New { tunnel_id } => {
             if shared.tunnels.fetch_add(1, Relaxed) >= limits.max_tunnels {
                 shared.tunnels.fetch_sub(1, Relaxed);
-                return reject(shared, conn, Reject::Capacity).await;
+                return reject(shared, conn, Reject::Capacity, ticket).await;
             }
             let slot = Slot(shared.clone());
             // In a cluster the ID is claimed cluster-wide first (409 on every instance).
@@ -656,17 +693,17 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                     Ok(claim) => claim,
                     Err(crate::cluster::Conflict) => {
                         drop(slot);
-                        return reject(shared, conn, Reject::Conflict).await;
+                        return reject(shared, conn, Reject::Conflict, ticket).await;
                     }
                 },
                 None => crate::cluster::Claim::Local,
             };
             let Ok(waiter) = shared.registry.register(tunnel_id, claim) else {
                 drop(slot);
-                return reject(shared, conn, Reject::Conflict).await;
+                return reject(shared, conn, Reject::Conflict, ticket).await;
             };
             // Boxed: the laptop's connection task, which ends at the handoff, stays small.
-            Box::pin(tunnel::run(slot, conn, early, key, waiter)).await;
+            Box::pin(tunnel::run(slot, conn, early, key, waiter, ticket)).await;
         }
         TunnelPath::Connect {
             routing_id,
@@ -677,6 +714,10 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             if routing_id != shared.routing_id
                 && let Some(c) = shared.cluster().cloned()
             {
+                // The bridge lasts as long as the tunnel: a paired laptop holds no place
+                // among its address's unpaired connections (a refusal is still charged).
+                let mut ticket = ticket;
+                ticket.paired();
                 if let Err((r, conn)) =
                     Box::pin(c.bridge_laptop(routing_id, tunnel_id, conn, early, key)).await
                 {
@@ -684,7 +725,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                         crate::cluster::Refused::NotFound => Reject::NotFound,
                         crate::cluster::Refused::Unavailable => Reject::ClusterUnavailable,
                     };
-                    reject(shared, conn, why).await;
+                    reject(shared, conn, why, ticket).await;
                 }
                 return;
             }
@@ -692,12 +733,13 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                 .then(|| shared.registry.claim(&tunnel_id))
                 .flatten();
             let Some(tx) = tx else {
-                return reject(shared, conn, Reject::NotFound).await;
+                return reject(shared, conn, Reject::NotFound, ticket).await;
             };
+            // Handed over, the laptop is paired and its ticket goes with this task.
             if let Err(h) = tx.send(Handoff { conn, early, key }) {
-                reject(shared, h.conn, Reject::NotFound).await;
+                reject(shared, h.conn, Reject::NotFound, ticket).await;
             }
         }
-        TunnelPath::Contact { .. } => reject(shared, conn, Reject::NotFound).await,
+        TunnelPath::Contact { .. } => reject(shared, conn, Reject::NotFound, ticket).await,
     }
 }

@@ -26,6 +26,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use crate::conn::Conn;
 use crate::http;
 use crate::metrics::{CloseReason, Metrics};
+use crate::ratelimit::Ticket;
 use crate::registry::{Handoff, Waiter};
 use crate::server::{Phase, Shared};
 use crate::ws::{self, Decoder, HEADROOM, Stop, Tally, close, op};
@@ -424,7 +425,14 @@ enum Ran {
 }
 
 /// Serves a phone from its `/cable/new` upgrade to the end of the tunnel.
-pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Waiter) {
+pub async fn run(
+    slot: Slot,
+    conn: Conn,
+    early: Vec<u8>,
+    key: String,
+    waiter: Waiter,
+    mut ticket: Ticket,
+) {
     let shared = slot.0.clone();
     let limits = &shared.limits;
     let m = &shared.metrics;
@@ -490,6 +498,11 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
                     CloseReason::Shutdown,
                 ),
             };
+            // A phone no laptop came for is charged to its address, unless the relay
+            // itself sent it away.
+            if plan.2 != CloseReason::Shutdown {
+                ticket.charge();
+            }
             tracing::debug!(tunnel = %tag, reason = plan.2.label(), "phone left before pairing");
             m.closed(plan.2);
             finish_both(&mut p, plan, limits.close_timeout).await;
@@ -499,6 +512,7 @@ pub async fn run(slot: Slot, conn: Conn, early: Vec<u8>, key: String, waiter: Wa
 
     // Paired: the laptop's 101 goes in front of whatever the phone already sent.
     p.paired();
+    ticket.paired();
     let paired_at = Instant::now();
     m.paired_after(paired_at - created);
     let mut laptop_out = Vec::with_capacity(200 + p.laptop.out.len());

@@ -780,6 +780,186 @@ async fn capacity_503_and_rate_limit_429() {
     assert!(get(r.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
 }
 
+/// Phones behind carrier-grade NAT share one address: with the default limits, 200
+/// ceremonies at once from 127.0.0.1 (200 phones waiting, then 200 laptops) all pair and
+/// relay. Tunnels that pair cost the address nothing.
+#[tokio::test]
+async fn two_hundred_concurrent_pairings_from_one_address() {
+    const N: u8 = 200;
+    let r = &start(&[]).await;
+    let ids: Vec<String> = (0..N)
+        .map(|i| format!("{}{i:02X}", &tid(43)[..30]))
+        .collect();
+    let phones = futures_util::future::join_all(
+        ids.iter()
+            .map(|id| async move { ws(r.addr, &format!("/cable/new/{id}")).await }),
+    )
+    .await;
+    let mut phones: Vec<_> = phones
+        .into_iter()
+        .map(|p| p.expect("every phone is admitted").0)
+        .collect();
+    let laptops =
+        futures_util::future::join_all(ids.iter().map(|id| async move {
+            ws(r.addr, &format!("/cable/connect/{}/{id}", r.routing)).await
+        }))
+        .await;
+    let mut laptops: Vec<_> = laptops
+        .into_iter()
+        .map(|l| l.expect("every laptop is admitted").0)
+        .collect();
+    futures_util::future::join_all(phones.iter_mut().zip(laptops.iter_mut()).enumerate().map(
+        |(i, (phone, laptop))| async move {
+            laptop.send(bin(&[i as u8; 32])).await.unwrap();
+            assert_eq!(next_binary(phone).await, [i as u8; 32]);
+            phone.send(bin(&[!(i as u8); 32])).await.unwrap();
+            assert_eq!(next_binary(laptop).await, [!(i as u8); 32]);
+        },
+    ))
+    .await;
+    let m = get(r.addr, "/metrics").await;
+    assert!(
+        m.contains(&format!("hybridge_relay_tunnels_active {N}")),
+        "{m}"
+    );
+    assert!(
+        m.contains("hybridge_relay_rejections_total{reason=\"rate_limited\"} 0"),
+        "{m}"
+    );
+}
+
+/// What abuse looks like is charged to the address: junk that is not HTTP, and connections
+/// that never finish their request. With the default budget (100 failures, 20 a second back)
+/// a flood from one address gets 429 after about 100, and so does a real client there until
+/// the failures are paid back.
+#[tokio::test]
+async fn junk_from_one_address_is_refused_after_its_budget() {
+    let r = start(&[]).await;
+    let mut bad_requests = 0;
+    loop {
+        let resp = raw_request(r.addr, "\x16\x03\x01\x00junk\r\n\r\n").await;
+        if resp.starts_with("HTTP/1.1 429") {
+            break;
+        }
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+        bad_requests += 1;
+        assert!(
+            bad_requests < 200,
+            "no 429 after {bad_requests} bad requests"
+        );
+    }
+    assert!(bad_requests >= 100, "refused after only {bad_requests}");
+    assert_eq!(
+        status_of(
+            r.addr,
+            &format!("/cable/new/{}", tid(44)),
+            Some("fido.cable")
+        )
+        .await,
+        429
+    );
+
+    // Connections that send half a request and hang up, all at once.
+    let r = start(&[]).await;
+    let half = futures_util::future::join_all((0..150).map(|_| async {
+        let mut s = TcpStream::connect(r.addr).await.unwrap();
+        s.write_all(b"GET /cable/new/").await.unwrap();
+        s
+    }))
+    .await;
+    drop(half);
+    let t0 = Instant::now();
+    loop {
+        let status = status_of(
+            r.addr,
+            &format!("/cable/new/{}", tid(45)),
+            Some("fido.cable"),
+        )
+        .await;
+        if status == 429 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < T,
+            "the unfinished requests were never charged"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Which ends are charged: with a budget of 3 and almost no refill, many pairings in a row
+/// pass; three phones that no laptop comes for spend the budget.
+#[tokio::test]
+async fn per_ip_budget_is_charged_for_failures_not_for_pairings() {
+    let r = start(&[
+        "--rate-burst",
+        "3",
+        "--rate-per-ip",
+        "0.01",
+        "--pairing-timeout",
+        "200ms",
+    ])
+    .await;
+    for i in 0..20 {
+        let (mut phone, mut laptop) = pair(&r, &tid(46 + i)).await;
+        laptop.send(bin(b"hi")).await.unwrap();
+        assert_eq!(next_binary(&mut phone).await, b"hi");
+        phone.close(None).await.unwrap();
+        assert_eq!(close_code(&mut laptop).await, 1000);
+    }
+    for i in 0..3 {
+        let (mut lone, _) = ws(r.addr, &format!("/cable/new/{}", tid(70 + i)))
+            .await
+            .unwrap();
+        assert_eq!(close_code(&mut lone).await, 1008);
+    }
+    assert_eq!(
+        status_of(
+            r.addr,
+            &format!("/cable/new/{}", tid(73)),
+            Some("fido.cable")
+        )
+        .await,
+        429
+    );
+    // Health checks are answered all the same.
+    assert!(get(r.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+}
+
+/// `--max-unpaired-per-ip`: an address holds at most that many connections outside paired
+/// tunnels (phones waiting, laptops arriving); a pairing gives both places back.
+#[tokio::test]
+async fn unpaired_connections_per_ip_are_bounded() {
+    let r = start(&["--max-unpaired-per-ip", "3"]).await;
+    let ids: Vec<String> = (80..87).map(tid).collect();
+    let new = |i: usize| format!("/cable/new/{}", ids[i]);
+    let (mut a, _) = ws(r.addr, &new(0)).await.unwrap();
+    let (_b, _) = ws(r.addr, &new(1)).await.unwrap();
+    let (c, _) = ws(r.addr, &new(2)).await.unwrap();
+    assert_eq!(status_of(r.addr, &new(3), Some("fido.cable")).await, 429);
+    let connect_a = format!("/cable/connect/{}/{}", r.routing, ids[0]);
+    assert_eq!(status_of(r.addr, &connect_a, Some("fido.cable")).await, 429);
+    // A phone hangs up: its place is free, and the laptop gets in.
+    drop(c);
+    wait_metric(r.addr, "hybridge_relay_phones_waiting 2", T).await;
+    let (mut laptop, _) = ws(r.addr, &connect_a).await.expect("a place was free");
+    laptop.send(bin(b"paired")).await.unwrap();
+    assert_eq!(next_binary(&mut a).await, b"paired");
+    // The pair holds no place: two more phones fit beside the one still waiting.
+    let (_e, _) = ws(r.addr, &new(4))
+        .await
+        .expect("paired tunnels hold no place");
+    let (_f, _) = ws(r.addr, &new(5))
+        .await
+        .expect("paired tunnels hold no place");
+    assert_eq!(status_of(r.addr, &new(6), Some("fido.cable")).await, 429);
+    let m = get(r.addr, "/metrics").await;
+    assert!(
+        m.contains("hybridge_relay_rejections_total{reason=\"unpaired_per_ip\"} 3"),
+        "{m}"
+    );
+}
+
 #[tokio::test]
 async fn silent_clients_do_not_block_others_and_are_dropped() {
     let r = start(&["--header-timeout", "1500ms", "--rate-per-ip", "0"]).await;
