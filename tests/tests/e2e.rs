@@ -879,8 +879,7 @@ fn a_relay_flooding_pings_cannot_grow_the_phone_and_ends_its_session() {
                     .then(|| value.trim().to_owned())
             })
             .expect("a WebSocket key");
-        let accept =
-            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let answer = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: fido.cable\r\n\
@@ -914,7 +913,10 @@ fn a_relay_flooding_pings_cannot_grow_the_phone_and_ends_its_session() {
             Some(kib) => peak = peak.max(kib),
             None => break, // exited
         }
-        if ph.wait_stderr(Duration::from_millis(10), |l| l.contains("ping flood")).is_some() {
+        if ph
+            .wait_stderr(Duration::from_millis(10), |l| l.contains("ping flood"))
+            .is_some()
+        {
             break;
         }
     }

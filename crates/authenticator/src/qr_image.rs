@@ -32,20 +32,9 @@ pub fn decode_qr_image(bytes: &[u8]) -> Result<String, QrImageError> {
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(QrImageError::TooLarge);
     }
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| QrImageError::Image(e.to_string()))?;
-    let mut reader = reader;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(512 << 20);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| QrImageError::Image(e.to_string()))?
-        .to_luma8();
-    let mut prepared = rqrr::PreparedImage::prepare(img);
+    let (width, height, luma) = decode_luma(bytes)?;
+    let mut prepared =
+        rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| luma[y * width + x]);
     // Finder patterns alone are not a QR code: a blurred or cut-off one is found but does not
     // decode, and is reported as no code, not as someone else's.
     let texts: Vec<String> = prepared
@@ -64,6 +53,102 @@ pub fn decode_qr_image(bytes: &[u8]) -> Result<String, QrImageError> {
                 .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
         })
         .ok_or(QrImageError::NotFido)
+}
+
+/// Most memory a decoder may take for one image: an 8192² RGBA image and change.
+const MAX_DECODE_BYTES: usize = 512 << 20;
+
+/// The image as 8-bit greyscale, row by row: PNG (any colour type and depth) or JPEG, told
+/// apart by their signatures. Small single-purpose decoders, not a general image library.
+fn decode_luma(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), QrImageError> {
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
+    const JPEG: &[u8] = &[0xff, 0xd8, 0xff];
+    let (w, h, luma) = if bytes.starts_with(PNG) {
+        decode_png(bytes)?
+    } else if bytes.starts_with(JPEG) {
+        decode_jpeg(bytes)?
+    } else {
+        return Err(QrImageError::Image("not a PNG or JPEG file".into()));
+    };
+    Ok((w, h, luma))
+}
+
+fn too_large(w: usize, h: usize) -> Option<QrImageError> {
+    let side = MAX_IMAGE_SIDE as usize;
+    (w > side || h > side || w == 0 || h == 0).then(|| {
+        QrImageError::Image(format!(
+            "{w}×{h} pixels: a photo of a QR code is between 1 and {side} pixels a side"
+        ))
+    })
+}
+
+fn decode_png(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), QrImageError> {
+    let bad = |e: png::DecodingError| QrImageError::Image(format!("PNG: {e}"));
+    let mut decoder = png::Decoder::new_with_limits(
+        std::io::Cursor::new(bytes),
+        png::Limits {
+            bytes: MAX_DECODE_BYTES,
+        },
+    );
+    // Palettes and low bit depths expanded, 16 bits cut to 8: one byte a channel.
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let info = reader.info();
+    let (w, h) = (info.width as usize, info.height as usize);
+    if let Some(e) = too_large(w, h) {
+        return Err(e);
+    }
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| QrImageError::Image("PNG: the image is too large".into()))?;
+    let mut buf = vec![0; size];
+    let frame = reader.next_frame(&mut buf).map_err(bad)?;
+    let channels = frame.color_type.samples();
+    let stride = frame.line_size;
+    let mut luma = Vec::with_capacity(w * h);
+    for row in buf.chunks(stride).take(h) {
+        for px in row.chunks(channels).take(w) {
+            luma.push(match px {
+                // Grey, grey + alpha.
+                [g] | [g, _] => *g,
+                // RGB, RGBA: Rec. 601 luma, in integers.
+                [r, g, b, ..] => {
+                    ((u32::from(*r) * 299 + u32::from(*g) * 587 + u32::from(*b) * 114) / 1000) as u8
+                }
+                [] => 0,
+            });
+        }
+    }
+    if luma.len() != w * h {
+        return Err(QrImageError::Image("PNG: the image data is short".into()));
+    }
+    Ok((w, h, luma))
+}
+
+fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), QrImageError> {
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let side = MAX_IMAGE_SIDE as usize;
+    let options = DecoderOptions::default()
+        .set_max_width(side)
+        .set_max_height(side)
+        .jpeg_set_out_colorspace(ColorSpace::Luma);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let luma = decoder
+        .decode()
+        .map_err(|e| QrImageError::Image(format!("JPEG: {e:?}")))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| QrImageError::Image("JPEG: no image header".into()))?;
+    let (w, h) = (usize::from(info.width), usize::from(info.height));
+    if let Some(e) = too_large(w, h) {
+        return Err(e);
+    }
+    if luma.len() != w * h {
+        return Err(QrImageError::Image("JPEG: the image data is short".into()));
+    }
+    Ok((w, h, luma))
 }
 
 #[cfg(test)]
@@ -90,6 +175,22 @@ mod tests {
         let mut jpeg = std::io::Cursor::new(Vec::new());
         img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
         assert_eq!(decode_qr_image(jpeg.get_ref()).unwrap(), URL);
+        // Screenshots come as RGBA, scanners' files as 16-bit grey.
+        let luma = image::load_from_memory(&png_of(URL)).unwrap();
+        for img in [
+            image::DynamicImage::ImageRgba8(luma.to_rgba8()),
+            image::DynamicImage::ImageLuma16(luma.to_luma16()),
+            image::DynamicImage::ImageLumaA8(luma.to_luma_alpha8()),
+        ] {
+            let mut png = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+            assert_eq!(
+                decode_qr_image(png.get_ref()).unwrap(),
+                URL,
+                "{:?}",
+                img.color()
+            );
+        }
     }
 
     #[test]
@@ -125,7 +226,9 @@ mod tests {
         }
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-        let mut prepared = rqrr::PreparedImage::prepare(img);
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let mut prepared =
+            rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| img.as_raw()[y * w + x]);
         assert!(
             !prepared.detect_grids().is_empty(),
             "the finder patterns are still there"

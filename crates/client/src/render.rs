@@ -79,20 +79,36 @@ pub fn svg(text: &str) -> Result<String, RenderError> {
         .build())
 }
 
-/// The QR code as PNG bytes.
+/// The QR code as PNG bytes: 8-bit greyscale, 8 pixels a module, a 4-module quiet zone.
 pub fn png(text: &str) -> Result<Vec<u8>, RenderError> {
-    let img = code(text)?
-        .render::<image::Luma<u8>>()
-        .module_dimensions(8, 8)
-        .quiet_zone(true)
-        .build();
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .map_err(|e| RenderError::Write {
-            path: "<memory>".into(),
-            reason: e.to_string(),
-        })?;
-    Ok(out.into_inner())
+    const SCALE: usize = 8;
+    const QUIET: usize = 4;
+    let code = code(text)?;
+    let modules = code.width();
+    let colors = code.to_colors();
+    let side = (modules + 2 * QUIET) * SCALE;
+    let mut pixels = vec![0xffu8; side * side];
+    for (i, color) in colors.iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let (mx, my) = (i % modules + QUIET, i / modules + QUIET);
+            for y in my * SCALE..(my + 1) * SCALE {
+                pixels[y * side + mx * SCALE..y * side + (mx + 1) * SCALE].fill(0);
+            }
+        }
+    }
+    let failed = |e: png::EncodingError| RenderError::Write {
+        path: "<memory>".into(),
+        reason: e.to_string(),
+    };
+    let mut out = Vec::new();
+    let side = u32::try_from(side).map_err(|_| RenderError::TooLong(text.len().to_string()))?;
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(failed)?;
+    writer.write_image_data(&pixels).map_err(failed)?;
+    writer.finish().map_err(failed)?;
+    Ok(out)
 }
 
 /// Writes the QR code to `path` in the format its extension names.
