@@ -128,7 +128,7 @@ fn main() {
                     St::Closing => {}
                     St::Head(h) => {
                         h.extend_from_slice(&buf[HEADROOM..HEADROOM + r]);
-                        let req = match http::parse(h, None) {
+                        let req = match http::parse(h, None, None) {
                             Parsed::Complete(req, _) => req,
                             Parsed::Partial if h.len() < 8192 => continue,
                             _ => {

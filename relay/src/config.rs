@@ -16,7 +16,7 @@ pub struct Config {
     /// is served on the tunnel listener instead (health endpoints are always served there).
     pub metrics_listen: Option<SocketAddr>,
     /// This instance's routing ID, sent in `X-caBLE-Routing-ID`; `/cable/connect` must
-    /// name it. In a cluster (issue 6) each node has its own.
+    /// name it. In a cluster each node has its own.
     pub routing_id: RoutingId,
     /// PEM certificate chain and private key for built-in TLS; `None` for plain ws behind a
     /// TLS-terminating proxy.
@@ -32,7 +32,7 @@ pub struct Config {
     /// says what matches). `None`: `Origin` is not looked at.
     pub origin: Option<String>,
     pub limits: Limits,
-    /// Cluster mode over NATS (issue 6); `None` runs alone, with no external dependency.
+    /// Cluster mode over NATS; `None` runs alone, with no external dependency.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Keep polling for I/O this long after the last activity before the thread sleeps
     /// (zero: off). A sleeping thread has to be woken for the next message, which on a VM

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// A laptop connected to another cluster instance, bridged over NATS (issue 6).
+    /// A laptop connected to another cluster instance, bridged over NATS.
     Remote(Box<crate::cluster::RemoteStream>),
 }
 

@@ -24,8 +24,9 @@ pub struct Request {
     /// The client address a trusted proxy put in the configured header (the rightmost
     /// entry, which is the one the nearest proxy added).
     pub client_ip: Option<IpAddr>,
-    /// The `Origin` header; two of them make an empty one, which matches nothing.
-    pub origin: Option<String>,
+    /// The request has one `Origin` header and it names the host the caller expects
+    /// ([`origin_matches`]); false when no host is expected.
+    pub origin_ok: bool,
 }
 
 /// Outcome of trying to parse the bytes read so far.
@@ -39,8 +40,9 @@ pub enum Parsed {
 }
 
 /// Parses a request head from `buf`; `client_ip_header` names the header a trusted proxy
-/// uses for the client's address (`X-Forwarded-For`, `X-Real-IP`), if any.
-pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
+/// uses for the client's address (`X-Forwarded-For`, `X-Real-IP`), if any, and
+/// `origin_host` the host `Origin` must name (`--origin`), if any.
+pub fn parse(buf: &[u8], client_ip_header: Option<&str>, origin_host: Option<&str>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -54,6 +56,8 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
         ..Default::default()
     };
     let (mut upgrade_ws, mut conn_upgrade) = (false, false);
+    // Two Origin headers are ambiguous: they match nothing.
+    let (mut origins, mut origin_ok) = (0, false);
     for h in req.headers.iter() {
         let name = h.name;
         // Only the headers below are read; the others are not even checked for UTF-8.
@@ -82,8 +86,8 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
                 .ok()
                 .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()));
         } else if name.eq_ignore_ascii_case("origin") {
-            let v = if out.origin.is_some() { "" } else { value() };
-            out.origin = Some(v.to_owned());
+            origins += 1;
+            origin_ok = origin_host.is_some_and(|h| origin_matches(value(), h));
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             out.fido_cable |= value()
                 .split(',')
@@ -91,6 +95,7 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>) -> Parsed {
         }
     }
     out.upgrade = upgrade_ws && conn_upgrade;
+    out.origin_ok = origin_ok && origins == 1;
     Parsed::Complete(out, len)
 }
 
@@ -178,7 +183,7 @@ fn accept_key_into<'a>(key: &str, out: &'a mut [u8; 28]) -> &'a [u8] {
 }
 
 /// Appends a `101 Switching Protocols` response echoing `fido.cable`, with the routing ID
-/// header when given (only `/cable/new` carries it, brief §6.2).
+/// header when given (only `/cable/new` carries it, docs/protocol.md §6.2).
 pub fn push_switching(out: &mut Vec<u8>, key: &str, routing_id: Option<&str>) {
     out.reserve(200); // the whole response (at most 193 bytes): one allocation
     out.extend_from_slice(
@@ -237,15 +242,15 @@ mod tests {
     #[test]
     fn parses_upgrade() {
         let req = b"GET /cable/new/00 HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: foo, fido.cable\r\n\r\nrest";
-        let Parsed::Complete(r, n) = parse(req, None) else {
+        let Parsed::Complete(r, n) = parse(req, None, None) else {
             panic!("not complete")
         };
         assert_eq!(&req[n..], b"rest");
         assert!(r.method_is_get && r.upgrade && r.version_13 && r.fido_cable && r.key.is_some());
         assert_eq!(r.path, "/cable/new/00");
-        assert!(matches!(parse(&req[..20], None), Parsed::Partial));
+        assert!(matches!(parse(&req[..20], None, None), Parsed::Partial));
         assert!(matches!(
-            parse(b"\x16\x03\x01 junk\r\n\r\n", None),
+            parse(b"\x16\x03\x01 junk\r\n\r\n", None, None),
             Parsed::Invalid
         ));
     }
@@ -254,7 +259,7 @@ mod tests {
     fn websocket_key_must_be_16_bytes_of_base64() {
         let key_of = |k: &str| {
             let req = format!("GET / HTTP/1.1\r\nSec-WebSocket-Key: {k}\r\n\r\n");
-            match parse(req.as_bytes(), None) {
+            match parse(req.as_bytes(), None, None) {
                 Parsed::Complete(r, _) => r.key,
                 _ => panic!("not complete"),
             }
@@ -288,7 +293,7 @@ mod tests {
         /// Any bytes: a verdict, never a panic.
         #[test]
         fn any_bytes_get_a_verdict(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
-            let _ = parse(&data, Some("x-forwarded-for"));
+            let _ = parse(&data, Some("x-forwarded-for"), Some("cable.example.org"));
         }
 
         /// A real head cut anywhere is Partial until its last byte arrives, then Complete with
@@ -297,10 +302,10 @@ mod tests {
         fn a_head_cut_anywhere_is_partial_until_complete(cut in 0usize..1000, extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
             let head = b"GET /cable/new/0123456789ABCDEF0123456789ABCDEF HTTP/1.1\r\nHost: r.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: fido.cable\r\n\r\n";
             let cut = cut % head.len();
-            proptest::prop_assert!(matches!(parse(&head[..cut], None), Parsed::Partial));
+            proptest::prop_assert!(matches!(parse(&head[..cut], None, None), Parsed::Partial));
             let mut full = head.to_vec();
             full.extend_from_slice(&extra);
-            match parse(&full, None) {
+            match parse(&full, None, None) {
                 Parsed::Complete(r, n) => {
                     proptest::prop_assert_eq!(n, head.len());
                     proptest::prop_assert!(r.upgrade && r.version_13 && r.fido_cable && r.key.is_some());
@@ -359,18 +364,27 @@ mod tests {
         ] {
             assert!(origin_host(bad).is_err(), "{bad:?}");
         }
-        // Two Origin headers match nothing.
-        let two = b"GET / HTTP/1.1\r\nOrigin: wss://a.example\r\nOrigin: wss://a.example\r\n\r\n";
-        let Parsed::Complete(r, _) = parse(two, None) else {
-            panic!("not complete")
+        // In a request: one Origin header that names the host, and only when one is expected.
+        let ok = |head: &[u8], host| match parse(head, None, host) {
+            Parsed::Complete(r, _) => r.origin_ok,
+            _ => panic!("not complete"),
         };
-        assert_eq!(r.origin.as_deref(), Some(""));
+        let one = b"GET / HTTP/1.1\r\norigin: wss://a.example\r\n\r\n";
+        let two = b"GET / HTTP/1.1\r\nOrigin: wss://a.example\r\nOrigin: wss://a.example\r\n\r\n";
+        assert!(ok(one, Some("a.example")));
+        assert!(!ok(one, Some("b.example")));
+        assert!(!ok(one, None));
+        assert!(
+            !ok(two, Some("a.example")),
+            "two Origin headers match nothing"
+        );
+        assert!(!ok(b"GET / HTTP/1.1\r\n\r\n", Some("a.example")));
     }
 
     #[test]
     fn client_ip_from_trusted_header() {
         let req = b"GET / HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9, 198.51.100.7\r\nX-Real-IP: [2001:db8::1]:443\r\n\r\n";
-        let ip = |h| match parse(req, h) {
+        let ip = |h| match parse(req, h, None) {
             Parsed::Complete(r, _) => r.client_ip,
             _ => panic!("not complete"),
         };

@@ -1,8 +1,8 @@
-//! hybridge-relay: the hybrid (caBLE v2) tunnel server (brief §6).
+//! hybridge-relay: the hybrid (caBLE v2) tunnel server (docs/protocol.md §6).
 //!
 //! A phone opens `/cable/new/<tunnel id>` and waits; a laptop opens
 //! `/cable/connect/<routing id>/<tunnel id>`; the relay pairs the two WebSockets and
-//! forwards their binary messages unchanged, within limits (issue 4).
+//! forwards their binary messages unchanged, within limits.
 //!
 //! Embedding a relay in a test or a demo:
 //!

@@ -1,6 +1,6 @@
 //! The tunnel registry: which tunnel IDs have a phone waiting on `/cable/new`.
 //!
-//! This is the seam for cluster mode (issue 6). Today a `/cable/connect` must land on the
+//! This is the seam for cluster mode. Today a `/cable/connect` must land on the
 //! instance whose routing ID it names, and [`Registry::claim`] finds the waiting phone in
 //! memory. A cluster keeps this interface and adds a remote path: when the routing ID is
 //! another node's, forward the laptop's stream there (e.g. over NATS) instead of 404.

@@ -384,7 +384,7 @@ impl Drop for Relay {
     }
 }
 
-/// Hands a laptop bridged from another instance to the phone waiting here (issue 6).
+/// Hands a laptop bridged from another instance to the phone waiting here.
 fn cluster_acceptor(shared: std::sync::Weak<Shared>) -> crate::cluster::Acceptor {
     Arc::new(move |tunnel_id, inc: crate::cluster::Incoming| {
         let Some(s) = shared.upgrade() else {
@@ -460,7 +460,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, metrics_only: b
     }
 }
 
-struct ConnGuard(Arc<Shared>);
+/// Counts a live connection task (waited for on shutdown); released on drop.
+pub(crate) struct ConnGuard(Arc<Shared>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -478,6 +479,7 @@ async fn read_head(
     conn: &mut Conn,
     max: usize,
     client_ip_header: Option<&str>,
+    origin_host: Option<&str>,
 ) -> Result<(Request, Vec<u8>), HeadError> {
     // Real request heads fit the first 1 KiB: one allocation and, usually, one read.
     let mut buf = Vec::with_capacity(1024.min(max));
@@ -492,7 +494,7 @@ async fn read_head(
             Ok(0) | Err(_) => return Err(HeadError::Io),
             Ok(_) => {}
         }
-        match http::parse(&buf, client_ip_header) {
+        match http::parse(&buf, client_ip_header, origin_host) {
             Parsed::Complete(req, len) => return Ok((req, buf[len..].to_vec())),
             Parsed::Partial => continue,
             Parsed::Invalid => return Err(HeadError::Invalid),
@@ -543,7 +545,7 @@ fn ended_early(shared: &Shared, admission: Result<Ticket, Reject>, r: Option<Rej
 
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_only: bool) {
     shared.conns.fetch_add(1, Relaxed);
-    let _guard = ConnGuard(shared.clone());
+    let guard = ConnGuard(shared.clone());
     let limits = &shared.limits;
     let deadline = Instant::now() + limits.header_timeout;
     // The client's address is admitted (or not) at once; behind a proxy it is only known
@@ -581,6 +583,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             &mut conn,
             limits.max_header_bytes,
             shared.client_ip_header.as_deref(),
+            shared.origin.as_deref(),
         ),
     )
     .await
@@ -634,7 +637,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
         return Box::pin(refuse(shared, conn, 404, None)).await;
     }
 
-    // Tunnel endpoints (brief §6.1, §6.2). Never log the path: it holds the tunnel ID.
+    // Tunnel endpoints (docs/protocol.md §6.1, §6.2). Never log the path: it holds the tunnel ID.
     if shared.client_ip_header.is_some() {
         let ip = req.client_ip.unwrap_or(peer.ip());
         admission = shared
@@ -650,19 +653,16 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
         return reject(shared, conn, Reject::MethodNotAllowed, ticket).await;
     }
     // With --origin, the tunnel endpoints serve only clients that name this relay's host.
-    if let Some(host) = &shared.origin
+    if shared.origin.is_some()
+        && !req.origin_ok
         && ["/cable/new/", "/cable/connect/", "/cable/contact/"]
             .iter()
             .any(|p| req.path.starts_with(p))
-        && !req
-            .origin
-            .as_deref()
-            .is_some_and(|o| http::origin_matches(o, host))
     {
         return reject(shared, conn, Reject::Origin, ticket).await;
     }
     if req.path.starts_with("/cable/contact/") {
-        return reject(shared, conn, Reject::NotFound, ticket).await; // issue 5
+        return reject(shared, conn, Reject::NotFound, ticket).await;
     }
     let path = match TunnelPath::parse(&req.path) {
         Ok(p) => p,
@@ -702,14 +702,15 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                 drop(slot);
                 return reject(shared, conn, Reject::Conflict, ticket).await;
             };
-            // Boxed: the laptop's connection task, which ends at the handoff, stays small.
-            Box::pin(tunnel::run(slot, conn, early, key, waiter, ticket)).await;
+            // The tunnel gets a task of its own, and this one ends: what it needed to read
+            // and route the request is freed instead of being kept for the tunnel's life.
+            tokio::spawn(tunnel::run(slot, guard, conn, early, key, waiter, ticket));
         }
         TunnelPath::Connect {
             routing_id,
             tunnel_id,
         } => {
-            // Another routing ID belongs to another instance: a cluster (issue 6) bridges
+            // Another routing ID belongs to another instance: a cluster bridges
             // the laptop to it over NATS; a single relay knows no such tunnel.
             if routing_id != shared.routing_id
                 && let Some(c) = shared.cluster().cloned()

@@ -8,7 +8,7 @@
 //! idle tunnel therefore holds no buffers at all: that is what keeps it to a few KiB.
 //!
 //! Before the laptop joins, the phone's frames go to the laptop's `out` queue, which is
-//! what "buffered before the peer joins, delivered in order" (brief §6.4) means here; the
+//! what "buffered before the peer joins, delivered in order" (docs/protocol.md §6.4) means here; the
 //! laptop's 101 response is put in front of them when it arrives.
 
 use std::cell::RefCell;
@@ -28,7 +28,7 @@ use crate::http;
 use crate::metrics::{CloseReason, Metrics};
 use crate::ratelimit::Ticket;
 use crate::registry::{Handoff, Waiter};
-use crate::server::{Phase, Shared};
+use crate::server::{ConnGuard, Phase, Shared};
 use crate::ws::{self, Decoder, HEADROOM, Stop, Tally, close, op};
 
 /// Largest single read. Reads are also capped by the room left in the destination queue.
@@ -268,7 +268,7 @@ fn after_read(
         return Some(e);
     }
     // Answer a ping when the stream back to the sender is between frames; otherwise the
-    // pong is skipped (clients ignore keep-alives anyway, brief §6.4).
+    // pong is skipped (clients ignore keep-alives anyway, docs/protocol.md §6.4).
     if let Some((p, len)) = src.dec.ping.take()
         && dst.dec.at_frame_boundary()
         && src.out.len() < queue_bytes
@@ -307,7 +307,7 @@ fn too_early() -> End {
     )
 }
 
-/// A read or write error; a bridged side whose cluster link failed (issue 6) is told apart so the
+/// A read or write error; a bridged side whose cluster link failed is told apart so the
 /// other side learns why.
 fn end_for(who: Who, e: &io::Error) -> End {
     if crate::cluster::is_link_lost(e) {
@@ -425,8 +425,10 @@ enum Ran {
 }
 
 /// Serves a phone from its `/cable/new` upgrade to the end of the tunnel.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     slot: Slot,
+    _task: ConnGuard,
     conn: Conn,
     early: Vec<u8>,
     key: String,

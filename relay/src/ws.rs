@@ -6,7 +6,7 @@
 //! shorter than the client header it replaces, so with [`HEADROOM`] spare bytes before the
 //! read data the output never overtakes the input and no second buffer is needed.
 //!
-//! Only what the tunnel protocol needs (brief §6.1, §6.4): binary messages (possibly
+//! Only what the tunnel protocol needs (docs/protocol.md §6.1, §6.4): binary messages (possibly
 //! fragmented into continuation frames), close, ping (answered with pong when possible) and
 //! pong (ignored). Text frames close with 1003; size and count limits with 1009 and 1008.
 
@@ -32,7 +32,7 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// Protocol error: a malformed frame.
     pub const PROTOCOL: u16 = 1002;
-    /// Unsupported data: a text frame (tunnel messages are binary, brief §6.4).
+    /// Unsupported data: a text frame (tunnel messages are binary, docs/protocol.md §6.4).
     pub const UNSUPPORTED: u16 = 1003;
     /// Policy violation: tunnel lifetime, message count, or pairing timeout exceeded.
     pub const POLICY: u16 = 1008;
@@ -321,7 +321,7 @@ impl Decoder {
                 }
                 Some(Stop::PeerClose(code))
             }
-            _ => None, // pong: ignored (brief §6.4: keep-alives are not relayed)
+            _ => None, // pong: ignored (docs/protocol.md §6.4: keep-alives are not relayed)
         }
     }
 

@@ -1,4 +1,4 @@
-//! Cluster mode (issue 6) with a real `nats-server` and three `hybridge-relay` processes on
+//! Cluster mode with a real `nats-server` and three `hybridge-relay` processes on
 //! loopback. Each test starts its own NATS (free port, temporary JetStream store, killed on
 //! drop) and its own relays. Without `nats-server` on the PATH the tests are skipped with a
 //! message (CI installs it: `apt-get install nats-server`).

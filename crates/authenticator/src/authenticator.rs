@@ -1,5 +1,5 @@
 //! The software passkey authenticator: answers CTAP2 requests exactly as they arrive over a
-//! hybrid tunnel (`handle(request bytes) -> response bytes`, brief §9).
+//! hybrid tunnel (`handle(request bytes) -> response bytes`, docs/protocol.md §9).
 //!
 //! # Behaviour, and the choices made where CTAP leaves room
 //! * **Algorithms:** ES256 only (P-256, ECDSA with SHA-256, DER-encoded signatures). A
@@ -9,7 +9,7 @@
 //!   key, discoverable (`rk: true`) or not. Without an allowList, getAssertion considers only
 //!   discoverable credentials; with one, any listed credential of this RP ID.
 //! * **User interaction** goes through [`UserAgent`]: every makeCredential and getAssertion
-//!   asks the user (hybrid has no silent pre-flight, brief §9), verifying them when `uv` was
+//!   asks the user (hybrid has no silent pre-flight, docs/protocol.md §9), verifying them when `uv` was
 //!   requested. The flags tell the truth: UP only when presence was collected and `up` was not
 //!   `false`, UV only when the user agent reports verification. `up: false` on makeCredential is
 //!   `CTAP2_ERR_INVALID_OPTION`; `rk` on getAssertion is `CTAP2_ERR_UNSUPPORTED_OPTION`.
@@ -36,7 +36,7 @@
 //!   advertised nor answered: its assertions need a PIN/UV auth protocol for the salt
 //!   encryption, which phones do not have (Chrome's phone lists only `prf`), and getInfo must
 //!   not promise what the authenticator cannot do. A request naming it is served without it.
-//! * **PIN/UV auth protocols:** none (as phones do, brief §8.3): a request carrying
+//! * **PIN/UV auth protocols:** none (as phones do, docs/protocol.md §8.3): a request carrying
 //!   `pinUvAuthParam` gets `CTAP2_ERR_MISSING_PARAMETER` without a protocol, else
 //!   `CTAP1_ERR_INVALID_PARAMETER`.
 //! * **Store writes** happen only after the user approved and the response was built; a failed
@@ -234,7 +234,7 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
     }
 
     /// Answers one CTAP2 request, `command || CBOR`, with `status || CBOR`: the hybrid CTAP
-    /// message payloads (brief §9). Never panics on any input.
+    /// message payloads (docs/protocol.md §9). Never panics on any input.
     pub fn handle(&mut self, request: &[u8]) -> Vec<u8> {
         let result = Request::decode(request).and_then(|r| self.process(r));
         // The request is over: a cancel meant for it must not reach the next one.
@@ -261,7 +261,7 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
             Request::GetAssertion(r) => Response::GetAssertion(Box::new(self.get_assertion(&r)?)),
             Request::GetInfo => Response::GetInfo(Box::new(self.get_info())),
             // CTAP 2.1 §6.9: user presence, nothing else. (Over hybrid the phone session
-            // never passes it here: it ends the session as Chrome's phone does, brief §9.)
+            // never passes it here: it ends the session as Chrome's phone does, docs/protocol.md §9.)
             Request::Selection => {
                 let select = ApprovalRequest {
                     ceremony: Ceremony::Select,

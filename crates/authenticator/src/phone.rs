@@ -282,7 +282,7 @@ pub enum PhoneError {
     EofWhileProcessing,
     /// The laptop sent authenticatorSelection (CTAP 0x0B). A hybrid phone was already chosen
     /// by scanning the QR code; Chrome's phone ends the session on it without an answer
-    /// (brief §9), and so does this one.
+    /// (docs/protocol.md §9), and so does this one.
     #[error(
         "the laptop sent authenticatorSelection (CTAP 0x0B), which a hybrid phone does not \
          serve (scanning the QR code already chose it); the session was ended"

@@ -273,7 +273,7 @@ mod linux {
 
     /// Advertises through BlueZ's LE advertising manager with bluer.
     ///
-    /// The advert is what Chrome on Android sends (brief §4.1): non-connectable, the UUID in
+    /// The advert is what Chrome on Android sends (docs/protocol.md §4.1): non-connectable, the UUID in
     /// the service-UUID list and as service data, no device name, no TX power.
     #[derive(Clone, Debug)]
     pub struct BluezAdvertiser {

@@ -2,7 +2,7 @@
 //!
 //! The FIDO hybrid transport proves proximity with a BLE advertisement: the phone advertises
 //! 20 bytes of encrypted service data under the 16-bit UUID `0xFFF9` (iOS and older Chromium
-//! use `0xFDE2`), and the laptop scans for it (brief §4). This crate only moves those
+//! use `0xFDE2`), and the laptop scans for it (docs/protocol.md §4). This crate only moves those
 //! service-data bytes. Encrypting and trial-decrypting them is `hybridge-proto`'s job.
 //!
 //! Two object-safe traits, so a program can pick a radio at run time ([`RadioSpec`]):
@@ -78,7 +78,7 @@ pub use scan::{DEFAULT_SCAN_CAPACITY, STOP_TIMEOUT, Scan, ScanStats};
 pub use spec::{DEFAULT_BLUEZ_TIMEOUT, RadioSpec};
 
 /// The FIDO caBLE v2 service UUID, `0000fff9-0000-1000-8000-00805f9b34fb`. Phones advertise
-/// under it (brief §4.1).
+/// under it (docs/protocol.md §4.1).
 pub const UUID_FIDO: u16 = 0xFFF9;
 
 /// Google's service UUID, `0000fde2-0000-1000-8000-00805f9b34fb`: iOS and older Chromium

@@ -6,7 +6,7 @@
 //! * **output is always canonical** in the CTAP2 sense: integers and lengths in their shortest
 //!   form, definite lengths only, and map keys sorted by major type, then shorter encoded key
 //!   first, then bytewise (CTAP 2.1 §8). Google Play Services rejects maps that are not sorted this way
-//!   (brief §9), and the ordering puts integer keys before text keys, `"alg"` before `"type"`;
+//!   (docs/protocol.md §9), and the ordering puts integer keys before text keys, `"alg"` before `"type"`;
 //! * **input is decoded strictly and within bounds**: one data item and nothing after it,
 //!   nesting depth limited, no indefinite lengths, no tags, no duplicate map keys, valid UTF-8,
 //!   and no length is believed before the bytes are there, so a hostile 5-byte message cannot
@@ -376,7 +376,7 @@ pub fn decode_with(bytes: &[u8], limits: Limits) -> Result<Value, Error> {
 }
 
 /// Decodes the first data item in `bytes` and returns it with the number of bytes it used.
-/// Used where a peer legitimately appends bytes, such as padded CBOR (brief §8.3).
+/// Used where a peer legitimately appends bytes, such as padded CBOR (docs/protocol.md §8.3).
 pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), Error> {
     decode_prefix_with(bytes, Limits::default())
 }

@@ -2,7 +2,7 @@
 //! or text file.
 //!
 //! The URL is upper-case `FIDO:/` followed by digits, so the encoder's optimal segmentation
-//! puts the prefix in alphanumeric mode and the rest in numeric mode (brief §2.3): a typical
+//! puts the prefix in alphanumeric mode and the rest in numeric mode (docs/protocol.md §2.3): a typical
 //! code is version 4 or 5 and scans easily from a laptop screen.
 
 use std::path::Path;

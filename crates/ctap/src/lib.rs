@@ -3,7 +3,7 @@
 //! (the laptop encodes requests and decodes responses, the phone the reverse).
 //!
 //! * [`Request`] / [`Response`]: the hybrid byte layer, `command || CBOR` and
-//!   `status || CBOR` (brief §9).
+//!   `status || CBOR` (docs/protocol.md §9).
 //! * [`MakeCredentialRequest`], [`GetAssertionRequest`], [`MakeCredentialResponse`],
 //!   [`GetAssertionResponse`], [`GetInfoResponse`]: authenticatorMakeCredential (0x01),
 //!   GetAssertion (0x02), GetInfo (0x04); authenticatorSelection (0x0B) has no parameters.

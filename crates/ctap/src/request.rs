@@ -1,5 +1,5 @@
 //! CTAP2 requests as they travel over hybrid: `command byte || canonical CBOR parameters`
-//! (brief §9; CTAP 2.1 §6).
+//! (docs/protocol.md §9; CTAP 2.1 §6).
 
 use hybridge_cbor::{Value, decode};
 
@@ -15,7 +15,7 @@ use crate::types::{
 /// the CBOR is looked at.
 pub const MAX_REQUEST_LEN: usize = 64 * 1024;
 
-/// CTAP2 command bytes that hybrid phones accept (brief §9).
+/// CTAP2 command bytes that hybrid phones accept (docs/protocol.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
     /// authenticatorMakeCredential.

@@ -1,5 +1,5 @@
 //! CTAP2 responses as they travel over hybrid: `status byte || CBOR`, the CBOR present only on
-//! success (brief §9; CTAP 2.1 §6).
+//! success (docs/protocol.md §9; CTAP 2.1 §6).
 
 use hybridge_cbor::{Value, decode, encode_into};
 
@@ -162,7 +162,7 @@ impl GetAssertionResponse {
 }
 
 /// authenticatorGetInfo response (also the key-1 payload of the post-handshake message,
-/// brief §8.3).
+/// docs/protocol.md §8.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GetInfoResponse {
     /// 0x01.
@@ -175,7 +175,7 @@ pub struct GetInfoResponse {
     pub options: Vec<(String, bool)>,
     /// 0x05.
     pub max_msg_size: Option<u64>,
-    /// 0x06; hybrid phones send none (brief §8.3).
+    /// 0x06; hybrid phones send none (docs/protocol.md §8.3).
     pub pin_uv_auth_protocols: Vec<u64>,
     /// 0x07.
     pub max_credential_count_in_list: Option<u64>,

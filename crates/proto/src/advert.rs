@@ -1,9 +1,9 @@
-//! The BLE advert (brief §4): a 16-byte plaintext (reserved byte, nonce, routing ID, domain ID)
+//! The BLE advert (docs/protocol.md §4): a 16-byte plaintext (reserved byte, nonce, routing ID, domain ID)
 //! encrypted with one AES-256 block and authenticated with a 4-byte truncated HMAC-SHA256 tag,
 //! sent as 20 bytes of service data under UUID `0xFFF9` (or Apple's `0xFDE2`).
 //!
 //! CTAP 2.3 may append a CBOR map after the 20 bytes; we accept and parse it (Chromium drops
-//! such adverts, brief §11.6).
+//! such adverts, docs/protocol.md §11.6).
 
 use aes::Aes256;
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
@@ -43,7 +43,7 @@ pub struct AdvertPlaintext {
     pub nonce: [u8; NONCE_LEN],
     /// The routing ID the phone got from its tunnel server.
     pub routing_id: RoutingId,
-    /// The tunnel-server domain ID (brief §5).
+    /// The tunnel-server domain ID (docs/protocol.md §5).
     pub domain_id: u16,
 }
 
@@ -65,7 +65,7 @@ impl AdvertPlaintext {
 
     /// A linked-flow plaintext: routing ID and domain carry no meaning there, so Chromium fills
     /// them randomly — which makes Chromium desktops drop ~0.4 % of adverts whose random
-    /// domain lands in 2–255 (brief §11.7). We randomise nonce and routing ID but write the
+    /// domain lands in 2–255 (docs/protocol.md §11.7). We randomise nonce and routing ID but write the
     /// valid domain ID 0.
     pub fn linked(rng: &mut impl rand_core::CryptoRngCore) -> Self {
         let mut b = [0u8; NONCE_LEN + 3];
@@ -152,10 +152,10 @@ pub fn decrypt_raw(key: &EidKey, service_data: &[u8]) -> Option<[u8; PLAINTEXT_L
 /// Which tunnel-server domain IDs a decrypted advert may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DomainCheck {
-    /// QR flow: hashed IDs, or assigned IDs below this count (brief §4.3 step 4).
+    /// QR flow: hashed IDs, or assigned IDs below this count (docs/protocol.md §4.3 step 4).
     KnownAssigned(u16),
     /// Linked flow: the domain bytes are random on Chromium phones, so do not check them
-    /// (brief §11.7).
+    /// (docs/protocol.md §11.7).
     Skip,
 }
 
@@ -198,7 +198,7 @@ impl AdvertSuffix {
 }
 
 /// Service data to broadcast: the 20-byte advert, plus a CTAP 2.3 suffix only when one is
-/// given (only when the QR code offered channel 1; brief §11.6).
+/// given (only when the QR code offered channel 1; docs/protocol.md §11.6).
 pub fn service_data(advert: &[u8; ADVERT_LEN], suffix: Option<&AdvertSuffix>) -> Vec<u8> {
     let mut v = advert.to_vec();
     if let Some(s) = suffix {

@@ -1,4 +1,4 @@
-//! The record layer after the handshake (brief §8.1): AES-256-GCM over the Noise split keys,
+//! The record layer after the handshake (docs/protocol.md §8.1): AES-256-GCM over the Noise split keys,
 //! one counter per direction, nonce `00×8 ‖ BE32(counter)`, empty AAD, and plaintexts padded
 //! to a multiple of 32 bytes with the zero count in the last byte.
 //!
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn padding_vectors() {
-        // Brief §8.1 [computed].
+        // docs/protocol.md §8.1 [computed].
         let p = pad(&[0x00]);
         assert_eq!(p.len(), 32);
         assert_eq!(p[31], 0x1e);

@@ -1,4 +1,4 @@
-//! The base-10 ("digits") encoding of the QR payload (brief §2.3).
+//! The base-10 ("digits") encoding of the QR payload (docs/protocol.md §2.3).
 //!
 //! Bytes are taken in 7-byte chunks, each read as a little-endian integer and printed as 17
 //! zero-padded decimal digits; a trailing chunk of n bytes (1–6) gets 3, 5, 8, 10, 13 or 15
@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn vectors() {
-        // Brief §10.3.
+        // docs/protocol.md §10.3.
         assert_eq!(encode(&[0x61, 0x62, 0xff]), "16736865");
         assert_eq!(decode("16736865").unwrap(), vec![0x61, 0x62, 0xff]);
         assert_eq!(encode(b"hello world"), "335311851610699281684828783");

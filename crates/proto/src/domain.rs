@@ -1,4 +1,4 @@
-//! Tunnel-server domains (brief §5): assigned IDs 0 and 1, and hashed IDs 256–65535 whose
+//! Tunnel-server domains (docs/protocol.md §5): assigned IDs 0 and 1, and hashed IDs 256–65535 whose
 //! hostname is derived from SHA-256 — so operating your own tunnel server means registering
 //! the hostname of some ID, which [`find_ids_with_tld`] helps choose.
 
@@ -50,7 +50,7 @@ pub fn hostname(id: u16) -> Option<String> {
 }
 
 /// Whether a desktop that knows `known_assigned` assigned domains accepts domain `id` in a QR
-/// advert: hashed IDs always, assigned IDs only below the count (brief §4.3 step 4).
+/// advert: hashed IDs always, assigned IDs only below the count (docs/protocol.md §4.3 step 4).
 pub fn is_acceptable(id: u16, known_assigned: u16) -> bool {
     id >= FIRST_HASHED_ID || id < known_assigned.min(KNOWN_ASSIGNED_DOMAINS)
 }
@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn vectors() {
-        // Brief §10.5 and §5.
+        // docs/protocol.md §10.5 and §5.
         assert_eq!(hostname(0).unwrap(), "cable.ua5v.com");
         assert_eq!(hostname(1).unwrap(), "cable.auth.com");
         assert_eq!(hostname(266).unwrap(), "cable.wufkweyy3uaxb.com");

@@ -63,7 +63,7 @@ pub enum Error {
     #[error("message of {0} bytes exceeds the 1 MiB limit")]
     MessageTooLong(usize),
     /// The phone's post-handshake message offers CTAP but carries no usable getInfo response:
-    /// key 1 is missing or not a byte string (brief §8.3; Chromium's desktop gives up too).
+    /// key 1 is missing or not a byte string (docs/protocol.md §8.3; Chromium's desktop gives up too).
     #[error("the phone's post-handshake message has no getInfo response: {0}")]
     MissingGetInfo(&'static str),
     /// The linking signature does not verify: the linking data was not made in this session.

@@ -1,4 +1,4 @@
-//! Message framing after the handshake (brief §8.2–§8.4).
+//! Message framing after the handshake (docs/protocol.md §8.2–§8.4).
 //!
 //! * The **first** message from the phone is the post-handshake message: a CBOR map with no
 //!   type byte ([`PostHandshake`]). Protocol revision 0 phones pad it ("padded CBOR").
@@ -12,7 +12,7 @@ use hybridge_cbor::Value;
 use crate::linking::LinkingInfo;
 use crate::{ApiMisuse, Error, InvalidMessage};
 
-/// Protocol revision, decided by the phone from QR key 4 (brief §2.1, §8.2).
+/// Protocol revision, decided by the phone from QR key 4 (docs/protocol.md §2.1, §8.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ProtocolRevision {
     /// caBLE v2.0: no type byte, no shutdown message, padded post-handshake message.
@@ -149,15 +149,15 @@ pub fn decode_padded_cbor(b: &[u8]) -> Result<Value, Error> {
         )))
 }
 
-/// authenticatorGetInfo's command byte (brief §9), and the status for one that carries a
+/// authenticatorGetInfo's command byte (docs/protocol.md §9), and the status for one that carries a
 /// payload (CTAP 2.1 §8.2 `CTAP1_ERR_INVALID_LENGTH`).
 const CTAP_GET_INFO: u8 = 0x04;
-/// authenticatorSelection's command byte (CTAP 2.1 §6.9, brief §9).
+/// authenticatorSelection's command byte (CTAP 2.1 §6.9, docs/protocol.md §9).
 pub(crate) const CTAP_SELECTION: u8 = 0x0B;
 const CTAP1_ERR_INVALID_LENGTH: u8 = 0x03;
 
 /// The answer to a CTAP `request` (`cmd ‖ CBOR`) if it is authenticatorGetInfo, built from
-/// the post-handshake message's `get_info` (brief §9): `0x00 ‖ getInfo`, or
+/// the post-handshake message's `get_info` (docs/protocol.md §9): `0x00 ‖ getInfo`, or
 /// `CTAP1_ERR_INVALID_LENGTH` when a payload follows the command. `None` for any other
 /// command. Both sides answer getInfo this way: the laptop instead of sending it (as Chromium
 /// and libwebauthn do), the phone when a laptop sends it anyway (as Chrome's phone does).
@@ -169,7 +169,7 @@ pub fn get_info_reply(request: &[u8], get_info: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// The phone's first message after the handshake (brief §8.3).
+/// The phone's first message after the handshake (docs/protocol.md §8.3).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct PostHandshake {
     /// Key 1: the authenticatorGetInfo response map as CBOR bytes (no status byte).
@@ -284,7 +284,7 @@ impl PostHandshake {
     }
 }
 
-/// An update message's payload (brief §8.4): `{0: zero padding, 1: linking map}`.
+/// An update message's payload (docs/protocol.md §8.4): `{0: zero padding, 1: linking map}`.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Update {
     /// Key 1, if present and valid.
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn padded_cbor_vectors() {
-        // Brief §10.6 (Chromium PaddedCBOR) and §8.3 [computed].
+        // docs/protocol.md §10.6 (Chromium PaddedCBOR) and §8.3 [computed].
         let empty = encode_padded_cbor(&Value::Map(vec![]));
         assert_eq!(empty.len(), 512);
         assert_eq!(&empty[510..], &[0xfd, 0x01]);

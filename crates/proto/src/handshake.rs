@@ -1,4 +1,4 @@
-//! The Noise handshake (brief §7), through the `snow` crate.
+//! The Noise handshake (docs/protocol.md §7), through the `snow` crate.
 //!
 //! * QR flow: `Noise_KNpsk0_P256_AESGCM_SHA256`, prologue `[0x01]`; the desktop's static key is
 //!   the QR identity key (pre-message known to the phone from QR key 0).
@@ -393,7 +393,7 @@ mod tests {
         assert!(init.finish(&m1[..80]).is_err());
     }
 
-    // An independent, hand-written transcript of brief §7.2 msg1 (no snow), checking that snow
+    // An independent, hand-written transcript of docs/protocol.md §7.2 msg1 (no snow), checking that snow
     // uses the exact name, prologue, pre-message, psk placement, DH = X coordinate and nonce.
     fn hkdf2(ck: &[u8; 32], ikm: &[u8]) -> ([u8; 32], [u8; 32], [u8; 32]) {
         let hk = hkdf::Hkdf::<Sha256>::new(Some(ck), ikm);
@@ -499,7 +499,7 @@ mod tests {
 
     #[test]
     fn snow_matches_hand_written_nk_msg1() {
-        // Brief §7.3: Init(NKpsk0); MixHash([0x00]); MixHash(s_p); MixKeyAndHash(psk);
+        // docs/protocol.md §7.3: Init(NKpsk0); MixHash([0x00]); MixHash(s_p); MixKeyAndHash(psk);
         // MixHash(e_d); MixKey(e_d); MixKey(ECDH(e_d, s_p)); EncryptAndHash("").
         let s_p = key(5);
         let e_d = key(10);

@@ -1,4 +1,4 @@
-//! Key derivation (brief §3): `Derive(secret, salt, purpose, L)` is HKDF-SHA256 with
+//! Key derivation (docs/protocol.md §3): `Derive(secret, salt, purpose, L)` is HKDF-SHA256 with
 //! `info = LE32(purpose)`; an empty salt means RFC 5869's default of 32 zero bytes.
 
 use hkdf::Hkdf;
@@ -7,7 +7,7 @@ use sha2::Sha256;
 use crate::secret::{EidKey, LinkSecret, Psk, QrSecret, Secret};
 use crate::tunnel::TunnelId;
 
-/// The `purpose` of a derivation, sent as `LE32` in HKDF's info (brief §3.1 table).
+/// The `purpose` of a derivation, sent as `LE32` in HKDF's info (docs/protocol.md §3.1 table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Purpose {
@@ -81,7 +81,7 @@ pub fn per_contact_id_secret(root_secret: &[u8], contact_id: &[u8]) -> Secret<32
     derive(root_secret, contact_id, Purpose::PerContactIdSecret)
 }
 
-/// The phone-side link secret as Chromium derives it (brief §3.1):
+/// The phone-side link secret as Chromium derives it (docs/protocol.md §3.1):
 /// `Derive(Derive(root, contact_id, 6, 32), pairing_id, 4, 32)`, or straight from the root when
 /// there is no contact ID.
 pub fn phone_link_secret(
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn hkdf_vectors() {
-        // Brief §10.1 (libwebauthn derive_eidkey_nosalt / derive_eidkey_salt).
+        // docs/protocol.md §10.1 (libwebauthn derive_eidkey_nosalt / derive_eidkey_salt).
         let k: Secret<64> = derive(&IN, &[], Purpose::EidKey);
         assert_eq!(
             hex::encode(k.expose()),
@@ -129,10 +129,10 @@ mod tests {
 
     #[test]
     fn tunnel_id_vector() {
-        // Brief §10.2.
+        // docs/protocol.md §10.2.
         let t = tunnel_id(&QrSecret::new([0; 16]));
         assert_eq!(t.to_hex(), "3EEF97097986413B059EAA2A30D653D4");
-        // And the connect URLs of brief §10.2, for domains 0 and 1.
+        // And the connect URLs of docs/protocol.md §10.2, for domains 0 and 1.
         let path = crate::tunnel::TunnelPath::Connect {
             routing_id: crate::tunnel::RoutingId([9, 10, 11]),
             tunnel_id: t,

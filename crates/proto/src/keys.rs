@@ -1,6 +1,6 @@
 //! P-256 keys as hybrid uses them: compressed keys in the QR code, uncompressed (65-byte X9.62)
 //! keys in Noise and linking data, ECDH output as the 32-byte X coordinate, and Chromium's
-//! seed → key derivation (brief §3.2).
+//! seed → key derivation (docs/protocol.md §3.2).
 
 use p256::elliptic_curve::ops::Reduce;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
@@ -52,7 +52,7 @@ pub fn ecdh_x(private: &SecretKey, public: &PublicKey) -> Secret<32> {
     s
 }
 
-/// Chromium's `ECKeyFromSeed` (BoringSSL `EC_KEY_derive_from_secret`, brief §3.2):
+/// Chromium's `ECKeyFromSeed` (BoringSSL `EC_KEY_derive_from_secret`, docs/protocol.md §3.2):
 /// `int_BE(HKDF-SHA256(seed, salt = "", info = "derive EC key P-256", 48)) mod n`.
 pub fn from_seed(seed: &[u8]) -> Result<SecretKey, Error> {
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, seed);
@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn seed_vectors() {
-        // Brief §10.8.
+        // docs/protocol.md §10.8.
         let k0 = from_seed(&[0u8; 32]).unwrap();
         assert_eq!(
             hex::encode(uncompressed(&k0.public_key())),

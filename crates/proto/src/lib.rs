@@ -5,7 +5,7 @@
 //! the time, a CSPRNG, or explicit keys and nonces, so every exchange can be replayed
 //! byte-for-byte in a test.
 //!
-//! | module | brief § | what |
+//! | module | docs/protocol.md § | what |
 //! |---|---|---|
 //! | [`qr`], [`digits`] | 2 | the `FIDO:/` QR code: CBOR payload and base-10 digits |
 //! | [`kdf`], [`keys`] | 3 | HKDF purposes; P-256 keys, ECDH, Chromium's seed → key |

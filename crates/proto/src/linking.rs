@@ -1,4 +1,4 @@
-//! Linking data (brief §8.5): what a phone gives a desktop so that later sessions can start
+//! Linking data (docs/protocol.md §8.5): what a phone gives a desktop so that later sessions can start
 //! without a QR code, its handshake signature, and the client payload of `/cable/contact`.
 
 use hmac::{Hmac, Mac};
@@ -154,7 +154,7 @@ impl LinkingInfo {
     }
 }
 
-/// The `X-caBLE-Client-Payload` of `/cable/contact` (brief §6.2): hex of
+/// The `X-caBLE-Client-Payload` of `/cable/contact` (docs/protocol.md §6.2): hex of
 /// `{1: link ID, 2: client nonce, 3: "ga" | "mc"}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientPayload {
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn signature_vector() {
-        // Brief §10.8 [computed]: identity seeds 00×32 and 01‖00×31, handshake hash 01‖00×31.
+        // docs/protocol.md §10.8 [computed]: identity seeds 00×32 and 01‖00×31, handshake hash 01‖00×31.
         let a = keys::from_seed(&[0u8; 32]).unwrap();
         let mut s1 = [0u8; 32];
         s1[0] = 1;

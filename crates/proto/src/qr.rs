@@ -1,4 +1,4 @@
-//! The QR code (brief §2): a CBOR map, encoded as decimal digits behind `FIDO:/`.
+//! The QR code (docs/protocol.md §2): a CBOR map, encoded as decimal digits behind `FIDO:/`.
 //!
 //! | key | value |
 //! |---|---|
@@ -58,7 +58,7 @@ impl RequestType {
     }
 }
 
-/// QR key 6, which has two incompatible meanings in the wild (brief §2.4).
+/// QR key 6, which has two incompatible meanings in the wild (docs/protocol.md §2.4).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Key6 {
     /// CTAP 2.3 (libwebauthn): supported data channels, 0 = cloud WebSocket, 1 = BLE L2CAP.
@@ -111,7 +111,7 @@ impl QrPayload {
     }
 
     /// The protocol revision an old Chrome-on-Android phone would pick: 1 when key 4 is
-    /// present, 0 when absent (brief §2.1).
+    /// present, 0 when absent (docs/protocol.md §2.1).
     pub fn protocol_revision(&self) -> crate::frame::ProtocolRevision {
         if self.supports_linking.is_some() {
             crate::frame::ProtocolRevision::V1
@@ -154,7 +154,7 @@ impl QrPayload {
         format!("{PREFIX}{}", digits::encode(&self.to_bytes()))
     }
 
-    /// Parses a `FIDO:/…` URL strictly (brief §2.3): the prefix in any case, then only digits
+    /// Parses a `FIDO:/…` URL strictly (docs/protocol.md §2.3): the prefix in any case, then only digits
     /// of valid group lengths, then one CBOR map with nothing after it.
     pub fn from_url(url: &str) -> Result<Self, Error> {
         if url.len() > MAX_URL_LEN {
@@ -291,7 +291,7 @@ impl QrKeys {
     }
 
     /// Chromium's 48-byte QR key format (`kQRKeySize`): 32-byte seed ‖ 16-byte QR secret,
-    /// the identity key derived from the seed as in brief §3.2.
+    /// the identity key derived from the seed as in docs/protocol.md §3.2.
     pub fn from_chromium_qr_key(qr_key: &[u8]) -> Result<Self, Error> {
         if qr_key.len() != 48 {
             return Err(Error::InvalidPrivateKey);
@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn chromium_known_qrs() {
-        // Brief §10.4 (Chromium KnownQRs).
+        // docs/protocol.md §10.4 (Chromium KnownQRs).
         let ok = QrPayload::from_bytes(&map(base(vec![]))).unwrap();
         assert_eq!(hex::encode_upper(keys::compressed(&ok.identity_key)), POINT);
         assert_eq!(ok.known_domains, 0);
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn invalid_urls() {
-        // Brief §10.4 (webauthn-rs invalid_urls).
+        // docs/protocol.md §10.4 (webauthn-rs invalid_urls).
         for bad in [
             "FIDO:/",
             "FIDO://",

@@ -51,13 +51,13 @@ impl<const N: usize> PartialEq for Secret<N> {
 
 impl<const N: usize> Eq for Secret<N> {}
 
-/// The 16-byte secret shared through the QR code (`kQRSecretSize`, brief §2.1).
+/// The 16-byte secret shared through the QR code (`kQRSecretSize`, docs/protocol.md §2.1).
 pub type QrSecret = Secret<16>;
-/// A 32-byte Noise pre-shared key (brief §3.1, purpose PSK).
+/// A 32-byte Noise pre-shared key (docs/protocol.md §3.1, purpose PSK).
 pub type Psk = Secret<32>;
-/// A 32-byte link ("paired") secret from linking data (brief §8.5).
+/// A 32-byte link ("paired") secret from linking data (docs/protocol.md §8.5).
 pub type LinkSecret = Secret<32>;
-/// A 64-byte advert key: AES-256 key ‖ HMAC-SHA256 key (brief §3.1, purpose EIDKey).
+/// A 64-byte advert key: AES-256 key ‖ HMAC-SHA256 key (docs/protocol.md §3.1, purpose EIDKey).
 pub type EidKey = Secret<64>;
 
 #[cfg(test)]

@@ -231,7 +231,7 @@ impl LinkedPhone {
     }
 }
 
-/// Checks the connect signal of `/cable/contact` (brief §6.2): when the server echoed
+/// Checks the connect signal of `/cable/contact` (docs/protocol.md §6.2): when the server echoed
 /// `X-caBLE-Signal-Connection`, its first message must be exactly `[0x00]` and is consumed
 /// before the handshake.
 pub fn check_connect_signal(message: &[u8]) -> Result<(), Error> {
@@ -393,7 +393,7 @@ pub enum LaptopEvent {
     /// The JSON response to the pending request.
     JsonResponse(String),
     /// The phone sent a shutdown. Chromium treats this as an error; we report it so the caller
-    /// can close cleanly (webauthn-rs phones send it after their response, brief §11.3).
+    /// can close cleanly (webauthn-rs phones send it after their response, docs/protocol.md §11.3).
     PhoneShutdown,
 }
 
@@ -730,11 +730,11 @@ pub enum PhoneEvent {
     /// An authenticatorGetInfo request (`0x04`), answered here from the getInfo of the
     /// post-handshake message ([`frame::get_info_reply`]): send this ciphertext to the laptop
     /// and keep waiting for its request. Chrome's phone accepts getInfo over the tunnel
-    /// (brief §9), although Chromium and libwebauthn laptops answer it locally and never send
+    /// (docs/protocol.md §9), although Chromium and libwebauthn laptops answer it locally and never send
     /// it. Nobody needs to be asked.
     Answered(Vec<u8>),
     /// authenticatorSelection (`0x0B`): the session ends with an error and no answer, as
-    /// Chrome's phone does (brief §9: a hybrid phone was chosen already). The channel is
+    /// Chrome's phone does (docs/protocol.md §9: a hybrid phone was chosen already). The channel is
     /// closed; nobody needs to be asked.
     SelectionRefused,
 }

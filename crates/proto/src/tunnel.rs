@@ -1,27 +1,27 @@
-//! Tunnel-server paths (brief §6.1): `/cable/new`, `/cable/connect`, `/cable/contact`.
+//! Tunnel-server paths (docs/protocol.md §6.1): `/cable/new`, `/cable/connect`, `/cable/contact`.
 //!
 //! Clients build these paths; the relay parses them. The parser is strict because the path is
 //! the only thing the relay learns about a tunnel before it commits resources to it: exact
 //! lengths, hex digits only (either case, since Chromium writes upper case and libwebauthn
-//! lower case — brief §11.8), no trailing slash, no query, no `..` or empty segments.
+//! lower case — docs/protocol.md §11.8), no trailing slash, no query, no `..` or empty segments.
 
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// Length of a tunnel ID in bytes (`Derive(qr_secret, "", TunnelID, 16)`, brief §3.1).
+/// Length of a tunnel ID in bytes (`Derive(qr_secret, "", TunnelID, 16)`, docs/protocol.md §3.1).
 pub const TUNNEL_ID_LEN: usize = 16;
-/// Length of a routing ID in bytes (`kRoutingIdSize`, brief §4.2).
+/// Length of a routing ID in bytes (`kRoutingIdSize`, docs/protocol.md §4.2).
 pub const ROUTING_ID_LEN: usize = 3;
 /// Longest contact ID we accept in `/cable/contact/`, in bytes. Google's contact IDs are FCM
 /// registration tokens (a few hundred bytes); anything much longer is not a contact ID.
 pub const MAX_CONTACT_ID_LEN: usize = 1024;
-/// The WebSocket subprotocol every tunnel request carries and the server echoes (brief §6.2).
+/// The WebSocket subprotocol every tunnel request carries and the server echoes (docs/protocol.md §6.2).
 pub const SUBPROTOCOL: &str = "fido.cable";
-/// Response header of `/cable/new` carrying the routing ID as 6 hex characters (brief §6.2).
+/// Response header of `/cable/new` carrying the routing ID as 6 hex characters (docs/protocol.md §6.2).
 pub const ROUTING_ID_HEADER: &str = "X-caBLE-Routing-ID";
-/// Request header of `/cable/contact` carrying the hex CBOR client payload (brief §6.2).
+/// Request header of `/cable/contact` carrying the hex CBOR client payload (docs/protocol.md §6.2).
 pub const CLIENT_PAYLOAD_HEADER: &str = "X-caBLE-Client-Payload";
 
 /// Why a tunnel path or ID was refused.
@@ -244,14 +244,14 @@ pub fn base_url(base: &str) -> String {
     }
 }
 
-/// Parses the value of an `X-caBLE-Routing-ID` response header (6 hex characters, brief §6.2).
+/// Parses the value of an `X-caBLE-Routing-ID` response header (6 hex characters, docs/protocol.md §6.2).
 pub fn parse_routing_id_header(value: &[u8]) -> Result<RoutingId, TunnelError> {
     let s = std::str::from_utf8(value).map_err(|_| TunnelError::NotHex { what: "routing ID" })?;
     RoutingId::from_hex(s.trim())
 }
 
 /// The routing ID from every `X-caBLE-Routing-ID` value of a 101 response: there must be
-/// exactly one, and it must parse (a duplicate is an error, brief §6.2). `None` otherwise.
+/// exactly one, and it must parse (a duplicate is an error, docs/protocol.md §6.2). `None` otherwise.
 pub fn routing_id_from_headers<'a>(
     values: impl IntoIterator<Item = &'a [u8]>,
 ) -> Option<RoutingId> {
@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn parses_webauthn_rs_vectors() {
-        // Brief §10.7.
+        // docs/protocol.md §10.7.
         assert_eq!(
             TunnelPath::parse(&format!("/cable/new/{HELLO}")).unwrap(),
             TunnelPath::New {

@@ -38,7 +38,7 @@ impl Transcript {
     }
 }
 
-// Chromium's getInfo of the Android authenticator (brief §8.3), abbreviated: versions, aaguid.
+// Chromium's getInfo of the Android authenticator (docs/protocol.md §8.3), abbreviated: versions, aaguid.
 const GET_INFO: &str =
     "a20182684649444f5f325f30684649444f5f325f31035000000000000000000000000000000000";
 // getAssertion request `02 ‖ {1: "example.com", 2: h'00…'}` and a made-up success response.
@@ -357,7 +357,7 @@ impl rand_core::CryptoRng for FixedRng {}
 #[test]
 fn linked_flow_transcript_is_pinned() {
     let mut t = Transcript::default();
-    // The phone derives link secrets from its root secret and the pairing ID (brief §3.1).
+    // The phone derives link secrets from its root secret and the pairing ID (docs/protocol.md §3.1).
     let phone_identity = seed(5);
     let root = [6u8; 32];
     let link_id = vec![8u8; 8];

@@ -1,4 +1,4 @@
-//! The tunnel WebSocket (brief §6): `ws://` for local relays, `wss://` with rustls and the
+//! The tunnel WebSocket (docs/protocol.md §6): `ws://` for local relays, `wss://` with rustls and the
 //! webpki roots otherwise; subprotocol `fido.cable`, which the server must echo; one binary
 //! message per protocol message, up to 1 MiB.
 //!

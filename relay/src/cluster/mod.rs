@@ -1,4 +1,4 @@
-//! Cluster mode (`--nats URL`, issue 6): several relays behind one hostname.
+//! Cluster mode (`--nats URL`): several relays behind one hostname.
 //!
 //! - **Claims.** A phone's tunnel ID is claimed cluster-wide in a JetStream key-value bucket
 //!   with create-if-absent, so a duplicate `/cable/new` gets 409 on every instance. The

@@ -315,7 +315,7 @@ async fn updates_while_the_user_decides_are_ignored() {
     approve_and_finish(&mut laptop, &person, phone, &handler).await;
 }
 
-/// An update that is not CBOR at all ends the session, as in Chromium's phone (brief §8.4:
+/// An update that is not CBOR at all ends the session, as in Chromium's phone (docs/protocol.md §8.4:
 /// it checks that the payload parses as CBOR): the request is cancelled and a late approval
 /// writes nothing.
 #[tokio::test]
@@ -349,7 +349,7 @@ async fn an_update_that_is_not_cbor_ends_the_session_and_cancels_the_request() {
 }
 
 /// authenticatorSelection (0x0B): Chrome's phone ends the transaction with an error and no
-/// answer (brief §9); so does ours, without asking the user.
+/// answer (docs/protocol.md §9); so does ours, without asking the user.
 #[tokio::test]
 async fn authenticator_selection_ends_the_session_without_asking() {
     let rig = Rig::new().await;
@@ -371,7 +371,7 @@ async fn authenticator_selection_ends_the_session_without_asking() {
 }
 
 /// A laptop that sends getInfo over the tunnel (Chromium's and libwebauthn's answer it
-/// locally, but Chrome's phone accepts it, brief §9) gets the post-handshake getInfo back,
+/// locally, but Chrome's phone accepts it, docs/protocol.md §9) gets the post-handshake getInfo back,
 /// without anybody being asked, and the request after it is served as usual.
 #[tokio::test]
 async fn get_info_over_the_tunnel_is_answered_and_the_request_after_it_served() {
