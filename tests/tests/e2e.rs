@@ -822,7 +822,9 @@ fn qr_text_from_the_command_line_is_warned_about_and_other_sources_are_read() {
         let code = ph.code(T);
         (code, ph.stderr())
     };
-    let cases: [(&[&str], Option<&str>, Option<&str>, bool); 4] = [
+    /// Arguments, HYBRIDGE_QR, standard input, and whether a warning is due.
+    type Case<'a> = (&'a [&'a str], Option<&'a str>, Option<&'a str>, bool);
+    let cases: [Case; 4] = [
         (&["--qr", bad], None, None, true),
         (&["--qr", "-"], None, Some("FIDO:/123\n"), false),
         (&["--qr-file", file.to_str().unwrap()], None, None, false),
@@ -928,4 +930,48 @@ fn a_relay_flooding_pings_cannot_grow_the_phone_and_ends_its_session() {
     );
     drop(ph);
     let _ = flooder.join();
+}
+
+/// A relay in production mode (`--origin HOST`, as webauthn-rs's tunnel server has too)
+/// refuses an upgrade without the tunnel URL's Origin. Both sides send it: a whole ceremony
+/// passes through a relay that requires it, and a relay that requires another host refuses
+/// the phone and the laptop with 403, each a clear network error.
+#[test]
+fn both_sides_send_the_origin_a_production_relay_requires() {
+    let strict = |host: &str| {
+        let mut cmd = Command::new(relay_bin());
+        cmd.args(["--listen", "127.0.0.1:0", "--origin", host]);
+        RelayProc::start(cmd)
+    };
+    let relay = strict("127.0.0.1");
+    let rp = Rp::new();
+    let p = Phone::new("origin");
+    let (options, state) = rp.creation_options("olga");
+    let out = ceremony_local("register", &p, &options, &relay, false);
+    rp.verify_registration(&out, &state)
+        .expect("the RP accepts the registration");
+
+    // Another host's relay: the phone is refused at /cable/new …
+    let other = strict("relay.example.com");
+    let port = free_udp_port();
+    let mut ph = local_phone(&p, &other_qr(), port, &other.url(), &["--yes"]);
+    expect_code(&mut ph, EXIT_NETWORK);
+    assert!(ph.stderr().contains("403"), "{}", ph.dump());
+
+    // … and the laptop at /cable/connect, after the phone (on the first relay) advertised.
+    let (options, _) = rp.creation_options("oskar");
+    let opts = p.file("register-other.json", &options);
+    let port = free_udp_port();
+    let mut l = local_laptop(
+        "register",
+        &opts,
+        port,
+        &other.url(),
+        &["--scan-timeout", "30s"],
+    );
+    let qr = qr_of(&l);
+    let mut ph = local_phone(&p, &qr, port, &relay.url(), &["--yes", "--wait", "5s"]);
+    expect_code(&mut l, EXIT_NETWORK);
+    assert!(l.stderr().contains("403"), "{}", l.dump());
+    let _ = ph.code(T);
 }
