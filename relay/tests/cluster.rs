@@ -21,20 +21,15 @@ const T: Duration = Duration::from_secs(10);
 
 // ---- nats-server ---------------------------------------------------------------------
 
-fn nats_installed() -> bool {
-    std::process::Command::new("nats-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
+/// Returns from the test when `nats-server` is missing: a failure under CI, and listed at the
+/// end of the run elsewhere.
 macro_rules! require_nats {
     () => {
-        if !nats_installed() {
-            eprintln!(
-                "SKIP: nats-server is not installed (apt-get install nats-server); cluster tests not run"
+        if !hybridge_testkit::have_command("nats-server", &["--version"]) {
+            hybridge_testkit::missing(
+                &hybridge_testkit::this_test(),
+                "nats-server",
+                "apt-get install nats-server",
             );
             return;
         }

@@ -60,6 +60,11 @@ pub fn missing(test: &str, needs: &str, install: &str) {
     });
 }
 
+/// The running test's name (libtest names each test's thread after it).
+pub fn this_test() -> String {
+    std::thread::current().name().unwrap_or("a test").to_owned()
+}
+
 /// Whether `program` runs and exits successfully with `args` (for example `--version`).
 pub fn have_command(program: &str, args: &[&str]) -> bool {
     std::process::Command::new(program)
