@@ -346,10 +346,7 @@ fn plan_for(end: &End) -> Plan {
         End::LinkLost(w) => (
             w,
             None,
-            Some((
-                crate::cluster::CLOSE_LINK_LOST,
-                crate::cluster::stream::LINK_LOST,
-            )),
+            Some((crate::cluster::CLOSE_LINK_LOST, crate::cluster::LINK_LOST)),
             CloseReason::PeerGone,
         ),
     };

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, interval};
 
-use super::{Link, Peers, Stats};
+use super::nats::{Link, Peers, Stats};
 
 /// Bytes a sender may have in flight before the receiver grants more credit.
 pub const WINDOW: i64 = 256 * 1024;
@@ -40,8 +40,7 @@ const CREDIT: u8 = 1;
 const EOF: u8 = 2;
 const ABORT: u8 = 3;
 
-/// The reason a bridged stream failed, as seen by its reader.
-pub const LINK_LOST: &str = "relay cluster link lost";
+use super::LINK_LOST;
 
 /// Why a bridge ended abnormally: the `reason` label of
 /// `hybridge_relay_cluster_bridge_failures_total`.
