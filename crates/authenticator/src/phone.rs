@@ -53,6 +53,7 @@ use hybridge_proto::session::PhoneQr;
 use hybridge_proto::tunnel::{ROUTING_ID_HEADER, base_url, routing_id_from_headers};
 use hybridge_proto::{domain, keys};
 use rand_core::{OsRng, RngCore};
+use ws::{engine_now as now, wake_at};
 
 use crate::authenticator::Authenticator;
 use crate::qr_image::{QrImageError, decode_qr_image};
@@ -439,19 +440,6 @@ struct PhoneIo {
     cancel: Option<Arc<AtomicBool>>,
 }
 
-/// The engine's clock: tokio's, so that a test that pauses time pauses the session too.
-fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// The engine's next deadline as a tokio instant (far away when it has none).
-fn wake_at(t: Option<std::time::Instant>) -> tokio::time::Instant {
-    match t {
-        Some(t) => tokio::time::Instant::from_std(t),
-        None => ws::deadline(tokio::time::Instant::now(), Duration::MAX),
-    }
-}
-
 async fn drive<H>(
     engine: &mut PhoneEngine,
     io: &mut PhoneIo,
@@ -503,12 +491,10 @@ where
                 }
                 PhoneOutput::Send(m) => {
                     if let Some(socket) = io.socket.as_mut() {
-                        match tokio::time::timeout_at(deadline, ws::send(socket, m)).await {
-                            Err(_) => engine.handle_timeout(now()),
-                            Ok(Err(reason)) => {
-                                engine.handle(now(), PhoneInput::TransportFailed(reason))
-                            }
-                            Ok(Ok(())) => {}
+                        match ws::send_by(socket, m, deadline).await {
+                            None => engine.handle_timeout(now()),
+                            Some(Err(e)) => engine.handle(now(), PhoneInput::TransportFailed(e)),
+                            Some(Ok(())) => {}
                         }
                     }
                 }
@@ -557,20 +543,17 @@ where
                 engine.handle(now(), PhoneInput::Answer(answer));
             }
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(now()),
-            input = next_input(socket) => engine.handle(now(), input),
+            arrival = ws::arrival(socket) => engine.handle(now(), phone_input(arrival)),
         }
     }
 }
 
-/// The next thing the tunnel says, as an engine input; never, without a tunnel.
-async fn next_input(socket: Option<&mut ws::Ws>) -> PhoneInput {
-    let Some(socket) = socket else {
-        return std::future::pending().await;
-    };
-    match ws::recv(socket).await {
-        Ok(Some(m)) => PhoneInput::Received(m),
-        Ok(None) => PhoneInput::Closed,
-        Err(reason) => PhoneInput::TransportFailed(reason),
+/// What the tunnel said, as the engine's input.
+fn phone_input(arrival: ws::Arrival) -> PhoneInput {
+    match arrival {
+        ws::Arrival::Message(m) => PhoneInput::Received(m),
+        ws::Arrival::Closed => PhoneInput::Closed,
+        ws::Arrival::Failed(reason) => PhoneInput::TransportFailed(reason),
     }
 }
 

@@ -50,7 +50,7 @@ pub use hybridge_tunnel as ws;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hybridge_ble::{CABLE_UUIDS, Scanner};
 use hybridge_ctap::GetInfoResponse;
@@ -60,7 +60,7 @@ use hybridge_proto::qr::{QrKeys, RequestType};
 use hybridge_proto::session::LaptopQr;
 use hybridge_proto::{domain, keys, tunnel};
 use rand_core::OsRng;
-use tokio::time::Instant;
+use ws::{engine_now as now, wake_at};
 
 pub use ceremony::{Ceremony, ceremony, register, sign_in};
 pub use error::{Error, Step, from_status};
@@ -237,19 +237,6 @@ fn check_get_info(bytes: &[u8]) -> Result<(), String> {
     GetInfoResponse::from_cbor(bytes)
         .map(|_| ())
         .map_err(|e| e.to_string())
-}
-
-/// The engine's clock: tokio's, so that a test that pauses time pauses the session too.
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
-}
-
-/// The engine's next deadline as a tokio instant (far away when it has none).
-fn wake_at(t: Option<std::time::Instant>) -> Instant {
-    match t {
-        Some(t) => Instant::from_std(t),
-        None => ws::deadline(Instant::now(), Duration::MAX),
-    }
 }
 
 /// What the laptop driver holds: the scan, the tunnel, and how to reach relays.
@@ -431,12 +418,12 @@ impl Driver {
                     }
                     LaptopOutput::Send(m) => {
                         if let Some(socket) = io.socket.as_mut() {
-                            match tokio::time::timeout_at(deadline, ws::send(socket, m)).await {
-                                Err(_) => engine.handle_timeout(now()),
-                                Ok(Err(reason)) => {
-                                    engine.handle(now(), LaptopInput::TransportFailed(reason))
+                            match ws::send_by(socket, m, deadline).await {
+                                None => engine.handle_timeout(now()),
+                                Some(Err(e)) => {
+                                    engine.handle(now(), LaptopInput::TransportFailed(e))
                                 }
-                                Ok(Ok(())) => {}
+                                Some(Ok(())) => {}
                             }
                         }
                     }
@@ -468,7 +455,9 @@ impl Driver {
                     Ok(a) => engine.handle(now(), LaptopInput::Advert(a)),
                     Err(e) => return Err(Error::Radio(e)),
                 },
-                input = next_input(io.socket.as_mut()) => engine.handle(now(), input),
+                arrival = ws::arrival(io.socket.as_mut()) => {
+                    engine.handle(now(), laptop_input(arrival))
+                }
             }
         }
     }
@@ -490,15 +479,12 @@ async fn next_advert(
     }
 }
 
-/// The next thing the tunnel says, as an engine input; never, without a tunnel.
-async fn next_input(socket: Option<&mut ws::Ws>) -> LaptopInput {
-    let Some(socket) = socket else {
-        return std::future::pending().await;
-    };
-    match ws::recv(socket).await {
-        Ok(Some(m)) => LaptopInput::Received(m),
-        Ok(None) => LaptopInput::Closed,
-        Err(reason) => LaptopInput::TransportFailed(reason),
+/// What the tunnel said, as the engine's input.
+fn laptop_input(arrival: ws::Arrival) -> LaptopInput {
+    match arrival {
+        ws::Arrival::Message(m) => LaptopInput::Received(m),
+        ws::Arrival::Closed => LaptopInput::Closed,
+        ws::Arrival::Failed(reason) => LaptopInput::TransportFailed(reason),
     }
 }
 
@@ -538,7 +524,7 @@ mod tests {
 
     #[test]
     fn proximity_error_names_the_fix() {
-        let e = Error::ProximityTimeout(Duration::from_secs(60));
+        let e = Error::ProximityTimeout(std::time::Duration::from_secs(60));
         assert!(
             e.to_string().starts_with(
                 "no phone advert seen within 60s: is Bluetooth on and the phone near?"

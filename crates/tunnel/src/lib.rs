@@ -272,6 +272,56 @@ pub async fn send(ws: &mut Ws, message: Vec<u8>) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// What the tunnel said next, as a session engine takes it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// One binary message.
+    Message(Vec<u8>),
+    /// The peer closed the tunnel.
+    Closed,
+    /// The WebSocket failed.
+    Failed(String),
+}
+
+/// The next thing the tunnel says; without a tunnel, never (so a driver can wait on it in a
+/// `select!` before the tunnel is open).
+pub async fn arrival(socket: Option<&mut Ws>) -> Arrival {
+    let Some(socket) = socket else {
+        return std::future::pending().await;
+    };
+    match recv(socket).await {
+        Ok(Some(m)) => Arrival::Message(m),
+        Ok(None) => Arrival::Closed,
+        Err(reason) => Arrival::Failed(reason),
+    }
+}
+
+/// Sends one message unless `deadline` comes first: `None` when it did (the engine's timer
+/// decides what that means), else the send's result.
+pub async fn send_by(
+    socket: &mut Ws,
+    message: Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Option<Result<(), String>> {
+    tokio::time::timeout_at(deadline, send(socket, message))
+        .await
+        .ok()
+}
+
+/// The session engines' clock: tokio's, as a `std` instant, so that a test that pauses
+/// tokio's time pauses the session too.
+pub fn engine_now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// An engine's next deadline (`poll_timeout`) as a tokio instant; far away when it has none.
+pub fn wake_at(t: Option<std::time::Instant>) -> tokio::time::Instant {
+    match t {
+        Some(t) => tokio::time::Instant::from_std(t),
+        None => deadline(tokio::time::Instant::now(), std::time::Duration::MAX),
+    }
+}
+
 /// Closes the WebSocket politely; gives up silently after `limit`.
 pub async fn close(ws: &mut Ws, limit: std::time::Duration) {
     let _ = tokio::time::timeout(limit, async {
