@@ -27,6 +27,7 @@ pub mod metrics;
 mod ratelimit;
 mod registry;
 pub mod rlimit;
+mod route;
 mod server;
 mod tunnel;
 pub mod ws;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hybridge_proto::tunnel::{RoutingId, TunnelError, TunnelPath};
+use hybridge_proto::tunnel::{RoutingId, TunnelPath};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -20,6 +20,7 @@ use crate::http::{self, Parsed, Request};
 use crate::metrics::{Metrics, Reject};
 use crate::ratelimit::{RateLimiter, Ticket};
 use crate::registry::{Handoff, Registry};
+use crate::route;
 use crate::tunnel::{self, Slot};
 
 /// Errors starting or reconfiguring a relay.
@@ -600,41 +601,24 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
         Err(_) => return ended_early(&shared, admission, Some(Reject::HeaderTimeout)),
     };
 
-    // Operational endpoints.
-    let running = *shared.phase.borrow() == Phase::Running;
-    if req.method_is_get {
-        let text = |s: &str| Some(("text/plain", s.to_owned()));
-        match req.path.as_str() {
-            "/healthz" => return Box::pin(refuse(shared, conn, 200, text("ok\n"))).await,
-            // A lost cluster link leaves local work ready: /readyz/cluster reports it.
-            "/readyz" if running => {
-                let body = match shared.cluster().map(|c| c.ready()) {
-                    None => "ready\n",
-                    Some(true) => "ready\ncluster: up\n",
-                    Some(false) => "ready\ncluster: down (cross-instance tunnels unavailable)\n",
-                };
-                return Box::pin(refuse(shared, conn, 200, text(body))).await;
-            }
-            "/readyz" => return Box::pin(refuse(shared, conn, 503, text("draining\n"))).await,
-            "/readyz/cluster" => {
-                let (code, body) = match shared.cluster().map(|c| c.ready()) {
-                    None => (404, "no cluster (--nats not set)\n"),
-                    Some(true) if running => (200, "cluster: up\n"),
-                    Some(true) => (503, "draining\n"),
-                    Some(false) => (503, "cluster: down\n"),
-                };
-                return Box::pin(refuse(shared, conn, code, text(body))).await;
-            }
-            "/metrics" if metrics_only || shared.metrics_on_main => {
-                let body = shared.render_metrics();
-                let body = Some(("text/plain; version=0.0.4", body));
-                return Box::pin(refuse(shared, conn, 200, body)).await;
-            }
-            _ => {}
-        }
-    }
-    if metrics_only {
-        return Box::pin(refuse(shared, conn, 404, None)).await;
+    // What the head asks for: route.rs decides, this function carries it out.
+    let state = route::State {
+        running: *shared.phase.borrow() == Phase::Running,
+        cluster_ready: shared.cluster().map(|c| c.ready()),
+        metrics_listener: metrics_only,
+        metrics_on_main: shared.metrics_on_main,
+        origin_required: shared.origin.is_some(),
+    };
+    if let Some(answer) = route::operational(&req, state) {
+        let (code, body) = match answer {
+            route::Operational::Text(code, body) => (code, Some(("text/plain", body.to_owned()))),
+            route::Operational::Metrics => (
+                200,
+                Some(("text/plain; version=0.0.4", shared.render_metrics())),
+            ),
+            route::Operational::NotFound => (404, None),
+        };
+        return Box::pin(refuse(shared, conn, code, body)).await;
     }
 
     // Tunnel endpoints (docs/protocol.md §6.1, §6.2). Never log the path: it holds the tunnel ID.
@@ -649,37 +633,10 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
         Ok(t) => t,
         Err(r) => return reject(shared, conn, r, Ticket::none()).await,
     };
-    if !req.method_is_get {
-        return reject(shared, conn, Reject::MethodNotAllowed, ticket).await;
-    }
-    // With --origin, the tunnel endpoints serve only clients that name this relay's host.
-    if shared.origin.is_some()
-        && !req.origin_ok
-        && ["/cable/new/", "/cable/connect/", "/cable/contact/"]
-            .iter()
-            .any(|p| req.path.starts_with(p))
-    {
-        return reject(shared, conn, Reject::Origin, ticket).await;
-    }
-    if req.path.starts_with("/cable/contact/") {
-        return reject(shared, conn, Reject::NotFound, ticket).await;
-    }
-    let path = match TunnelPath::parse(&req.path) {
-        Ok(p) => p,
-        Err(TunnelError::UnknownPath) => {
-            return reject(shared, conn, Reject::NotFound, ticket).await;
-        }
-        Err(_) => return reject(shared, conn, Reject::BadRequest, ticket).await,
+    let (path, key) = match route::tunnel(&req, state) {
+        Ok(routed) => routed,
+        Err(r) => return reject(shared, conn, r, ticket).await,
     };
-    let key = match (&req.key, req.upgrade && req.version_13 && req.fido_cable) {
-        (Some(k), true) => k.clone(),
-        // Any 400 to a request without version 13 names the version to use.
-        _ if !req.version_13 => return reject(shared, conn, Reject::BadVersion, ticket).await,
-        _ => return reject(shared, conn, Reject::BadRequest, ticket).await,
-    };
-    if !running {
-        return reject(shared, conn, Reject::Capacity, ticket).await;
-    }
     match path {
         TunnelPath::New { tunnel_id } => {
             if shared.tunnels.fetch_add(1, Relaxed) >= limits.max_tunnels {
