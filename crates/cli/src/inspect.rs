@@ -131,7 +131,7 @@ fn inspect_qr(url: &str) -> Result<Json, CliError> {
         "request_type": p.request_type.as_str(),
         "key6": key6_json(&p.key6),
         "unknown_keys": p.unknown_keys.iter().map(cbor_key_json).collect::<Vec<_>>(),
-        "protocol_revision": p.protocol_revision() as u8,
+        "protocol_revision": hybridge_proto::frame::ProtocolRevision::of_qr(&p) as u8,
         "tunnel_id": tunnel_id.to_hex(),
         "new_tunnel_path": TunnelPath::New { tunnel_id }.to_path(),
     }))

@@ -21,6 +21,18 @@ pub enum ProtocolRevision {
     V1 = 1,
 }
 
+impl ProtocolRevision {
+    /// The revision a phone speaks for this QR code, as an old Chrome on Android decides it:
+    /// 1 when key 4 is present, 0 when absent (docs/protocol.md §2.1).
+    pub fn of_qr(payload: &crate::qr::QrPayload) -> Self {
+        if payload.supports_linking.is_some() {
+            Self::V1
+        } else {
+            Self::V0
+        }
+    }
+}
+
 /// The type byte of a revision-1 message (`MessageType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

@@ -110,16 +110,6 @@ impl QrPayload {
         }
     }
 
-    /// The protocol revision an old Chrome-on-Android phone would pick: 1 when key 4 is
-    /// present, 0 when absent (docs/protocol.md §2.1).
-    pub fn protocol_revision(&self) -> crate::frame::ProtocolRevision {
-        if self.supports_linking.is_some() {
-            crate::frame::ProtocolRevision::V1
-        } else {
-            crate::frame::ProtocolRevision::V0
-        }
-    }
-
     /// The canonical CBOR map.
     pub fn to_cbor(&self) -> Value {
         let mut m: Vec<(Value, Value)> = vec![

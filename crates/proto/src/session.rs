@@ -612,7 +612,7 @@ impl PhoneQr {
     /// The revision this phone speaks: 1 when the QR code had key 4, else 0 (as older Chrome
     /// on Android did).
     pub fn revision(&self) -> ProtocolRevision {
-        self.payload.protocol_revision()
+        ProtocolRevision::of_qr(&self.payload)
     }
 
     /// The service data to broadcast, once the tunnel server gave a routing ID. Build
