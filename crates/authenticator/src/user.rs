@@ -36,7 +36,10 @@ pub struct ApprovalRequest {
 pub enum Approval {
     /// The user approved. `verified` is true only if the user was verified (PIN or biometric)
     /// during this approval; it sets the UV flag.
-    Approved { verified: bool },
+    Approved {
+        /// The user was verified (PIN or biometric) during this approval.
+        verified: bool,
+    },
     /// The user declined, or did not answer in time.
     Declined,
     /// User verification was required and failed so often that the authenticator locked.

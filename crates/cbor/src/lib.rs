@@ -22,6 +22,7 @@
 //! assert_eq!(decode(&bytes).unwrap().get("alg").and_then(Value::as_int), Some(-7));
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 use std::collections::HashSet;
 
@@ -55,10 +56,18 @@ pub enum Error {
     Truncated,
     /// A complete data item was followed by more bytes.
     #[error("CBOR data item is followed by {} unexpected bytes", total - consumed)]
-    TrailingBytes { consumed: usize, total: usize },
+    TrailingBytes {
+        /// Bytes the data item took.
+        consumed: usize,
+        /// Bytes given.
+        total: usize,
+    },
     /// Arrays and maps are nested more deeply than allowed.
     #[error("CBOR nesting is deeper than {max} levels")]
-    TooDeep { max: usize },
+    TooDeep {
+        /// The deepest nesting allowed.
+        max: usize,
+    },
     /// Indefinite-length strings, arrays and maps are not used by CTAP2.
     #[error("indefinite-length CBOR items are not supported")]
     IndefiniteLength,

@@ -9,6 +9,7 @@
 //! * [`webauthn`]: options JSON, the RP ID check, clientDataJSON, response JSON.
 //! * [`render`]: the QR code for a terminal, PNG or SVG.
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod render;
 pub mod session;

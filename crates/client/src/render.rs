@@ -21,7 +21,12 @@ pub enum RenderError {
     UnknownFormat(String),
     /// Writing the file failed.
     #[error("cannot write QR code to {path}: {reason}")]
-    Write { path: String, reason: String },
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The output formats of [`write_file`].

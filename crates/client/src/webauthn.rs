@@ -32,7 +32,12 @@ pub enum WebAuthnError {
     #[error(
         "RP ID {rp_id:?} is not valid for origin {origin:?}: it must equal the origin's host or be a registrable domain suffix of it"
     )]
-    RpIdMismatch { rp_id: String, origin: String },
+    RpIdMismatch {
+        /// The RP ID asked for.
+        rp_id: String,
+        /// The origin it was checked against.
+        origin: String,
+    },
     /// None of the requested algorithms is ES256.
     #[error("the relying party accepts none of the algorithms the phone offers (ES256, COSE -7)")]
     NoSupportedAlgorithm,
@@ -169,23 +174,31 @@ pub struct CredentialDescriptor {
 /// `residentKey` of authenticatorSelection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResidentKey {
+    /// A server-side credential is preferred.
     Discouraged,
+    /// A discoverable credential if the authenticator can make one.
     Preferred,
+    /// A discoverable credential, or an error.
     Required,
 }
 
 /// `userVerification`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserVerification {
+    /// Not wanted (the phone may still verify).
     Discouraged,
+    /// Wanted where the authenticator can.
     Preferred,
+    /// Required: the ceremony fails without it.
     Required,
 }
 
 /// PRF inputs, already decoded from base64url.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrfValues {
+    /// The first salt input.
     pub first: Vec<u8>,
+    /// The optional second salt input.
     pub second: Option<Vec<u8>>,
 }
 
@@ -221,28 +234,46 @@ pub struct PrfInput {
 /// A validated `PublicKeyCredentialCreationOptionsJSON`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreationOptions {
+    /// `rp.id`, or the origin's host when absent; checked against the origin.
     pub rp_id: String,
+    /// `rp.name`.
     pub rp_name: String,
+    /// `user.id`, decoded.
     pub user_id: Vec<u8>,
+    /// `user.name`.
     pub user_name: String,
+    /// `user.displayName`.
     pub user_display_name: String,
+    /// `challenge`, decoded.
     pub challenge: Vec<u8>,
+    /// `excludeCredentials`.
     pub exclude: Vec<CredentialDescriptor>,
+    /// `attestation`.
     pub attestation: Attestation,
+    /// `authenticatorSelection.residentKey` (or `requireResidentKey`).
     pub resident_key: ResidentKey,
+    /// `authenticatorSelection.userVerification`.
     pub user_verification: UserVerification,
+    /// `timeout`, in milliseconds, if given.
     pub timeout_ms: Option<u64>,
+    /// The extensions this client understands.
     pub extensions: Extensions,
 }
 
 /// A validated `PublicKeyCredentialRequestOptionsJSON`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestOptions {
+    /// `rpId`, or the origin's host when absent; checked against the origin.
     pub rp_id: String,
+    /// `challenge`, decoded.
     pub challenge: Vec<u8>,
+    /// `allowCredentials` (empty: a discoverable credential is asked for).
     pub allow: Vec<CredentialDescriptor>,
+    /// `userVerification`.
     pub user_verification: UserVerification,
+    /// `timeout`, in milliseconds, if given.
     pub timeout_ms: Option<u64>,
+    /// The extensions this client understands.
     pub extensions: Extensions,
 }
 
@@ -490,7 +521,9 @@ impl RequestOptions {
 /// `webauthn.create` or `webauthn.get`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientDataType {
+    /// `webauthn.create`: a registration.
     Create,
+    /// `webauthn.get`: a sign-in.
     Get,
 }
 
@@ -573,12 +606,17 @@ pub fn p256_spki(uncompressed_point: &[u8; 65]) -> Vec<u8> {
 /// (`Debug` is hand-written: PRF outputs are key material.)
 #[derive(Clone)]
 pub struct Registration {
+    /// The new credential's ID.
     pub credential_id: Vec<u8>,
+    /// The clientDataJSON this client built, whose hash the phone signed.
     pub client_data_json: Vec<u8>,
+    /// The attestation object, as the RP receives it.
     pub attestation_object: Vec<u8>,
+    /// The authenticator data inside it.
     pub authenticator_data: Vec<u8>,
     /// The credential's public key as an uncompressed P-256 point, when it is ES256.
     pub public_key: Option<[u8; 65]>,
+    /// Client extension results (credProps, prf).
     pub extensions: ExtensionResults,
 }
 
@@ -612,11 +650,17 @@ impl Registration {
 /// (`Debug` is hand-written: PRF outputs are key material.)
 #[derive(Clone)]
 pub struct Assertion {
+    /// The credential that signed.
     pub credential_id: Vec<u8>,
+    /// The clientDataJSON this client built, whose hash the phone signed.
     pub client_data_json: Vec<u8>,
+    /// The authenticator data that was signed.
     pub authenticator_data: Vec<u8>,
+    /// The signature over authenticator data ‖ hash(clientDataJSON).
     pub signature: Vec<u8>,
+    /// The user handle, for a discoverable credential.
     pub user_handle: Option<Vec<u8>>,
+    /// Client extension results (prf).
     pub extensions: ExtensionResults,
 }
 

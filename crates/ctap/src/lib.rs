@@ -34,6 +34,7 @@
 //! assert_eq!(Request::decode(&[0x42]).unwrap_err().status, StatusCode::CTAP1_ERR_INVALID_COMMAND);
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod attestation;
 pub mod authdata;

@@ -61,7 +61,7 @@
 //! # Ok::<(), hybridge_proto::Error>(())
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod advert;
 pub mod crypter;

@@ -13,6 +13,7 @@
 //!     return;
 //! }
 //! ```
+#![warn(missing_docs, unreachable_pub)]
 
 use std::io::Write;
 use std::sync::{Mutex, Once};

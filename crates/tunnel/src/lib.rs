@@ -7,6 +7,7 @@
 //! `hybridge-proto`; this crate only opens the socket and moves messages, and carries the
 //! [`Events`] emitter both sessions report their progress through.
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod events;
 

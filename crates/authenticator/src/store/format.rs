@@ -37,24 +37,24 @@ use super::StoredCredential;
 use super::kdf::KdfParams;
 
 /// Identifies a hybridge passkey store.
-pub const MAGIC: [u8; 8] = *b"HBPASSK\0";
+pub(crate) const MAGIC: [u8; 8] = *b"HBPASSK\0";
 /// The format version this code writes and reads.
-pub const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 1;
 const KDF_ARGON2ID: u8 = 1;
 const AAD_LEN: usize = 59;
 const PREFIX_LEN: usize = AAD_LEN + 4;
 const CHECKSUM_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 /// The plaintext body is padded to a multiple of this many bytes.
-pub const PAD: usize = 256;
+pub(crate) const PAD: usize = 256;
 /// Larger files are not read (a store of thousands of passkeys is far smaller).
-pub const MAX_FILE_LEN: u64 = 16 << 20;
+pub(crate) const MAX_FILE_LEN: u64 = 16 << 20;
 /// The most wrong attempts a store may be configured to allow.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 255;
+pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 255;
 
 /// The header fields. Which of them are authenticated is described in the module docs.
 #[derive(Clone, Debug)]
-pub struct Header {
+pub(crate) struct Header {
     pub kdf: KdfParams,
     pub salt: [u8; 16],
     pub max_attempts: u32,
@@ -87,7 +87,7 @@ fn be32(b: &[u8], at: usize) -> u32 {
 }
 
 /// The whole file for this header and ciphertext.
-pub fn serialize(header: &Header, ciphertext: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn serialize(header: &Header, ciphertext: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(PREFIX_LEN + ciphertext.len() + CHECKSUM_LEN);
     out.extend_from_slice(&header.aad(ciphertext.len())?);
     out.extend_from_slice(&header.failed_attempts.to_be_bytes());
@@ -105,7 +105,7 @@ pub fn serialize(header: &Header, ciphertext: &[u8]) -> Result<Vec<u8>, String> 
 }
 
 /// Splits a file into its header and ciphertext; the reason says what is wrong otherwise.
-pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
     if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
         return Err("not a hybridge passkey store (wrong magic bytes)".into());
     }
@@ -163,7 +163,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
 
 /// Why a body could not be opened.
 #[derive(Debug)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// AEAD authentication failed: with an intact file, the PIN was wrong.
     Authentication,
     /// Authentic, but not a body this code understands.
@@ -171,7 +171,7 @@ pub enum OpenError {
 }
 
 /// Encrypts `credentials` under `key`; `header.nonce` must be fresh.
-pub fn seal(
+pub(crate) fn seal(
     key: &[u8; 32],
     header: &Header,
     credentials: &[StoredCredential],
@@ -187,7 +187,7 @@ pub fn seal(
 }
 
 /// Decrypts and decodes a body.
-pub fn open(
+pub(crate) fn open(
     key: &[u8; 32],
     header: &Header,
     ciphertext: &[u8],
@@ -232,7 +232,7 @@ fn wipe(value: &mut Value) {
 }
 
 /// Canonical CBOR of the body, zero-padded to a multiple of [`PAD`], with room for the tag.
-pub fn encode_body(credentials: &[StoredCredential]) -> Zeroizing<Vec<u8>> {
+pub(crate) fn encode_body(credentials: &[StoredCredential]) -> Zeroizing<Vec<u8>> {
     let mut items = Vec::with_capacity(credentials.len());
     let mut size_hint = 64;
     for c in credentials {
@@ -364,7 +364,7 @@ fn decode_credential(m: &[(Value, Value)]) -> Result<StoredCredential, String> {
 }
 
 /// Decodes a padded body.
-pub fn decode_body(plaintext: &[u8]) -> Result<Vec<StoredCredential>, String> {
+pub(crate) fn decode_body(plaintext: &[u8]) -> Result<Vec<StoredCredential>, String> {
     let (mut value, used) = hybridge_cbor::decode_prefix(plaintext)
         .map_err(|e| format!("body is not valid CBOR: {e}"))?;
     let result = (|| {

@@ -67,19 +67,34 @@ pub enum StoreError {
     /// Reading or writing the backing file failed.
     #[error("passkey store I/O error at {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
     /// The path is a directory, a FIFO, a device or a socket: a store is a regular file (a
     /// FIFO would block the open forever).
     #[error("{path} is a {kind}, not a passkey store file: give the path of a regular file")]
-    NotAFile { path: String, kind: &'static str },
+    NotAFile {
+        /// The path given.
+        path: String,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// The file is not a passkey store, is truncated, or fails authentication.
     #[error("passkey store at {path} is corrupt or was not written by hybridge: {reason}")]
-    Corrupt { path: String, reason: String },
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The PIN was wrong.
     #[error("wrong PIN; {remaining} attempt(s) left before the store locks")]
-    WrongPin { remaining: u32 },
+    WrongPin {
+        /// Attempts left before the store locks.
+        remaining: u32,
+    },
     /// Too many failed PIN attempts in a row: the store refuses to open until it is reset.
     /// An attempt whose process was killed before the PIN was checked counts as failed (so
     /// that killing it cannot be used to guess for free), hence the wording.
@@ -97,7 +112,10 @@ pub enum StoreError {
     /// The PIN does not meet the policy (at least 4 characters); it was not counted as an
     /// attempt.
     #[error("PIN rejected: {reason}")]
-    PinPolicy { reason: String },
+    PinPolicy {
+        /// What the policy asks for.
+        reason: String,
+    },
 }
 
 /// The authenticator's view of persistent storage.
