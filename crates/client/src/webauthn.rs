@@ -254,7 +254,8 @@ pub struct CreationOptions {
     pub resident_key: ResidentKey,
     /// `authenticatorSelection.userVerification`.
     pub user_verification: UserVerification,
-    /// `timeout`, in milliseconds, if given.
+    /// `timeout`, in milliseconds, if given: corrected into 30 s – 10 min, it shortens the
+    /// laptop's limit for the person holding the phone.
     pub timeout_ms: Option<u64>,
     /// The extensions this client understands.
     pub extensions: Extensions,
@@ -271,7 +272,8 @@ pub struct RequestOptions {
     pub allow: Vec<CredentialDescriptor>,
     /// `userVerification`.
     pub user_verification: UserVerification,
-    /// `timeout`, in milliseconds, if given.
+    /// `timeout`, in milliseconds, if given: corrected into 30 s – 10 min, it shortens the
+    /// laptop's limit for the person holding the phone.
     pub timeout_ms: Option<u64>,
     /// The extensions this client understands.
     pub extensions: Extensions,

@@ -72,7 +72,13 @@ pub async fn ceremony<C: Ceremony>(
     }
     let client_data_json =
         webauthn::client_data_json(C::CLIENT_DATA_TYPE, options.challenge(), origin);
-    let laptop = Laptop::new(C::REQUEST_TYPE, config.clone());
+    let mut config = config.clone();
+    // The relying party's timeout may shorten the caller's limit for the user, never lengthen
+    // it (a caller's `--timeout` stands).
+    if let Some(ms) = options.timeout_ms() {
+        config.timeouts.user = config.timeouts.user.min(user_limit(ms));
+    }
+    let laptop = Laptop::new(C::REQUEST_TYPE, config);
     let tunnel = laptop.connect(scanner, events).await?;
     let request = match options.ctap_request(&client_data_json, tunnel.get_info_response()) {
         Ok(r) => r,
@@ -84,6 +90,15 @@ pub async fn ceremony<C: Ceremony>(
     let reply = transact(tunnel, &request, events).await?;
     check_status(&reply)?;
     options.response(client_data_json, &request, &reply)
+}
+
+/// The relying party's `timeout` as the limit for the person holding the phone, corrected
+/// into a range a person can work with, as WebAuthn lets a client do (§5.1.3 step 3 of
+/// `create`, §5.1.4 of `get`): at least 30 s, at most 10 minutes.
+pub(crate) fn user_limit(timeout_ms: u64) -> std::time::Duration {
+    const MIN_MS: u64 = 30_000;
+    const MAX_MS: u64 = 600_000;
+    std::time::Duration::from_millis(timeout_ms.clamp(MIN_MS, MAX_MS))
 }
 
 mod sealed {
@@ -108,6 +123,9 @@ pub trait Ceremony: sealed::Sealed {
 
     /// The relying party ID the credential is scoped to.
     fn rp_id(&self) -> &str;
+
+    /// The relying party's `timeout`, in milliseconds, if it gave one.
+    fn timeout_ms(&self) -> Option<u64>;
 
     /// The CTAP request for a phone with this getInfo, or why the phone cannot do what the
     /// options require (nothing has been sent yet).
@@ -137,6 +155,10 @@ impl Ceremony for CreationOptions {
 
     fn rp_id(&self) -> &str {
         &self.rp_id
+    }
+
+    fn timeout_ms(&self) -> Option<u64> {
+        self.timeout_ms
     }
 
     fn ctap_request(
@@ -177,6 +199,10 @@ impl Ceremony for RequestOptions {
 
     fn rp_id(&self) -> &str {
         &self.rp_id
+    }
+
+    fn timeout_ms(&self) -> Option<u64> {
+        self.timeout_ms
     }
 
     fn ctap_request(
@@ -475,6 +501,14 @@ pub(crate) fn assertion(
 mod tests {
     use super::*;
     use crate::webauthn::Origin;
+
+    #[test]
+    fn the_relying_partys_timeout_bounds_the_users_time_within_reason() {
+        use std::time::Duration;
+        assert_eq!(user_limit(90_000), Duration::from_secs(90));
+        assert_eq!(user_limit(5), Duration::from_secs(30));
+        assert_eq!(user_limit(u64::MAX), Duration::from_secs(600));
+    }
 
     /// A phone that promises nothing.
     fn no_info() -> GetInfoResponse {
