@@ -63,14 +63,13 @@ const MAX_DECODE_BYTES: usize = 512 << 20;
 fn decode_luma(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), QrImageError> {
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
     const JPEG: &[u8] = &[0xff, 0xd8, 0xff];
-    let (w, h, luma) = if bytes.starts_with(PNG) {
-        decode_png(bytes)?
+    if bytes.starts_with(PNG) {
+        decode_png(bytes)
     } else if bytes.starts_with(JPEG) {
-        decode_jpeg(bytes)?
+        decode_jpeg(bytes)
     } else {
-        return Err(QrImageError::Image("not a PNG or JPEG file".into()));
-    };
-    Ok((w, h, luma))
+        Err(QrImageError::Image("not a PNG or JPEG file".into()))
+    }
 }
 
 fn too_large(w: usize, h: usize) -> Option<QrImageError> {

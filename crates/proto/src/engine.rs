@@ -258,6 +258,8 @@ enum LaptopState {
     PostHandshake(Box<LaptopChannel>),
     Ready(Box<LaptopChannel>),
     WaitingForUser(Box<LaptopChannel>),
+    /// The tunnel is open and nothing else is left to undo (an end inside the handshake).
+    Open,
     Done,
 }
 
@@ -322,6 +324,7 @@ impl LaptopEngine {
             LaptopState::WaitingForUser(_) => Step::WaitingForUser,
             // Between requests: the next step is asking the user.
             LaptopState::Ready(_) => Step::WaitingForUser,
+            LaptopState::Open => Step::Handshake,
             LaptopState::Done => return None,
         })
     }
@@ -347,12 +350,12 @@ impl LaptopEngine {
         self.linking.take()
     }
 
-    fn finish(&mut self, result: Result<Option<LinkingInfo>, Failure>, tunnel_open: bool) {
-        if matches!(self.state, LaptopState::Scanning { .. }) {
-            self.out.push_back(LaptopOutput::StopScan);
-        }
-        if tunnel_open {
-            self.out.push_back(LaptopOutput::CloseTunnel);
+    /// Ends the session from the state it is in: a scan is stopped, an open tunnel closed.
+    fn finish(&mut self, result: Result<Option<LinkingInfo>, Failure>) {
+        match self.state {
+            LaptopState::Scanning { .. } => self.out.push_back(LaptopOutput::StopScan),
+            LaptopState::Connecting(_) | LaptopState::Done => {}
+            _ => self.out.push_back(LaptopOutput::CloseTunnel),
         }
         // Dropping the channel wipes the traffic keys now.
         self.state = LaptopState::Done;
@@ -362,11 +365,7 @@ impl LaptopEngine {
     }
 
     fn fail(&mut self, failure: Failure) {
-        let open = !matches!(
-            self.state,
-            LaptopState::Scanning { .. } | LaptopState::Connecting(_) | LaptopState::Done
-        );
-        self.finish(Err(failure), open);
+        self.finish(Err(failure));
     }
 
     /// The time asked for by [`poll_timeout`](Self::poll_timeout) has come (earlier calls
@@ -397,7 +396,7 @@ impl LaptopEngine {
                 step: Step::WaitingForUser,
                 after: t.user,
             },
-            LaptopState::Ready(_) | LaptopState::Done => return,
+            LaptopState::Ready(_) | LaptopState::Open | LaptopState::Done => return,
         };
         self.fail(failure);
     }
@@ -426,6 +425,7 @@ impl LaptopEngine {
             }
             (LaptopState::Connecting(mut qr), LaptopInput::Connected) => {
                 let Some(ephemeral) = self.ephemeral.take() else {
+                    self.state = LaptopState::Open;
                     self.fail(Failure::Handshake(crate::Error::ApiMisuse(
                         crate::ApiMisuse::EphemeralUsed,
                     )));
@@ -456,8 +456,8 @@ impl LaptopEngine {
                     LaptopState::PostHandshake(Box::new(channel))
                 }
                 Err(e) => {
-                    self.state = LaptopState::Done;
-                    self.finish(Err(Failure::Handshake(e)), true);
+                    self.state = LaptopState::Open;
+                    self.fail(Failure::Handshake(e));
                     return;
                 }
             },
@@ -553,17 +553,12 @@ impl LaptopEngine {
                 }
                 let linking = self.linking.take();
                 self.state = LaptopState::Ready(channel);
-                self.finish(Ok(linking), true);
+                self.finish(Ok(linking));
                 return;
             }
-            (state, LaptopInput::Close) => {
-                // Closing mid-step: abort without a shutdown message.
-                self.state = state;
-                let step = self.step().unwrap_or(Step::Closing);
-                self.fail(Failure::TunnelClosed(step));
-                return;
-            }
-            (state, LaptopInput::Closed) => {
+            // Closing mid-step (the caller's Close: abort without a shutdown message), or the
+            // tunnel closing under us.
+            (state, LaptopInput::Close | LaptopInput::Closed) => {
                 self.state = state;
                 let step = self.step().unwrap_or(Step::Closing);
                 self.fail(Failure::TunnelClosed(step));

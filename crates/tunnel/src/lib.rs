@@ -234,7 +234,8 @@ pub async fn connect(
 /// skipped (tungstenite answers pings itself) up to [`MAX_CONTROL_FRAMES`] a
 /// [`CONTROL_WINDOW`]; more is a flood and an error, as is a text message.
 pub async fn recv(ws: &mut Ws) -> Result<Option<Vec<u8>>, String> {
-    let mut window = tokio::time::Instant::now();
+    // The window starts at the first control frame: a data message costs no clock read.
+    let mut window: Option<tokio::time::Instant> = None;
     let mut control = 0u32;
     loop {
         match ws.next().await {
@@ -242,8 +243,8 @@ pub async fn recv(ws: &mut Ws) -> Result<Option<Vec<u8>>, String> {
             Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
             Some(Ok(Message::Close(_))) => return Ok(None),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                if window.elapsed() >= CONTROL_WINDOW {
-                    window = tokio::time::Instant::now();
+                if window.is_none_or(|w| w.elapsed() >= CONTROL_WINDOW) {
+                    window = Some(tokio::time::Instant::now());
                     control = 0;
                 }
                 control += 1;
