@@ -8,22 +8,28 @@
 //! Measured on the two-core build machine (release, 200 iterations each): register p50 3.3 ms,
 //! p99 7.4 ms; sign-in p50 3.4 ms, p99 8.0 ms (target: under 50 ms).
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
-use hybridge_authenticator::phone::{self, PhoneConfig, PhoneEvents, QrInput};
+use hybridge_authenticator::phone::{self, PhoneEvents, QrInput};
 use hybridge_authenticator::store::MemoryStore;
 use hybridge_authenticator::user::AutoApprove;
 use hybridge_ble::RadioSpec;
-use hybridge_client::session::{self, Event, Events, LaptopConfig, RelayOverrides};
+use hybridge_client::session::{self, Ceremony, Events, LaptopConfig, Prepared, RelayOverrides};
+use hybridge_client::webauthn::{Assertion, Registration};
 use hybridge_relay::{Config, Limits, Relay};
 use hybridge_tests::rp::{ORIGIN, Rp};
-use tokio::sync::oneshot;
 
-type Phone = Arc<Mutex<Authenticator<MemoryStore, AutoApprove>>>;
+type Phone = phone::Phone<Authenticator<MemoryStore, AutoApprove>>;
 
-async fn once(relay: &str, phone: &Phone, options: &str, register: bool) -> Duration {
+/// One ceremony: the laptop prepares `prepared` and shows its QR code, the phone takes it
+/// (the clock starts) and serves, the laptop "prints" the response JSON (the clock stops).
+async fn once<C: Ceremony>(
+    relay: &str,
+    phone: &Phone,
+    prepared: Prepared<C>,
+    to_json: fn(&C::Response) -> serde_json::Value,
+) -> Duration {
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
@@ -34,53 +40,22 @@ async fn once(relay: &str, phone: &Phone, options: &str, register: bool) -> Dura
         .expect("spec");
     let scanner = laptop_radio.scanner().await.expect("scanner");
     let advertiser = phone_radio.advertiser().await.expect("advertiser");
-    let (events, mut rx) = Events::channel(64);
-    let (qr_tx, qr_rx) = oneshot::channel::<(String, Instant)>();
-    tokio::spawn(async move {
-        let mut qr_tx = Some(qr_tx);
-        while let Some(e) = rx.recv().await {
-            if let Event::QrReady(url) = e {
-                if let Some(tx) = qr_tx.take() {
-                    let _ = tx.send((url, Instant::now()));
-                }
-            }
-        }
-    });
-    let config = PhoneConfig {
-        relay: Some(relay.to_owned()),
-        ..PhoneConfig::default()
-    };
-    let phone = phone.clone();
+    let url = prepared.qr_url();
+    let phone = phone.clone().relay(relay);
     let phone_task = tokio::spawn(async move {
-        let (url, got_qr) = qr_rx.await.expect("QR code");
-        let r = phone::serve(
-            &QrInput::Text(url),
-            &*advertiser,
-            phone,
-            &config,
-            &PhoneEvents::none(),
-        )
-        .await;
+        let got_qr = Instant::now();
+        let r = phone
+            .serve(&QrInput::Text(url), &*advertiser, &PhoneEvents::none())
+            .await;
         r.expect("phone session");
         got_qr
     });
-    let laptop = LaptopConfig {
-        relays: RelayOverrides::all(relay),
-        ..LaptopConfig::default()
-    };
-    let json = if register {
-        session::register(options, ORIGIN, &*scanner, &laptop, &events)
-            .await
-            .expect("registration")
-            .to_json()
-    } else {
-        session::sign_in(options, ORIGIN, &*scanner, &laptop, &events)
-            .await
-            .expect("sign-in")
-            .to_json()
-    };
+    let response = prepared
+        .run(&*scanner, &Events::none())
+        .await
+        .expect("the ceremony");
     // "Printing" the response: serialising it for stdout.
-    let printed = serde_json::to_string(&json).expect("JSON");
+    let printed = serde_json::to_string(&to_json(&response)).expect("JSON");
     let done = Instant::now();
     assert!(!printed.is_empty());
     let got_qr = phone_task.await.expect("phone task");
@@ -124,26 +99,30 @@ fn main() {
         .expect("relay");
         let url = relay.url();
         let rp = Rp::new();
-        let phone: Phone = Arc::new(Mutex::new(Authenticator::new(
+        let phone: Phone = phone::Phone::new(Authenticator::new(
             MemoryStore::new(),
             AutoApprove,
             SystemClock,
             rand_core::OsRng,
-        )));
+        ));
         // Warm up, and keep one credential to sign in with.
-        let (options, state) = rp.creation_options("bench");
-        let (_events, _) = Events::channel(1);
-        let _ = once(&url, &phone, &options, true).await;
-        let _ = state;
+        let laptop = LaptopConfig {
+            relays: RelayOverrides::all(&url),
+            ..LaptopConfig::default()
+        };
+        let register = |options: &str| session::register(options, ORIGIN, &laptop).expect("options");
+        let (options, _) = rp.creation_options("bench");
+        let _ = once(&url, &phone, register(&options), Registration::to_json).await;
         let mut reg = Vec::with_capacity(iters);
         for i in 0..iters {
             let (options, _) = rp.creation_options(&format!("bench{i}"));
-            reg.push(once(&url, &phone, &options, true).await);
+            reg.push(once(&url, &phone, register(&options), Registration::to_json).await);
         }
         let (options, _) = rp.request_options(Vec::new());
         let mut get = Vec::with_capacity(iters);
         for _ in 0..iters {
-            get.push(once(&url, &phone, &options, false).await);
+            let prepared = session::sign_in(&options, ORIGIN, &laptop).expect("options");
+            get.push(once(&url, &phone, prepared, Assertion::to_json).await);
         }
         println!("ceremony latency, phone gets the QR code -> laptop has the response JSON (loopback, AutoApprove):");
         report("register", reg);

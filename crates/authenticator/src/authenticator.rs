@@ -135,7 +135,33 @@ pub struct Authenticator<S, U> {
     rng: Box<dyn CryptoRngCore + Send>,
     config: Config,
     last_error: Option<CtapError>,
-    cancelled: Arc<AtomicBool>,
+    /// The token of the request being handled, for the checks deep inside it.
+    cancel: Cancel,
+}
+
+/// Cancels one request: the requester keeps a clone and calls [`cancel`](Self::cancel) when
+/// it gives up (the phone session does on a timeout or when the laptop hangs up), and the
+/// request ends with `CTAP2_ERR_KEEPALIVE_CANCEL` without writing anything, even if the user
+/// approves afterwards. Each request gets a new token, so a cancel can never reach another
+/// request, and one raised before the request even started still counts.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A token for a new request, not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives up on the request (from any thread).
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether the requester gave up.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
@@ -153,28 +179,14 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
             rng: Box::new(rng),
             config: Config::default(),
             last_error: None,
-            cancelled: Arc::new(AtomicBool::new(false)),
+            cancel: Cancel::new(),
         }
-    }
-
-    /// A flag that cancels the request being handled: set it (from any thread) when the
-    /// requester gave up — the phone session does on a timeout or when the laptop hangs up —
-    /// and the request ends with `CTAP2_ERR_KEEPALIVE_CANCEL` without writing anything, even if
-    /// the user approves afterwards. It is checked before the user is asked and before every
-    /// store write, and lowered when [`handle`](Self::handle) returns.
-    ///
-    /// It is *not* lowered when a request starts: a requester that gives up between handing
-    /// the request to a worker thread and that thread calling `handle` must still cancel it
-    /// (lowering it first would lose that cancel). A requester lowers it itself before it
-    /// hands over a new request, as the phone session does.
-    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
-        self.cancelled.clone()
     }
 
     /// Fails if the current request was cancelled; called before the user is asked, and after
     /// the user answered before anything is written.
     fn check_cancelled(&self) -> Result<(), CtapError> {
-        if self.cancelled.load(Ordering::SeqCst) {
+        if self.cancel.is_cancelled() {
             Err(CtapError::new(
                 StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL,
                 "the request was cancelled: its requester gave up on it",
@@ -234,11 +246,18 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
     }
 
     /// Answers one CTAP2 request, `command || CBOR`, with `status || CBOR`: the hybrid CTAP
-    /// message payloads (docs/protocol.md §9). Never panics on any input.
+    /// message payloads (docs/protocol.md §9). Never panics on any input. The request cannot
+    /// be cancelled; [`handle_cancellable`](Self::handle_cancellable) can.
     pub fn handle(&mut self, request: &[u8]) -> Vec<u8> {
+        self.handle_cancellable(request, &Cancel::new())
+    }
+
+    /// [`handle`](Self::handle), ended early with `CTAP2_ERR_KEEPALIVE_CANCEL` once `cancel`
+    /// is cancelled: it is checked before the user is asked and before every store write.
+    pub fn handle_cancellable(&mut self, request: &[u8], cancel: &Cancel) -> Vec<u8> {
+        self.cancel = cancel.clone();
         let result = Request::decode(request).and_then(|r| self.process(r));
-        // The request is over: a cancel meant for it must not reach the next one.
-        self.cancelled.store(false, Ordering::SeqCst);
+        self.cancel = Cancel::new();
         match result {
             Ok(response) => {
                 self.last_error = None;

@@ -11,30 +11,24 @@
 //!
 //! ```no_run
 //! # async fn demo(qr_text: String) -> Result<(), hybridge_authenticator::phone::PhoneError> {
-//! use std::sync::{Arc, Mutex};
 //! use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
-//! use hybridge_authenticator::phone::{self, PhoneConfig, PhoneEvents, QrInput};
+//! use hybridge_authenticator::phone::{Phone, PhoneError, PhoneEvents, QrInput};
 //! use hybridge_authenticator::store::MemoryStore;
 //! use hybridge_authenticator::user::AutoApprove;
 //! use hybridge_ble::RadioSpec;
 //!
-//! let authenticator = Arc::new(Mutex::new(Authenticator::new(
-//!     MemoryStore::new(), AutoApprove, SystemClock, rand_core::OsRng,
-//! )));
-//! let radio: RadioSpec = "udp:127.0.0.1:47000".parse().map_err(phone::PhoneError::Radio)?;
-//! let advertiser = radio.advertiser().await.map_err(phone::PhoneError::Radio)?;
-//! let config = PhoneConfig {
-//!     relay: Some("ws://127.0.0.1:8080".into()), // a local relay; default: domain 0's host
-//!     ..PhoneConfig::default()
-//! };
+//! let authenticator = Authenticator::new(MemoryStore::new(), AutoApprove, SystemClock, rand_core::OsRng);
+//! // A local relay; by default the phone uses domain 0's host.
+//! let phone = Phone::new(authenticator).relay("ws://127.0.0.1:8080");
+//! let radio: RadioSpec = "udp:127.0.0.1:47000".parse().map_err(PhoneError::Radio)?;
+//! let advertiser = radio.advertiser().await.map_err(PhoneError::Radio)?;
 //! let (events, mut progress) = PhoneEvents::channel(32);
 //! tokio::spawn(async move {
 //!     while let Some(p) = progress.recv().await {
 //!         eprintln!("{p}");
 //!     }
 //! });
-//! let outcome =
-//!     phone::serve(&QrInput::Text(qr_text), &*advertiser, authenticator, &config, &events).await?;
+//! let outcome = phone.serve(&QrInput::Text(qr_text), &*advertiser, &events).await?;
 //! eprintln!("answered command {:#04x} with status {:#04x}", outcome.command, outcome.status);
 //! # Ok(()) }
 //! ```
@@ -42,7 +36,6 @@
 use hybridge_tunnel as ws;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,7 +48,7 @@ use hybridge_proto::{domain, keys};
 use rand_core::{OsRng, RngCore};
 use ws::{engine_now as now, wake_at};
 
-use crate::authenticator::Authenticator;
+use crate::authenticator::{Authenticator, Cancel};
 use crate::qr_image::{QrImageError, decode_qr_image};
 use crate::store::CredentialStore;
 use crate::user::UserAgent;
@@ -68,14 +61,11 @@ pub trait CtapHandler: Send {
     /// The authenticatorGetInfo response map, CBOR (no status byte): key 1 of the
     /// post-handshake message.
     fn get_info(&self) -> Vec<u8>;
-    /// Answers `command ‖ CBOR` with `status ‖ CBOR`.
-    fn handle(&mut self, request: &[u8]) -> Vec<u8>;
-    /// A flag the session raises when it gives up on the request being handled (user timeout,
-    /// the laptop left), so that a late approval writes nothing; the session lowers it before
-    /// it hands over a request. `None`: the handler cannot be cancelled.
-    fn cancel_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
-        None
-    }
+    /// Answers `command ‖ CBOR` with `status ‖ CBOR`. `cancel` is this request's own token:
+    /// the session cancels it when it gives up on the request (user timeout, the laptop
+    /// left), and a handler that can should then end with `CTAP2_ERR_KEEPALIVE_CANCEL` and
+    /// write nothing, even if its user approves afterwards.
+    fn handle(&mut self, request: &[u8], cancel: &Cancel) -> Vec<u8>;
 }
 
 impl<S: CredentialStore, U: UserAgent> CtapHandler for Authenticator<S, U> {
@@ -83,12 +73,8 @@ impl<S: CredentialStore, U: UserAgent> CtapHandler for Authenticator<S, U> {
         Authenticator::get_info(self).to_cbor()
     }
 
-    fn handle(&mut self, request: &[u8]) -> Vec<u8> {
-        Authenticator::handle(self, request)
-    }
-
-    fn cancel_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
-        Some(Authenticator::cancel_flag(self))
+    fn handle(&mut self, request: &[u8], cancel: &Cancel) -> Vec<u8> {
+        Authenticator::handle_cancellable(self, request, cancel)
     }
 }
 
@@ -349,87 +335,160 @@ impl PhoneError {
 /// How a session that served a request ended.
 pub use hybridge_proto::engine::PhoneOutcome;
 
-/// Runs the phone side of one QR-initiated session: see the [module docs](self).
-///
-/// `handler` is locked only while it builds getInfo and while it serves the request (on a
-/// blocking thread, since its user agent may prompt).
-pub async fn serve<H>(
-    qr: &QrInput,
-    advertiser: &dyn Advertiser,
+/// The phone side: an authenticator, and how it reaches its relay. Each [`serve`](Self::serve)
+/// is one QR-initiated session (see the [module docs](self)); the authenticator is kept between
+/// sessions. Cloning shares the authenticator.
+pub struct Phone<H: ?Sized> {
+    config: PhoneConfig,
     handler: Arc<Mutex<H>>,
-    config: &PhoneConfig,
-    events: &PhoneEvents,
-) -> Result<PhoneOutcome, PhoneError>
-where
-    H: CtapHandler + ?Sized + 'static,
-{
-    serve_qr(qr.parse()?, advertiser, handler, config, events).await
 }
 
-/// [`serve`] for a QR code already parsed ([`QrInput::parse`]), e.g. one checked before the
-/// user was asked for anything.
-///
-/// This is the driver of [`PhoneEngine`], which makes every decision: it opens the tunnel,
-/// advertises, moves bytes, runs the authenticator on a blocking thread, and waits for the
-/// earliest of the tunnel, the authenticator and the engine's timer.
-pub async fn serve_qr<H>(
-    session: PhoneQr,
-    advertiser: &dyn Advertiser,
-    handler: Arc<Mutex<H>>,
-    config: &PhoneConfig,
-    events: &PhoneEvents,
-) -> Result<PhoneOutcome, PhoneError>
-where
-    H: CtapHandler + ?Sized + 'static,
-{
-    events.emit(PhoneProgress::QrRead {
-        request_type: session.qr_payload().request_type,
-    });
-    let base = config.relay_url()?;
-    tracing::debug!(relay = %base, tunnel = %session.tunnel_id().log_tag(), "opening tunnel");
-    // try_lock: never block the async task on a handler still busy with an abandoned prompt.
-    let get_info = handler
-        .try_lock()
-        .map_err(|_| PhoneError::Authenticator("it is busy with an earlier request".into()))?
-        .get_info();
-    let mut nonce = [0u8; 10];
-    OsRng.fill_bytes(&mut nonce);
-    let mut engine = PhoneEngine::new(
-        session,
-        get_info,
-        keys::generate(&mut OsRng),
-        nonce,
-        config.domain_id,
-        config.timeouts,
-        now(),
-    );
-    let mut io = PhoneIo {
-        socket: None,
-        advertising: None,
-        serving: None,
-        cancel: None,
-    };
-    let result = drive(
-        &mut engine,
-        &mut io,
-        &base,
-        advertiser,
-        &handler,
-        config,
-        events,
-    )
-    .await;
-    // Every path out stops advertising and closes the tunnel.
-    if let Some(h) = io.advertising.take() {
-        let _ = h.stop().await;
+impl<H: ?Sized> Clone for Phone<H> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            handler: self.handler.clone(),
+        }
     }
-    if let Some(mut s) = io.socket.take() {
-        ws::close(&mut s, config.timeouts.close).await;
+}
+
+impl<H: ?Sized> fmt::Debug for Phone<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Phone")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
-    if result.is_ok() {
-        events.emit(PhoneProgress::Done);
+}
+
+impl<H: CtapHandler + 'static> Phone<H> {
+    /// A phone answering with `handler`, with the default [`PhoneConfig`] (domain 0's relay,
+    /// the default timeouts, the webpki roots).
+    pub fn new(handler: H) -> Self {
+        Self {
+            config: PhoneConfig::default(),
+            handler: Arc::new(Mutex::new(handler)),
+        }
     }
-    result
+}
+
+impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
+    /// The phone's tunnel server: a base URL (`wss://relay.example.net`,
+    /// `ws://127.0.0.1:8080`) or bare host, instead of the hostname of its domain ID.
+    pub fn relay(mut self, relay: impl Into<String>) -> Self {
+        self.config.relay = Some(relay.into());
+        self
+    }
+
+    /// The tunnel-server domain ID put in the advert (default 0, as Chrome on Android).
+    pub fn domain_id(mut self, domain_id: u16) -> Self {
+        self.config.domain_id = domain_id;
+        self
+    }
+
+    /// The limits of the session's steps.
+    pub fn timeouts(mut self, timeouts: PhoneTimeouts) -> Self {
+        self.config.timeouts = timeouts;
+        self
+    }
+
+    /// TLS for `wss://` relays (e.g. [`tls_with_roots`] for a private CA).
+    pub fn tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    /// Every setting at once.
+    pub fn with_config(mut self, config: PhoneConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PhoneConfig {
+        &self.config
+    }
+
+    /// Runs `f` on the authenticator, between sessions (e.g. to count passkeys); `None` while
+    /// it is busy with a prompt or its lock is poisoned.
+    pub fn with_handler<R>(&self, f: impl FnOnce(&mut H) -> R) -> Option<R> {
+        self.handler.try_lock().ok().map(|mut h| f(&mut h))
+    }
+
+    /// Runs one session for the laptop whose QR code this is: reads it (an image is decoded),
+    /// opens the tunnel, advertises, answers the handshake and one request, closes.
+    pub async fn serve(
+        &self,
+        qr: &QrInput,
+        advertiser: &dyn Advertiser,
+        events: &PhoneEvents,
+    ) -> Result<PhoneOutcome, PhoneError> {
+        self.serve_qr(qr.parse()?, advertiser, events).await
+    }
+
+    /// [`serve`](Self::serve) for a QR code already parsed ([`QrInput::parse`]), e.g. one
+    /// checked before the user was asked for anything.
+    ///
+    /// This is the driver of [`PhoneEngine`], which makes every decision: it opens the tunnel,
+    /// advertises, moves bytes, runs the authenticator on a blocking thread, and waits for the
+    /// earliest of the tunnel, the authenticator and the engine's timer.
+    pub async fn serve_qr(
+        &self,
+        session: PhoneQr,
+        advertiser: &dyn Advertiser,
+        events: &PhoneEvents,
+    ) -> Result<PhoneOutcome, PhoneError> {
+        let config = &self.config;
+        let handler = &self.handler;
+        events.emit(PhoneProgress::QrRead {
+            request_type: session.qr_payload().request_type,
+        });
+        let base = config.relay_url()?;
+        tracing::debug!(relay = %base, tunnel = %session.tunnel_id().log_tag(), "opening tunnel");
+        // try_lock: never block the async task on a handler still busy with an abandoned
+        // prompt.
+        let get_info = handler
+            .try_lock()
+            .map_err(|_| PhoneError::Authenticator("it is busy with an earlier request".into()))?
+            .get_info();
+        let mut nonce = [0u8; 10];
+        OsRng.fill_bytes(&mut nonce);
+        let mut engine = PhoneEngine::new(
+            session,
+            get_info,
+            keys::generate(&mut OsRng),
+            nonce,
+            config.domain_id,
+            config.timeouts,
+            now(),
+        );
+        let mut io = PhoneIo {
+            socket: None,
+            advertising: None,
+            serving: None,
+            cancel: None,
+        };
+        let result = drive(
+            &mut engine,
+            &mut io,
+            &base,
+            advertiser,
+            handler,
+            config,
+            events,
+        )
+        .await;
+        // Every path out stops advertising and closes the tunnel.
+        if let Some(h) = io.advertising.take() {
+            let _ = h.stop().await;
+        }
+        if let Some(mut s) = io.socket.take() {
+            ws::close(&mut s, config.timeouts.close).await;
+        }
+        if result.is_ok() {
+            events.emit(PhoneProgress::Done);
+        }
+        result
+    }
 }
 
 /// What the phone driver holds: the tunnel, the advert, the request being served.
@@ -437,7 +496,8 @@ struct PhoneIo {
     socket: Option<ws::Ws>,
     advertising: Option<AdvertisingHandle>,
     serving: Option<tokio::task::JoinHandle<Result<Vec<u8>, PhoneError>>>,
-    cancel: Option<Arc<AtomicBool>>,
+    /// The token of the request being served.
+    cancel: Option<Cancel>,
 }
 
 async fn drive<H>(
@@ -506,15 +566,15 @@ where
                     let command = request.first().copied().unwrap_or(0);
                     tracing::debug!(command, len = request.len(), "request from the laptop");
                     events.emit(PhoneProgress::Request { command });
-                    let (task, cancel) = serve_request(handler, request)?;
-                    io.serving = Some(task);
-                    io.cancel = cancel;
+                    let cancel = Cancel::new();
+                    io.serving = Some(serve_request(handler, request, cancel.clone())?);
+                    io.cancel = Some(cancel);
                 }
                 PhoneOutput::Cancel => {
-                    // The prompt cannot be interrupted; the flag makes a late approval write
+                    // The prompt cannot be interrupted; the token makes a late approval write
                     // nothing the relying party will never see.
                     if let Some(c) = &io.cancel {
-                        c.store(true, Ordering::SeqCst);
+                        c.cancel();
                     }
                 }
                 PhoneOutput::Responded(status) => {
@@ -558,24 +618,18 @@ fn phone_input(arrival: ws::Arrival) -> PhoneInput {
 }
 
 /// Starts the authenticator on `request` on a blocking thread (its user agent may prompt),
-/// with its cancel flag lowered. The lock is only tried here: a handler still busy with an
-/// abandoned prompt must not block the async task.
-#[allow(clippy::type_complexity)]
+/// with this request's own cancel token. The lock is only tried here: a handler still busy
+/// with an abandoned prompt must not block the async task.
 fn serve_request<H>(
     handler: &Arc<Mutex<H>>,
     request: Vec<u8>,
-) -> Result<
-    (
-        tokio::task::JoinHandle<Result<Vec<u8>, PhoneError>>,
-        Option<Arc<AtomicBool>>,
-    ),
-    PhoneError,
->
+    cancel: Cancel,
+) -> Result<tokio::task::JoinHandle<Result<Vec<u8>, PhoneError>>, PhoneError>
 where
     H: CtapHandler + ?Sized + 'static,
 {
-    let cancel = match handler.try_lock() {
-        Ok(h) => h.cancel_flag(),
+    match handler.try_lock() {
+        Ok(_) => {}
         Err(std::sync::TryLockError::WouldBlock) => {
             return Err(PhoneError::Authenticator(
                 "it is still busy with an earlier request".into(),
@@ -584,18 +638,12 @@ where
         Err(std::sync::TryLockError::Poisoned(_)) => {
             return Err(PhoneError::Authenticator("its lock is poisoned".into()));
         }
-    };
-    // A fresh request starts uncancelled. (The handler does not lower the flag when it
-    // starts, so that giving up before the blocking thread gets going still counts.)
-    if let Some(c) = &cancel {
-        c.store(false, Ordering::SeqCst);
     }
     let h = handler.clone();
-    let task = tokio::task::spawn_blocking(move || match h.lock() {
-        Ok(mut h) => Ok(h.handle(&request)),
+    Ok(tokio::task::spawn_blocking(move || match h.lock() {
+        Ok(mut h) => Ok(h.handle(&request, &cancel)),
         Err(_) => Err(PhoneError::Authenticator("its lock is poisoned".into())),
-    });
-    Ok((task, cancel))
+    }))
 }
 
 #[cfg(test)]

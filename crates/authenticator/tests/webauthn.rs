@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hybridge_authenticator::authenticator::{AAGUID, Authenticator};
+use hybridge_authenticator::authenticator::{AAGUID, Authenticator, Cancel};
 use hybridge_authenticator::store::{CredentialStore, MemoryStore, StoreError};
 use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, Ceremony, UserAgent};
 use hybridge_cbor::Value;
@@ -47,7 +47,7 @@ enum Answer {
 struct TestUser {
     answer: Answer,
     /// Set while the user is deciding: the requester gave up (the phone session's timeout).
-    cancel_while_deciding: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    cancel_while_deciding: Option<Cancel>,
     choose: Option<usize>,
     asked: Vec<ApprovalRequest>,
     offered: Vec<Vec<AccountChoice>>,
@@ -68,8 +68,8 @@ impl TestUser {
 impl UserAgent for TestUser {
     fn approve(&mut self, request: &ApprovalRequest) -> Approval {
         self.asked.push(request.clone());
-        if let Some(flag) = &self.cancel_while_deciding {
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(token) = &self.cancel_while_deciding {
+            token.cancel();
         }
         match self.answer {
             Answer::Verified => Approval::Approved { verified: true },
@@ -756,27 +756,23 @@ fn excluded_credential() {
 
 /// A requester that gives up after handing the request to a worker thread but before the
 /// thread calls `handle` (the laptop hung up at once): the request is still cancelled, the
-/// user is not even asked, and the flag is down again for the next request.
+/// user is not even asked, and the next request (its own token) is not affected.
 #[test]
 fn cancel_before_handle_starts_is_not_lost() {
     let rp = rp();
     let mut phone = phone();
-    let flag = phone.cancel_flag();
-    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let token = Cancel::new();
+    token.cancel();
     let req = fresh_request(&rp, "june");
     assert_eq!(
-        status(&phone.handle(&Request::from(req).encode())),
+        status(&phone.handle_cancellable(&Request::from(req).encode(), &token)),
         StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL
     );
     assert!(phone.user_mut().asked.is_empty(), "nobody was asked");
     assert_eq!(stored_count(&phone), 0, "nothing was written");
-    assert!(
-        !flag.load(std::sync::atomic::Ordering::SeqCst),
-        "lowered when the request ended"
-    );
     let req = fresh_request(&rp, "june");
     assert_eq!(
-        status(&phone.handle(&Request::from(req).encode())),
+        status(&phone.handle_cancellable(&Request::from(req).encode(), &Cancel::new())),
         StatusCode::CTAP2_OK
     );
     assert_eq!(stored_count(&phone), 1);
@@ -796,10 +792,11 @@ fn approval_after_cancel_writes_nothing() {
     );
     let counter = phone.store().list().unwrap()[0].sign_count;
     // The session gives up while the user decides; the user then approves anyway.
-    phone.user_mut().cancel_while_deciding = Some(phone.cancel_flag());
+    let token = Cancel::new();
+    phone.user_mut().cancel_while_deciding = Some(token.clone());
     let req = fresh_request(&rp, "ivan");
     assert_eq!(
-        status(&phone.handle(&Request::from(req).encode())),
+        status(&phone.handle_cancellable(&Request::from(req).encode(), &token)),
         StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL
     );
     assert_eq!(stored_count(&phone), 1, "no credential the RP never saw");
@@ -811,8 +808,10 @@ fn approval_after_cancel_writes_nothing() {
         .unwrap();
     let (rcr, _) = rp.generate_challenge_authenticate(builder).unwrap();
     let (_, ga) = get_assertion_request(&rcr, ORIGIN, None);
+    let token = Cancel::new();
+    phone.user_mut().cancel_while_deciding = Some(token.clone());
     assert_eq!(
-        status(&phone.handle(&Request::from(ga).encode())),
+        status(&phone.handle_cancellable(&Request::from(ga).encode(), &token)),
         StatusCode::CTAP2_ERR_KEEPALIVE_CANCEL
     );
     assert_eq!(
@@ -820,7 +819,7 @@ fn approval_after_cancel_writes_nothing() {
         counter,
         "counter untouched"
     );
-    // Each request clears the flag: the next one succeeds.
+    // A cancelled token ends only its own request: the next one succeeds.
     phone.user_mut().cancel_while_deciding = None;
     authenticate(
         &mut phone,

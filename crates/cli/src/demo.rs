@@ -11,24 +11,21 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
-use hybridge_authenticator::phone::{
-    self, PhoneConfig, PhoneEvents, PhoneProgress, PhoneTimeouts, QrInput,
-};
+use hybridge_authenticator::phone::{self, PhoneEvents, PhoneProgress, PhoneTimeouts, QrInput};
 use hybridge_authenticator::store::MemoryStore;
 use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, Ceremony, UserAgent};
 use hybridge_ble::MemoryRadio;
-use hybridge_client::session::{self, LaptopConfig, RelayOverrides, Timeouts};
+use hybridge_client::session::{self, LaptopConfig, Prepared, RelayOverrides, Timeouts};
 use hybridge_client::webauthn::b64url;
 use hybridge_relay::{Config as RelayConfig, Relay};
 use serde_json::{Value as Json, json};
-use tokio::sync::oneshot;
 use url::Url;
 use webauthn_rs_core::WebauthnCore;
 use webauthn_rs_core::proto::{
     PublicKeyCredential, RegisterPublicKeyCredential, UserVerificationPolicy,
 };
 
-use crate::common::{DEMO_QR_HINT, Progress, check_qr_out, parse_duration};
+use crate::common::{DEMO_QR_HINT, Progress, check_qr_out, parse_duration, show_qr};
 use crate::error::CliError;
 use crate::laptop::spawn_event_printer;
 
@@ -116,7 +113,7 @@ impl UserAgent for DemoUser {
     }
 }
 
-type Phone = Arc<Mutex<Authenticator<MemoryStore, DemoUser>>>;
+type Phone = phone::Phone<Authenticator<MemoryStore, DemoUser>>;
 
 struct Rig {
     relay_url: String,
@@ -130,46 +127,33 @@ struct Rig {
 
 impl Rig {
     /// Runs one ceremony: the laptop shows the QR code, the phone "scans" it and serves.
-    async fn ceremony<T>(
+    /// `prepare` parses the relying party's options for this rig's laptop configuration.
+    async fn ceremony<C: session::Ceremony>(
         &self,
-        laptop: impl AsyncFnOnce(
-            &session::Events,
-            &MemoryRadio,
-            &LaptopConfig,
-        ) -> Result<T, session::Error>,
-    ) -> Result<(T, Duration), CliError> {
+        prepare: impl FnOnce(&LaptopConfig) -> Result<Prepared<C>, session::Error>,
+    ) -> Result<(C::Response, Duration), CliError> {
+        let config = LaptopConfig {
+            relays: RelayOverrides::all(self.relay_url.clone()),
+            timeouts: Timeouts {
+                scan: self.timeout,
+                user: self.timeout,
+                ..Timeouts::default()
+            },
+            ..LaptopConfig::default()
+        };
+        let prepared = prepare(&config)?;
         // Plain lines: the phone and the RP write to stderr too.
         let progress = Progress::plain("laptop: ");
-        let (qr_tx, qr_rx) = oneshot::channel::<(String, Instant)>();
-        let mut qr_tx = Some(qr_tx);
-        let (events, printer) = spawn_event_printer(
-            progress.clone(),
-            self.qr_out.clone(),
-            DEMO_QR_HINT,
-            move |url| {
-                if let Some(tx) = qr_tx.take() {
-                    let _ = tx.send((url.to_owned(), Instant::now()));
-                }
-            },
-        );
+        let url = prepared.qr_url();
+        progress.aside(|| show_qr(&url, self.qr_out.as_deref(), DEMO_QR_HINT));
+        let shown = Instant::now();
+        let (events, printer) = spawn_event_printer(progress.clone());
         let phone_task = {
             let radio = self.radio.clone();
             let phone = self.phone.clone();
             let printed = self.printed.clone();
             printed.reset();
-            let config = PhoneConfig {
-                relay: Some(self.relay_url.clone()),
-                domain_id: 0,
-                timeouts: PhoneTimeouts {
-                    laptop: self.timeout,
-                    ..PhoneTimeouts::default()
-                },
-                tls: None,
-            };
             tokio::spawn(async move {
-                let (url, shown) = qr_rx
-                    .await
-                    .map_err(|_| CliError::Invalid("the laptop showed no QR code".into()))?;
                 eprintln!("phone:  took the QR code's text (the demo's phone has no camera)");
                 let (events, mut rx) = PhoneEvents::channel(64);
                 let printer = tokio::spawn(async move {
@@ -180,23 +164,13 @@ impl Rig {
                         }
                     }
                 });
-                let r = phone::serve(&QrInput::Text(url), &radio, phone, &config, &events).await;
+                let r = phone.serve(&QrInput::Text(url), &radio, &events).await;
                 drop(events);
                 let _ = printer.await;
-                Ok::<_, CliError>((r?, shown))
+                Ok::<_, CliError>(r?)
             })
         };
-        let config = LaptopConfig {
-            relays: RelayOverrides::all(self.relay_url.clone()),
-            timeouts: Timeouts {
-                scan: self.timeout,
-                user: self.timeout,
-                ..Timeouts::default()
-            },
-            ..LaptopConfig::default()
-        };
-        let result =
-            tokio::time::timeout(self.timeout, laptop(&events, &self.radio, &config)).await;
+        let result = tokio::time::timeout(self.timeout, prepared.run(&self.radio, &events)).await;
         let done = Instant::now();
         drop(events);
         let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
@@ -214,7 +188,7 @@ impl Rig {
             Err(_) => Err(CliError::Invalid("the phone did not finish".into())),
         };
         let value = laptop_result?;
-        let (outcome, shown) = phone_result?;
+        let outcome = phone_result?;
         if outcome.status != 0 {
             return Err(CliError::PhoneRefused(format!(
                 "status {:#04x}",
@@ -256,14 +230,19 @@ pub async fn run(args: &DemoArgs) -> Result<Json, CliError> {
     let rig = Rig {
         relay_url: relay.url(),
         radio: MemoryRadio::new().with_interval(Duration::from_millis(20)),
-        phone: Arc::new(Mutex::new(Authenticator::new(
+        phone: phone::Phone::new(Authenticator::new(
             MemoryStore::new(),
             DemoUser {
                 printed: printed.clone(),
             },
             SystemClock,
             rand_core::OsRng,
-        ))),
+        ))
+        .relay(relay.url())
+        .timeouts(PhoneTimeouts {
+            laptop: args.timeout,
+            ..PhoneTimeouts::default()
+        }),
         origin,
         qr_out: args.qr_out.clone(),
         timeout: args.timeout,
@@ -295,9 +274,7 @@ async fn demo(rig: &Rig, rp: &WebauthnCore, user: &str) -> Result<Json, CliError
     );
     let origin = rig.origin.clone();
     let (registration, reg_time) = rig
-        .ceremony(async |events, radio, config| {
-            session::register(&options, &origin, radio, config, events).await
-        })
+        .ceremony(|config| session::register(&options, &origin, config))
         .await?;
     let reg_json = registration.to_json();
     let rpc: RegisterPublicKeyCredential =
@@ -332,9 +309,7 @@ async fn demo(rig: &Rig, rp: &WebauthnCore, user: &str) -> Result<Json, CliError
         options.len()
     );
     let (assertion, auth_time) = rig
-        .ceremony(async |events, radio, config| {
-            session::sign_in(&options, &origin, radio, config, events).await
-        })
+        .ceremony(|config| session::sign_in(&options, &origin, config))
         .await?;
     let pkc: PublicKeyCredential =
         serde_json::from_value(assertion.to_json()).map_err(|e| CliError::RpRejected {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use hybridge_client::session::{
-    self, Ceremony, Event, Events, LaptopConfig, RelayOverrides, Timeouts,
+    self, Ceremony, Events, LaptopConfig, Prepared, RelayOverrides, Timeouts,
 };
 use hybridge_client::webauthn::{Assertion, CreationOptions, Origin, Registration, RequestOptions};
 use serde_json::Value as Json;
@@ -106,23 +106,12 @@ pub enum Kind {
     SignIn,
 }
 
-/// Shows laptop events on stderr, the QR code included.
-pub fn spawn_event_printer(
-    progress: Progress,
-    qr_out: Option<PathBuf>,
-    hint: &'static str,
-    mut on_qr: impl FnMut(&str) + Send + 'static,
-) -> (Events, tokio::task::JoinHandle<()>) {
+/// Shows laptop events on stderr.
+pub fn spawn_event_printer(progress: Progress) -> (Events, tokio::task::JoinHandle<()>) {
     let (events, mut rx) = Events::channel(64);
     let task = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            match &event {
-                Event::QrReady(url) => {
-                    progress.aside(|| show_qr(url, qr_out.as_deref(), hint));
-                    on_qr(url);
-                }
-                other => progress.step(other.to_string()),
-            }
+            progress.step(event.to_string());
         }
     });
     (events, task)
@@ -141,12 +130,12 @@ pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
         Kind::Register => {
             let options =
                 CreationOptions::from_json(&options, &origin).map_err(session::Error::from)?;
-            ceremony(args, &options, &origin, Registration::to_json).await
+            ceremony(args, options, Registration::to_json).await
         }
         Kind::SignIn => {
             let options =
                 RequestOptions::from_json(&options, &origin).map_err(session::Error::from)?;
-            ceremony(args, &options, &origin, Assertion::to_json).await
+            ceremony(args, options, Assertion::to_json).await
         }
     }
 }
@@ -155,18 +144,16 @@ pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
 /// progress on stderr; `to_json` gives the response JSON for stdout.
 async fn ceremony<C: Ceremony>(
     args: &CeremonyArgs,
-    options: &C,
-    origin: &Origin,
+    options: C,
     to_json: fn(&C::Response) -> Json,
 ) -> Result<Json, CliError> {
     let config = args.config()?;
     let scanner = args.transport.ble.scanner().await?;
+    let prepared = Prepared::new(options, &config);
     let progress = Progress::new("");
-    let (events, printer) =
-        spawn_event_printer(progress.clone(), args.qr_out.clone(), SCAN_HINT, |_| {});
-    let result = session::ceremony(options, origin, &*scanner, &config, &events)
-        .await
-        .map(|r| to_json(&r));
+    progress.aside(|| show_qr(&prepared.qr_url(), args.qr_out.as_deref(), SCAN_HINT));
+    let (events, printer) = spawn_event_printer(progress.clone());
+    let result = prepared.run(&*scanner, &events).await.map(|r| to_json(&r));
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     progress.finish(result.is_ok());

@@ -1,12 +1,11 @@
 //! `hybridge phone`: the phone side, with the software authenticator and a passkey store.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
 use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
-use hybridge_authenticator::phone::{self, PhoneConfig, PhoneEvents, PhoneTimeouts, QrInput};
+use hybridge_authenticator::phone::{Phone, PhoneConfig, PhoneEvents, PhoneTimeouts, QrInput};
 use hybridge_authenticator::scripted::ScriptedAgent;
 use hybridge_authenticator::store::CredentialStore;
 use hybridge_authenticator::terminal::{StdioInput, Terminal, TerminalAgent};
@@ -192,15 +191,13 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
         Agent::Terminal(TerminalAgent::new(Terminal::stdio(), verifier))
     };
     let passkeys_before = store.list().map(|l| l.len()).unwrap_or(0);
-    let authenticator = Arc::new(Mutex::new(Authenticator::new(
+    let phone = Phone::new(Authenticator::new(
         store,
         agent,
         SystemClock,
         rand_core::OsRng,
-    )));
-
-    let advertiser = args.transport.ble.advertiser().await?;
-    let config = PhoneConfig {
+    ))
+    .with_config(PhoneConfig {
         relay: args.relay.clone(),
         domain_id: args.domain_id,
         timeouts: PhoneTimeouts {
@@ -209,29 +206,22 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
             ..PhoneTimeouts::default()
         },
         tls,
-    };
+    });
+
+    let advertiser = args.transport.ble.advertiser().await?;
     let (events, mut rx) = PhoneEvents::channel(64);
     let printer = tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
             eprintln!("phone: {p}");
         }
     });
-    let result = phone::serve_qr(
-        session,
-        &*advertiser,
-        authenticator.clone(),
-        &config,
-        &events,
-    )
-    .await;
+    let result = phone.serve_qr(session, &*advertiser, &events).await;
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     let outcome = result?;
-    let passkeys = authenticator
-        .lock()
-        .ok()
-        .and_then(|a| a.store().list().ok())
-        .map(|l| l.len());
+    let passkeys = phone
+        .with_handler(|a| a.store().list().ok().map(|l| l.len()))
+        .flatten();
     let summary = json!({
         "command": command_name(outcome.command),
         "status": outcome.status,

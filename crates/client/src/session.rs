@@ -6,12 +6,12 @@
 //! bytes, waits, and reports progress as [`Event`]s.
 //!
 //! Two levels:
-//! * [`register`] and [`sign_in`]: the WebAuthn client. RP options JSON and an origin in,
-//!   [`Registration`](crate::webauthn::Registration) /
+//! * [`register`] and [`sign_in`]: the WebAuthn client. RP options JSON and an origin in: the
+//!   options are parsed and their RP ID checked against the origin, and a [`Prepared`]
+//!   ceremony comes back, whose QR code the caller shows before it
+//!   [`run`](Prepared::run)s it; [`Registration`](crate::webauthn::Registration) /
 //!   [`Assertion`](crate::webauthn::Assertion) out (`to_json()` gives
-//!   `RegistrationResponseJSON` / `AuthenticationResponseJSON`). The RP ID is checked against
-//!   the origin before any QR code exists. Both are [`ceremony`], which also takes options
-//!   parsed beforehand (any [`Ceremony`]).
+//!   `RegistrationResponseJSON` / `AuthenticationResponseJSON`).
 //! * [`Laptop`] → [`Tunnel`]: the raw session, for one CTAP request of your own.
 //!
 //! # Example
@@ -19,7 +19,7 @@
 //! ```no_run
 //! # async fn demo(options_json: &str) -> Result<(), hybridge_client::session::Error> {
 //! use hybridge_ble::RadioSpec;
-//! use hybridge_client::session::{self, Event, Events, LaptopConfig, RelayOverrides};
+//! use hybridge_client::session::{self, Events, LaptopConfig, RelayOverrides};
 //!
 //! let radio: RadioSpec = "bluez".parse().map_err(session::Error::Radio)?;
 //! let scanner = radio.scanner().await.map_err(session::Error::Radio)?;
@@ -28,17 +28,16 @@
 //!     relays: RelayOverrides::all("wss://relay.example.net"),
 //!     ..LaptopConfig::default()
 //! };
+//! // Nothing reaches a phone unless the options are valid for this origin.
+//! let ceremony = session::register(options_json, "https://example.com", &config)?;
+//! eprintln!("scan this with your phone: {}", ceremony.qr_url());
 //! let (events, mut progress) = Events::channel(32);
 //! tokio::spawn(async move {
 //!     while let Some(event) = progress.recv().await {
-//!         match event {
-//!             Event::QrReady(url) => eprintln!("scan this with your phone: {url}"),
-//!             other => eprintln!("{other}"),
-//!         }
+//!         eprintln!("{event}");
 //!     }
 //! });
-//! let registration =
-//!     session::register(options_json, "https://example.com", &*scanner, &config, &events).await?;
+//! let registration = ceremony.run(&*scanner, &events).await?;
 //! println!("{}", registration.to_json());
 //! # Ok(()) }
 //! ```
@@ -62,7 +61,7 @@ use hybridge_proto::{domain, keys, tunnel};
 use rand_core::OsRng;
 use ws::{engine_now as now, wake_at};
 
-pub use ceremony::{Ceremony, ceremony, register, sign_in};
+pub use ceremony::{Ceremony, Prepared, register, sign_in};
 pub use error::{Error, Step, from_status};
 
 /// Where to find tunnel servers. By default a domain ID resolves to its assigned (0, 1) or
@@ -116,8 +115,6 @@ pub struct LaptopConfig {
 /// Progress of a laptop session, for a UI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// Show this `FIDO:/` URL as a QR code.
-    QrReady(String),
     /// Listening for the phone's advert.
     Scanning,
     /// The phone's advert was heard; it uses this tunnel-server domain.
@@ -138,7 +135,6 @@ pub enum Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::QrReady(_) => f.write_str("scan the QR code with your phone"),
             Event::Scanning => f.write_str("waiting for the phone's advert"),
             Event::PhoneNearby { domain_id } => {
                 write!(
@@ -186,7 +182,7 @@ impl Laptop {
         self.qr.qr_url()
     }
 
-    /// Shows the QR code ([`Event::QrReady`]), scans until this QR code's advert is heard
+    /// Scans (after the caller showed [`qr_url`](Self::qr_url)) until this QR code's advert is heard
     /// (everyone else's adverts are ignored), connects to the tunnel server the advert names,
     /// does the handshake and reads the phone's post-handshake message. The relay is contacted
     /// only after the advert matched.
@@ -195,7 +191,6 @@ impl Laptop {
     /// timeout; here bytes are moved and the radio, the tunnel and the engine's timer are
     /// waited on.
     pub async fn connect(self, scanner: &dyn Scanner, events: &Events) -> Result<Tunnel, Error> {
-        events.emit(Event::QrReady(self.qr.qr_url()));
         events.emit(Event::Scanning);
         let engine = LaptopEngine::new(
             self.qr,

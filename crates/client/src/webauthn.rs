@@ -72,11 +72,11 @@ pub fn decode_b64(what: &str, s: &str) -> Result<Vec<u8>, WebAuthnError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     /// The serialised origin (`scheme://host[:port]`), as it goes into clientDataJSON.
-    pub serialized: String,
+    pub(crate) serialized: String,
     /// The host, lower case, punycode for internationalised names.
-    pub host: String,
+    pub(crate) host: String,
     /// Whether the host is an IP address.
-    pub is_ip: bool,
+    pub(crate) is_ip: bool,
 }
 
 impl Origin {
@@ -110,6 +110,17 @@ impl Origin {
             host: host_str,
             is_ip,
         })
+    }
+
+    /// The serialised origin (`scheme://host[:port]`), as it goes into clientDataJSON.
+    pub fn as_str(&self) -> &str {
+        &self.serialized
+    }
+
+    /// The host, lower case, punycode for internationalised names (an IPv6 address in
+    /// brackets).
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// Resolves the RP ID a request may use from this origin (WebAuthn §5.1.3 step 8 and
@@ -231,52 +242,65 @@ pub struct PrfInput {
     pub eval_by_credential: Vec<(Vec<u8>, PrfValues)>,
 }
 
-/// A validated `PublicKeyCredentialCreationOptionsJSON`.
+/// A `PublicKeyCredentialCreationOptionsJSON`, parsed once for the page's origin: what it says
+/// cannot change afterwards (the fields are private), so the RP ID checked against the origin
+/// is the one the phone gets.
+///
+/// ```compile_fail
+/// # fn f(options: &mut hybridge_client::webauthn::CreationOptions) {
+/// options.rp_id = "bank.example".into(); // private: checked once, never changed
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreationOptions {
+    /// The page's origin the options were checked against.
+    pub(crate) origin: Origin,
     /// `rp.id`, or the origin's host when absent; checked against the origin.
-    pub rp_id: String,
+    pub(crate) rp_id: String,
     /// `rp.name`.
-    pub rp_name: String,
+    pub(crate) rp_name: String,
     /// `user.id`, decoded.
-    pub user_id: Vec<u8>,
+    pub(crate) user_id: Vec<u8>,
     /// `user.name`.
-    pub user_name: String,
+    pub(crate) user_name: String,
     /// `user.displayName`.
-    pub user_display_name: String,
+    pub(crate) user_display_name: String,
     /// `challenge`, decoded.
-    pub challenge: Vec<u8>,
+    pub(crate) challenge: Vec<u8>,
     /// `excludeCredentials`.
-    pub exclude: Vec<CredentialDescriptor>,
+    pub(crate) exclude: Vec<CredentialDescriptor>,
     /// `attestation`.
-    pub attestation: Attestation,
+    pub(crate) attestation: Attestation,
     /// `authenticatorSelection.residentKey` (or `requireResidentKey`).
-    pub resident_key: ResidentKey,
+    pub(crate) resident_key: ResidentKey,
     /// `authenticatorSelection.userVerification`.
-    pub user_verification: UserVerification,
+    pub(crate) user_verification: UserVerification,
     /// `timeout`, in milliseconds, if given: corrected into 30 s – 10 min, it shortens the
     /// laptop's limit for the person holding the phone.
-    pub timeout_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
     /// The extensions this client understands.
-    pub extensions: Extensions,
+    pub(crate) extensions: Extensions,
 }
 
-/// A validated `PublicKeyCredentialRequestOptionsJSON`.
+/// A `PublicKeyCredentialRequestOptionsJSON`, parsed once for the page's origin (private
+/// fields, as [`CreationOptions`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestOptions {
+    /// The page's origin the options were checked against.
+    pub(crate) origin: Origin,
     /// `rpId`, or the origin's host when absent; checked against the origin.
-    pub rp_id: String,
+    pub(crate) rp_id: String,
     /// `challenge`, decoded.
-    pub challenge: Vec<u8>,
+    pub(crate) challenge: Vec<u8>,
     /// `allowCredentials` (empty: a discoverable credential is asked for).
-    pub allow: Vec<CredentialDescriptor>,
+    pub(crate) allow: Vec<CredentialDescriptor>,
     /// `userVerification`.
-    pub user_verification: UserVerification,
+    pub(crate) user_verification: UserVerification,
     /// `timeout`, in milliseconds, if given: corrected into 30 s – 10 min, it shortens the
     /// laptop's limit for the person holding the phone.
-    pub timeout_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
     /// The extensions this client understands.
-    pub extensions: Extensions,
+    pub(crate) extensions: Extensions,
 }
 
 #[derive(Deserialize)]
@@ -460,6 +484,7 @@ impl CreationOptions {
         };
         let user_name = raw.user.name.unwrap_or_default();
         Ok(Self {
+            origin: origin.clone(),
             rp_name: raw.rp.name.unwrap_or_else(|| rp_id.clone()),
             rp_id,
             user_id,
@@ -477,6 +502,53 @@ impl CreationOptions {
             timeout_ms: raw.timeout,
             extensions: creation_extensions(raw.extensions)?,
         })
+    }
+}
+
+impl CreationOptions {
+    /// The page's origin these options were checked against.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// The relying party ID the credential is scoped to (checked against the origin).
+    pub fn rp_id(&self) -> &str {
+        &self.rp_id
+    }
+
+    /// The relying party's challenge, decoded.
+    pub fn challenge(&self) -> &[u8] {
+        &self.challenge
+    }
+
+    /// `user.id`, decoded.
+    pub fn user_id(&self) -> &[u8] {
+        &self.user_id
+    }
+
+    /// `user.name`.
+    pub fn user_name(&self) -> &str {
+        &self.user_name
+    }
+
+    /// `authenticatorSelection.residentKey` (or `requireResidentKey`).
+    pub fn resident_key(&self) -> ResidentKey {
+        self.resident_key
+    }
+
+    /// `authenticatorSelection.userVerification`.
+    pub fn user_verification(&self) -> UserVerification {
+        self.user_verification
+    }
+
+    /// `timeout` in milliseconds, if the relying party gave one.
+    pub fn timeout_ms(&self) -> Option<u64> {
+        self.timeout_ms
+    }
+
+    /// The extensions this client understands.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
     }
 }
 
@@ -507,6 +579,7 @@ impl RequestOptions {
             return Err(bad("challenge must be at least 16 bytes"));
         }
         Ok(Self {
+            origin: origin.clone(),
             rp_id,
             challenge,
             allow: descriptors(raw.allow_credentials, "allowCredentials[].id")?,
@@ -514,6 +587,43 @@ impl RequestOptions {
             timeout_ms: raw.timeout,
             extensions: extensions(raw.extensions)?,
         })
+    }
+}
+
+impl RequestOptions {
+    /// The page's origin these options were checked against.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// The relying party ID (checked against the origin).
+    pub fn rp_id(&self) -> &str {
+        &self.rp_id
+    }
+
+    /// The relying party's challenge, decoded.
+    pub fn challenge(&self) -> &[u8] {
+        &self.challenge
+    }
+
+    /// `allowCredentials` (empty: a discoverable credential is asked for).
+    pub fn allow(&self) -> &[CredentialDescriptor] {
+        &self.allow
+    }
+
+    /// `userVerification`.
+    pub fn user_verification(&self) -> UserVerification {
+        self.user_verification
+    }
+
+    /// `timeout` in milliseconds, if the relying party gave one.
+    pub fn timeout_ms(&self) -> Option<u64> {
+        self.timeout_ms
+    }
+
+    /// The extensions this client understands.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
     }
 }
 

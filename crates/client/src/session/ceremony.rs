@@ -11,85 +11,107 @@ use hybridge_ctap::{
 };
 use hybridge_proto::qr::RequestType;
 
+use std::fmt;
+
 use super::{Error, Events, Laptop, LaptopConfig, Tunnel, from_status};
 use crate::webauthn::{
     self, Assertion, Attestation, ClientDataType, CreationOptions, ExtensionResults, Origin,
-    PrfInput, Registration, RequestOptions, ResidentKey, UserVerification, WebAuthnError,
+    PrfInput, Registration, RequestOptions, ResidentKey, UserVerification,
 };
 
-/// Registers a passkey on the phone: `options_json` is the RP's
-/// `PublicKeyCredentialCreationOptionsJSON` (bare or wrapped in `{"publicKey": …}`), `origin`
-/// the page's origin. The RP ID is checked against the origin before the QR code is made, so
+/// Prepares a registration: `options_json` is the RP's `PublicKeyCredentialCreationOptionsJSON`
+/// (bare or wrapped in `{"publicKey": …}`), `origin` the page's origin. The options are
+/// parsed and their RP ID checked against the origin here, before any QR code exists, so
 /// nothing reaches a phone on a mismatch.
-pub async fn register(
+pub fn register(
     options_json: &str,
     origin: &str,
-    scanner: &dyn Scanner,
     config: &LaptopConfig,
-    events: &Events,
-) -> Result<Registration, Error> {
+) -> Result<Prepared<CreationOptions>, Error> {
     let origin = Origin::parse(origin)?;
-    let options = CreationOptions::from_json(options_json, &origin)?;
-    ceremony(&options, &origin, scanner, config, events).await
+    Ok(Prepared::new(
+        CreationOptions::from_json(options_json, &origin)?,
+        config,
+    ))
 }
 
-/// Signs in with a passkey on the phone: `options_json` is the RP's
-/// `PublicKeyCredentialRequestOptionsJSON`. The RP ID is checked against the origin first.
-pub async fn sign_in(
+/// Prepares a sign-in: `options_json` is the RP's `PublicKeyCredentialRequestOptionsJSON`.
+/// The RP ID is checked against the origin first, as for [`register`].
+pub fn sign_in(
     options_json: &str,
     origin: &str,
-    scanner: &dyn Scanner,
     config: &LaptopConfig,
-    events: &Events,
-) -> Result<Assertion, Error> {
+) -> Result<Prepared<RequestOptions>, Error> {
     let origin = Origin::parse(origin)?;
-    let options = RequestOptions::from_json(options_json, &origin)?;
-    ceremony(&options, &origin, scanner, config, events).await
+    Ok(Prepared::new(
+        RequestOptions::from_json(options_json, &origin)?,
+        config,
+    ))
 }
 
-/// Runs a ceremony whose options were already parsed and checked against `origin` (their
-/// `from_json` did that): [`register`] and [`sign_in`] after their parsing, for a caller that
-/// checks the options itself before anything starts.
-///
-/// QR code → phone → the CTAP request built from the options and the phone's getInfo → the
-/// phone's answer, checked, as the RP's response.
-pub async fn ceremony<C: Ceremony>(
-    options: &C,
-    origin: &Origin,
-    scanner: &dyn Scanner,
-    config: &LaptopConfig,
-    events: &Events,
-) -> Result<C::Response, Error> {
-    // The options' fields are public, so they may have changed since `from_json` checked
-    // them: the RP ID is checked against this origin again, before any QR code exists.
-    if origin.resolve_rp_id(Some(options.rp_id()))? != options.rp_id() {
-        // Valid only after normalising (case, IDNA): the phone would get another string
-        // than the one checked.
-        return Err(Error::WebAuthn(WebAuthnError::RpIdMismatch {
-            rp_id: options.rp_id().to_owned(),
-            origin: origin.serialized.clone(),
-        }));
+/// A WebAuthn ceremony ready to run: the relying party's options, parsed for their origin, and
+/// a fresh QR code. Show [`qr_url`](Self::qr_url) to the user, then [`run`](Self::run): the
+/// QR code is a value the caller takes, not an event that could be missed.
+pub struct Prepared<C: Ceremony> {
+    options: C,
+    laptop: Laptop,
+}
+
+impl<C: Ceremony> fmt::Debug for Prepared<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The QR code carries a secret: only the kind of ceremony is shown.
+        f.debug_struct("Prepared")
+            .field("request_type", &C::REQUEST_TYPE)
+            .finish_non_exhaustive()
     }
-    let client_data_json =
-        webauthn::client_data_json(C::CLIENT_DATA_TYPE, options.challenge(), origin);
-    let mut config = config.clone();
-    // The relying party's timeout may shorten the caller's limit for the user, never lengthen
-    // it (a caller's `--timeout` stands).
-    if let Some(ms) = options.timeout_ms() {
-        config.timeouts.user = config.timeouts.user.min(user_limit(ms));
-    }
-    let laptop = Laptop::new(C::REQUEST_TYPE, config);
-    let tunnel = laptop.connect(scanner, events).await?;
-    let request = match options.ctap_request(&client_data_json, tunnel.get_info_response()) {
-        Ok(r) => r,
-        Err(e) => {
-            tunnel.close(&Events::none()).await;
-            return Err(e);
+}
+
+impl<C: Ceremony> Prepared<C> {
+    /// A ceremony for options parsed beforehand (their `from_json` checked them against their
+    /// origin). The relying party's timeout may shorten `config`'s limit for the person
+    /// holding the phone, never lengthen it (a caller's `--timeout` stands).
+    pub fn new(options: C, config: &LaptopConfig) -> Self {
+        let mut config = config.clone();
+        if let Some(ms) = options.timeout_ms() {
+            config.timeouts.user = config.timeouts.user.min(user_limit(ms));
         }
-    };
-    let reply = transact(tunnel, &request, events).await?;
-    check_status(&reply)?;
-    options.response(client_data_json, &request, &reply)
+        Self {
+            laptop: Laptop::new(C::REQUEST_TYPE, config),
+            options,
+        }
+    }
+
+    /// The `FIDO:/` URL to show as a QR code (it carries a secret: show it, do not log it).
+    pub fn qr_url(&self) -> String {
+        self.laptop.qr_url()
+    }
+
+    /// The options this ceremony runs.
+    pub fn options(&self) -> &C {
+        &self.options
+    }
+
+    /// Scans for the phone that read the QR code, builds the CTAP request from the options
+    /// and the phone's getInfo, and returns the phone's answer, checked, as the RP's response.
+    pub async fn run(self, scanner: &dyn Scanner, events: &Events) -> Result<C::Response, Error> {
+        let options = self.options;
+        let client_data_json = webauthn::client_data_json(
+            C::CLIENT_DATA_TYPE,
+            options.challenge(),
+            Ceremony::origin(&options),
+        );
+        let tunnel = self.laptop.connect(scanner, events).await?;
+        let request = match options.ctap_request(&client_data_json, tunnel.get_info_response()) {
+            Ok(r) => r,
+            Err(e) => {
+                tunnel.close(&Events::none()).await;
+                return Err(e);
+            }
+        };
+        let reply = transact(tunnel, &request, events).await?;
+        check_status(&reply)?;
+        options.response(client_data_json, &request, &reply)
+    }
 }
 
 /// The relying party's `timeout` as the limit for the person holding the phone, corrected
@@ -108,8 +130,9 @@ mod sealed {
 }
 
 /// A WebAuthn ceremony, as the relying party's checked options: [`CreationOptions`] registers
-/// a passkey, [`RequestOptions`] signs in. [`ceremony`] is the one flow both take; this trait
-/// holds only what differs between them. It is sealed: those two are the only ceremonies.
+/// a passkey, [`RequestOptions`] signs in. [`Prepared::run`] is the one flow both take; this
+/// trait holds only what differs between them. It is sealed: those two are the only
+/// ceremonies.
 pub trait Ceremony: sealed::Sealed {
     /// What the relying party gets back: [`Registration`] or [`Assertion`].
     type Response;
@@ -120,6 +143,9 @@ pub trait Ceremony: sealed::Sealed {
 
     /// The relying party's challenge.
     fn challenge(&self) -> &[u8];
+
+    /// The page's origin the options were checked against.
+    fn origin(&self) -> &Origin;
 
     /// The relying party ID the credential is scoped to.
     fn rp_id(&self) -> &str;
@@ -151,6 +177,10 @@ impl Ceremony for CreationOptions {
 
     fn challenge(&self) -> &[u8] {
         &self.challenge
+    }
+
+    fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     fn rp_id(&self) -> &str {
@@ -195,6 +225,10 @@ impl Ceremony for RequestOptions {
 
     fn challenge(&self) -> &[u8] {
         &self.challenge
+    }
+
+    fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     fn rp_id(&self) -> &str {
