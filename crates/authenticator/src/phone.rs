@@ -227,12 +227,12 @@ pub enum PhoneError {
     #[error("tunnel-server domain {0} has no known hostname: give the relay URL")]
     UnknownDomain(u16),
     /// The relay could not be reached or refused the tunnel.
-    #[error("cannot open the tunnel at {url}: {reason}")]
+    #[error("cannot open the tunnel at {url}: {source}")]
     RelayUnreachable {
         /// Relay base URL.
         url: String,
         /// Why.
-        reason: String,
+        source: ws::ConnectError,
     },
     /// The relay's 101 lacked a valid `X-caBLE-Routing-ID` header.
     #[error(
@@ -276,12 +276,12 @@ pub enum PhoneError {
     )]
     AuthenticatorSelection,
     /// A WebSocket failure on the open tunnel.
-    #[error("the tunnel failed while {step}: {reason}")]
+    #[error("the tunnel failed while {step}: {source}")]
     Tunnel {
         /// The step.
         step: PhoneStep,
         /// Why.
-        reason: String,
+        source: ws::TunnelError,
     },
     /// The Noise handshake failed (the laptop does not hold this QR code's keys).
     #[error("the handshake with the laptop failed: {0}")]
@@ -308,19 +308,30 @@ pub enum PhoneError {
 }
 
 impl PhoneError {
-    /// The engine's failure, with the relay's base URL where the message needs it.
-    fn from_failure(failure: Failure, url: &str) -> Self {
+    /// The engine's failure, with the relay's base URL and the transport's reason (which the
+    /// driver kept) where the message needs them.
+    fn from_failure(failure: Failure, url: &str, cause: Option<ws::Cause>) -> Self {
+        match (failure, cause) {
+            (Failure::ConnectFailed, Some(ws::Cause::Connect(source))) => {
+                PhoneError::RelayUnreachable {
+                    url: url.to_owned(),
+                    source,
+                }
+            }
+            (Failure::Transport { step }, Some(ws::Cause::Tunnel(source))) => {
+                PhoneError::Tunnel { step, source }
+            }
+            (failure, _) => Self::from_engine(failure, url),
+        }
+    }
+
+    fn from_engine(failure: Failure, url: &str) -> Self {
         match failure {
-            Failure::ConnectFailed(reason) => PhoneError::RelayUnreachable {
-                url: url.to_owned(),
-                reason,
-            },
             Failure::NoRoutingId => PhoneError::NoRoutingId {
                 url: url.to_owned(),
             },
             Failure::Timeout { step, after } => PhoneError::Timeout { step, after },
             Failure::TunnelClosed(step) => PhoneError::TunnelClosed(step),
-            Failure::Transport { step, reason } => PhoneError::Tunnel { step, reason },
             Failure::Handshake(e) => PhoneError::Handshake(e),
             Failure::Protocol { step, source } => PhoneError::Protocol { step, source },
             Failure::UnexpectedEof => PhoneError::UnexpectedEof,
@@ -466,6 +477,7 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
             advertising: None,
             serving: None,
             cancel: None,
+            cause: None,
         };
         let result = drive(
             &mut engine,
@@ -498,6 +510,8 @@ struct PhoneIo {
     serving: Option<tokio::task::JoinHandle<Result<Vec<u8>, PhoneError>>>,
     /// The token of the request being served.
     cancel: Option<Cancel>,
+    /// Why the transport failed, for the error (the engine is only told that it did).
+    cause: Option<ws::Cause>,
 }
 
 async fn drive<H>(
@@ -523,7 +537,8 @@ where
                     match tokio::time::timeout_at(deadline, connect).await {
                         Err(_) => engine.handle_timeout(now()),
                         Ok(Err(e)) => {
-                            engine.handle(now(), PhoneInput::ConnectFailed(e.to_string()))
+                            io.cause = Some(ws::Cause::Connect(e));
+                            engine.handle(now(), PhoneInput::ConnectFailed)
                         }
                         Ok(Ok((socket, response))) => {
                             let values = response.headers().get_all(ROUTING_ID_HEADER);
@@ -553,7 +568,10 @@ where
                     if let Some(socket) = io.socket.as_mut() {
                         match ws::send_by(socket, m, deadline).await {
                             None => engine.handle_timeout(now()),
-                            Some(Err(e)) => engine.handle(now(), PhoneInput::TransportFailed(e)),
+                            Some(Err(e)) => {
+                                io.cause = Some(ws::Cause::Tunnel(e));
+                                engine.handle(now(), PhoneInput::TransportFailed)
+                            }
                             Some(Ok(())) => {}
                         }
                     }
@@ -587,7 +605,7 @@ where
                     }
                 }
                 PhoneOutput::Finished(result) => {
-                    return result.map_err(|f| PhoneError::from_failure(f, base));
+                    return result.map_err(|f| PhoneError::from_failure(f, base, io.cause.take()));
                 }
             }
         }
@@ -603,17 +621,18 @@ where
                 engine.handle(now(), PhoneInput::Answer(answer));
             }
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(now()),
-            arrival = ws::arrival(socket) => engine.handle(now(), phone_input(arrival)),
+            arrival = ws::arrival(socket) => {
+                let input = match arrival {
+                    ws::Arrival::Message(m) => PhoneInput::Received(m),
+                    ws::Arrival::Closed => PhoneInput::Closed,
+                    ws::Arrival::Failed(e) => {
+                        io.cause = Some(ws::Cause::Tunnel(e));
+                        PhoneInput::TransportFailed
+                    }
+                };
+                engine.handle(now(), input)
+            }
         }
-    }
-}
-
-/// What the tunnel said, as the engine's input.
-fn phone_input(arrival: ws::Arrival) -> PhoneInput {
-    match arrival {
-        ws::Arrival::Message(m) => PhoneInput::Received(m),
-        ws::Arrival::Closed => PhoneInput::Closed,
-        ws::Arrival::Failed(reason) => PhoneInput::TransportFailed(reason),
     }
 }
 

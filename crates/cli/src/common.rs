@@ -38,7 +38,8 @@ impl TransportArgs {
     pub fn tls(&self) -> Result<Option<hybridge_tunnel::ClientTls>, CliError> {
         match &self.ca_cert {
             Some(path) => Ok(Some(
-                hybridge_tunnel::tls_trusting(path).map_err(CliError::Invalid)?,
+                hybridge_tunnel::tls_trusting(path)
+                    .map_err(|e| CliError::Invalid(e.to_string()))?,
             )),
             None => Ok(None),
         }

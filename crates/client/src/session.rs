@@ -62,7 +62,7 @@ use rand_core::OsRng;
 use ws::{engine_now as now, wake_at};
 
 pub use ceremony::{Ceremony, Prepared, register, sign_in};
-pub use error::{Error, Step, from_status};
+pub use error::{BadResponse, Error, Step, from_status};
 
 /// Where to find tunnel servers. By default a domain ID resolves to its assigned (0, 1) or
 /// hashed (≥ 256) hostname, as `wss://`; overrides send IDs to self-hosted or local relays.
@@ -205,6 +205,7 @@ impl Laptop {
                 scan: None,
                 socket: None,
                 base: None,
+                cause: None,
                 config: self.config,
             },
         };
@@ -240,6 +241,8 @@ struct LaptopIo {
     socket: Option<ws::Ws>,
     /// The relay's base URL, once the advert named it (for error messages).
     base: Option<String>,
+    /// Why the transport failed, for the error (the engine is only told that it did).
+    cause: Option<ws::Cause>,
     config: LaptopConfig,
 }
 
@@ -403,7 +406,8 @@ impl Driver {
                         match tokio::time::timeout_at(deadline, connect).await {
                             Err(_) => engine.handle_timeout(now()),
                             Ok(Err(e)) => {
-                                engine.handle(now(), LaptopInput::ConnectFailed(e.to_string()))
+                                io.cause = Some(ws::Cause::Connect(e));
+                                engine.handle(now(), LaptopInput::ConnectFailed)
                             }
                             Ok(Ok((socket, _))) => {
                                 io.socket = Some(socket);
@@ -416,7 +420,8 @@ impl Driver {
                             match ws::send_by(socket, m, deadline).await {
                                 None => engine.handle_timeout(now()),
                                 Some(Err(e)) => {
-                                    engine.handle(now(), LaptopInput::TransportFailed(e))
+                                    io.cause = Some(ws::Cause::Tunnel(e));
+                                    engine.handle(now(), LaptopInput::TransportFailed)
                                 }
                                 Some(Ok(())) => {}
                             }
@@ -436,7 +441,8 @@ impl Driver {
                     }
                     LaptopOutput::Finished(Ok(linking)) => return Ok(Reached::Closed(linking)),
                     LaptopOutput::Finished(Err(f)) => {
-                        return Err(Error::from_failure(f, io.base.as_deref()));
+                        let cause = io.cause.take();
+                        return Err(Error::from_failure(f, io.base.as_deref(), cause));
                     }
                 }
             }
@@ -451,7 +457,15 @@ impl Driver {
                     Err(e) => return Err(Error::Radio(e)),
                 },
                 arrival = ws::arrival(io.socket.as_mut()) => {
-                    engine.handle(now(), laptop_input(arrival))
+                    let input = match arrival {
+                        ws::Arrival::Message(m) => LaptopInput::Received(m),
+                        ws::Arrival::Closed => LaptopInput::Closed,
+                        ws::Arrival::Failed(e) => {
+                            io.cause = Some(ws::Cause::Tunnel(e));
+                            LaptopInput::TransportFailed
+                        }
+                    };
+                    engine.handle(now(), input)
                 }
             }
         }
@@ -471,15 +485,6 @@ async fn next_advert(
             scan.failure()
                 .unwrap_or_else(|| format!("the {} scan was stopped", scan.radio())),
         )),
-    }
-}
-
-/// What the tunnel said, as the engine's input.
-fn laptop_input(arrival: ws::Arrival) -> LaptopInput {
-    match arrival {
-        ws::Arrival::Message(m) => LaptopInput::Received(m),
-        ws::Arrival::Closed => LaptopInput::Closed,
-        ws::Arrival::Failed(reason) => LaptopInput::TransportFailed(reason),
     }
 }
 

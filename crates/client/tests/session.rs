@@ -20,7 +20,7 @@ use hybridge_authenticator::user::{
 };
 use hybridge_ble::{Advertiser, MemoryRadio, Scanner, UUID_FIDO, UUID_GOOGLE};
 use hybridge_client::session::{
-    self, Error, Event, Events, LaptopConfig, RelayOverrides, Step, Timeouts,
+    self, Error, Event, Events, LaptopConfig, RelayOverrides, Step, Timeouts, ws,
 };
 use hybridge_client::webauthn::{Assertion, CreationOptions, Origin, Registration};
 use hybridge_proto::advert::AdvertPlaintext;
@@ -515,9 +515,13 @@ async fn relay_down_is_a_clear_connect_error() {
         .unwrap_err();
     fake.abort();
     match &err {
-        Error::RelayUnreachable { url, reason } => {
+        Error::RelayUnreachable { url, source } => {
             assert_eq!(url, &relay);
-            assert!(reason.contains("cannot connect"), "{reason}");
+            assert!(
+                matches!(source, ws::ConnectError::Tcp { port: p, .. } if *p == port),
+                "{source:?}"
+            );
+            assert!(err.to_string().contains("cannot connect"), "{err}");
         }
         other => panic!("expected RelayUnreachable, got {other}"),
     }
@@ -904,7 +908,10 @@ async fn over_tls_with_a_private_ca() {
         .unwrap_err();
     fake.abort();
     match &err {
-        Error::RelayUnreachable { reason, .. } => assert!(reason.contains("TLS"), "{reason}"),
+        Error::RelayUnreachable { source, .. } => {
+            assert!(matches!(source, ws::ConnectError::Tls { .. }), "{source:?}");
+            assert!(err.to_string().contains("TLS"), "{err}");
+        }
         other => panic!("expected a TLS failure, got {other}"),
     }
 }

@@ -98,9 +98,9 @@ pub enum Failure {
     /// example), and no usable one followed.
     #[error("the phone's advert was unusable: {0}")]
     BadAdvert(crate::Error),
-    /// The tunnel could not be opened (the driver's reason).
-    #[error("cannot open the tunnel: {0}")]
-    ConnectFailed(String),
+    /// The tunnel could not be opened (the driver holds the transport's reason).
+    #[error("cannot open the tunnel")]
+    ConnectFailed,
     /// Phone: the tunnel server's answer carried no valid routing ID.
     #[error("the tunnel server sent no valid routing ID")]
     NoRoutingId,
@@ -115,13 +115,11 @@ pub enum Failure {
     /// The tunnel closed before the session was over.
     #[error("the tunnel closed while {0}")]
     TunnelClosed(Step),
-    /// The transport failed under an open tunnel (the driver's reason).
-    #[error("the tunnel failed while {step}: {reason}")]
+    /// The transport failed under an open tunnel (the driver holds the transport's reason).
+    #[error("the tunnel failed while {step}")]
     Transport {
         /// The step.
         step: Step,
-        /// Why.
-        reason: String,
     },
     /// The Noise handshake failed: the peer does not hold this session's keys.
     #[error("the handshake failed: {0}")]
@@ -203,14 +201,15 @@ pub enum LaptopInput {
     Advert(Vec<u8>),
     /// The tunnel asked for with [`LaptopOutput::Connect`] is open.
     Connected,
-    /// It could not be opened.
-    ConnectFailed(String),
+    /// It could not be opened (why is the driver's business: the engine only decides what
+    /// it means for the session).
+    ConnectFailed,
     /// One message from the phone.
     Received(Vec<u8>),
     /// The phone (or the relay) closed the tunnel.
     Closed,
-    /// The transport failed under the open tunnel.
-    TransportFailed(String),
+    /// The transport failed under the open tunnel (the driver keeps the reason).
+    TransportFailed,
     /// The application's CTAP request `command ‖ CBOR`, once [`LaptopOutput::Ready`] came.
     Request(Vec<u8>),
     /// The application is done: send the shutdown and close.
@@ -445,9 +444,9 @@ impl LaptopEngine {
                     }
                 }
             }
-            (LaptopState::Connecting(qr), LaptopInput::ConnectFailed(reason)) => {
+            (LaptopState::Connecting(qr), LaptopInput::ConnectFailed) => {
                 self.state = LaptopState::Connecting(qr);
-                self.fail(Failure::ConnectFailed(reason));
+                self.fail(Failure::ConnectFailed);
                 return;
             }
             (LaptopState::Handshake(qr), LaptopInput::Received(msg2)) => match qr.finish(&msg2) {
@@ -564,10 +563,10 @@ impl LaptopEngine {
                 self.fail(Failure::TunnelClosed(step));
                 return;
             }
-            (state, LaptopInput::TransportFailed(reason)) => {
+            (state, LaptopInput::TransportFailed) => {
                 self.state = state;
                 let step = self.step().unwrap_or(Step::Closing);
-                self.fail(Failure::Transport { step, reason });
+                self.fail(Failure::Transport { step });
                 return;
             }
             // Inputs that do not belong to this step (a late advert, a request while one is
@@ -662,14 +661,15 @@ pub enum PhoneInput {
     /// The tunnel asked for with [`PhoneOutput::OpenTunnel`] is open; the routing ID the
     /// tunnel server gave (`None`: it gave none that parses).
     TunnelOpened(Option<RoutingId>),
-    /// It could not be opened.
-    ConnectFailed(String),
+    /// It could not be opened (why is the driver's business: the engine only decides what
+    /// it means for the session).
+    ConnectFailed,
     /// One message from the laptop.
     Received(Vec<u8>),
     /// The laptop (or the relay) closed the tunnel.
     Closed,
-    /// The transport failed under the open tunnel.
-    TransportFailed(String),
+    /// The transport failed under the open tunnel (the driver keeps the reason).
+    TransportFailed,
     /// The authenticator's answer to [`PhoneOutput::Serve`] (`status ‖ CBOR`).
     Answer(Vec<u8>),
 }
@@ -885,9 +885,9 @@ impl PhoneEngine {
                 self.timer = Some(deadline(now, self.timeouts.laptop));
                 PhoneState::Advertising(qr)
             }
-            (PhoneState::Opening(qr), PhoneInput::ConnectFailed(reason)) => {
+            (PhoneState::Opening(qr), PhoneInput::ConnectFailed) => {
                 self.state = PhoneState::Opening(qr);
-                self.finish(Err(Failure::ConnectFailed(reason)));
+                self.finish(Err(Failure::ConnectFailed));
                 return;
             }
             (PhoneState::Advertising(qr), PhoneInput::Received(msg1)) => {
@@ -1005,7 +1005,7 @@ impl PhoneEngine {
             }
             (PhoneState::Closing(outcome), PhoneInput::Received(_))
             | (PhoneState::Closing(outcome), PhoneInput::Closed)
-            | (PhoneState::Closing(outcome), PhoneInput::TransportFailed(_)) => {
+            | (PhoneState::Closing(outcome), PhoneInput::TransportFailed) => {
                 // Whatever the laptop says after the response (its shutdown, normally), the
                 // session is over: the response went out.
                 self.state = PhoneState::Closing(outcome);
@@ -1023,10 +1023,10 @@ impl PhoneEngine {
                 self.finish(Err(Failure::TunnelClosed(step)));
                 return;
             }
-            (state, PhoneInput::TransportFailed(reason)) => {
+            (state, PhoneInput::TransportFailed) => {
                 self.state = state;
                 let step = self.step().unwrap_or(Step::Closing);
-                self.finish(Err(Failure::Transport { step, reason }));
+                self.finish(Err(Failure::Transport { step }));
                 return;
             }
             // Inputs that do not belong to this step change nothing.

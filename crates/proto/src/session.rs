@@ -371,6 +371,22 @@ impl LaptopHandshake {
     }
 }
 
+/// Why linking data from the phone was dropped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkingRejected {
+    /// The update's linking data does not parse.
+    #[error("linking data did not parse")]
+    Unparsable,
+    /// Linking data arrived on a connection that was itself opened from a link: only a QR
+    /// session may link (docs/protocol.md §8.4).
+    #[error("linking data on a linked connection is ignored")]
+    OnLinkedConnection,
+    /// The linking data's signature does not verify against this session.
+    #[error("linking data does not verify: {0}")]
+    Invalid(#[source] crate::Error),
+}
+
 /// Something the laptop learned from a phone message.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LaptopEvent {
@@ -385,7 +401,7 @@ pub enum LaptopEvent {
     /// skip the QR code next time.
     Linked(LinkingInfo),
     /// Linking data that failed to parse or verify; dropped, any stored link is kept.
-    LinkingRejected(String),
+    LinkingRejected(LinkingRejected),
     /// An update without linking data (the user declined, or padding only).
     Update,
     /// The CTAP response to the pending request: `status ‖ CBOR`.
@@ -484,9 +500,7 @@ impl LaptopChannel {
                 let u = Update::decode(&payload)?;
                 Ok(vec![match (u.linking, u.invalid_linking) {
                     (Some(l), _) => self.check_linking(&l),
-                    (None, true) => {
-                        LaptopEvent::LinkingRejected("linking data did not parse".into())
-                    }
+                    (None, true) => LaptopEvent::LinkingRejected(LinkingRejected::Unparsable),
                     (None, false) => LaptopEvent::Update,
                 }])
             }
@@ -505,12 +519,10 @@ impl LaptopChannel {
 
     fn check_linking(&self, l: &LinkingInfo) -> LaptopEvent {
         match &self.qr_identity {
-            None => LaptopEvent::LinkingRejected(
-                "linking data on a linked connection is ignored".into(),
-            ),
+            None => LaptopEvent::LinkingRejected(LinkingRejected::OnLinkedConnection),
             Some(k) => match l.verify(k, &self.handshake_hash) {
                 Ok(()) => LaptopEvent::Linked(l.clone()),
-                Err(e) => LaptopEvent::LinkingRejected(e.to_string()),
+                Err(e) => LaptopEvent::LinkingRejected(LinkingRejected::Invalid(e)),
             },
         }
     }

@@ -39,15 +39,63 @@ pub type Ws = WebSocketStream<Box<dyn Io>>;
 /// The HTTP response that upgraded the connection (101).
 pub type UpgradeResponse = tungstenite::handshake::client::Response;
 
+/// The WebSocket library's own error, kept as the source of ours: its message and its chain
+/// are there for a reader, its type is not part of this crate's API.
+#[derive(Debug)]
+pub struct WebSocketError(tungstenite::Error);
+
+impl std::fmt::Display for WebSocketError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for WebSocketError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Why a tunnel connection could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
-    /// Bad URL.
+    /// Not a `ws://` or `wss://` URL with a host.
     #[error("invalid tunnel URL: {0}")]
-    Url(String),
-    /// TCP or TLS failed: the server is unreachable, or not who it claims to be.
-    #[error("{0}")]
-    Unreachable(String),
+    Url(&'static str),
+    /// Not `ws` or `wss`.
+    #[error("invalid tunnel URL: the scheme must be ws or wss, not {0:?}")]
+    Scheme(String),
+    /// The URL does not parse as a WebSocket request.
+    #[error("invalid tunnel URL: {0}")]
+    Request(#[source] WebSocketError),
+    /// The host is not a valid TLS server name.
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
+    /// No TCP connection to the server.
+    #[error("cannot connect to {host}:{port}: {source}")]
+    Tcp {
+        /// The server's host.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// TLS with the server failed: it is not who it claims to be for the trusted roots, or it
+    /// does not speak TLS.
+    #[error("TLS with {host}:{port} failed: {source}")]
+    Tls {
+        /// The server's host.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// rustls's reason, as an I/O error.
+        source: std::io::Error,
+    },
+    /// The connection failed during the WebSocket upgrade.
+    #[error("the connection failed during the WebSocket upgrade: {0}")]
+    Io(#[source] std::io::Error),
     /// The server answered the upgrade with this HTTP status.
     #[error("the server answered HTTP {0} instead of 101")]
     Refused(u16),
@@ -58,7 +106,61 @@ pub enum ConnectError {
     Subprotocol,
     /// Anything else in the WebSocket handshake.
     #[error("WebSocket handshake failed: {0}")]
-    Protocol(String),
+    Handshake(#[source] WebSocketError),
+}
+
+/// Why an open tunnel failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TunnelError {
+    /// The WebSocket failed (the connection broke, a frame was malformed or too large).
+    #[error("{0}")]
+    WebSocket(#[source] WebSocketError),
+    /// More than [`MAX_CONTROL_FRAMES`] pings or pongs within [`CONTROL_WINDOW`] and no data.
+    #[error(
+        "the tunnel server sent more than {MAX_CONTROL_FRAMES} pings or pongs within {} ms and \
+         no data: a ping flood, not a relay",
+        CONTROL_WINDOW.as_millis()
+    )]
+    PingFlood,
+    /// A text message: hybrid uses binary messages only.
+    #[error("the tunnel carried a text message; hybrid uses binary only")]
+    TextMessage,
+}
+
+/// Why the transport failed, as a driver keeps it for its error: the session engine is only
+/// told *that* it failed and decides what that means for the session.
+#[derive(Debug)]
+pub enum Cause {
+    /// The tunnel could not be opened.
+    Connect(ConnectError),
+    /// The open tunnel failed.
+    Tunnel(TunnelError),
+}
+
+/// Why a CA file for a self-hosted relay is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaFileError {
+    /// The file cannot be read or holds something that is not PEM.
+    #[error("cannot read CA certificates from {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The reader's reason.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The file holds no certificate.
+    #[error("{} holds no PEM certificate", .0.display())]
+    Empty(std::path::PathBuf),
+    /// A certificate cannot be a trust anchor.
+    #[error("a certificate in {path} is unusable as a trust anchor: {source}")]
+    Unusable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
 }
 
 /// A shared TLS client configuration, as the sessions' `tls` settings take it.
@@ -89,23 +191,27 @@ pub fn tls_with_roots(roots: rustls::RootCertStore) -> rustls::ClientConfig {
 /// A TLS client configuration trusting the webpki roots and, in addition, every certificate
 /// in the PEM file at `pem` (a self-hosted relay's private CA). Fails with a message naming
 /// the file when it cannot be read or holds no certificate.
-pub fn tls_trusting(pem: &std::path::Path) -> Result<ClientTls, String> {
+pub fn tls_trusting(pem: &std::path::Path) -> Result<ClientTls, CaFileError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let shown = pem.display();
+    let read = |source| CaFileError::Read {
+        path: pem.to_owned(),
+        source,
+    };
     let certs = CertificateDer::pem_file_iter(pem)
-        .map_err(|e| format!("cannot read CA certificates from {shown}: {e}"))?
+        .map_err(read)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read CA certificates from {shown}: {e}"))?;
+        .map_err(read)?;
     if certs.is_empty() {
-        return Err(format!("{shown} holds no PEM certificate"));
+        return Err(CaFileError::Empty(pem.to_owned()));
     }
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("a certificate in {shown} is unusable as a trust anchor: {e}"))?;
+        roots.add(cert).map_err(|source| CaFileError::Unusable {
+            path: pem.to_owned(),
+            source,
+        })?;
     }
     Ok(Arc::new(tls_with_roots(roots)))
 }
@@ -149,14 +255,12 @@ pub fn origin_of(uri: &tungstenite::http::Uri) -> Result<String, ConnectError> {
         "wss" => 443,
         "ws" => 80,
         other => {
-            return Err(ConnectError::Url(format!(
-                "scheme must be ws or wss, not {other:?}"
-            )));
+            return Err(ConnectError::Scheme(other.to_owned()));
         }
     };
     let host = uri
         .host()
-        .ok_or_else(|| ConnectError::Url("no host".into()))?
+        .ok_or(ConnectError::Url("the URL has no host"))?
         .to_ascii_lowercase();
     Ok(match uri.port_u16() {
         Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
@@ -173,7 +277,7 @@ pub async fn connect(
 ) -> Result<(Ws, UpgradeResponse), ConnectError> {
     let mut request = url
         .into_client_request()
-        .map_err(|e| ConnectError::Url(e.to_string()))?;
+        .map_err(|e| ConnectError::Request(WebSocketError(e)))?;
     request.headers_mut().insert(
         header::SEC_WEBSOCKET_PROTOCOL,
         HeaderValue::from_static(SUBPROTOCOL),
@@ -183,28 +287,37 @@ pub async fn connect(
     request.headers_mut().insert(
         header::ORIGIN,
         HeaderValue::from_str(&origin)
-            .map_err(|_| ConnectError::Url(format!("{origin:?} is not a valid Origin")))?,
+            .map_err(|_| ConnectError::Url("its origin is not a valid HTTP header value"))?,
     );
     // origin_of accepted the scheme: ws or wss.
     let secure = uri.scheme_str() == Some("wss");
     let host = uri
         .host()
-        .ok_or_else(|| ConnectError::Url("no host".into()))?
+        .ok_or(ConnectError::Url("the URL has no host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let tcp = TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|e| ConnectError::Unreachable(format!("cannot connect to {host}:{port}: {e}")))?;
+        .map_err(|source| ConnectError::Tcp {
+            host: host.clone(),
+            port,
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let stream: Box<dyn Io> = if secure {
         let name = rustls_pki_types::ServerName::try_from(host.clone())
-            .map_err(|_| ConnectError::Url(format!("{host:?} is not a valid TLS server name")))?;
+            .map_err(|_| ConnectError::ServerName(host.clone()))?;
         let connector = tokio_rustls::TlsConnector::from(tls.unwrap_or_else(default_tls));
-        let tls = connector.connect(name, tcp).await.map_err(|e| {
-            ConnectError::Unreachable(format!("TLS with {host}:{port} failed: {e}"))
-        })?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ConnectError::Tls {
+                host: host.clone(),
+                port,
+                source,
+            })?;
         Box::new(tls)
     } else {
         Box::new(tcp)
@@ -217,8 +330,8 @@ pub async fn connect(
                 tungstenite::Error::Protocol(
                     tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_),
                 ) => ConnectError::Subprotocol,
-                tungstenite::Error::Io(e) => ConnectError::Unreachable(e.to_string()),
-                other => ConnectError::Protocol(other.to_string()),
+                tungstenite::Error::Io(e) => ConnectError::Io(e),
+                other => ConnectError::Handshake(WebSocketError(other)),
             })?;
     let echoed = response
         .headers()
@@ -233,7 +346,7 @@ pub async fn connect(
 /// The next binary message. `Ok(None)`: the peer closed the tunnel. Pings and pongs are
 /// skipped (tungstenite answers pings itself) up to [`MAX_CONTROL_FRAMES`] a
 /// [`CONTROL_WINDOW`]; more is a flood and an error, as is a text message.
-pub async fn recv(ws: &mut Ws) -> Result<Option<Vec<u8>>, String> {
+pub async fn recv(ws: &mut Ws) -> Result<Option<Vec<u8>>, TunnelError> {
     // The window starts at the first control frame: a data message costs no clock read.
     let mut window: Option<tokio::time::Instant> = None;
     let mut control = 0u32;
@@ -249,40 +362,36 @@ pub async fn recv(ws: &mut Ws) -> Result<Option<Vec<u8>>, String> {
                 }
                 control += 1;
                 if control > MAX_CONTROL_FRAMES {
-                    return Err(format!(
-                        "the tunnel server sent more than {MAX_CONTROL_FRAMES} pings or pongs \
-                         within {} ms and no data: a ping flood, not a relay",
-                        CONTROL_WINDOW.as_millis()
-                    ));
+                    return Err(TunnelError::PingFlood);
                 }
             }
             Some(Ok(Message::Text(_))) => {
-                return Err("the tunnel carried a text message; hybrid uses binary only".into());
+                return Err(TunnelError::TextMessage);
             }
             Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
                 return Ok(None);
             }
-            Some(Err(e)) => return Err(e.to_string()),
+            Some(Err(e)) => return Err(TunnelError::WebSocket(WebSocketError(e))),
         }
     }
 }
 
 /// Sends one binary message.
-pub async fn send(ws: &mut Ws, message: Vec<u8>) -> Result<(), String> {
+pub async fn send(ws: &mut Ws, message: Vec<u8>) -> Result<(), TunnelError> {
     ws.send(Message::Binary(message.into()))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| TunnelError::WebSocket(WebSocketError(e)))
 }
 
 /// What the tunnel said next, as a session engine takes it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Arrival {
     /// One binary message.
     Message(Vec<u8>),
     /// The peer closed the tunnel.
     Closed,
     /// The WebSocket failed.
-    Failed(String),
+    Failed(TunnelError),
 }
 
 /// The next thing the tunnel says; without a tunnel, never (so a driver can wait on it in a
@@ -304,7 +413,7 @@ pub async fn send_by(
     socket: &mut Ws,
     message: Vec<u8>,
     deadline: tokio::time::Instant,
-) -> Option<Result<(), String>> {
+) -> Option<Result<(), TunnelError>> {
     tokio::time::timeout_at(deadline, send(socket, message))
         .await
         .ok()
@@ -444,10 +553,9 @@ mod tests {
             "wss://relay.example:8443"
         );
         assert_eq!(origin("ws://[::1]:80/x"), "ws://[::1]");
-        assert!(matches!(
-            origin_of(&"https://x/".parse().unwrap()),
-            Err(ConnectError::Url(_))
-        ));
+        let err = origin_of(&"https://x/".parse().unwrap()).unwrap_err();
+        assert!(matches!(&err, ConnectError::Scheme(s) if s == "https"), "{err:?}");
+        assert!(err.to_string().contains("ws or wss"), "{err}");
     }
 
     /// A relay that sends pings as fast as it can and never reads: the pongs we owe it cannot
@@ -469,7 +577,8 @@ mod tests {
             .await
             .expect("recv kept answering a ping flood instead of giving up");
         let err = got.expect_err("a flood is not a message");
-        assert!(err.contains("ping flood"), "{err}");
+        assert!(matches!(err, TunnelError::PingFlood), "{err}");
+        assert!(err.to_string().contains("ping flood"), "{err}");
         flood.abort();
     }
 }

@@ -13,7 +13,7 @@ use hybridge_proto::qr::RequestType;
 
 use std::fmt;
 
-use super::{Error, Events, Laptop, LaptopConfig, Tunnel, from_status};
+use super::{BadResponse, Error, Events, Laptop, LaptopConfig, Tunnel, from_status};
 use crate::webauthn::{
     self, Assertion, Attestation, ClientDataType, CreationOptions, ExtensionResults, Origin,
     PrfInput, Registration, RequestOptions, ResidentKey, UserVerification,
@@ -213,7 +213,7 @@ impl Ceremony for CreationOptions {
             _ => None,
         };
         let response = MakeCredentialResponse::decode_reply(reply)
-            .map_err(|e| Error::BadResponse(e.to_string()))?;
+            .map_err(|e| Error::BadResponse(BadResponse::Decode(e)))?;
         registration(self, client_data_json, &response, rk)
     }
 }
@@ -255,7 +255,7 @@ impl Ceremony for RequestOptions {
         reply: &[u8],
     ) -> Result<Assertion, Error> {
         let response = GetAssertionResponse::decode_reply(reply)
-            .map_err(|e| Error::BadResponse(e.to_string()))?;
+            .map_err(|e| Error::BadResponse(BadResponse::Decode(e)))?;
         assertion(self, client_data_json, &response)
     }
 }
@@ -263,7 +263,7 @@ impl Ceremony for RequestOptions {
 /// A non-zero status byte becomes the matching WebAuthn error.
 fn check_status(response: &[u8]) -> Result<(), Error> {
     match response.first() {
-        None => Err(Error::BadResponse("empty CTAP response".into())),
+        None => Err(Error::BadResponse(BadResponse::Empty)),
         Some(0) => Ok(()),
         Some(&status) => Err(from_status(hybridge_ctap::StatusCode(status))),
     }
@@ -420,16 +420,12 @@ fn check_auth_data(
     uv_required: bool,
 ) -> Result<AuthenticatorData, Error> {
     let ad = AuthenticatorData::parse(bytes)
-        .map_err(|e| Error::BadResponse(format!("authenticator data: {e}")))?;
+        .map_err(|e| Error::BadResponse(BadResponse::AuthenticatorData(e)))?;
     if ad.rp_id_hash != rp_id_hash(rp_id) {
-        return Err(Error::BadResponse(
-            "the authenticator data is for a different RP ID".into(),
-        ));
+        return Err(Error::BadResponse(BadResponse::OtherRpId));
     }
     if !ad.flags.up() {
-        return Err(Error::BadResponse(
-            "the phone did not collect user presence".into(),
-        ));
+        return Err(Error::BadResponse(BadResponse::NoUserPresence));
     }
     if uv_required && !ad.flags.uv() {
         return Err(Error::NotAllowed(
@@ -459,9 +455,10 @@ pub(crate) fn registration(
         &o.rp_id,
         o.user_verification == UserVerification::Required,
     )?;
-    let acd = ad.attested_credential_data.as_ref().ok_or_else(|| {
-        Error::BadResponse("makeCredential returned no attested credential data".into())
-    })?;
+    let acd = ad
+        .attested_credential_data
+        .as_ref()
+        .ok_or_else(|| Error::BadResponse(BadResponse::NoCredentialData))?;
     let prf = r.unsigned_extension_outputs.prf.as_ref();
     let extensions = ExtensionResults {
         cred_props_rk: o.extensions.cred_props.then(|| cred_props_rk(rk)),
@@ -506,15 +503,11 @@ pub(crate) fn assertion(
         // CTAP lets the authenticator omit the credential when the allow list had one entry.
         (None, [only]) => only.id.clone(),
         (None, _) => {
-            return Err(Error::BadResponse(
-                "getAssertion named no credential".into(),
-            ));
+            return Err(Error::BadResponse(BadResponse::NoCredential));
         }
     };
     if !o.allow.is_empty() && !o.allow.iter().any(|d| d.id == credential_id) {
-        return Err(Error::BadResponse(
-            "the phone used a credential the site did not allow".into(),
-        ));
+        return Err(Error::BadResponse(BadResponse::CredentialNotAllowed));
     }
     let prf = r.unsigned_extension_outputs.prf.as_ref();
     Ok(Assertion {

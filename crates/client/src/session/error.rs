@@ -40,12 +40,12 @@ pub enum Error {
     )]
     UnknownDomain(u16),
     /// The tunnel server could not be reached or refused the connection.
-    #[error("cannot open the tunnel at {url}: {reason}")]
+    #[error("cannot open the tunnel at {url}: {source}")]
     RelayUnreachable {
         /// The relay base URL (no tunnel ID).
         url: String,
         /// Why.
-        reason: String,
+        source: hybridge_tunnel::ConnectError,
     },
     /// A step did not finish in time.
     #[error("timed out after {}s while {step}", .after.as_secs_f32())]
@@ -62,12 +62,12 @@ pub enum Error {
     #[error("the tunnel closed while {0}")]
     TunnelClosed(Step),
     /// A WebSocket-level failure on an open tunnel.
-    #[error("the tunnel failed while {step}: {reason}")]
+    #[error("the tunnel failed while {step}: {source}")]
     Tunnel {
         /// The step.
         step: Step,
         /// Why.
-        reason: String,
+        source: hybridge_tunnel::TunnelError,
     },
     /// A message from the phone failed to decrypt or parse (tampered with, corrupted or out of
     /// order). The session was aborted and nothing from it was accepted.
@@ -105,25 +105,69 @@ pub enum Error {
     Ctap(StatusCode),
     /// The phone's answer is malformed or does not match the request.
     #[error("the phone's response is invalid: {0}")]
-    BadResponse(String),
+    BadResponse(#[source] BadResponse),
     /// Any other way the session engine ended (none is expected on the laptop side).
     #[error("the session failed: {0}")]
     Session(Failure),
 }
 
+/// How the phone's answer is malformed or does not match the request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadResponse {
+    /// The answer is empty: not even a status byte.
+    #[error("empty CTAP response")]
+    Empty,
+    /// The answer does not decode as the response to the request.
+    #[error("{0}")]
+    Decode(#[source] hybridge_ctap::CtapError),
+    /// The authenticator data does not parse.
+    #[error("{0}")]
+    AuthenticatorData(#[source] hybridge_ctap::CtapError),
+    /// The authenticator data is for another relying party.
+    #[error("the authenticator data is for a different RP ID")]
+    OtherRpId,
+    /// The phone did not collect user presence.
+    #[error("the phone did not collect user presence")]
+    NoUserPresence,
+    /// makeCredential returned no attested credential data.
+    #[error("makeCredential returned no attested credential data")]
+    NoCredentialData,
+    /// getAssertion named no credential.
+    #[error("getAssertion named no credential")]
+    NoCredential,
+    /// The phone used a credential the relying party did not allow.
+    #[error("the phone used a credential the site did not allow")]
+    CredentialNotAllowed,
+}
+
 impl Error {
-    /// The engine's failure, with the relay's base URL where the message needs it.
-    pub(crate) fn from_failure(failure: Failure, relay: Option<&str>) -> Self {
+    /// The engine's failure, with the relay's base URL and the transport's reason (which
+    /// the driver kept) where the message needs them.
+    pub(crate) fn from_failure(
+        failure: Failure,
+        relay: Option<&str>,
+        cause: Option<hybridge_tunnel::Cause>,
+    ) -> Self {
+        use hybridge_tunnel::Cause;
+        match (failure, cause) {
+            (Failure::ConnectFailed, Some(Cause::Connect(source))) => Error::RelayUnreachable {
+                url: relay.unwrap_or("the tunnel server").to_owned(),
+                source,
+            },
+            (Failure::Transport { step }, Some(Cause::Tunnel(source))) => {
+                Error::Tunnel { step, source }
+            }
+            (failure, _) => Self::from_engine(failure),
+        }
+    }
+
+    fn from_engine(failure: Failure) -> Self {
         match failure {
             Failure::ProximityTimeout(after) => Error::ProximityTimeout(after),
             Failure::BadAdvert(e) => Error::BadAdvert(e),
-            Failure::ConnectFailed(reason) => Error::RelayUnreachable {
-                url: relay.unwrap_or("the tunnel server").to_owned(),
-                reason,
-            },
             Failure::Timeout { step, after } => Error::Timeout { step, after },
             Failure::TunnelClosed(step) => Error::TunnelClosed(step),
-            Failure::Transport { step, reason } => Error::Tunnel { step, reason },
             Failure::Handshake(e) => Error::Handshake(e),
             Failure::Protocol { step, source } => Error::Protocol { step, source },
             Failure::NoCtap => Error::NoCtap,
