@@ -4,8 +4,7 @@
 
 pub mod authenticator;
 pub mod phone;
+#[cfg(feature = "qr-image")]
 pub mod qr_image;
-pub mod scripted;
 pub mod store;
-pub mod terminal;
 pub mod user;

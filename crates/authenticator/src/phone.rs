@@ -49,6 +49,7 @@ use rand_core::{OsRng, RngCore};
 use ws::{engine_now as now, wake_at};
 
 use crate::authenticator::{Authenticator, Cancel};
+#[cfg(feature = "qr-image")]
 use crate::qr_image::{QrImageError, decode_qr_image};
 use crate::store::CredentialStore;
 use crate::user::UserAgent;
@@ -84,7 +85,8 @@ impl<S: CredentialStore, U: UserAgent> CtapHandler for Authenticator<S, U> {
 pub enum QrInput {
     /// The `FIDO:/…` text.
     Text(String),
-    /// A PNG or JPEG image of the QR code.
+    /// A PNG or JPEG image of the QR code (feature `qr-image`).
+    #[cfg(feature = "qr-image")]
     Image(Vec<u8>),
 }
 
@@ -92,6 +94,7 @@ impl std::fmt::Debug for QrInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QrInput::Text(t) => write!(f, "QrInput::Text({} characters)", t.len()),
+            #[cfg(feature = "qr-image")]
             QrInput::Image(b) => write!(f, "QrInput::Image({} bytes)", b.len()),
         }
     }
@@ -102,11 +105,12 @@ impl QrInput {
     pub fn text(&self) -> Result<String, PhoneError> {
         match self {
             QrInput::Text(t) => Ok(t.trim().to_owned()),
+            #[cfg(feature = "qr-image")]
             QrInput::Image(bytes) => decode_qr_image(bytes).map_err(PhoneError::QrImage),
         }
     }
 
-    /// The QR code read (an image is decoded) and parsed: what [`serve_qr`] answers. Parse it
+    /// The QR code read (an image is decoded) and parsed: what [`Phone::serve_qr`] answers. Parse it
     /// once, to refuse a bad QR code early and then answer it.
     pub fn parse(&self) -> Result<PhoneQr, PhoneError> {
         PhoneQr::from_qr_url(&self.text()?).map_err(PhoneError::InvalidQr)
@@ -221,6 +225,7 @@ pub enum PhoneError {
     #[error("not a valid hybrid QR code: {0}")]
     InvalidQr(#[source] hybridge_proto::Error),
     /// No QR code could be read from the image.
+    #[cfg(feature = "qr-image")]
     #[error(transparent)]
     QrImage(QrImageError),
     /// No relay given and the domain ID has no hostname.

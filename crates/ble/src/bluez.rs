@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "bluez"))]
 pub use linux::{BluezAdvertiser, BtleplugScanner};
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", feature = "bluez")))]
 pub use other::{BluezAdvertiser, BtleplugScanner};
 
 /// Limit on each D-Bus call once connected (start/stop discovery, register an advert, read a
@@ -35,7 +35,7 @@ pub fn uuid16(uuid: u128) -> Option<u16> {
     u16::try_from(uuid >> 96).ok()
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "bluez"))]
 mod linux {
     use std::future::Future;
     use std::time::Duration;
@@ -364,43 +364,49 @@ mod linux {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", feature = "bluez")))]
 mod other {
     use std::time::Duration;
 
     use crate::{Advertiser, AdvertisingHandle, BoxFuture, Error, Scan, Scanner};
 
-    /// BlueZ scanner: Linux only. Elsewhere [`open`](Self::open) fails with
-    /// [`Error::Unsupported`].
+    /// What is missing, for [`Error::Unsupported`].
+    #[cfg(target_os = "linux")]
+    const MISSING: &str = "BlueZ (this build left out hybridge-ble's `bluez` feature)";
+    #[cfg(not(target_os = "linux"))]
+    const MISSING: &str = "BlueZ";
+
+    /// BlueZ scanner: Linux with the `bluez` feature only. Elsewhere [`open`](Self::open)
+    /// fails with [`Error::Unsupported`].
     #[derive(Clone, Debug)]
     pub struct BtleplugScanner {
         _private: (),
     }
 
     impl BtleplugScanner {
-        /// Always [`Error::Unsupported`] off Linux.
+        /// Always [`Error::Unsupported`] here.
         pub async fn open(_adapter: Option<&str>, _timeout: Duration) -> Result<Self, Error> {
-            Err(Error::Unsupported("BlueZ"))
+            Err(Error::Unsupported(MISSING))
         }
     }
 
     impl Scanner for BtleplugScanner {
         fn scan<'a>(&'a self, _uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
-            Box::pin(async { Err(Error::Unsupported("BlueZ")) })
+            Box::pin(async { Err(Error::Unsupported(MISSING)) })
         }
     }
 
-    /// BlueZ advertiser: Linux only. Elsewhere [`open`](Self::open) fails with
-    /// [`Error::Unsupported`].
+    /// BlueZ advertiser: Linux with the `bluez` feature only. Elsewhere [`open`](Self::open)
+    /// fails with [`Error::Unsupported`].
     #[derive(Clone, Debug)]
     pub struct BluezAdvertiser {
         _private: (),
     }
 
     impl BluezAdvertiser {
-        /// Always [`Error::Unsupported`] off Linux.
+        /// Always [`Error::Unsupported`] here.
         pub async fn open(_adapter: Option<&str>, _timeout: Duration) -> Result<Self, Error> {
-            Err(Error::Unsupported("BlueZ"))
+            Err(Error::Unsupported(MISSING))
         }
     }
 
@@ -410,7 +416,7 @@ mod other {
             _uuid16: u16,
             _service_data: &'a [u8],
         ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>> {
-            Box::pin(async { Err(Error::Unsupported("BlueZ")) })
+            Box::pin(async { Err(Error::Unsupported(MISSING)) })
         }
     }
 }

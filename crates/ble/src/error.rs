@@ -40,8 +40,9 @@ pub enum Error {
         detail: String,
     },
 
-    /// The radio kind is not available on this platform (BlueZ off Linux).
-    #[error("{0} is not supported on this platform; use --ble udp:ADDR:PORT or --ble memory")]
+    /// The radio kind is not available on this platform or in this build (BlueZ off Linux,
+    /// or without the `bluez` feature).
+    #[error("{0} is not supported here; use --ble udp:ADDR:PORT or --ble memory")]
     Unsupported(&'static str),
 
     /// A `--ble` radio specification could not be parsed.

@@ -111,6 +111,7 @@ impl ScanSink {
         self.counters.malformed.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg(all(target_os = "linux", feature = "bluez"))]
     pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hybridge_authenticator::scripted::ScriptedAgent;
+use crate::scripted::ScriptedAgent;
+use crate::terminal::Terminal;
 use hybridge_authenticator::store::{FileStore, KdfParams};
-use hybridge_authenticator::terminal::Terminal;
 use hybridge_client::render;
 use zeroize::Zeroizing;
 

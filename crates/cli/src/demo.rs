@@ -93,7 +93,7 @@ impl UserAgent for DemoUser {
         let account = r
             .user_name
             .as_deref()
-            .map(hybridge_authenticator::terminal::sanitize)
+            .map(crate::terminal::sanitize)
             .unwrap_or_else(|| "an account".into());
         let what = match r.ceremony {
             Ceremony::Register => "create a passkey for",
@@ -103,7 +103,7 @@ impl UserAgent for DemoUser {
         eprintln!(
             "phone:  the user is asked to {what} {} as {account}: approved automatically \
              (the demo's phone has no PIN and counts the user as verified)",
-            hybridge_authenticator::terminal::sanitize(&r.rp_id)
+            crate::terminal::sanitize(&r.rp_id)
         );
         Approval::Approved { verified: true }
     }

@@ -14,6 +14,8 @@ mod inspect;
 mod laptop;
 mod passkeys;
 mod phone;
+mod scripted;
+mod terminal;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -222,7 +224,7 @@ fn interrupted() -> Option<i32> {
 
 /// Ends the process for a signal: the terminal restored, one line said.
 fn signal_exit(code: i32) -> ! {
-    hybridge_authenticator::terminal::restore_terminal();
+    crate::terminal::restore_terminal();
     let what = if code == error::EXIT_TERMINATED {
         "terminated"
     } else {
@@ -250,6 +252,6 @@ fn run_async(
     let result = rt.block_on(f);
     rt.shutdown_background();
     // A PIN prompt may still be waiting on its (abandoned) blocking thread with echo off.
-    hybridge_authenticator::terminal::restore_terminal();
+    crate::terminal::restore_terminal();
     result
 }

@@ -69,7 +69,7 @@ enum Passkeys {
 
 /// RFC 3339 UTC time of a Unix timestamp.
 pub fn rfc3339(unix: u64) -> String {
-    let date = hybridge_authenticator::terminal::format_date(unix);
+    let date = crate::terminal::format_date(unix);
     let secs = unix % 86_400;
     format!(
         "{date}T{:02}:{:02}:{:02}Z",

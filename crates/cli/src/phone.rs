@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::scripted::ScriptedAgent;
+use crate::terminal::{StdioInput, Terminal, TerminalAgent};
 use clap::Args;
 use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
 use hybridge_authenticator::phone::{Phone, PhoneConfig, PhoneEvents, PhoneTimeouts, QrInput};
-use hybridge_authenticator::scripted::ScriptedAgent;
 use hybridge_authenticator::store::CredentialStore;
-use hybridge_authenticator::terminal::{StdioInput, Terminal, TerminalAgent};
 use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, UserAgent};
 use serde_json::{Value as Json, json};
 
@@ -102,7 +102,7 @@ impl UserAgent for Agent {
 }
 
 fn sanitize(s: &str) -> String {
-    hybridge_authenticator::terminal::sanitize(s)
+    crate::terminal::sanitize(s)
 }
 
 /// CTAP command names for the summary.

@@ -8,10 +8,14 @@
 //!   [`session::Laptop`] and [`session::Tunnel`] run a raw CTAP request. Progress arrives as
 //!   [`session::Event`]s, failures as one [`session::Error`] naming the step.
 //! * [`webauthn`]: options JSON, the RP ID check, clientDataJSON, response JSON.
-//! * [`render`]: the QR code for a terminal, PNG or SVG.
+//! * `render` (feature `render`, on by default): the QR code for a terminal, PNG or SVG.
+//!
+//! Features: `bluez` (scanning through BlueZ) and `render`, both on by default; without
+//! them the crate needs neither libdbus nor an image encoder.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "render")]
 pub mod render;
 pub mod session;
 pub mod webauthn;

@@ -554,7 +554,10 @@ mod tests {
         );
         assert_eq!(origin("ws://[::1]:80/x"), "ws://[::1]");
         let err = origin_of(&"https://x/".parse().unwrap()).unwrap_err();
-        assert!(matches!(&err, ConnectError::Scheme(s) if s == "https"), "{err:?}");
+        assert!(
+            matches!(&err, ConnectError::Scheme(s) if s == "https"),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("ws or wss"), "{err}");
     }
 

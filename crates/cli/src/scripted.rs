@@ -7,8 +7,8 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::store::{MAX_PIN_BYTES, PinVerifier, StoreError};
-use crate::user::{AccountChoice, Approval, ApprovalRequest, UserAgent};
+use hybridge_authenticator::store::{MAX_PIN_BYTES, PinVerifier, StoreError};
+use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, UserAgent};
 
 /// Answers every request the same way, without a person.
 ///
@@ -21,7 +21,7 @@ use crate::user::{AccountChoice, Approval, ApprovalRequest, UserAgent};
 ///   that many accounts.
 ///
 /// ```
-/// use hybridge_authenticator::scripted::ScriptedAgent;
+/// use crate::scripted::ScriptedAgent;
 /// use hybridge_authenticator::store::{FileStore, KdfParams};
 /// use hybridge_authenticator::user::{Approval, ApprovalRequest, Ceremony, UserAgent};
 /// # let dir = std::env::temp_dir().join(format!("hybridge-doc-scripted-{}", std::process::id()));
@@ -63,7 +63,8 @@ impl ScriptedAgent {
         self
     }
 
-    /// Picks the account at `index` (0-based) when several match.
+    /// Picks the account at `index` (0-based) when several match (the CLI takes the first).
+    #[cfg(test)]
     pub fn with_account(mut self, index: usize) -> Self {
         self.account = index;
         self
@@ -125,8 +126,8 @@ impl UserAgent for ScriptedAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CreateOptions, FileStore, KdfParams};
-    use crate::user::Ceremony;
+    use hybridge_authenticator::store::{CreateOptions, FileStore, KdfParams};
+    use hybridge_authenticator::user::Ceremony;
 
     fn request(uv: bool) -> ApprovalRequest {
         ApprovalRequest {

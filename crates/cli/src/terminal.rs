@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! use hybridge_authenticator::store::FileStore;
-//! use hybridge_authenticator::terminal::{Terminal, TerminalAgent};
+//! use crate::terminal::{Terminal, TerminalAgent};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut term = Terminal::stdio();
 //! let pin = term.read_pin("PIN for the passkey store: ")?.ok_or("no PIN given")?;
@@ -25,8 +25,8 @@ use std::io::{self, BufRead, BufReader, Write};
 
 use zeroize::Zeroizing;
 
-use crate::store::{PinVerifier, StoreError};
-use crate::user::{AccountChoice, Approval, ApprovalRequest, Ceremony, UserAgent};
+use hybridge_authenticator::store::{PinVerifier, StoreError};
+use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, Ceremony, UserAgent};
 
 /// Longest answer line kept; the rest of a longer line is discarded.
 const MAX_LINE: usize = 1024;
@@ -67,7 +67,9 @@ impl Terminal<StdioInput, io::Stderr> {
 }
 
 impl<R: BufRead, W: Write> Terminal<R, W> {
-    /// Prompts on `output` and reads answers from `input` (echo is never touched).
+    /// Prompts on `output` and reads answers from `input` (echo is never touched): scripted
+    /// answers, for tests.
+    #[cfg(test)]
     pub fn new(input: R, output: W) -> Self {
         Self {
             input,
@@ -297,14 +299,9 @@ pub struct TerminalAgent<R, W> {
 
 impl<R: BufRead, W: Write> TerminalAgent<R, W> {
     /// An agent that talks through `term` and checks PINs with `verifier`
-    /// (from [`FileStore::pin_verifier`](crate::store::FileStore::pin_verifier)).
+    /// (from [`FileStore::pin_verifier`](hybridge_authenticator::store::FileStore::pin_verifier)).
     pub fn new(term: Terminal<R, W>, verifier: PinVerifier) -> Self {
         Self { term, verifier }
-    }
-
-    /// The terminal, e.g. to print progress between ceremonies.
-    pub fn terminal(&mut self) -> &mut Terminal<R, W> {
-        &mut self.term
     }
 
     /// Asks for the PIN until it is right, the user gives up (empty line or end of input),
@@ -470,7 +467,7 @@ mod tests {
         );
         assert!(echo(&tty));
     }
-    use crate::store::{CreateOptions, FileStore, KdfParams};
+    use hybridge_authenticator::store::{CreateOptions, FileStore, KdfParams};
     use std::path::PathBuf;
 
     struct TempDir(PathBuf);
