@@ -48,6 +48,12 @@ impl Conn {
         }
         self.shutdown().await
     }
+
+    /// Sends `bytes` (a whole HTTP response) as the last this side gets and closes, giving
+    /// up after `within`.
+    pub async fn respond(mut self, bytes: Vec<u8>, within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, self.write_last(&bytes)).await;
+    }
 }
 
 impl AsyncRead for Conn {

@@ -16,10 +16,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod busy;
 pub mod client;
 pub mod cluster;
 pub mod config;
 mod conn;
+mod error;
 pub mod fuzz;
 pub mod http;
 pub mod log;
@@ -29,8 +31,12 @@ mod registry;
 pub mod rlimit;
 mod route;
 mod server;
+mod shared;
+mod tls;
 mod tunnel;
 pub mod ws;
 
 pub use config::{Config, Limits, TlsFiles};
-pub use server::{Error, Phase, Relay, RelayHandle};
+pub use error::Error;
+pub use server::{Relay, RelayHandle};
+pub use shared::Phase;

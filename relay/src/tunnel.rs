@@ -15,7 +15,6 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,7 +27,7 @@ use crate::http;
 use crate::metrics::{CloseReason, Metrics};
 use crate::ratelimit::Ticket;
 use crate::registry::{Handoff, Waiter};
-use crate::server::{ConnGuard, Phase, Shared};
+use crate::shared::{ConnGuard, Phase, Slot};
 use crate::ws::{self, Decoder, HEADROOM, Stop, Tally, close, op};
 
 /// Largest single read. Reads are also capped by the room left in the destination queue.
@@ -400,15 +399,6 @@ async fn finish_both(p: &mut Pipes, plan: Plan, limit: Duration) {
     );
 }
 
-/// Counts a tunnel (waiting or paired) for the capacity limit; released on drop.
-pub struct Slot(pub Arc<Shared>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.tunnels.fetch_sub(1, Relaxed);
-    }
-}
-
 enum Waited {
     End(End),
     Paired(Handoff),
@@ -482,7 +472,8 @@ pub async fn run(
             rx.close();
             if let Ok(h) = rx.try_recv() {
                 // A laptop claimed us as we were leaving: it never got its 101.
-                tokio::spawn(crate::server::refuse(shared.clone(), h.conn, 404, None));
+                let refusal = http::response(404, "", "text/plain", "");
+                tokio::spawn(h.conn.respond(refusal, limits.close_timeout));
             }
             let plan: Plan = match other {
                 Waited::End(end) => plan_for(&end),
