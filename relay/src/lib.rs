@@ -26,6 +26,7 @@ pub mod fuzz;
 pub mod http;
 pub mod log;
 pub mod metrics;
+mod pairing;
 mod ratelimit;
 mod registry;
 pub mod rlimit;
@@ -33,7 +34,6 @@ mod route;
 mod server;
 mod shared;
 mod tls;
-mod tunnel;
 pub mod ws;
 
 pub use config::{Config, Limits, TlsFiles};

@@ -19,12 +19,12 @@ use crate::conn::Conn;
 use crate::error::Error;
 use crate::http::{self, Parsed, Request};
 use crate::metrics::{Metrics, Reject};
+use crate::pairing;
 use crate::ratelimit::{RateLimiter, Ticket};
 use crate::registry::{Handoff, Registry};
 use crate::route;
-use crate::shared::{ConnGuard, Phase, Shared, Slot, advance};
+use crate::shared::{ConnGuard, PairingSlot, Phase, Shared, advance};
 use crate::tls::TlsState;
-use crate::tunnel;
 
 /// A running relay. Dropping it closes everything at once; [`Relay::shutdown`] drains.
 ///
@@ -386,7 +386,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
         (Some(tls), false) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
             // Boxed: the handshake state is large and would otherwise stay in every
-            // long-lived tunnel task.
+            // long-lived pairing task.
             match Box::pin(timeout_at(deadline, acceptor.accept(tcp))).await {
                 Ok(Ok(s)) => Conn::Tls(Box::new(s)),
                 Ok(Err(_)) => return ended_early(&shared, admission, Some(Reject::TlsHandshake)),
@@ -456,7 +456,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     };
     match path {
         TunnelPath::New { tunnel_id } => {
-            let Some(slot) = Slot::take(&shared) else {
+            let Some(slot) = PairingSlot::take(&shared) else {
                 return reject(shared, conn, Reject::Capacity, ticket).await;
             };
             // In a cluster the ID is claimed cluster-wide first (409 on every instance).
@@ -474,9 +474,9 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                 drop(slot);
                 return reject(shared, conn, Reject::Conflict, ticket).await;
             };
-            // The tunnel gets a task of its own, and this one ends: what it needed to read
+            // The pairing gets a task of its own, and this one ends: what it needed to read
             // and route the request is freed instead of being kept for the tunnel's life.
-            tokio::spawn(tunnel::run(slot, guard, conn, early, key, waiter, ticket));
+            tokio::spawn(pairing::run(slot, guard, conn, early, key, waiter, ticket));
         }
         TunnelPath::Connect {
             routing_id,

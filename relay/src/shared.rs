@@ -1,5 +1,5 @@
 //! What every task of one relay shares: its settings, registry, metrics and counters, where
-//! it is in its life ([`Phase`]), and the guards that count a task against the counters.
+//! it is in its life ([`Phase`]), and the guards that count a task or a pairing against the counters.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -101,21 +101,22 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Counts a tunnel (waiting or paired) for the capacity limit; released on drop.
-pub(crate) struct Slot(pub(crate) Arc<Shared>);
+/// A pairing's place (its phone waiting, or paired) among `Limits::max_tunnels`; released
+/// on drop.
+pub(crate) struct PairingSlot(pub(crate) Arc<Shared>);
 
-impl Slot {
+impl PairingSlot {
     /// A place among `max_tunnels`, if one is free.
-    pub(crate) fn take(shared: &Arc<Shared>) -> Option<Slot> {
+    pub(crate) fn take(shared: &Arc<Shared>) -> Option<PairingSlot> {
         if shared.tunnels.fetch_add(1, Relaxed) >= shared.limits.max_tunnels {
             shared.tunnels.fetch_sub(1, Relaxed);
             return None;
         }
-        Some(Slot(shared.clone()))
+        Some(PairingSlot(shared.clone()))
     }
 }
 
-impl Drop for Slot {
+impl Drop for PairingSlot {
     fn drop(&mut self) {
         self.0.tunnels.fetch_sub(1, Relaxed);
     }

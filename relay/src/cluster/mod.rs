@@ -7,7 +7,7 @@
 //! - **Bridges.** The routing ID names the instance holding the phone. A `/cable/connect`
 //!   that lands on another instance is bridged: the receiving instance asks the owner on
 //!   `<prefix>.<routing id>.connect`, and if the phone is waiting there the laptop's raw
-//!   connection bytes flow over NATS ([`stream`]), so the owner's tunnel task serves the
+//!   connection bytes flow over NATS ([`stream`]), so the owner's pairing task serves the
 //!   laptop as if it were local. When both sides are on one instance, nothing touches NATS.
 //! - **Failure.** Losing NATS (or a peer instance, seen by missing heartbeats) fails only
 //!   bridged tunnels: the laptop's side is closed with 1011 "relay cluster link lost", the

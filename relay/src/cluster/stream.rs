@@ -2,9 +2,9 @@
 //!
 //! When a laptop's `/cable/connect` lands on instance C but the phone waits on A, C does not
 //! interpret the laptop's WebSocket at all: it forwards the raw bytes of the connection to A,
-//! and A hands a [`RemoteStream`] to the phone's tunnel task as if the laptop had connected
+//! and A hands a [`RemoteStream`] to the phone's pairing task as if the laptop had connected
 //! there. Every limit, close code and the 101 response therefore come from one place (A's
-//! tunnel), exactly as for a local pairing.
+//! pairing), exactly as for a local one.
 //!
 //! On the wire each NATS message on `…br.<bridge id>.<side>` is one of
 //! `[DATA] bytes`, `[CREDIT] u32 BE`, `[EOF]` or `[ABORT]`. Messages of one publisher on one

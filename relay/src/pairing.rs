@@ -1,11 +1,14 @@
-//! One tunnel: the phone's socket, later the laptop's, and the bytes between them.
+//! A pairing: the relay's task for one tunnel (docs/protocol.md §6). It holds the phone's
+//! `/cable/new` connection, waits for the laptop's `/cable/connect` to be handed to it
+//! through the registry, and moves the bytes between the two until the tunnel ends.
+//! ("Tunnel" stays the protocol's word: the tunnel ID, a tunnel's lifetime and close codes.)
 //!
-//! A tunnel is a single task. Its I/O is one hand-written poll function ([`Pipes::poll_io`])
+//! A pairing is a single task. Its I/O is one hand-written poll function ([`Pipes::poll_io`])
 //! that moves bytes both ways: read into a per-thread scratch buffer, rewrite the frames in
 //! place ([`crate::ws::Decoder`]), and write them straight to the other socket. Only bytes
 //! the other socket cannot take right now are copied into that side's bounded `out` queue,
 //! and while a queue is full the relay stops reading from the sender (backpressure). An
-//! idle tunnel therefore holds no buffers at all: that is what keeps it to a few KiB.
+//! idle pairing therefore holds no buffers at all: that is what keeps it to a few KiB.
 //!
 //! Before the laptop joins, the phone's frames go to the laptop's `out` queue, which is
 //! what "buffered before the peer joins, delivered in order" (docs/protocol.md §6.4) means here; the
@@ -27,7 +30,7 @@ use crate::http;
 use crate::metrics::{CloseReason, Metrics};
 use crate::ratelimit::Ticket;
 use crate::registry::{Handoff, Waiter};
-use crate::shared::{ConnGuard, Phase, Slot};
+use crate::shared::{ConnGuard, PairingSlot, Phase};
 use crate::ws::{self, Decoder, HEADROOM, Stop, Tally, close, op};
 
 /// Largest single read. Reads are also capped by the room left in the destination queue.
@@ -53,7 +56,7 @@ pub enum Who {
     Laptop,
 }
 
-/// One end of the tunnel.
+/// One end of the pairing: the phone's or the laptop's connection.
 #[derive(Default)]
 pub struct Side {
     pub conn: Option<Conn>,
@@ -74,7 +77,7 @@ pub enum End {
     LinkLost(Who),
 }
 
-/// Both sides of a tunnel and the I/O loop between them.
+/// Both sides of a pairing and the I/O loop between them.
 pub struct Pipes {
     pub phone: Side,
     pub laptop: Side,
@@ -98,7 +101,7 @@ impl Pipes {
         }
     }
 
-    /// Moves bytes until both directions would block; `Ready` when the tunnel must end.
+    /// Moves bytes until both directions would block; `Ready` when the pairing must end.
     pub fn poll_io(&mut self, cx: &mut Context<'_>, m: &Metrics) -> Poll<End> {
         let r = self.poll_rounds(cx);
         self.report(m);
@@ -191,7 +194,7 @@ fn flush(who: Who, side: &mut Side, cx: &mut Context<'_>, progress: &mut bool) -
         }
     }
     if side.out.is_empty() && side.out.capacity() > 0 {
-        side.out = Vec::new(); // an idle tunnel holds no buffers
+        side.out = Vec::new(); // an idle pairing holds no buffers
     }
     if side.needs_flush {
         match Pin::new(conn).poll_flush(cx) {
@@ -411,10 +414,11 @@ enum Ran {
     Timer(CloseReason),
 }
 
-/// Serves a phone from its `/cable/new` upgrade to the end of the tunnel.
+/// Serves a phone from its `/cable/new` upgrade to the end of its tunnel: waits for the
+/// laptop, pairs the two, relays, and closes both.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
-    slot: Slot,
+    slot: PairingSlot,
     _task: ConnGuard,
     conn: Conn,
     early: Vec<u8>,
