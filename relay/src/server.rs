@@ -99,8 +99,7 @@ impl Relay {
                 config.routing_id,
                 cluster_acceptor(Arc::downgrade(&shared)),
             )
-            .await
-            .map_err(Error::Cluster)?;
+            .await?;
             let _ = shared.registry.cluster.set(cluster);
         }
         let mut tasks = vec![tokio::spawn(accept_loop(shared.clone(), listener, false))];

@@ -42,14 +42,18 @@ impl TlsState {
 fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Error> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let file_err = |p: &std::path::Path, e: rustls_pki_types::pem::Error| {
-        Error::TlsFile(p.display().to_string(), e.to_string())
+    let cert_err = |source| Error::TlsCert {
+        path: files.cert.clone(),
+        source,
     };
     let certs = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| file_err(&files.cert, e))?
+        .map_err(cert_err)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(&files.cert, e))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_err(&files.key, e))?;
+        .map_err(cert_err)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| Error::TlsKey {
+        path: files.key.clone(),
+        source,
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -21,12 +21,8 @@ impl Cluster {
         _config: ClusterConfig,
         _routing_id: RoutingId,
         _acceptor: Acceptor,
-    ) -> Result<Arc<Cluster>, String> {
-        Err(
-            "this hybridge-relay was built without cluster support (the `cluster` feature, \
-             on by default: cargo install --path relay)"
-                .into(),
-        )
+    ) -> Result<Arc<Cluster>, crate::Error> {
+        Err(crate::Error::ClusterNotBuilt)
     }
 
     /// Never called: there is no cluster.

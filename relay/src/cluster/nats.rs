@@ -127,7 +127,7 @@ impl Cluster {
         config: ClusterConfig,
         routing_id: RoutingId,
         acceptor: Acceptor,
-    ) -> Result<Arc<Cluster>, String> {
+    ) -> Result<Arc<Cluster>, crate::Error> {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let mut options = match url_auth(&config.nats_url) {
             UrlAuth::None => async_nats::ConnectOptions::new(),
@@ -156,7 +156,10 @@ impl Cluster {
             })
             .connect(strip_credentials(&config.nats_url).as_str())
             .await
-            .map_err(|e| format!("NATS URL {:?}: {e}", redact_url(&config.nats_url)))?;
+            .map_err(|source| crate::Error::Nats {
+                url: redact_url(&config.nats_url),
+                source,
+            })?;
         let (link, _) = watch::channel(Link::default());
         let cluster = Arc::new(Cluster {
             client,
