@@ -53,6 +53,25 @@ pub enum Error {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// [`crate::init_log`] was given a filter that does not parse.
+    #[error("invalid --log filter {filter:?}: {source}")]
+    LogFilter {
+        /// The filter as given.
+        filter: String,
+        /// Where it stops parsing.
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// [`crate::init_log`] found a log already installed in this process.
+    #[error("cannot start the log: {0}")]
+    LogInit(#[source] tracing_subscriber::util::TryInitError),
+    /// An origin host ([`crate::OriginHost`], `--origin`) that is not a host name or address
+    /// with an optional port.
+    #[error(
+        "not a host: {0:?} (give the relay's host name as clients reach it, e.g. \
+         cable.example.org or 127.0.0.1:8080, without a scheme)"
+    )]
+    OriginHost(String),
     /// A cluster was configured, but this build has no cluster support.
     #[error(
         "cluster mode: this hybridge-relay was built without cluster support (the `cluster` \
@@ -104,6 +123,19 @@ mod tests {
                 "TLS is not configured (start with --tls-cert and --tls-key)",
             ),
             (
+                Error::LogFilter {
+                    filter: "relay=loud".into(),
+                    source: tracing_subscriber::EnvFilter::try_new("relay=loud").unwrap_err(),
+                },
+                "invalid --log filter \"relay=loud\": error parsing level filter: expected one \
+                 of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\", or a number 0-5",
+            ),
+            (
+                Error::OriginHost("https://cable.example.org".into()),
+                "not a host: \"https://cable.example.org\" (give the relay's host name as \
+                 clients reach it, e.g. cable.example.org or 127.0.0.1:8080, without a scheme)",
+            ),
+            (
                 Error::ClusterNotBuilt,
                 "cluster mode: this hybridge-relay was built without cluster support (the \
                  `cluster` feature, on by default: cargo install --path relay)",
@@ -124,6 +156,16 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(e.to_string(), want);
         }
+    }
+
+    /// A second log in one process is refused, with the cause.
+    #[test]
+    fn a_second_log_is_refused() {
+        // The first may fail too if another test installed one; "off" prints nothing.
+        let _ = crate::init_log("off", false, &[]);
+        let e = crate::init_log("off", false, &[]).unwrap_err();
+        assert!(matches!(e, Error::LogInit(_)), "{e:?}");
+        assert!(e.to_string().starts_with("cannot start the log: "), "{e}");
     }
 
     /// The causes stay reachable for a caller that walks the chain.

@@ -42,7 +42,7 @@ const ROUNDS: usize = 32;
 /// laptop's first handshake message has come through the tunnel, so this is only room for
 /// a keep-alive or a client that starts early. Within it the relay keeps reading the
 /// waiting phone whatever its queue holds, which is how it sees the phone hang up.
-pub const MAX_EARLY_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_EARLY_BYTES: usize = 4 * 1024;
 /// Why a phone over [`MAX_EARLY_BYTES`] is closed.
 const TOO_EARLY: &str = "too much data before the peer joined";
 
@@ -51,14 +51,14 @@ thread_local! {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Who {
+pub(crate) enum Who {
     Phone,
     Laptop,
 }
 
 /// One end of the pairing: the phone's or the laptop's connection.
 #[derive(Default)]
-pub struct Side {
+pub(crate) struct Side {
     pub conn: Option<Conn>,
     /// Decodes what this side sends.
     pub dec: Decoder,
@@ -69,7 +69,7 @@ pub struct Side {
 
 /// Why the I/O loop stopped.
 #[derive(Debug)]
-pub enum End {
+pub(crate) enum End {
     Stop(Who, Stop),
     Eof(Who),
     Error(Who),
@@ -78,7 +78,7 @@ pub enum End {
 }
 
 /// Both sides of a pairing and the I/O loop between them.
-pub struct Pipes {
+pub(crate) struct Pipes {
     pub phone: Side,
     pub laptop: Side,
     pub tally: Tally,
@@ -90,7 +90,7 @@ pub struct Pipes {
 }
 
 impl Pipes {
-    pub fn new(tally: Tally, queue_bytes: usize) -> Self {
+    pub(crate) fn new(tally: Tally, queue_bytes: usize) -> Self {
         Self {
             phone: Side::default(),
             laptop: Side::default(),
@@ -102,14 +102,14 @@ impl Pipes {
     }
 
     /// Moves bytes until both directions would block; `Ready` when the pairing must end.
-    pub fn poll_io(&mut self, cx: &mut Context<'_>, m: &Metrics) -> Poll<End> {
+    pub(crate) fn poll_io(&mut self, cx: &mut Context<'_>, m: &Metrics) -> Poll<End> {
         let r = self.poll_rounds(cx);
         self.report(m);
         r
     }
 
     /// The laptop has joined: the phone's early allowance no longer applies.
-    pub fn paired(&mut self) {
+    pub(crate) fn paired(&mut self) {
         self.early_left = None;
     }
 
@@ -151,7 +151,7 @@ impl Pipes {
     }
 
     /// Feeds bytes that arrived together with a request head (early frames).
-    pub fn feed(&mut self, who: Who, bytes: &[u8]) -> Option<End> {
+    pub(crate) fn feed(&mut self, who: Who, bytes: &[u8]) -> Option<End> {
         let q = self.queue_bytes;
         let (src, dst) = match who {
             Who::Phone => (&mut self.phone, &mut self.laptop),
@@ -417,7 +417,7 @@ enum Ran {
 /// Serves a phone from its `/cable/new` upgrade to the end of its tunnel: waits for the
 /// laptop, pairs the two, relays, and closes both.
 #[allow(clippy::too_many_arguments)]
-pub async fn run(
+pub(crate) async fn run(
     slot: PairingSlot,
     _task: ConnGuard,
     conn: Conn,

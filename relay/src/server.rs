@@ -89,7 +89,7 @@ impl Relay {
             tunnels: AtomicUsize::new(0),
             conns: AtomicUsize::new(0),
             client_ip_header: config.client_ip_header.clone(),
-            origin: config.origin.clone(),
+            origin: config.origin.as_ref().map(|o| o.as_str().to_owned()),
             metrics_on_main: metrics_listener.is_none(),
             busy: (!config.busy_poll.is_zero()).then(|| BusyPoll::new(config.busy_poll)),
         });
@@ -154,6 +154,7 @@ impl Relay {
         format!("{scheme}://{}", self.local_addr)
     }
 
+    /// This instance's routing ID, as sent in `X-caBLE-Routing-ID`.
     pub fn routing_id(&self) -> RoutingId {
         self.shared.routing_id
     }
