@@ -26,11 +26,12 @@ pub struct Config {
     /// limit. Without it every client looks like the proxy. Only set this when a proxy
     /// you control always sets the header.
     pub client_ip_header: Option<String>,
-    /// The relay's host as clients reach it (`cable.example.org`, or `host:port`), in lower
-    /// case. When set, `/cable/new`, `/cable/connect` and `/cable/contact` refuse (403) a
-    /// request whose `Origin` is missing or names another host ([`crate::http::origin_matches`]
-    /// says what matches). `None`: `Origin` is not looked at.
-    pub origin: Option<String>,
+    /// The relay's host as clients reach it (`cable.example.org`, or `host:port`). When set,
+    /// `/cable/new`, `/cable/connect` and `/cable/contact` refuse (403) a request whose
+    /// `Origin` is missing or names another host ([`OriginHost`] says what matches). `None`:
+    /// `Origin` is not looked at.
+    pub origin: Option<OriginHost>,
+    /// Timeouts, sizes and counts, each with a default a public deployment can live with.
     pub limits: Limits,
     /// Cluster mode over NATS; `None` runs alone, with no external dependency.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -44,13 +45,51 @@ pub struct Config {
 /// PEM files for built-in TLS, re-read on [`crate::Relay::reload_tls`] (SIGHUP).
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
+    /// The certificate chain, leaf first (`fullchain.pem`).
     pub cert: PathBuf,
+    /// The private key of the leaf certificate.
     pub key: PathBuf,
+}
+
+/// The host an `Origin` header must name ([`Config::origin`], `--origin`): a host name or
+/// address with an optional port (`cable.example.org`, `127.0.0.1:8080`, `[::1]:8443`), kept
+/// in lower case. Made with [`str::parse`].
+///
+/// An `Origin` matches when it is `scheme://authority` (RFC 6454 §6.2) and its authority,
+/// with or without its port, is this host, ignoring case; the scheme is not compared
+/// (phones send `wss://`, browsers `https://`). So `cable.example.org` accepts
+/// `wss://cable.example.org` and `wss://cable.example.org:443`, while `127.0.0.1:8080`
+/// accepts only `…://127.0.0.1:8080`.
+///
+/// ```
+/// let host: hybridge_relay::OriginHost = "Cable.Example.org".parse()?;
+/// assert_eq!(host.as_str(), "cable.example.org");
+/// assert!("https://cable.example.org/".parse::<hybridge_relay::OriginHost>().is_err());
+/// # Ok::<(), hybridge_relay::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginHost(String);
+
+impl OriginHost {
+    /// The host, in lower case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for OriginHost {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::http::origin_host(s)
+            .map(OriginHost)
+            .ok_or_else(|| crate::Error::OriginHost(s.to_owned()))
+    }
 }
 
 /// Default largest message: the largest record a hybrid peer may send, a 1 MiB plaintext
 /// padded and sealed (`crypter::MAX_CIPHERTEXT_LEN`), so no valid record is ever cut off.
-pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = hybridge_proto::crypter::MAX_CIPHERTEXT_LEN as u64;
+const DEFAULT_MAX_MESSAGE_SIZE: u64 = hybridge_proto::crypter::MAX_CIPHERTEXT_LEN as u64;
 
 /// Every limit, with defaults a public deployment can live with.
 #[derive(Clone, Debug)]
@@ -129,6 +168,6 @@ impl Default for Config {
 }
 
 /// A random routing ID (the default when none is configured).
-pub fn random_routing_id() -> RoutingId {
+fn random_routing_id() -> RoutingId {
     RoutingId(rand::random())
 }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-pub enum Conn {
+pub(crate) enum Conn {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// A laptop connected to another cluster instance, bridged over NATS.
@@ -16,7 +16,7 @@ pub enum Conn {
 
 impl Conn {
     /// Whether writes may sit in a userspace buffer until flushed (TLS records).
-    pub fn buffered(&self) -> bool {
+    pub(crate) fn buffered(&self) -> bool {
         matches!(self, Conn::Tls(_))
     }
 
@@ -27,7 +27,7 @@ impl Conn {
     /// shutdown, and the kernel puts the FIN in the same segment: one packet instead of two.
     /// On loopback each packet costs the sender the receiver's protocol processing and a
     /// wake-up as well, which made the two separate packets a tenth of a pairing's CPU.
-    pub async fn write_last(&mut self, mut data: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_last(&mut self, mut data: &[u8]) -> io::Result<()> {
         use tokio::io::AsyncWriteExt as _;
         if let Conn::Plain(tcp) = self {
             while !data.is_empty() {
@@ -47,6 +47,12 @@ impl Conn {
             self.flush().await?;
         }
         self.shutdown().await
+    }
+
+    /// Sends `bytes` (a whole HTTP response) as the last this side gets and closes, giving
+    /// up after `within`.
+    pub(crate) async fn respond(mut self, bytes: Vec<u8>, within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, self.write_last(&bytes)).await;
     }
 }
 

@@ -1,7 +1,10 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` (`relay_ws`, `relay_http`) and their
-//! corpus replay in `relay/tests/relay.rs`: the relay's two parsers of untrusted bytes. Each
-//! takes arbitrary bytes, must never panic, and checks an invariant (it panics, so that the
-//! fuzzer reports it, only when the relay itself is wrong).
+//! corpus replay (the test below): the relay's two parsers of untrusted bytes. Each takes
+//! arbitrary bytes, must never panic, and checks an invariant (it panics, so that the fuzzer
+//! reports it, only when the relay itself is wrong).
+//!
+//! Not API: compiled for the crate's own tests and with the `fuzzing` feature, which the
+//! fuzz crate turns on.
 
 use crate::http::{self, Parsed};
 use crate::ws::{Decoder, HEADROOM, Tally};
@@ -59,5 +62,31 @@ pub fn http_head(data: &[u8]) {
             ),
             Parsed::Partial
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Replays the committed fuzz corpora of the relay's parsers (`fuzz/corpus/relay_*`)
+    /// through the entry points the cargo-fuzz targets call.
+    #[test]
+    fn fuzz_corpora_replay() {
+        for (target, run) in [
+            ("relay_ws", super::ws_stream as fn(&[u8])),
+            ("relay_http", super::http_head),
+        ] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/corpus")
+                .join(target);
+            let mut n = 0;
+            for entry in std::fs::read_dir(&dir).expect("corpus directory") {
+                let path = entry.expect("entry").path();
+                if path.is_file() {
+                    run(&std::fs::read(&path).expect("corpus file"));
+                    n += 1;
+                }
+            }
+            assert!(n > 0, "{} is empty", dir.display());
+        }
     }
 }

@@ -10,7 +10,7 @@ use sha1::{Digest, Sha1};
 
 /// What the relay needs from a request head.
 #[derive(Debug, Default)]
-pub struct Request {
+pub(crate) struct Request {
     pub method_is_get: bool,
     pub path: String,
     /// `Upgrade: websocket` and `Connection: upgrade` present.
@@ -30,7 +30,7 @@ pub struct Request {
 }
 
 /// Outcome of trying to parse the bytes read so far.
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// A complete head of `len` bytes.
     Complete(Request, usize),
     /// Need more bytes.
@@ -42,7 +42,11 @@ pub enum Parsed {
 /// Parses a request head from `buf`; `client_ip_header` names the header a trusted proxy
 /// uses for the client's address (`X-Forwarded-For`, `X-Real-IP`), if any, and
 /// `origin_host` the host `Origin` must name (`--origin`), if any.
-pub fn parse(buf: &[u8], client_ip_header: Option<&str>, origin_host: Option<&str>) -> Parsed {
+pub(crate) fn parse(
+    buf: &[u8],
+    client_ip_header: Option<&str>,
+    origin_host: Option<&str>,
+) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -107,7 +111,7 @@ pub fn parse(buf: &[u8], client_ip_header: Option<&str>, origin_host: Option<&st
 /// accepts `wss://cable.example.org` and `wss://cable.example.org:443`, while
 /// `127.0.0.1:8080` accepts only `…://127.0.0.1:8080`. `null` and anything else that is not
 /// an origin match nothing.
-pub fn origin_matches(origin: &str, host: &str) -> bool {
+pub(crate) fn origin_matches(origin: &str, host: &str) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else {
         return false;
     };
@@ -154,24 +158,13 @@ fn split_authority(a: &str) -> Option<(&str, Option<&str>)> {
 }
 
 /// Checks and normalises a host for `--origin`: `name`, `name:port`, `[v6]` or `[v6]:port`,
-/// lowercased.
-pub fn origin_host(s: &str) -> Result<String, String> {
-    match split_authority(s.trim()) {
-        Some(_) => Ok(s.trim().to_ascii_lowercase()),
-        None => Err(format!(
-            "not a host: {s:?} (give the relay's host name as clients reach it, e.g. \
-             cable.example.org or 127.0.0.1:8080, without a scheme)"
-        )),
-    }
+/// lowercased; `None` for anything else.
+pub(crate) fn origin_host(s: &str) -> Option<String> {
+    split_authority(s.trim()).map(|_| s.trim().to_ascii_lowercase())
 }
 
-/// `Sec-WebSocket-Accept` for a client key (RFC 6455 §4.2.2).
-pub fn accept_key(key: &str) -> String {
-    let mut out = [0u8; 28];
-    String::from_utf8_lossy(accept_key_into(key, &mut out)).into_owned()
-}
-
-/// [`accept_key`] without allocating: the 28 base64 characters, written into `out`.
+/// `Sec-WebSocket-Accept` for a client key (RFC 6455 §4.2.2): the 28 base64 characters,
+/// written into `out` (no allocation).
 fn accept_key_into<'a>(key: &str, out: &'a mut [u8; 28]) -> &'a [u8] {
     let mut h = Sha1::new();
     h.update(key.as_bytes());
@@ -184,7 +177,7 @@ fn accept_key_into<'a>(key: &str, out: &'a mut [u8; 28]) -> &'a [u8] {
 
 /// Appends a `101 Switching Protocols` response echoing `fido.cable`, with the routing ID
 /// header when given (only `/cable/new` carries it, docs/protocol.md §6.2).
-pub fn push_switching(out: &mut Vec<u8>, key: &str, routing_id: Option<&str>) {
+pub(crate) fn push_switching(out: &mut Vec<u8>, key: &str, routing_id: Option<&str>) {
     out.reserve(200); // the whole response (at most 193 bytes): one allocation
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: fido.cable\r\nSec-WebSocket-Accept: ",
@@ -202,11 +195,11 @@ pub fn push_switching(out: &mut Vec<u8>, key: &str, routing_id: Option<&str>) {
 
 /// The WebSocket version the relay speaks, named in the 400 for a request with another
 /// or none (RFC 6455 §4.2.2), so the client can retry with it.
-pub const VERSION_HEADER: &str = "Sec-WebSocket-Version: 13\r\n";
+pub(crate) const VERSION_HEADER: &str = "Sec-WebSocket-Version: 13\r\n";
 
 /// A complete, connection-closing HTTP response; `extra` holds further header lines, each
 /// ending in CRLF.
-pub fn response(status: u16, extra: &str, content_type: &str, body: &str) -> Vec<u8> {
+pub(crate) fn response(status: u16, extra: &str, content_type: &str, body: &str) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -233,9 +226,10 @@ mod tests {
 
     #[test]
     fn rfc6455_accept_example() {
+        let mut out = [0u8; 28];
         assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+            accept_key_into("dGhlIHNhbXBsZSBub25jZQ==", &mut out),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
@@ -362,7 +356,7 @@ mod tests {
             "[::1",
             "host:",
         ] {
-            assert!(origin_host(bad).is_err(), "{bad:?}");
+            assert!(origin_host(bad).is_none(), "{bad:?}");
         }
         // In a request: one Origin header that names the host, and only when one is expected.
         let ok = |head: &[u8], host| match parse(head, None, host) {

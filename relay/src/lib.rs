@@ -14,23 +14,41 @@
 //! relay.shutdown(std::time::Duration::from_secs(1)).await;
 //! # Ok(()) }
 //! ```
+//!
+//! The public surface is what an embedder needs: [`Relay`] and its [`RelayHandle`], the
+//! [`Config`] with its [`Limits`], [`TlsFiles`], [`OriginHost`] and [`ClusterConfig`], the
+//! [`Error`] type, and three helpers the binaries share ([`init_log`], [`raise_nofile`],
+//! [`tunnel_capacity`]). Everything else (the HTTP and WebSocket codecs, the pairing task,
+//! the registry, the cluster's NATS plumbing) is private. The cargo feature `fuzzing` adds
+//! the doc-hidden entry points of the fuzz targets in `fuzz/`; they are not API.
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
-pub mod client;
-pub mod cluster;
-pub mod config;
+mod busy;
+mod cluster;
+mod config;
 mod conn;
+mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzz;
-pub mod http;
-pub mod log;
-pub mod metrics;
+mod http;
+mod log;
+mod metrics;
+mod pairing;
 mod ratelimit;
 mod registry;
-pub mod rlimit;
+mod rlimit;
 mod route;
 mod server;
-mod tunnel;
-pub mod ws;
+mod shared;
+mod tls;
+mod ws;
 
-pub use config::{Config, Limits, TlsFiles};
-pub use server::{Error, Phase, Relay, RelayHandle};
+pub use cluster::ClusterConfig;
+pub use config::{Config, Limits, OriginHost, TlsFiles};
+pub use error::Error;
+pub use log::init_log;
+pub use rlimit::{raise_nofile, tunnel_capacity};
+pub use server::{Relay, RelayHandle};
+pub use shared::Phase;

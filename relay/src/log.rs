@@ -7,13 +7,31 @@ use std::io::IsTerminal;
 use tracing_subscriber::Layer;
 use tracing_subscriber::prelude::*;
 
-/// Installs the log. `filter` is tracing's env-filter syntax (`info`, `debug,async_nats=warn`);
-/// `capped` names libraries (targets and their modules) of which nothing below `info` gets
-/// through, whatever `filter` says: the cap is a second filter, so no directive of the user's,
-/// however specific, can lift it. Fails on a filter that does not parse.
-pub fn init(filter: &str, json: bool, capped: &'static [&'static str]) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| format!("invalid --log filter {filter:?}: {e}"))?;
+use crate::Error;
+
+/// Installs the process's log: tracing events to stderr, as text (colored on a terminal) or
+/// as JSON lines. This is the log of the `hybridge-relay` and `hybridge` binaries; a program
+/// that embeds the relay and has its own subscriber does not need it.
+///
+/// `filter` is tracing's env-filter syntax (`info`, `debug,async_nats=warn`); `capped` names
+/// libraries (targets and their modules) of which nothing below `info` gets through,
+/// whatever `filter` says: the cap is a second filter, so no directive of the user's,
+/// however specific, can lift it. Give it the libraries whose debug or trace output carries
+/// secrets (the relay caps `async_nats`, whose trace shows the NATS password).
+///
+/// Fails on a filter that does not parse ([`Error::LogFilter`]) and when a log is already
+/// installed ([`Error::LogInit`]).
+///
+/// ```no_run
+/// hybridge_relay::init_log("info", false, &["async_nats"])?;
+/// # Ok::<(), hybridge_relay::Error>(())
+/// ```
+pub fn init_log(filter: &str, json: bool, capped: &'static [&'static str]) -> Result<(), Error> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|source| Error::LogFilter {
+            filter: filter.to_owned(),
+            source,
+        })?;
     let cap = tracing_subscriber::filter::filter_fn(move |m| {
         *m.level() <= tracing::Level::INFO || !capped.iter().any(|t| within(m.target(), t))
     });
@@ -28,7 +46,7 @@ pub fn init(filter: &str, json: bool, capped: &'static [&'static str]) -> Result
     tracing_subscriber::registry()
         .with(layer.with_filter(filter).with_filter(cap))
         .try_init()
-        .map_err(|e| format!("cannot start the log: {e}"))
+        .map_err(Error::LogInit)
 }
 
 /// Whether `target` is the library `name` or one of its modules.

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use hybridge_proto::tunnel::RoutingId;
-use hybridge_relay::{Config, Limits, Relay, TlsFiles, rlimit};
+use hybridge_relay::{
+    ClusterConfig, Config, Limits, OriginHost, Relay, TlsFiles, init_log, raise_nofile,
+    tunnel_capacity,
+};
 
 /// The FIDO hybrid (caBLE v2) tunnel server: pairs a phone's `/cable/new` WebSocket with a
 /// laptop's `/cable/connect` and relays their encrypted messages.
@@ -94,7 +97,7 @@ struct Cli {
     #[arg(long, env = "HYBRIDGE_RELAY_CLOSE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     close_timeout: Duration,
     /// Largest message in bytes (1009 beyond).
-    #[arg(long, env = "HYBRIDGE_RELAY_MAX_MESSAGE_SIZE", default_value_t = hybridge_relay::config::DEFAULT_MAX_MESSAGE_SIZE)]
+    #[arg(long, env = "HYBRIDGE_RELAY_MAX_MESSAGE_SIZE", default_value_t = Limits::default().max_message_size)]
     max_message_size: u64,
     /// Most messages per tunnel, both directions (1008 beyond); 0 for no limit.
     #[arg(long, env = "HYBRIDGE_RELAY_MAX_MESSAGES", default_value_t = 256)]
@@ -121,8 +124,8 @@ struct Cli {
     /// When set, /cable/new, /cable/connect and /cable/contact answer 403 unless the
     /// request's Origin header is scheme://HOST (any scheme; the Origin's port may be left
     /// out of HOST, but a port in HOST must match). Unset: Origin is not checked.
-    #[arg(long, env = "HYBRIDGE_RELAY_ORIGIN", value_name = "HOST", value_parser = hybridge_relay::http::origin_host)]
-    origin: Option<String>,
+    #[arg(long, env = "HYBRIDGE_RELAY_ORIGIN", value_name = "HOST")]
+    origin: Option<OriginHost>,
     /// Size of the per-IP failure budget: failures a client address may have in a burst.
     #[arg(long, env = "HYBRIDGE_RELAY_RATE_BURST", default_value_t = 100)]
     rate_burst: u32,
@@ -227,7 +230,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The NATS client's trace shows its CONNECT message, password and token included.
-    if let Err(e) = hybridge_relay::log::init(&cli.log, cli.log_format == "json", &["async_nats"]) {
+    if let Err(e) = init_log(&cli.log, cli.log_format == "json", &["async_nats"]) {
         eprintln!("hybridge-relay: {e}");
         return ExitCode::from(2);
     }
@@ -249,8 +252,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let (soft, hard) = rlimit::raise_nofile();
-    let capacity = rlimit::tunnel_capacity(soft);
+    let (soft, hard) = raise_nofile();
+    let capacity = tunnel_capacity(soft);
     tracing::info!(
         nofile_soft = soft,
         nofile_hard = hard,
@@ -271,9 +274,7 @@ async fn run(cli: Cli) -> ExitCode {
         origin: cli.origin,
         listen: cli.listen,
         metrics_listen: cli.metrics_listen,
-        routing_id: cli
-            .routing_id
-            .unwrap_or_else(hybridge_relay::config::random_routing_id),
+        routing_id: cli.routing_id.unwrap_or_else(|| RoutingId(rand::random())),
         tls: cli
             .tls_cert
             .zip(cli.tls_key)
@@ -297,12 +298,12 @@ async fn run(cli: Cli) -> ExitCode {
             // A claim matters while its phone waits; the bucket reaps claims of an instance
             // that died, a little after the longest wait.
             let wait = cli.pairing_timeout.min(cli.tunnel_ttl);
-            hybridge_relay::cluster::ClusterConfig {
+            ClusterConfig {
                 prefix: cli.nats_prefix.clone(),
                 tls_ca: cli.nats_ca.clone(),
                 tls_client: cli.nats_cert.clone().zip(cli.nats_key.clone()),
                 peer_timeout: cli.nats_peer_timeout,
-                ..hybridge_relay::cluster::ClusterConfig::new(url, wait + Duration::from_secs(5))
+                ..ClusterConfig::new(url, wait + Duration::from_secs(5))
             }
         }),
     };

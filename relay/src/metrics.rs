@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Why a connection was refused or dropped before it became (part of) a tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reject {
+pub(crate) enum Reject {
     BadRequest,
     /// `Sec-WebSocket-Version` missing or not 13 (400 naming 13, RFC 6455 §4.2.2).
     BadVersion,
@@ -51,7 +51,7 @@ impl Reject {
         Reject::TlsHandshake,
         Reject::ClusterUnavailable,
     ];
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Reject::BadRequest => "bad_request",
             Reject::BadVersion => "bad_websocket_version",
@@ -67,7 +67,7 @@ impl Reject {
             Reject::ClusterUnavailable => "cluster_unavailable",
         }
     }
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         match self {
             Reject::BadRequest | Reject::BadVersion => 400,
             Reject::NotFound => 404,
@@ -81,14 +81,14 @@ impl Reject {
     }
     /// Whether the refusal is charged to the client's address: what a client gets for its
     /// own mistakes or probing, not a refusal for the relay's state or for the limit itself.
-    pub fn charged(self) -> bool {
+    pub(crate) fn charged(self) -> bool {
         !matches!(
             self,
             Reject::RateLimited | Reject::Unpaired | Reject::Capacity | Reject::ClusterUnavailable
         )
     }
     /// Header lines the response carries besides the usual ones.
-    pub fn headers(self) -> &'static str {
+    pub(crate) fn headers(self) -> &'static str {
         match self {
             Reject::BadVersion => crate::http::VERSION_HEADER,
             _ => "",
@@ -98,7 +98,7 @@ impl Reject {
 
 /// Why a tunnel ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     PeerClosed,
     PeerGone,
     Violation,
@@ -118,7 +118,7 @@ impl CloseReason {
         CloseReason::Ttl,
         CloseReason::Shutdown,
     ];
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::PeerGone => "peer_gone",
@@ -137,7 +137,7 @@ const WAIT_BUCKETS: [f64; 12] = [
 ];
 
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub connections: AtomicU64,
     pub waiting: AtomicI64,
     pub active: AtomicI64,
@@ -153,19 +153,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn reject(&self, r: Reject) {
+    pub(crate) fn reject(&self, r: Reject) {
         self.rejections[r as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn closed(&self, r: CloseReason) {
+    pub(crate) fn closed(&self, r: CloseReason) {
         self.closes[r as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn rejections(&self, r: Reject) -> u64 {
+    pub(crate) fn rejections(&self, r: Reject) -> u64 {
         self.rejections[r as usize].load(Relaxed)
     }
 
-    pub fn paired_after(&self, wait: Duration) {
+    pub(crate) fn paired_after(&self, wait: Duration) {
         self.pairings.fetch_add(1, Relaxed);
         let s = wait.as_secs_f64();
         let i = WAIT_BUCKETS
@@ -177,7 +177,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, open_connections: usize) -> String {
+    pub(crate) fn render(&self, open_connections: usize) -> String {
         let mut s = String::with_capacity(4096);
         let mut one = |name: &str, kind: &str, help: &str, v: String| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");

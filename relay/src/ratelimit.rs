@@ -39,14 +39,14 @@ struct Entry {
 
 /// Why an address is not admitted (both answered with 429).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Its failure budget is spent.
     Budget,
     /// It holds `max_unpaired` connections that are not paired.
     Unpaired,
 }
 
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     max_unpaired: u32,
@@ -65,7 +65,7 @@ fn key(ip: IpAddr) -> u128 {
 
 impl RateLimiter {
     /// `rate` 0 turns the failure budget off, `max_unpaired` 0 the unpaired bound.
-    pub fn new(rate: f64, burst: u32, max_unpaired: usize) -> Arc<Self> {
+    pub(crate) fn new(rate: f64, burst: u32, max_unpaired: usize) -> Arc<Self> {
         Arc::new(Self {
             rate: rate.max(0.0),
             burst: burst.max(1) as f64,
@@ -93,7 +93,7 @@ impl RateLimiter {
 
     /// Admits a connection from `ip` (it takes no token) and gives it a place among the
     /// address's unpaired connections, held by the ticket.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Ticket, Refusal> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Ticket, Refusal> {
         if !self.budget() && self.max_unpaired == 0 {
             return Ok(Ticket::none());
         }
@@ -149,7 +149,7 @@ impl RateLimiter {
     }
 
     /// Drops entries that carry no information: a full bucket and no connection.
-    pub fn sweep(&self, now: Instant) {
+    pub(crate) fn sweep(&self, now: Instant) {
         for shard in &self.shards {
             if let Ok(mut map) = shard.lock() {
                 self.sweep_map(&mut map, now);
@@ -169,7 +169,7 @@ impl RateLimiter {
 /// A connection's place among its address's unpaired connections, given back when the
 /// ticket is dropped or the tunnel pairs; and the means to charge the address if the
 /// connection ends badly.
-pub struct Ticket {
+pub(crate) struct Ticket {
     limiter: Option<Arc<RateLimiter>>,
     key: u128,
     holds: bool,
@@ -177,7 +177,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// A ticket for a connection no limit applies to (limits off, address unknown).
-    pub fn none() -> Ticket {
+    pub(crate) fn none() -> Ticket {
         Ticket {
             limiter: None,
             key: 0,
@@ -187,7 +187,7 @@ impl Ticket {
 
     /// The connection is now part of a paired tunnel: its place goes back. Charging it
     /// later is still possible.
-    pub fn paired(&mut self) {
+    pub(crate) fn paired(&mut self) {
         if std::mem::take(&mut self.holds)
             && let Some(l) = &self.limiter
         {
@@ -196,7 +196,7 @@ impl Ticket {
     }
 
     /// The connection ended badly: its address loses a token.
-    pub fn charge(self) {
+    pub(crate) fn charge(self) {
         self.charge_at(Instant::now());
     }
 

@@ -21,7 +21,7 @@ const SHARDS: usize = 16;
 /// What `/cable/connect` hands to the waiting phone's task: the laptop's upgraded-to-be
 /// connection (the phone's task writes the 101, so the laptop's first bytes queue behind
 /// the phone's buffered messages in order).
-pub struct Handoff {
+pub(crate) struct Handoff {
     pub conn: Conn,
     /// Bytes the laptop sent after its request head (early frames).
     pub early: Vec<u8>,
@@ -37,7 +37,7 @@ struct Slot {
 }
 
 /// A phone's place in the registry; withdraw it when the phone leaves.
-pub struct Waiter {
+pub(crate) struct Waiter {
     pub id: TunnelId,
     pub generation: u64,
     pub rx: oneshot::Receiver<Handoff>,
@@ -46,10 +46,10 @@ pub struct Waiter {
 
 /// `/cable/new` for an ID that already has a phone waiting (HTTP 409).
 #[derive(Debug)]
-pub struct AlreadyWaiting;
+pub(crate) struct AlreadyWaiting;
 
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     shards: [Mutex<HashMap<TunnelId, Slot>>; SHARDS],
     next: AtomicU64,
     /// In cluster mode, told when a phone stops waiting so the claim is dropped.
@@ -64,7 +64,7 @@ impl Registry {
     /// A phone starts waiting on `id`, which it claimed as `claim`. The registry owns the
     /// claim from here: it is released when the phone stops waiting, or at once if another
     /// phone already waits on `id` here.
-    pub fn register(&self, id: TunnelId, claim: Claim) -> Result<Waiter, AlreadyWaiting> {
+    pub(crate) fn register(&self, id: TunnelId, claim: Claim) -> Result<Waiter, AlreadyWaiting> {
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let map = self.shard(&id).lock().ok();
@@ -90,7 +90,7 @@ impl Registry {
 
     /// A laptop claims the phone waiting on `id`; the entry is removed, so exactly one
     /// laptop pairs with a phone.
-    pub fn claim(&self, id: &TunnelId) -> Option<oneshot::Sender<Handoff>> {
+    pub(crate) fn claim(&self, id: &TunnelId) -> Option<oneshot::Sender<Handoff>> {
         let mut map = self.shard(id).lock().ok()?;
         let slot = map.remove(id)?;
         self.release(id, slot.claim);
@@ -99,7 +99,7 @@ impl Registry {
 
     /// The phone stops waiting (timeout, disconnect, shutdown). A later phone that reused
     /// the ID is left alone.
-    pub fn withdraw(&self, id: &TunnelId, generation: u64) {
+    pub(crate) fn withdraw(&self, id: &TunnelId, generation: u64) {
         if let Ok(mut map) = self.shard(id).lock()
             && map.get(id).is_some_and(|s| s.generation == generation)
             && let Some(slot) = map.remove(id)

@@ -1,10 +1,9 @@
-//! Listeners, request routing before the upgrade, TLS, and the relay's lifecycle.
+//! Listeners, reading and routing each request before the upgrade, and the relay's lifecycle.
 
-use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hybridge_proto::tunnel::{RoutingId, TunnelPath};
@@ -12,135 +11,20 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, timeout, timeout_at};
+use tokio::time::{Instant, sleep, timeout_at};
 
-use crate::config::{Config, Limits, TlsFiles};
+use crate::busy::BusyPoll;
+use crate::config::Config;
 use crate::conn::Conn;
+use crate::error::Error;
 use crate::http::{self, Parsed, Request};
 use crate::metrics::{Metrics, Reject};
+use crate::pairing;
 use crate::ratelimit::{RateLimiter, Ticket};
 use crate::registry::{Handoff, Registry};
 use crate::route;
-use crate::tunnel::{self, Slot};
-
-/// Errors starting or reconfiguring a relay.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot listen on {0}: {1} (is the port in use, or below 1024 without privilege?)")]
-    Bind(SocketAddr, #[source] io::Error),
-    #[error("cannot read TLS file {0}: {1}")]
-    TlsFile(String, String),
-    #[error("TLS certificate and key do not make a valid configuration: {0}")]
-    TlsConfig(#[from] rustls::Error),
-    #[error("TLS is not configured (start with --tls-cert and --tls-key)")]
-    NoTls,
-    #[error("cluster mode: {0}")]
-    Cluster(String),
-}
-
-/// Where the relay is in its life. Tunnels watch this to close on shutdown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    /// Accepting connections.
-    Running,
-    /// Not accepting; waiting phones are closed (no laptop can reach them any more) and
-    /// paired tunnels run on until the drain deadline.
-    Draining,
-    /// Closing every tunnel with 1001.
-    Closing,
-    /// Everything is closed; auxiliary tasks exit.
-    Stopped,
-}
-
-pub(crate) struct TlsState {
-    files: TlsFiles,
-    current: RwLock<Arc<rustls::ServerConfig>>,
-}
-
-impl TlsState {
-    fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Error> {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let file_err = |p: &std::path::Path, e: rustls_pki_types::pem::Error| {
-            Error::TlsFile(p.display().to_string(), e.to_string())
-        };
-        let certs = CertificateDer::pem_file_iter(&files.cert)
-            .map_err(|e| file_err(&files.cert, e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| file_err(&files.cert, e))?;
-        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_err(&files.key, e))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)?;
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(cfg))
-    }
-
-    fn current(&self) -> Arc<rustls::ServerConfig> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-}
-
-/// State shared by every task of one relay.
-pub(crate) struct Shared {
-    pub limits: Limits,
-    pub routing_id: RoutingId,
-    pub routing_hex: String,
-    pub registry: Registry,
-    pub metrics: Metrics,
-    pub rate: Arc<RateLimiter>,
-    pub tls: Option<TlsState>,
-    pub phase: watch::Sender<Phase>,
-    /// Tunnels counted against `max_tunnels` (waiting and paired).
-    pub tunnels: AtomicUsize,
-    /// Live connection tasks.
-    pub conns: AtomicUsize,
-    client_ip_header: Option<String>,
-    origin: Option<String>,
-    metrics_on_main: bool,
-    busy: Option<BusyPoll>,
-}
-
-/// State of the optional busy-poll loop (`Config::busy_poll`).
-struct BusyPoll {
-    window: Duration,
-    /// Set on every I/O wake-up; the poller clears it and extends its window.
-    active: std::sync::atomic::AtomicBool,
-    /// The poller is asleep and waits for `wake`.
-    parked: std::sync::atomic::AtomicBool,
-    wake: tokio::sync::Notify,
-}
-
-impl Shared {
-    /// This instance's cluster membership, in cluster mode.
-    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
-        self.registry.cluster.get()
-    }
-
-    /// Notes I/O activity for the busy-poll loop (a no-op when it is off).
-    #[inline]
-    pub fn touch(&self) {
-        if let Some(b) = &self.busy {
-            b.active.store(true, Relaxed);
-            if b.parked.swap(false, Relaxed) {
-                b.wake.notify_one();
-            }
-        }
-    }
-
-    fn render_metrics(&self) -> String {
-        let mut body = self.metrics.render(self.conns.load(Relaxed));
-        if let Some(c) = self.cluster() {
-            c.render_metrics(&mut body);
-        }
-        body
-    }
-}
+use crate::shared::{ConnGuard, PairingSlot, Phase, Shared, advance};
+use crate::tls::TlsState;
 
 /// A running relay. Dropping it closes everything at once; [`Relay::shutdown`] drains.
 ///
@@ -178,13 +62,7 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
 impl Relay {
     /// Binds the listeners and starts serving on the current tokio runtime.
     pub async fn bind(config: Config) -> Result<Relay, Error> {
-        let tls = match &config.tls {
-            Some(files) => Some(TlsState {
-                current: RwLock::new(TlsState::load(files)?),
-                files: files.clone(),
-            }),
-            None => None,
-        };
+        let tls = config.tls.as_ref().map(TlsState::new).transpose()?;
         let listener = listen(config.listen)?;
         let local_addr = listener
             .local_addr()
@@ -211,14 +89,9 @@ impl Relay {
             tunnels: AtomicUsize::new(0),
             conns: AtomicUsize::new(0),
             client_ip_header: config.client_ip_header.clone(),
-            origin: config.origin.clone(),
+            origin: config.origin.as_ref().map(|o| o.as_str().to_owned()),
             metrics_on_main: metrics_listener.is_none(),
-            busy: (!config.busy_poll.is_zero()).then(|| BusyPoll {
-                window: config.busy_poll,
-                active: false.into(),
-                parked: false.into(),
-                wake: tokio::sync::Notify::new(),
-            }),
+            busy: (!config.busy_poll.is_zero()).then(|| BusyPoll::new(config.busy_poll)),
         });
         if let Some(cc) = config.cluster {
             let cluster = crate::cluster::Cluster::start(
@@ -226,8 +99,7 @@ impl Relay {
                 config.routing_id,
                 cluster_acceptor(Arc::downgrade(&shared)),
             )
-            .await
-            .map_err(Error::Cluster)?;
+            .await?;
             let _ = shared.registry.cluster.set(cluster);
         }
         let mut tasks = vec![tokio::spawn(accept_loop(shared.clone(), listener, false))];
@@ -235,7 +107,12 @@ impl Relay {
             tasks.push(tokio::spawn(accept_loop(shared.clone(), l, true)));
         }
         if shared.busy.is_some() {
-            tasks.push(tokio::spawn(busy_poll(shared.clone())));
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Some(b) = &s.busy {
+                    b.run(s.phase.subscribe()).await;
+                }
+            }));
         }
         // Housekeeping: sweep per-IP entries that carry no information.
         let s = shared.clone();
@@ -277,6 +154,7 @@ impl Relay {
         format!("{scheme}://{}", self.local_addr)
     }
 
+    /// This instance's routing ID, as sent in `X-caBLE-Routing-ID`.
     pub fn routing_id(&self) -> RoutingId {
         self.shared.routing_id
     }
@@ -290,12 +168,8 @@ impl Relay {
     /// untouched. On error the old certificate stays in use.
     pub fn reload_tls(&self) -> Result<(), Error> {
         let tls = self.shared.tls.as_ref().ok_or(Error::NoTls)?;
-        match TlsState::load(&tls.files) {
-            Ok(cfg) => {
-                match tls.current.write() {
-                    Ok(mut c) => *c = cfg,
-                    Err(p) => *p.into_inner() = cfg,
-                }
+        match tls.reload() {
+            Ok(()) => {
                 self.shared.metrics.tls_reloads.fetch_add(1, Relaxed);
                 Ok(())
             }
@@ -362,17 +236,6 @@ impl RelayHandle {
     }
 }
 
-/// Moves the relay's life forward to `to`; never back (a shutdown may be asked twice).
-fn advance(phase: &watch::Sender<Phase>, to: Phase) {
-    phase.send_if_modified(|p| {
-        let later = *p < to;
-        if later {
-            *p = to;
-        }
-        later
-    });
-}
-
 impl Drop for Relay {
     fn drop(&mut self) {
         advance(&self.shared.phase, Phase::Stopped);
@@ -404,31 +267,6 @@ fn cluster_acceptor(shared: std::sync::Weak<Shared>) -> crate::cluster::Acceptor
     })
 }
 
-/// Keeps the runtime polling (`epoll_wait` with a zero timeout, through `yield_now`) for
-/// `window` after the last I/O activity, then sleeps until the next activity.
-async fn busy_poll(shared: Arc<Shared>) {
-    let Some(b) = &shared.busy else { return };
-    let mut phase = shared.phase.subscribe();
-    loop {
-        let notified = b.wake.notified();
-        b.parked.store(true, Relaxed);
-        tokio::select! {
-            _ = notified => {}
-            _ = phase.wait_for(|p| *p >= Phase::Stopped) => return,
-        }
-        let mut until = std::time::Instant::now() + b.window;
-        loop {
-            tokio::task::yield_now().await;
-            let now = std::time::Instant::now();
-            if b.active.swap(false, Relaxed) {
-                until = now + b.window;
-            } else if now >= until {
-                break;
-            }
-        }
-    }
-}
-
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, metrics_only: bool) {
     let mut phase = shared.phase.subscribe();
     let stop_at = if metrics_only {
@@ -458,15 +296,6 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, metrics_only: b
                 sleep(Duration::from_millis(20)).await;
             }
         }
-    }
-}
-
-/// Counts a live connection task (waited for on shutdown); released on drop.
-pub(crate) struct ConnGuard(Arc<Shared>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.conns.fetch_sub(1, Relaxed);
     }
 }
 
@@ -504,21 +333,10 @@ async fn read_head(
 }
 
 /// Sends a complete HTTP response and closes the connection.
-pub(crate) async fn refuse(
-    shared: Arc<Shared>,
-    conn: Conn,
-    status: u16,
-    body: Option<(&str, String)>,
-) {
+async fn refuse(shared: Arc<Shared>, conn: Conn, status: u16, body: Option<(&str, String)>) {
     let (ctype, body) = body.unwrap_or(("text/plain", String::new()));
-    respond(&shared, conn, http::response(status, "", ctype, &body)).await;
-}
-
-async fn respond(shared: &Shared, mut conn: Conn, bytes: Vec<u8>) {
-    let _ = timeout(shared.limits.close_timeout, async {
-        conn.write_last(&bytes).await
-    })
-    .await;
+    let bytes = http::response(status, "", ctype, &body);
+    conn.respond(bytes, shared.limits.close_timeout).await;
 }
 
 /// Refuses a request with the status for `r`. Boxed: refusals are rare, and their
@@ -530,7 +348,7 @@ async fn reject(shared: Arc<Shared>, conn: Conn, r: Reject, ticket: Ticket) {
     }
     tracing::debug!(reason = r.label(), "request refused");
     let bytes = http::response(r.status(), r.headers(), "text/plain", "");
-    Box::pin(respond(&shared, conn, bytes)).await;
+    Box::pin(conn.respond(bytes, shared.limits.close_timeout)).await;
 }
 
 /// A connection that ended before its request was read: counted under `r`, if given, and
@@ -545,8 +363,7 @@ fn ended_early(shared: &Shared, admission: Result<Ticket, Reject>, r: Option<Rej
 }
 
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_only: bool) {
-    shared.conns.fetch_add(1, Relaxed);
-    let guard = ConnGuard(shared.clone());
+    let guard = ConnGuard::new(shared.clone());
     let limits = &shared.limits;
     let deadline = Instant::now() + limits.header_timeout;
     // The client's address is admitted (or not) at once; behind a proxy it is only known
@@ -569,7 +386,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
         (Some(tls), false) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
             // Boxed: the handshake state is large and would otherwise stay in every
-            // long-lived tunnel task.
+            // long-lived pairing task.
             match Box::pin(timeout_at(deadline, acceptor.accept(tcp))).await {
                 Ok(Ok(s)) => Conn::Tls(Box::new(s)),
                 Ok(Err(_)) => return ended_early(&shared, admission, Some(Reject::TlsHandshake)),
@@ -639,11 +456,9 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     };
     match path {
         TunnelPath::New { tunnel_id } => {
-            if shared.tunnels.fetch_add(1, Relaxed) >= limits.max_tunnels {
-                shared.tunnels.fetch_sub(1, Relaxed);
+            let Some(slot) = PairingSlot::take(&shared) else {
                 return reject(shared, conn, Reject::Capacity, ticket).await;
-            }
-            let slot = Slot(shared.clone());
+            };
             // In a cluster the ID is claimed cluster-wide first (409 on every instance).
             let claim = match shared.cluster() {
                 Some(c) => match Box::pin(c.claim(&tunnel_id)).await {
@@ -659,9 +474,9 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                 drop(slot);
                 return reject(shared, conn, Reject::Conflict, ticket).await;
             };
-            // The tunnel gets a task of its own, and this one ends: what it needed to read
+            // The pairing gets a task of its own, and this one ends: what it needed to read
             // and route the request is freed instead of being kept for the tunnel's life.
-            tokio::spawn(tunnel::run(slot, guard, conn, early, key, waiter, ticket));
+            tokio::spawn(pairing::run(slot, guard, conn, early, key, waiter, ticket));
         }
         TunnelPath::Connect {
             routing_id,

@@ -12,39 +12,39 @@
 
 /// Spare bytes the caller leaves before the data it hands to [`Decoder::process`]: the
 /// longest server header (10 bytes) that may be written before any input was consumed.
-pub const HEADROOM: usize = 16;
+pub(crate) const HEADROOM: usize = 16;
 
 /// WebSocket opcodes.
-pub mod op {
-    pub const CONTINUATION: u8 = 0x0;
-    pub const TEXT: u8 = 0x1;
-    pub const BINARY: u8 = 0x2;
-    pub const CLOSE: u8 = 0x8;
-    pub const PING: u8 = 0x9;
-    pub const PONG: u8 = 0xA;
+pub(crate) mod op {
+    pub(crate) const CONTINUATION: u8 = 0x0;
+    pub(crate) const TEXT: u8 = 0x1;
+    pub(crate) const BINARY: u8 = 0x2;
+    pub(crate) const CLOSE: u8 = 0x8;
+    pub(crate) const PING: u8 = 0x9;
+    pub(crate) const PONG: u8 = 0xA;
 }
 
 /// Close codes the relay sends (RFC 6455 §7.4.1).
-pub mod close {
+pub(crate) mod close {
     /// Normal closure: the other peer closed cleanly.
-    pub const NORMAL: u16 = 1000;
+    pub(crate) const NORMAL: u16 = 1000;
     /// Going away: server shutdown, or the other peer vanished without a close frame.
-    pub const GOING_AWAY: u16 = 1001;
+    pub(crate) const GOING_AWAY: u16 = 1001;
     /// Protocol error: a malformed frame.
-    pub const PROTOCOL: u16 = 1002;
+    pub(crate) const PROTOCOL: u16 = 1002;
     /// Unsupported data: a text frame (tunnel messages are binary, docs/protocol.md §6.4).
-    pub const UNSUPPORTED: u16 = 1003;
+    pub(crate) const UNSUPPORTED: u16 = 1003;
     /// Policy violation: tunnel lifetime, message count, or pairing timeout exceeded.
-    pub const POLICY: u16 = 1008;
+    pub(crate) const POLICY: u16 = 1008;
     /// Message too big.
-    pub const TOO_BIG: u16 = 1009;
+    pub(crate) const TOO_BIG: u16 = 1009;
     /// Internal error.
-    pub const INTERNAL: u16 = 1011;
+    pub(crate) const INTERNAL: u16 = 1011;
 }
 
 /// Why the decoder stopped the flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The client sent a close frame with this code (1005 if none was given).
     PeerClose(u16),
     /// The client broke a rule; close it with `code` and `reason`.
@@ -53,7 +53,7 @@ pub enum Stop {
 
 /// Limits and tallies shared by both directions of one tunnel.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Largest message (sum of its frames' payloads) accepted, in bytes.
     pub max_message: u64,
     /// Most data messages accepted in the tunnel (both directions), 0 for no limit.
@@ -83,7 +83,7 @@ enum State {
 
 /// Incremental decoder for one client→server byte stream, producing server→client frames.
 #[derive(Debug)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     stash: [u8; 14],
     stash_len: u8,
     state: State,
@@ -104,7 +104,7 @@ impl Default for Decoder {
 }
 
 impl Decoder {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             stash: [0; 14],
             stash_len: 0,
@@ -121,14 +121,14 @@ impl Decoder {
 
     /// Whether the forwarded output stream is between frames, so that the relay may inject
     /// a frame of its own (a close or pong) into it.
-    pub fn at_frame_boundary(&self) -> bool {
+    pub(crate) fn at_frame_boundary(&self) -> bool {
         !matches!(self.state, State::Data { .. })
     }
 
     /// Processes the client bytes `buf[start..end]` in place. Returns `(out_len, stop)`:
     /// `buf[..out_len]` holds the server frames to forward to the other peer. Requires
     /// `start >= HEADROOM`.
-    pub fn process(
+    pub(crate) fn process(
         &mut self,
         buf: &mut [u8],
         start: usize,
@@ -333,7 +333,7 @@ impl Decoder {
 
 /// Whether an endpoint may put `code` in a close frame (RFC 6455 §7.4.1 and the IANA
 /// registry: 1000-1003, 1007-1014, and 3000-4999 for libraries and applications).
-pub fn close_code_sendable(code: u16) -> bool {
+pub(crate) fn close_code_sendable(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
@@ -352,7 +352,7 @@ fn header_len(h: &[u8]) -> usize {
 }
 
 /// XORs `data` with `mask` starting at mask position `off`.
-pub fn unmask_slice(data: &mut [u8], mask: [u8; 4], off: u8) {
+pub(crate) fn unmask_slice(data: &mut [u8], mask: [u8; 4], off: u8) {
     let off = off as usize;
     let m = [
         mask[off % 4],
@@ -373,7 +373,7 @@ pub fn unmask_slice(data: &mut [u8], mask: [u8; 4], off: u8) {
 }
 
 /// Writes an unmasked frame header into `out`; returns its length (2, 4 or 10).
-pub fn write_header(out: &mut [u8], b0: u8, len: u64) -> usize {
+pub(crate) fn write_header(out: &mut [u8], b0: u8, len: u64) -> usize {
     out[0] = b0;
     if len < 126 {
         out[1] = len as u8;
@@ -390,7 +390,7 @@ pub fn write_header(out: &mut [u8], b0: u8, len: u64) -> usize {
 }
 
 /// Appends an unmasked server frame to `out`.
-pub fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+pub(crate) fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     let mut h = [0u8; 10];
     let n = write_header(&mut h, 0x80 | opcode, payload.len() as u64);
     out.extend_from_slice(&h[..n]);
@@ -398,7 +398,7 @@ pub fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 }
 
 /// Appends a server close frame with `code` and a short `reason`.
-pub fn push_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+pub(crate) fn push_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     let mut p = [0u8; 125];
     p[..2].copy_from_slice(&code.to_be_bytes());
     let r = &reason.as_bytes()[..reason.len().min(123)];
@@ -406,21 +406,21 @@ pub fn push_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     push_frame(out, op::CLOSE, &p[..2 + r.len()]);
 }
 
-/// Appends a masked client frame (used by the load tool and tests).
-pub fn push_client_frame(out: &mut Vec<u8>, b0: u8, payload: &[u8], mask: [u8; 4]) {
-    let mut h = [0u8; 14];
-    let n = write_header(&mut h, b0, payload.len() as u64);
-    h[1] |= 0x80;
-    h[n..n + 4].copy_from_slice(&mask);
-    out.extend_from_slice(&h[..n + 4]);
-    let at = out.len();
-    out.extend_from_slice(payload);
-    unmask_slice(&mut out[at..], mask, 0);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Appends a masked client frame: the decoder's input.
+    fn push_client_frame(out: &mut Vec<u8>, b0: u8, payload: &[u8], mask: [u8; 4]) {
+        let mut h = [0u8; 14];
+        let n = write_header(&mut h, b0, payload.len() as u64);
+        h[1] |= 0x80;
+        h[n..n + 4].copy_from_slice(&mask);
+        out.extend_from_slice(&h[..n + 4]);
+        let at = out.len();
+        out.extend_from_slice(payload);
+        unmask_slice(&mut out[at..], mask, 0);
+    }
 
     fn run(dec: &mut Decoder, input: &[u8], tally: &mut Tally) -> (Vec<u8>, Option<Stop>) {
         let mut buf = vec![0u8; HEADROOM + input.len()];

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use hybridge_relay::client::{self, Client, Frame, Refused};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -16,6 +15,7 @@ use tokio::time::{Instant, sleep, timeout};
 
 mod common;
 use common::ChildLog;
+use common::client::{self, Client, Frame, Refused};
 
 const T: Duration = Duration::from_secs(10);
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hybridge_relay::client;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -19,6 +18,7 @@ use tokio_tungstenite::{WebSocketStream, client_async};
 
 mod common;
 use common::ChildLog;
+use common::client;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -1412,27 +1412,4 @@ fn relay_logs_show_only_when_a_test_fails() {
         text.contains(WARNING),
         "a failing test hid the relay's log:\n{text}"
     );
-}
-
-/// Replays the committed fuzz corpora of the relay's parsers (`fuzz/corpus/relay_*`) through
-/// the entry points the cargo-fuzz targets call.
-#[test]
-fn fuzz_corpora_replay() {
-    for (target, run) in [
-        ("relay_ws", hybridge_relay::fuzz::ws_stream as fn(&[u8])),
-        ("relay_http", hybridge_relay::fuzz::http_head),
-    ] {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).expect("corpus directory") {
-            let path = entry.expect("entry").path();
-            if path.is_file() {
-                run(&std::fs::read(&path).expect("corpus file"));
-                n += 1;
-            }
-        }
-        assert!(n > 0, "{} is empty", dir.display());
-    }
 }

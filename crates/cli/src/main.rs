@@ -166,11 +166,12 @@ fn main() -> ExitCode {
 /// library logs request lines, whose paths hold the full tunnel ID (a secret for the length
 /// of a ceremony): it is capped at info.
 fn init_log(filter: &str, format: &str) -> Result<(), String> {
-    hybridge_relay::log::init(
+    hybridge_relay::init_log(
         filter,
         format == "json",
         &["tungstenite", "tokio_tungstenite"],
     )
+    .map_err(|e| e.to_string())
 }
 
 /// Ends the process on Ctrl-C (exit 130) or SIGTERM (exit 143), whatever command runs, but

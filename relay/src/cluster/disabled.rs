@@ -13,34 +13,30 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{Acceptor, Claim, ClusterConfig, Conflict, Refused};
 
 /// A relay's membership in a cluster: none can exist in this build.
-pub enum Cluster {}
+pub(crate) enum Cluster {}
 
 impl Cluster {
     /// Refuses: this relay was built without NATS.
-    pub async fn start(
+    pub(crate) async fn start(
         _config: ClusterConfig,
         _routing_id: RoutingId,
         _acceptor: Acceptor,
-    ) -> Result<Arc<Cluster>, String> {
-        Err(
-            "this hybridge-relay was built without cluster support (the `cluster` feature, \
-             on by default: cargo install --path relay)"
-                .into(),
-        )
+    ) -> Result<Arc<Cluster>, crate::Error> {
+        Err(crate::Error::ClusterNotBuilt)
     }
 
     /// Never called: there is no cluster.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         match *self {}
     }
 
     /// Never called: there is no cluster.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         match *self {}
     }
 
     /// Never called: there is no cluster.
-    pub async fn claim(&self, _id: &TunnelId) -> Result<Claim, Conflict> {
+    pub(crate) async fn claim(&self, _id: &TunnelId) -> Result<Claim, Conflict> {
         match *self {}
     }
 
@@ -50,7 +46,7 @@ impl Cluster {
     }
 
     /// Never called: there is no cluster.
-    pub async fn bridge_laptop<S>(
+    pub(crate) async fn bridge_laptop<S>(
         &self,
         _routing_id: RoutingId,
         _tunnel_id: TunnelId,
@@ -65,13 +61,13 @@ impl Cluster {
     }
 
     /// Never called: there is no cluster.
-    pub fn render_metrics(&self, _out: &mut String) {
+    pub(crate) fn render_metrics(&self, _out: &mut String) {
         match *self {}
     }
 }
 
 /// A laptop's connection bridged from another instance: none can exist in this build.
-pub enum RemoteStream {}
+pub(crate) enum RemoteStream {}
 
 impl AsyncRead for RemoteStream {
     fn poll_read(
@@ -102,6 +98,6 @@ impl AsyncWrite for RemoteStream {
 }
 
 /// No link, so none is ever lost.
-pub fn is_link_lost(_e: &io::Error) -> bool {
+pub(crate) fn is_link_lost(_e: &io::Error) -> bool {
     false
 }

@@ -7,7 +7,7 @@
 //! - **Bridges.** The routing ID names the instance holding the phone. A `/cable/connect`
 //!   that lands on another instance is bridged: the receiving instance asks the owner on
 //!   `<prefix>.<routing id>.connect`, and if the phone is waiting there the laptop's raw
-//!   connection bytes flow over NATS ([`stream`]), so the owner's tunnel task serves the
+//!   connection bytes flow over NATS ([`stream`]), so the owner's pairing task serves the
 //!   laptop as if it were local. When both sides are on one instance, nothing touches NATS.
 //! - **Failure.** Losing NATS (or a peer instance, seen by missing heartbeats) fails only
 //!   bridged tunnels: the laptop's side is closed with 1011 "relay cluster link lost", the
@@ -20,7 +20,7 @@
 #[cfg(feature = "cluster")]
 mod nats;
 #[cfg(feature = "cluster")]
-pub mod stream;
+pub(crate) mod stream;
 mod url;
 
 #[cfg(not(feature = "cluster"))]
@@ -33,22 +33,22 @@ use std::time::Duration;
 use hybridge_proto::tunnel::TunnelId;
 
 #[cfg(not(feature = "cluster"))]
-pub use disabled::{Cluster, RemoteStream, is_link_lost};
+pub(crate) use disabled::{Cluster, RemoteStream, is_link_lost};
 #[cfg(feature = "cluster")]
-pub use nats::{Cluster, Link};
+pub(crate) use nats::Cluster;
 #[cfg(feature = "cluster")]
-pub use stream::{RemoteStream, is_link_lost};
-pub use url::redact_url;
+pub(crate) use stream::{RemoteStream, is_link_lost};
+pub(crate) use url::redact_url;
 
 /// The reason a bridged stream failed, as seen by its reader (and the close reason its
 /// laptop gets).
-pub const LINK_LOST: &str = "relay cluster link lost";
+pub(crate) const LINK_LOST: &str = "relay cluster link lost";
 
 /// WebSocket close code for a tunnel that lost its cross-instance link (1011: the server
 /// hit a condition that prevented it from fulfilling the request).
-pub const CLOSE_LINK_LOST: u16 = crate::ws::close::INTERNAL;
+pub(crate) const CLOSE_LINK_LOST: u16 = crate::ws::close::INTERNAL;
 /// A peer instance that sent no heartbeat for this long is considered gone.
-pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings for [`Cluster::start`].
 #[derive(Clone)]
@@ -72,6 +72,9 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Settings for joining the NATS at `nats_url`, with the defaults: prefix `hybridge`,
+    /// no TLS files, a 5 s peer timeout. `claim_ttl` should be a little
+    /// longer than a phone can wait (the pairing timeout, capped by the tunnel lifetime).
     pub fn new(nats_url: impl Into<String>, claim_ttl: Duration) -> Self {
         Self {
             nats_url: nats_url.into(),
@@ -99,7 +102,7 @@ impl std::fmt::Debug for ClusterConfig {
 
 /// A laptop connection bridged to this instance: hand it to the phone waiting on the
 /// tunnel ID, as the laptop's connection.
-pub struct Incoming {
+pub(crate) struct Incoming {
     pub stream: RemoteStream,
     /// The laptop's `Sec-WebSocket-Key`.
     pub key: String,
@@ -111,16 +114,18 @@ pub struct Incoming {
 /// took the connection, `false` when none was. A refused [`Incoming`] is simply dropped:
 /// nothing has moved on its bridge yet, so it ends without a word to the other instance,
 /// which answers the laptop itself when it reads the refusal.
-pub type Acceptor = Arc<dyn Fn(TunnelId, Incoming) -> bool + Send + Sync>;
+pub(crate) type Acceptor = Arc<dyn Fn(TunnelId, Incoming) -> bool + Send + Sync>;
 
 /// `/cable/new` for a tunnel ID another phone holds somewhere in the cluster.
 #[derive(Debug)]
-pub struct Conflict;
+pub(crate) struct Conflict;
 
 /// How a waiting phone's tunnel ID is claimed. The registry keeps it with the phone, so the
 /// claim is released when the phone stops waiting, and only if this instance holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+// Without the `cluster` feature only `Local` is ever made.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) enum Claim {
     /// In the cluster's key-value bucket: every instance refuses the ID until it is released.
     /// `revision` is the key's revision when this instance created it: the release purges
     /// only that revision, so a claim the bucket already expired and another instance then
@@ -130,20 +135,13 @@ pub enum Claim {
     Local,
 }
 
-/// Why a bridged `/connect` was not served; the HTTP status to answer with.
+/// Why a bridged `/connect` was not served (the laptop hears the status given here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+// Without the `cluster` feature nothing is bridged, so nothing is refused.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) enum Refused {
     /// No instance has a phone waiting on that tunnel ID (404).
     NotFound,
     /// The cluster link is down (503).
     Unavailable,
-}
-
-impl Refused {
-    pub fn status(self) -> u16 {
-        match self {
-            Refused::NotFound => 404,
-            Refused::Unavailable => 503,
-        }
-    }
 }

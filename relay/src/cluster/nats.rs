@@ -26,7 +26,7 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The NATS link's state, watched by every bridge.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Link {
+pub(crate) struct Link {
     /// Connected and the claims bucket is in place.
     pub up: bool,
     /// Incremented on every loss: a bridge from an earlier epoch is dead.
@@ -106,7 +106,7 @@ const REPLY_OK: u8 = 0;
 const REPLY_UNKNOWN: u8 = 1;
 
 /// A relay's membership in a cluster.
-pub struct Cluster {
+pub(crate) struct Cluster {
     client: async_nats::Client,
     routing_id: RoutingId,
     /// `routing_id` in lower-case hex, as it appears in subjects and claims.
@@ -123,11 +123,11 @@ impl Cluster {
     /// Connects to NATS in the background (the relay starts whether or not NATS is there)
     /// and serves this instance's `/connect` requests through `acceptor`. Must be called
     /// inside a tokio runtime.
-    pub async fn start(
+    pub(crate) async fn start(
         config: ClusterConfig,
         routing_id: RoutingId,
         acceptor: Acceptor,
-    ) -> Result<Arc<Cluster>, String> {
+    ) -> Result<Arc<Cluster>, crate::Error> {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let mut options = match url_auth(&config.nats_url) {
             UrlAuth::None => async_nats::ConnectOptions::new(),
@@ -156,7 +156,10 @@ impl Cluster {
             })
             .connect(strip_credentials(&config.nats_url).as_str())
             .await
-            .map_err(|e| format!("NATS URL {:?}: {e}", redact_url(&config.nats_url)))?;
+            .map_err(|source| crate::Error::Nats {
+                url: redact_url(&config.nats_url),
+                source,
+            })?;
         let (link, _) = watch::channel(Link::default());
         let cluster = Arc::new(Cluster {
             client,
@@ -181,12 +184,12 @@ impl Cluster {
     }
 
     /// Connected to NATS with the claims bucket in place: cross-instance work is possible.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.link.borrow().up
     }
 
     /// Stops the cluster's background tasks (bridges end when the link goes with them).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         if let Ok(t) = self.tasks.lock() {
             for t in t.iter() {
                 t.abort();
@@ -209,7 +212,7 @@ impl Cluster {
     /// Claims `id` cluster-wide for a phone on this instance. When the link is down the
     /// claim is local only (the local registry still refuses duplicates here). The claim
     /// goes to [`crate::registry::Registry::register`], which releases it.
-    pub async fn claim(&self, id: &TunnelId) -> Result<Claim, Conflict> {
+    pub(crate) async fn claim(&self, id: &TunnelId) -> Result<Claim, Conflict> {
         let Some(kv) = self.kv().filter(|_| self.ready()) else {
             self.stats.claims_local_only.fetch_add(1, Relaxed);
             return Ok(Claim::Local);
@@ -265,7 +268,7 @@ impl Cluster {
     /// Serves a laptop whose `/connect` names another instance's routing ID: asks that
     /// instance for the tunnel, then moves the connection's bytes both ways until the
     /// tunnel ends. Refusals come back with the connection, before anything was written.
-    pub async fn bridge_laptop<S>(
+    pub(crate) async fn bridge_laptop<S>(
         &self,
         routing_id: RoutingId,
         tunnel_id: TunnelId,
@@ -546,7 +549,7 @@ async fn heartbeats(cluster: Arc<Cluster>) {
 
 impl Cluster {
     /// Prometheus lines for the cluster (appended to `/metrics`).
-    pub fn render_metrics(&self, out: &mut String) {
+    pub(crate) fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let s = &self.stats;
         let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {

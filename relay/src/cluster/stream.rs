@@ -2,9 +2,9 @@
 //!
 //! When a laptop's `/cable/connect` lands on instance C but the phone waits on A, C does not
 //! interpret the laptop's WebSocket at all: it forwards the raw bytes of the connection to A,
-//! and A hands a [`RemoteStream`] to the phone's tunnel task as if the laptop had connected
+//! and A hands a [`RemoteStream`] to the phone's pairing task as if the laptop had connected
 //! there. Every limit, close code and the 101 response therefore come from one place (A's
-//! tunnel), exactly as for a local pairing.
+//! pairing), exactly as for a local one.
 //!
 //! On the wire each NATS message on `…br.<bridge id>.<side>` is one of
 //! `[DATA] bytes`, `[CREDIT] u32 BE`, `[EOF]` or `[ABORT]`. Messages of one publisher on one
@@ -29,7 +29,7 @@ use tokio::time::{Instant, interval};
 use super::nats::{Link, Peers, Stats};
 
 /// Bytes a sender may have in flight before the receiver grants more credit.
-pub const WINDOW: i64 = 256 * 1024;
+pub(crate) const WINDOW: i64 = 256 * 1024;
 /// The receiver grants credit after consuming this much.
 const CREDIT_BATCH: usize = 32 * 1024;
 /// Largest DATA message.
@@ -115,7 +115,7 @@ struct CreditState {
 
 /// One side of a bridge: `AsyncRead` yields what the other instance sent, `AsyncWrite`
 /// sends to it. Dropping it without a shutdown aborts the other side.
-pub struct RemoteStream {
+pub(crate) struct RemoteStream {
     inbound: mpsc::UnboundedReceiver<Inbound>,
     pending: Bytes,
     out: mpsc::UnboundedSender<Out>,
@@ -177,7 +177,7 @@ impl std::fmt::Display for LinkLost {
 impl std::error::Error for LinkLost {}
 
 /// Whether an I/O error is a lost cluster link (rather than a peer that went away).
-pub fn is_link_lost(e: &io::Error) -> bool {
+pub(crate) fn is_link_lost(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<LinkLost>())
 }
 
@@ -376,7 +376,7 @@ async fn bridge_task(
 /// Follows a server-to-client WebSocket byte stream (an HTTP response head, then unmasked
 /// frames) to know when a close frame can be injected without corrupting it.
 #[derive(Default)]
-pub struct FrameTracker {
+pub(crate) struct FrameTracker {
     head_done: bool,
     /// Trailing bytes of the head seen so far, to spot `\r\n\r\n` across reads.
     tail: u32,
@@ -393,11 +393,11 @@ pub struct FrameTracker {
 
 impl FrameTracker {
     /// Whether the stream is between frames after a 101 (a close frame may go in).
-    pub fn at_boundary(&self) -> bool {
+    pub(crate) fn at_boundary(&self) -> bool {
         self.head_done && self.upgraded && self.hdr_len == 0 && self.left == 0
     }
 
-    pub fn feed(&mut self, mut b: &[u8]) {
+    pub(crate) fn feed(&mut self, mut b: &[u8]) {
         while !b.is_empty() {
             if !self.head_done {
                 let c = b[0];

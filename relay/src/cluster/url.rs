@@ -21,7 +21,7 @@ pub(super) fn url_auth(urls: &str) -> UrlAuth {
 }
 
 /// The URLs with any credentials replaced by `***`, for logs and errors.
-pub fn redact_url(urls: &str) -> String {
+pub(crate) fn redact_url(urls: &str) -> String {
     rewrite_userinfo(urls, "***@")
 }
 

@@ -1,11 +1,17 @@
-//! What the integration tests share: a relay child process's log, kept out of the test
-//! output unless the test fails.
+//! What the integration tests share: the load tool's client ([`client`]), and a relay child
+//! process's log, kept out of the test output unless the test fails.
 //!
 //! A relay started by a test writes its log (stderr) to a file of its own. When the test
 //! fails (the handle is dropped while the thread panics), the file is printed, so the
 //! failure report shows what the relay said; a passing test prints nothing.
 //! `HYBRIDGE_RELAY_TEST_LOG=debug` (any `--log` filter) raises the level of those logs and
 //! prints them for passing tests too (seen with `cargo test -- --nocapture`).
+
+/// The load tool's WebSocket client, which these tests drive the relay with too: the relay
+/// library does not export it. Each test binary uses a part of it.
+#[allow(dead_code)]
+#[path = "../../src/bin/relay-load/client.rs"]
+pub mod client;
 
 use std::path::PathBuf;
 use std::process::Stdio;

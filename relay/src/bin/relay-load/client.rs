@@ -1,5 +1,9 @@
-//! A minimal tunnel client over plain TCP, for the load tool and tests: one upgrade
-//! request, masked binary frames out, frames in, with no per-message allocation.
+//! A minimal tunnel client over plain TCP, for the load tool and the relay's integration
+//! tests (which include this file): one upgrade request, masked binary frames out, frames
+//! in, with no per-message allocation.
+//!
+//! Its WebSocket framing (RFC 6455 §5.2) is its own, not the relay's: a test client that
+//! shared the relay's codec could not catch a bug in it.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -7,16 +11,25 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::ws;
+/// The opcodes this client sends or tells apart (RFC 6455 §5.2).
+mod op {
+    pub(crate) const CONTINUATION: u8 = 0x0;
+    pub(crate) const BINARY: u8 = 0x2;
+    pub(crate) const CLOSE: u8 = 0x8;
+}
 
 /// A frame received from the relay.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
+    /// A binary or continuation frame's payload.
     Binary(&'a [u8]),
+    /// A close frame and its status code, if it has one.
     Close(Option<u16>),
+    /// Any other frame, by opcode.
     Other(u8),
 }
 
+/// One WebSocket connection to the relay, after the upgrade.
 pub struct Client {
     stream: TcpStream,
     rbuf: Vec<u8>,
@@ -118,21 +131,20 @@ impl Client {
 
     /// Sends one binary message.
     pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
-        self.send_frame(0x80 | ws::op::BINARY, payload).await
+        self.send_frame(0x80 | op::BINARY, payload).await
     }
 
     /// Sends one frame with first byte `b0` (FIN, opcode).
     pub async fn send_frame(&mut self, b0: u8, payload: &[u8]) -> io::Result<()> {
         self.wbuf.clear();
         let mask = self.next_mask();
-        ws::push_client_frame(&mut self.wbuf, b0, payload, mask);
+        push_masked_frame(&mut self.wbuf, b0, payload, mask);
         self.stream.write_all(&self.wbuf).await
     }
 
     /// Sends a close frame with `code`.
     pub async fn close(&mut self, code: u16) -> io::Result<()> {
-        self.send_frame(0x80 | ws::op::CLOSE, &code.to_be_bytes())
-            .await
+        self.send_frame(0x80 | op::CLOSE, &code.to_be_bytes()).await
     }
 
     /// Receives the next frame.
@@ -158,8 +170,8 @@ impl Client {
                     self.rpos = start + len;
                     let p = &self.rbuf[start..start + len];
                     return Ok(match opcode {
-                        ws::op::BINARY | ws::op::CONTINUATION => Frame::Binary(p),
-                        ws::op::CLOSE => {
+                        op::BINARY | op::CONTINUATION => Frame::Binary(p),
+                        op::CLOSE => {
                             Frame::Close((p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]])))
                         }
                         op => Frame::Other(op),
@@ -185,4 +197,23 @@ impl Client {
             f => Err(other(format!("expected a binary message, got {f:?}"))),
         }
     }
+}
+
+/// Appends a client frame: first byte `b0` (FIN, opcode), the payload length in its shortest
+/// form with the mask bit set, the mask, and the payload masked (RFC 6455 §5.2, §5.3).
+fn push_masked_frame(out: &mut Vec<u8>, b0: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(b0);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
 }

@@ -1,11 +1,14 @@
-//! One tunnel: the phone's socket, later the laptop's, and the bytes between them.
+//! A pairing: the relay's task for one tunnel (docs/protocol.md §6). It holds the phone's
+//! `/cable/new` connection, waits for the laptop's `/cable/connect` to be handed to it
+//! through the registry, and moves the bytes between the two until the tunnel ends.
+//! ("Tunnel" stays the protocol's word: the tunnel ID, a tunnel's lifetime and close codes.)
 //!
-//! A tunnel is a single task. Its I/O is one hand-written poll function ([`Pipes::poll_io`])
+//! A pairing is a single task. Its I/O is one hand-written poll function ([`Pipes::poll_io`])
 //! that moves bytes both ways: read into a per-thread scratch buffer, rewrite the frames in
 //! place ([`crate::ws::Decoder`]), and write them straight to the other socket. Only bytes
 //! the other socket cannot take right now are copied into that side's bounded `out` queue,
 //! and while a queue is full the relay stops reading from the sender (backpressure). An
-//! idle tunnel therefore holds no buffers at all: that is what keeps it to a few KiB.
+//! idle pairing therefore holds no buffers at all: that is what keeps it to a few KiB.
 //!
 //! Before the laptop joins, the phone's frames go to the laptop's `out` queue, which is
 //! what "buffered before the peer joins, delivered in order" (docs/protocol.md §6.4) means here; the
@@ -15,7 +18,6 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,7 +30,7 @@ use crate::http;
 use crate::metrics::{CloseReason, Metrics};
 use crate::ratelimit::Ticket;
 use crate::registry::{Handoff, Waiter};
-use crate::server::{ConnGuard, Phase, Shared};
+use crate::shared::{ConnGuard, PairingSlot, Phase};
 use crate::ws::{self, Decoder, HEADROOM, Stop, Tally, close, op};
 
 /// Largest single read. Reads are also capped by the room left in the destination queue.
@@ -40,7 +42,7 @@ const ROUNDS: usize = 32;
 /// laptop's first handshake message has come through the tunnel, so this is only room for
 /// a keep-alive or a client that starts early. Within it the relay keeps reading the
 /// waiting phone whatever its queue holds, which is how it sees the phone hang up.
-pub const MAX_EARLY_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_EARLY_BYTES: usize = 4 * 1024;
 /// Why a phone over [`MAX_EARLY_BYTES`] is closed.
 const TOO_EARLY: &str = "too much data before the peer joined";
 
@@ -49,14 +51,14 @@ thread_local! {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Who {
+pub(crate) enum Who {
     Phone,
     Laptop,
 }
 
-/// One end of the tunnel.
+/// One end of the pairing: the phone's or the laptop's connection.
 #[derive(Default)]
-pub struct Side {
+pub(crate) struct Side {
     pub conn: Option<Conn>,
     /// Decodes what this side sends.
     pub dec: Decoder,
@@ -67,7 +69,7 @@ pub struct Side {
 
 /// Why the I/O loop stopped.
 #[derive(Debug)]
-pub enum End {
+pub(crate) enum End {
     Stop(Who, Stop),
     Eof(Who),
     Error(Who),
@@ -75,8 +77,8 @@ pub enum End {
     LinkLost(Who),
 }
 
-/// Both sides of a tunnel and the I/O loop between them.
-pub struct Pipes {
+/// Both sides of a pairing and the I/O loop between them.
+pub(crate) struct Pipes {
     pub phone: Side,
     pub laptop: Side,
     pub tally: Tally,
@@ -88,7 +90,7 @@ pub struct Pipes {
 }
 
 impl Pipes {
-    pub fn new(tally: Tally, queue_bytes: usize) -> Self {
+    pub(crate) fn new(tally: Tally, queue_bytes: usize) -> Self {
         Self {
             phone: Side::default(),
             laptop: Side::default(),
@@ -99,15 +101,15 @@ impl Pipes {
         }
     }
 
-    /// Moves bytes until both directions would block; `Ready` when the tunnel must end.
-    pub fn poll_io(&mut self, cx: &mut Context<'_>, m: &Metrics) -> Poll<End> {
+    /// Moves bytes until both directions would block; `Ready` when the pairing must end.
+    pub(crate) fn poll_io(&mut self, cx: &mut Context<'_>, m: &Metrics) -> Poll<End> {
         let r = self.poll_rounds(cx);
         self.report(m);
         r
     }
 
     /// The laptop has joined: the phone's early allowance no longer applies.
-    pub fn paired(&mut self) {
+    pub(crate) fn paired(&mut self) {
         self.early_left = None;
     }
 
@@ -149,7 +151,7 @@ impl Pipes {
     }
 
     /// Feeds bytes that arrived together with a request head (early frames).
-    pub fn feed(&mut self, who: Who, bytes: &[u8]) -> Option<End> {
+    pub(crate) fn feed(&mut self, who: Who, bytes: &[u8]) -> Option<End> {
         let q = self.queue_bytes;
         let (src, dst) = match who {
             Who::Phone => (&mut self.phone, &mut self.laptop),
@@ -192,7 +194,7 @@ fn flush(who: Who, side: &mut Side, cx: &mut Context<'_>, progress: &mut bool) -
         }
     }
     if side.out.is_empty() && side.out.capacity() > 0 {
-        side.out = Vec::new(); // an idle tunnel holds no buffers
+        side.out = Vec::new(); // an idle pairing holds no buffers
     }
     if side.needs_flush {
         match Pin::new(conn).poll_flush(cx) {
@@ -400,15 +402,6 @@ async fn finish_both(p: &mut Pipes, plan: Plan, limit: Duration) {
     );
 }
 
-/// Counts a tunnel (waiting or paired) for the capacity limit; released on drop.
-pub struct Slot(pub Arc<Shared>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.tunnels.fetch_sub(1, Relaxed);
-    }
-}
-
 enum Waited {
     End(End),
     Paired(Handoff),
@@ -421,10 +414,11 @@ enum Ran {
     Timer(CloseReason),
 }
 
-/// Serves a phone from its `/cable/new` upgrade to the end of the tunnel.
+/// Serves a phone from its `/cable/new` upgrade to the end of its tunnel: waits for the
+/// laptop, pairs the two, relays, and closes both.
 #[allow(clippy::too_many_arguments)]
-pub async fn run(
-    slot: Slot,
+pub(crate) async fn run(
+    slot: PairingSlot,
     _task: ConnGuard,
     conn: Conn,
     early: Vec<u8>,
@@ -482,7 +476,8 @@ pub async fn run(
             rx.close();
             if let Ok(h) = rx.try_recv() {
                 // A laptop claimed us as we were leaving: it never got its 101.
-                tokio::spawn(crate::server::refuse(shared.clone(), h.conn, 404, None));
+                let refusal = http::response(404, "", "text/plain", "");
+                tokio::spawn(h.conn.respond(refusal, limits.close_timeout));
             }
             let plan: Plan = match other {
                 Waited::End(end) => plan_for(&end),

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use hybridge_proto::tunnel::{TunnelId, TunnelPath, parse_routing_id_header};
-use hybridge_relay::client::{self, Client, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+
+mod client;
+use client::{Client, Frame};
 
 /// Load generator for hybrid tunnel relays.
 ///
@@ -336,7 +338,7 @@ struct HoldResult {
 
 async fn hold(t: &Target, n: usize) -> Result<HoldResult, BoxErr> {
     let addr = addr_of(&t.url)?;
-    let (soft, _) = hybridge_relay::rlimit::raise_nofile();
+    let (soft, _) = hybridge_relay::raise_nofile();
     let per_proc = (soft.saturating_sub(300) / 2).max(1) as usize;
     let rss_before = rss(t.pid);
     let mut children = Vec::new();
@@ -628,7 +630,7 @@ fn print_latency(r: &LatencyResult, k: usize, size: usize) {
 }
 
 async fn run(cli: Cli) -> Result<(), BoxErr> {
-    hybridge_relay::rlimit::raise_nofile();
+    hybridge_relay::raise_nofile();
     match cli.mode {
         Mode::Pairing { t, workers, count } => {
             let r = pairing(&t, workers, count).await?;
