@@ -51,7 +51,7 @@ use hybridge_ctap::{
     AttestationStatement, AttestedCredentialData, AuthenticatorData, CoseKey, CredentialDescriptor,
     CtapError, Flags, GetAssertionRequest, GetAssertionResponse, GetInfoResponse,
     MakeCredentialRequest, MakeCredentialResponse, PrfOutputs, PubKeyCredParam, Request, Response,
-    StatusCode, UnsignedExtensionOutputs, UserEntity, rp_id_hash,
+    StatusCode, UserEntity, rp_id_hash,
 };
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
@@ -229,20 +229,16 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
 
     /// The getInfo response; its CBOR (`to_cbor`) is also key 1 of the post-handshake message.
     pub fn get_info(&self) -> GetInfoResponse {
-        GetInfoResponse {
-            versions: vec!["FIDO_2_0".into(), "FIDO_2_1".into()],
-            extensions: vec![hybridge_ctap::extensions::PRF.into()],
-            aaguid: AAGUID,
-            options: vec![("rk".into(), true), ("uv".into(), true)],
-            max_msg_size: None,
-            pin_uv_auth_protocols: Vec::new(),
-            max_credential_count_in_list: Some(
-                hybridge_ctap::types::MAX_CREDENTIAL_LIST_LEN as u64,
-            ),
-            max_credential_id_length: None,
-            transports: vec!["hybrid".into(), "internal".into()],
-            algorithms: vec![PubKeyCredParam::es256()],
-        }
+        let mut info = GetInfoResponse::default();
+        info.versions = vec!["FIDO_2_0".into(), "FIDO_2_1".into()];
+        info.extensions = vec![hybridge_ctap::extensions::PRF.into()];
+        info.aaguid = AAGUID;
+        info.options = vec![("rk".into(), true), ("uv".into(), true)];
+        info.max_credential_count_in_list =
+            Some(hybridge_ctap::types::MAX_CREDENTIAL_LIST_LEN as u64);
+        info.transports = vec!["hybrid".into(), "internal".into()];
+        info.algorithms = vec![PubKeyCredParam::es256()];
+        info
     }
 
     /// Answers one CTAP2 request, `command || CBOR`, with `status || CBOR`: the hybrid CTAP
@@ -425,13 +421,10 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
             }),
         });
 
-        let response = MakeCredentialResponse {
-            attestation,
-            auth_data,
-            ep_att: None,
-            large_blob_key: None,
-            unsigned_extension_outputs: UnsignedExtensionOutputs { prf },
-        };
+        let mut response = MakeCredentialResponse::default();
+        response.attestation = attestation;
+        response.auth_data = auth_data;
+        response.unsigned_extension_outputs.prf = prf;
 
         // The ceremony is complete: only now does anything reach the store.
         self.check_cancelled()?;
@@ -586,18 +579,15 @@ impl<S: CredentialStore, U: UserAgent> Authenticator<S, U> {
             display_name: chosen.user_display_name.clone().filter(|_| verified),
         });
 
-        let response = GetAssertionResponse {
-            credential: Some(CredentialDescriptor::public_key(
-                chosen.credential_id.clone(),
-            )),
-            auth_data,
-            signature,
-            user,
-            number_of_credentials: None,
-            user_selected,
-            large_blob_key: None,
-            unsigned_extension_outputs: UnsignedExtensionOutputs { prf },
-        };
+        let mut response = GetAssertionResponse::default();
+        response.credential = Some(CredentialDescriptor::public_key(
+            chosen.credential_id.clone(),
+        ));
+        response.auth_data = auth_data;
+        response.signature = signature;
+        response.user = user;
+        response.user_selected = user_selected;
+        response.unsigned_extension_outputs.prf = prf;
 
         self.check_cancelled()?;
         self.store

@@ -14,9 +14,9 @@ use hybridge_authenticator::store::{CredentialStore, MemoryStore, StoreError};
 use hybridge_authenticator::user::{AccountChoice, Approval, ApprovalRequest, Ceremony, UserAgent};
 use hybridge_cbor::Value;
 use hybridge_ctap::{
-    CredentialDescriptor, Flags, GetAssertionExtensions, GetAssertionRequest, GetAssertionResponse,
-    GetInfoResponse, MakeCredentialExtensions, MakeCredentialRequest, MakeCredentialResponse,
-    Options, PrfInputs, PrfValues, PubKeyCredParam, Request, RpEntity, StatusCode, UserEntity,
+    CredentialDescriptor, Flags, GetAssertionRequest, GetAssertionResponse, GetInfoResponse,
+    MakeCredentialRequest, MakeCredentialResponse, Options, PrfInputs, PrfValues, PubKeyCredParam,
+    Request, RpEntity, StatusCode, UserEntity,
 };
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
@@ -144,44 +144,39 @@ fn make_credential_request(ccr: &CreationChallengeResponse, origin: &str) -> Reg
     // The authenticator reports uv: true, so "required" and "preferred" both ask for UV.
     let uv =
         sel.is_none_or(|s| s.user_verification != UserVerificationPolicy::Discouraged_DO_NOT_USE);
-    let request = MakeCredentialRequest {
-        client_data_hash: sha256(&client_data_json),
-        rp: RpEntity {
+    let request = {
+        let mut v = MakeCredentialRequest::default();
+        v.client_data_hash = sha256(&client_data_json);
+        v.rp = RpEntity {
             id: o.rp.id.clone(),
             name: Some(o.rp.name.clone()),
-        },
-        user: UserEntity {
+        };
+        v.user = UserEntity {
             id: o.user.id.clone(),
             name: Some(o.user.name.clone()),
             display_name: Some(o.user.display_name.clone()),
-        },
-        pub_key_cred_params: o
+        };
+        v.pub_key_cred_params = o
             .pub_key_cred_params
             .iter()
             .map(|p| PubKeyCredParam {
                 type_: p.type_.clone(),
                 alg: p.alg,
             })
-            .collect(),
-        exclude_list: o
+            .collect();
+        v.exclude_list = o
             .exclude_credentials
             .iter()
             .flatten()
             .map(|d| CredentialDescriptor::public_key(d.id.clone()))
-            .collect(),
-        extensions: MakeCredentialExtensions {
-            hmac_secret: o.extensions.as_ref().and_then(|e| e.hmac_create_secret),
-            prf: None,
-        },
-        options: Options {
+            .collect();
+        v.extensions.hmac_secret = o.extensions.as_ref().and_then(|e| e.hmac_create_secret);
+        v.options = Options {
             rk: rk.then_some(true),
             up: None,
             uv: uv.then_some(true),
-        },
-        pin_uv_auth_param: None,
-        pin_uv_auth_protocol: None,
-        enterprise_attestation: None,
-        attestation_formats_preference: None,
+        };
+        v
     };
     Registration {
         client_data_json,
@@ -217,22 +212,22 @@ fn get_assertion_request(
     let o = &rcr.public_key;
     let client_data_json = client_data("webauthn.get", &o.challenge, origin);
     let uv = o.user_verification != UserVerificationPolicy::Discouraged_DO_NOT_USE;
-    let request = GetAssertionRequest {
-        rp_id: o.rp_id.clone(),
-        client_data_hash: sha256(&client_data_json),
-        allow_list: o
+    let request = {
+        let mut v = GetAssertionRequest::default();
+        v.rp_id = o.rp_id.clone();
+        v.client_data_hash = sha256(&client_data_json);
+        v.allow_list = o
             .allow_credentials
             .iter()
             .map(|c| CredentialDescriptor::public_key(c.id.clone()))
-            .collect(),
-        extensions: GetAssertionExtensions { prf },
-        options: Options {
+            .collect();
+        v.extensions.prf = prf;
+        v.options = Options {
             rk: None,
             up: None,
             uv: uv.then_some(true),
-        },
-        pin_uv_auth_param: None,
-        pin_uv_auth_protocol: None,
+        };
+        v
     };
     (client_data_json, request)
 }
@@ -844,14 +839,13 @@ fn wrong_rp_and_no_matching_credential() {
         |_| {},
     );
     let before = phone.store().list().unwrap()[0].sign_count;
-    let base = GetAssertionRequest {
-        rp_id: "evil.example".into(),
-        client_data_hash: [7; 32],
-        allow_list: vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())],
-        extensions: Default::default(),
-        options: Options::default(),
-        pin_uv_auth_param: None,
-        pin_uv_auth_protocol: None,
+    let base = {
+        let mut v = GetAssertionRequest::default();
+        v.rp_id = "evil.example".into();
+        v.client_data_hash = [7; 32];
+        v.allow_list = vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())];
+        v.options = Options::default();
+        v
     };
     // Wrong RP ID, with and without an allowList.
     for allow in [true, false] {
@@ -904,17 +898,16 @@ fn user_declines_or_is_locked_or_unverified() {
         UserVerificationPolicy::Required,
         |_| {},
     );
-    let req = GetAssertionRequest {
-        rp_id: RP_ID.into(),
-        client_data_hash: [1; 32],
-        allow_list: vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())],
-        extensions: Default::default(),
-        options: Options {
+    let req = {
+        let mut v = GetAssertionRequest::default();
+        v.rp_id = RP_ID.into();
+        v.client_data_hash = [1; 32];
+        v.allow_list = vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())];
+        v.options = Options {
             uv: Some(true),
             ..Default::default()
-        },
-        pin_uv_auth_param: None,
-        pin_uv_auth_protocol: None,
+        };
+        v
     };
     for (answer, expect) in [
         (Answer::Decline, StatusCode::CTAP2_ERR_OPERATION_DENIED),
@@ -1096,17 +1089,15 @@ fn malformed_requests_get_the_right_status() {
         ),
         (
             "rk in getAssertion",
-            Request::from(GetAssertionRequest {
-                rp_id: RP_ID.into(),
-                client_data_hash: [0; 32],
-                allow_list: vec![],
-                extensions: Default::default(),
-                options: Options {
+            Request::from({
+                let mut v = GetAssertionRequest::default();
+                v.rp_id = RP_ID.into();
+                v.client_data_hash = [0; 32];
+                v.options = Options {
                     rk: Some(true),
                     ..Default::default()
-                },
-                pin_uv_auth_param: None,
-                pin_uv_auth_protocol: None,
+                };
+                v
             })
             .encode(),
             StatusCode::CTAP2_ERR_UNSUPPORTED_OPTION,
@@ -1191,17 +1182,16 @@ fn up_false_assertion_and_always_verify() {
     assert!(phone.user_mut().asked.last().unwrap().user_verification);
 
     // up=false: hybrid still shows the prompt, but the UP flag says presence was not asked.
-    let req = GetAssertionRequest {
-        rp_id: RP_ID.into(),
-        client_data_hash: [3; 32],
-        allow_list: vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())],
-        extensions: Default::default(),
-        options: Options {
+    let req = {
+        let mut v = GetAssertionRequest::default();
+        v.rp_id = RP_ID.into();
+        v.client_data_hash = [3; 32];
+        v.allow_list = vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())];
+        v.options = Options {
             up: Some(false),
             ..Default::default()
-        },
-        pin_uv_auth_param: None,
-        pin_uv_auth_protocol: None,
+        };
+        v
     };
     let ga =
         GetAssertionResponse::decode_reply(&phone.handle(&Request::from(req).encode())).unwrap();
@@ -1273,14 +1263,13 @@ fn store_write_failure_is_not_success() {
         status(&ro.handle(&Request::from(req).encode())),
         StatusCode::CTAP1_ERR_OTHER
     );
-    let ga = GetAssertionRequest {
-        rp_id: RP_ID.into(),
-        client_data_hash: [5; 32],
-        allow_list: vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())],
-        extensions: Default::default(),
-        options: Options::default(),
-        pin_uv_auth_param: None,
-        pin_uv_auth_protocol: None,
+    let ga = {
+        let mut v = GetAssertionRequest::default();
+        v.rp_id = RP_ID.into();
+        v.client_data_hash = [5; 32];
+        v.allow_list = vec![CredentialDescriptor::public_key(cred.cred_id.to_vec())];
+        v.options = Options::default();
+        v
     };
     assert_eq!(
         status(&ro.handle(&Request::from(ga).encode())),

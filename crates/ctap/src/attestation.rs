@@ -6,9 +6,10 @@ use crate::fields::Fields;
 use crate::status::CtapError;
 
 /// An attestation statement with its format.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum AttestationStatement {
     /// `"none"`: `attStmt` is the empty map.
+    #[default]
     None,
     /// `"packed"`. Without `x5c` it is self attestation: `sig` is made with the credential's
     /// own private key over `authenticatorData || clientDataHash`.

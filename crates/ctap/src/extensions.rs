@@ -201,6 +201,7 @@ impl PrfOutputs {
 
 /// Unsigned extension outputs (makeCredential key 6, getAssertion key 8).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UnsignedExtensionOutputs {
     /// `prf`.
     pub prf: Option<PrfOutputs>,

@@ -16,17 +16,16 @@
 //! Output is CTAP2 canonical CBOR (through `hybridge-cbor`); input is decoded strictly (size
 //! and depth limits, trailing bytes rejected) while unknown map keys are ignored.
 //!
+//! The request and response structs, their extension structs and getInfo will grow with
+//! CTAP: they are `#[non_exhaustive]` and implement `Default`, so they are built from
+//! `default()` and their public fields set:
+//!
 //! ```
 //! use hybridge_ctap::*;
-//! let req = GetAssertionRequest {
-//!     rp_id: "example.com".into(),
-//!     client_data_hash: [0; 32],
-//!     allow_list: vec![CredentialDescriptor::public_key(vec![1, 2, 3])],
-//!     extensions: Default::default(),
-//!     options: Options { uv: Some(true), ..Default::default() },
-//!     pin_uv_auth_param: None,
-//!     pin_uv_auth_protocol: None,
-//! };
+//! let mut req = GetAssertionRequest::default();
+//! req.rp_id = "example.com".into();
+//! req.allow_list = vec![CredentialDescriptor::public_key(vec![1, 2, 3])];
+//! req.options = Options { uv: Some(true), ..Default::default() };
 //! let bytes = Request::from(req.clone()).encode();
 //! assert_eq!(bytes[0], 0x02);
 //! assert_eq!(Request::decode(&bytes).unwrap(), Request::from(req));

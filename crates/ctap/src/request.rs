@@ -63,6 +63,7 @@ impl Command {
 
 /// makeCredential extension inputs that this crate understands; others are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MakeCredentialExtensions {
     /// `"hmac-secret": true`.
     pub hmac_secret: Option<bool>,
@@ -98,7 +99,8 @@ impl MakeCredentialExtensions {
 }
 
 /// authenticatorMakeCredential parameters (CTAP 2.2 §6.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MakeCredentialRequest {
     /// 0x01: SHA-256 of clientDataJSON.
     pub client_data_hash: [u8; 32],
@@ -211,13 +213,15 @@ impl MakeCredentialRequest {
 
 /// getAssertion extension inputs that this crate understands; others are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GetAssertionExtensions {
     /// `"prf": {"eval"?, "evalByCredential"?}` with already-hashed salts.
     pub prf: Option<PrfInputs>,
 }
 
 /// authenticatorGetAssertion parameters (CTAP 2.2 §6.2).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GetAssertionRequest {
     /// 0x01.
     pub rp_id: String,

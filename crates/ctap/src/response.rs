@@ -15,7 +15,8 @@ use crate::types::{CredentialDescriptor, PubKeyCredParam, UserEntity};
 pub const MAX_RESPONSE_LEN: usize = 64 * 1024;
 
 /// authenticatorMakeCredential response.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct MakeCredentialResponse {
     /// 0x01 and 0x03: the attestation statement and its format.
     pub attestation: AttestationStatement,
@@ -79,7 +80,8 @@ impl MakeCredentialResponse {
 }
 
 /// authenticatorGetAssertion response.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct GetAssertionResponse {
     /// 0x01: the credential used.
     pub credential: Option<CredentialDescriptor>,
@@ -163,7 +165,8 @@ impl GetAssertionResponse {
 
 /// authenticatorGetInfo response (also the key-1 payload of the post-handshake message,
 /// docs/protocol.md §8.3).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GetInfoResponse {
     /// 0x01.
     pub versions: Vec<String>,

@@ -23,7 +23,7 @@ pub const MAX_CREDENTIAL_LIST_LEN: usize = 256;
 pub const MAX_CREDENTIAL_ID_LEN: usize = 1023;
 
 /// `PublicKeyCredentialRpEntity`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RpEntity {
     /// The RP ID.
     pub id: String,
@@ -52,7 +52,7 @@ impl RpEntity {
 }
 
 /// `PublicKeyCredentialUserEntity`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserEntity {
     /// The user handle, 1 to 64 bytes.
     pub id: Vec<u8>,

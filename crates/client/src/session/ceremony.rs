@@ -4,10 +4,9 @@
 use hybridge_ble::Scanner;
 use hybridge_ctap::extensions::cred_props_rk;
 use hybridge_ctap::{
-    AuthenticatorData, CredentialDescriptor, GetAssertionExtensions, GetAssertionRequest,
-    GetAssertionResponse, GetInfoResponse, MakeCredentialExtensions, MakeCredentialRequest,
-    MakeCredentialResponse, Options, PrfInputs, PubKeyCredParam, Request, RpEntity, UserEntity,
-    rp_id_hash,
+    AuthenticatorData, CredentialDescriptor, GetAssertionRequest, GetAssertionResponse,
+    GetInfoResponse, MakeCredentialRequest, MakeCredentialResponse, Options, PrfInputs,
+    PubKeyCredParam, Request, RpEntity, UserEntity, rp_id_hash,
 };
 use hybridge_proto::qr::RequestType;
 
@@ -341,40 +340,34 @@ pub(crate) fn make_credential_request(
             eval_by_credential: Vec::new(),
             ..prf_inputs(p)
         });
-    Ok(MakeCredentialRequest {
-        client_data_hash: webauthn::client_data_hash(client_data_json),
-        rp: RpEntity {
-            id: o.rp_id.clone(),
-            name: Some(o.rp_name.clone()),
-        },
-        user: UserEntity {
-            id: o.user_id.clone(),
-            name: Some(o.user_name.clone()),
-            display_name: Some(o.user_display_name.clone()),
-        },
-        pub_key_cred_params: vec![PubKeyCredParam::es256()],
-        exclude_list: o
-            .exclude
-            .iter()
-            .map(|d| CredentialDescriptor::public_key(d.id.clone()))
-            .collect(),
-        extensions: MakeCredentialExtensions {
-            hmac_secret: None,
-            prf,
-        },
-        options: Options {
-            rk: rk.then_some(true),
-            up: None,
-            uv: uv_option(o.user_verification, info),
-        },
-        pin_uv_auth_param: None,
-        pin_uv_auth_protocol: None,
-        enterprise_attestation: None,
-        // With conveyance "none" the phone need not sign an attestation at all (CTAP 2.2
-        // attestationFormatsPreference); `registration` strips one if it sends it anyway.
-        attestation_formats_preference: (o.attestation == Attestation::None)
-            .then(|| vec!["none".to_owned()]),
-    })
+    let mut request = MakeCredentialRequest::default();
+    request.client_data_hash = webauthn::client_data_hash(client_data_json);
+    request.rp = RpEntity {
+        id: o.rp_id.clone(),
+        name: Some(o.rp_name.clone()),
+    };
+    request.user = UserEntity {
+        id: o.user_id.clone(),
+        name: Some(o.user_name.clone()),
+        display_name: Some(o.user_display_name.clone()),
+    };
+    request.pub_key_cred_params = vec![PubKeyCredParam::es256()];
+    request.exclude_list = o
+        .exclude
+        .iter()
+        .map(|d| CredentialDescriptor::public_key(d.id.clone()))
+        .collect();
+    request.extensions.prf = prf;
+    request.options = Options {
+        rk: rk.then_some(true),
+        up: None,
+        uv: uv_option(o.user_verification, info),
+    };
+    // With conveyance "none" the phone need not sign an attestation at all (CTAP 2.2
+    // attestationFormatsPreference); `registration` strips one if it sends it anyway.
+    request.attestation_formats_preference =
+        (o.attestation == Attestation::None).then(|| vec!["none".to_owned()]);
+    Ok(request)
 }
 
 /// RequestOptions → authenticatorGetAssertion.
@@ -395,23 +388,21 @@ pub(crate) fn get_assertion_request(
                 .retain(|(id, _)| o.allow.iter().any(|d| &d.id == id));
             p
         });
-    GetAssertionRequest {
-        rp_id: o.rp_id.clone(),
-        client_data_hash: webauthn::client_data_hash(client_data_json),
-        allow_list: o
-            .allow
-            .iter()
-            .map(|d| CredentialDescriptor::public_key(d.id.clone()))
-            .collect(),
-        extensions: GetAssertionExtensions { prf },
-        options: Options {
-            rk: None,
-            up: None,
-            uv: uv_option(o.user_verification, info),
-        },
-        pin_uv_auth_param: None,
-        pin_uv_auth_protocol: None,
-    }
+    let mut request = GetAssertionRequest::default();
+    request.rp_id = o.rp_id.clone();
+    request.client_data_hash = webauthn::client_data_hash(client_data_json);
+    request.allow_list = o
+        .allow
+        .iter()
+        .map(|d| CredentialDescriptor::public_key(d.id.clone()))
+        .collect();
+    request.extensions.prf = prf;
+    request.options = Options {
+        rk: None,
+        up: None,
+        uv: uv_option(o.user_verification, info),
+    };
+    request
 }
 
 fn check_auth_data(
@@ -539,26 +530,14 @@ mod tests {
 
     /// A phone that promises nothing.
     fn no_info() -> GetInfoResponse {
-        GetInfoResponse {
-            versions: Vec::new(),
-            extensions: Vec::new(),
-            aaguid: [0; 16],
-            options: Vec::new(),
-            max_msg_size: None,
-            pin_uv_auth_protocols: Vec::new(),
-            max_credential_count_in_list: None,
-            max_credential_id_length: None,
-            transports: Vec::new(),
-            algorithms: Vec::new(),
-        }
+        GetInfoResponse::default()
     }
 
     fn info(rk: bool, uv: bool, prf: bool) -> GetInfoResponse {
-        GetInfoResponse {
-            extensions: if prf { vec!["prf".into()] } else { Vec::new() },
-            options: vec![("rk".into(), rk), ("uv".into(), uv)],
-            ..no_info()
-        }
+        let mut info = no_info();
+        info.extensions = if prf { vec!["prf".into()] } else { Vec::new() };
+        info.options = vec![("rk".into(), rk), ("uv".into(), uv)];
+        info
     }
 
     fn creation(selection: &str, extensions: &str) -> CreationOptions {

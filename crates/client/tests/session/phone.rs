@@ -176,29 +176,26 @@ impl Rig {
 
 /// `0x01 ‖ makeCredential` for a discoverable credential.
 fn make_credential() -> Vec<u8> {
-    let request = MakeCredentialRequest {
-        client_data_hash: [7; 32],
-        rp: RpEntity {
+    let request = {
+        let mut v = MakeCredentialRequest::default();
+        v.client_data_hash = [7; 32];
+        v.rp = RpEntity {
             id: "example.com".into(),
             name: Some("Example".into()),
-        },
-        user: UserEntity {
+        };
+        v.user = UserEntity {
             id: b"kim".to_vec(),
             name: Some("kim".into()),
             display_name: Some("Kim".into()),
-        },
-        pub_key_cred_params: vec![PubKeyCredParam::es256()],
-        exclude_list: Vec::new(),
-        extensions: MakeCredentialExtensions::default(),
-        options: Options {
+        };
+        v.pub_key_cred_params = vec![PubKeyCredParam::es256()];
+        v.extensions = MakeCredentialExtensions::default();
+        v.options = Options {
             rk: Some(true),
             up: None,
             uv: Some(true),
-        },
-        pin_uv_auth_param: None,
-        pin_uv_auth_protocol: None,
-        enterprise_attestation: None,
-        attestation_formats_preference: None,
+        };
+        v
     };
     let mut m = vec![0x01];
     m.extend_from_slice(&Request::MakeCredential(Box::new(request)).encode());
