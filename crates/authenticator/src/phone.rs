@@ -33,7 +33,7 @@
 //! # Ok(()) }
 //! ```
 
-use hybridge_tunnel as ws;
+use hybridge_websocket as ws;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -35,10 +35,10 @@ pub struct TransportArgs {
 
 impl TransportArgs {
     /// The TLS configuration for the tunnel: `None` (public roots) unless `--ca-cert`.
-    pub fn tls(&self) -> Result<Option<hybridge_tunnel::ClientTls>, CliError> {
+    pub fn tls(&self) -> Result<Option<hybridge_websocket::ClientTls>, CliError> {
         match &self.ca_cert {
             Some(path) => Ok(Some(
-                hybridge_tunnel::tls_trusting(path)
+                hybridge_websocket::tls_trusting(path)
                     .map_err(|e| CliError::Invalid(e.to_string()))?,
             )),
             None => Ok(None),

@@ -5,7 +5,7 @@
 //!   and [`session::sign_in`] take the relying party's options JSON and an origin and give a
 //!   [`session::Prepared`] ceremony: its QR code to show, then `run()` for the WebAuthn
 //!   response ([`webauthn::Registration`] / [`webauthn::Assertion`], `to_json()`);
-//!   [`session::Laptop`] and [`session::Tunnel`] run a raw CTAP request. Progress arrives as
+//!   [`session::Laptop`] and [`session::PhoneConnection`] run a raw CTAP request. Progress arrives as
 //!   [`session::Event`]s, failures as one [`session::Error`] naming the step.
 //! * [`webauthn`]: options JSON, the RP ID check, clientDataJSON, response JSON.
 //! * `render` (feature `render`, on by default): the QR code for a terminal, PNG or SVG.

@@ -12,7 +12,7 @@
 //!   [`run`](Prepared::run)s it; [`Registration`](crate::webauthn::Registration) /
 //!   [`Assertion`](crate::webauthn::Assertion) out (`to_json()` gives
 //!   `RegistrationResponseJSON` / `AuthenticationResponseJSON`).
-//! * [`Laptop`] → [`Tunnel`]: the raw session, for one CTAP request of your own.
+//! * [`Laptop`] → [`PhoneConnection`]: the raw session, for one CTAP request of your own.
 //!
 //! # Example
 //!
@@ -44,7 +44,7 @@
 
 mod ceremony;
 mod error;
-pub use hybridge_tunnel as ws;
+pub use hybridge_websocket as ws;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -190,7 +190,11 @@ impl Laptop {
     /// This is the driver of [`LaptopEngine`], which makes every decision and owns every
     /// timeout; here bytes are moved and the radio, the tunnel and the engine's timer are
     /// waited on.
-    pub async fn connect(self, scanner: &dyn Scanner, events: &Events) -> Result<Tunnel, Error> {
+    pub async fn connect(
+        self,
+        scanner: &dyn Scanner,
+        events: &Events,
+    ) -> Result<PhoneConnection, Error> {
         events.emit(Event::Scanning);
         let engine = LaptopEngine::new(
             self.qr,
@@ -220,7 +224,7 @@ impl Laptop {
         // The engine checked that it parses.
         let info = GetInfoResponse::from_cbor(&get_info)
             .map_err(|e| Error::InvalidGetInfo(e.to_string()))?;
-        Ok(Tunnel {
+        Ok(PhoneConnection {
             driver,
             get_info,
             info,
@@ -274,8 +278,9 @@ struct Driver {
     io: LaptopIo,
 }
 
-/// An open, encrypted tunnel to the phone, after its post-handshake message.
-pub struct Tunnel {
+/// An open, encrypted connection to the phone (through a relay's tunnel), after its
+/// post-handshake message.
+pub struct PhoneConnection {
     driver: Driver,
     // The phone's getInfo as it sent it, and its parse, made once by `connect`.
     get_info: Vec<u8>,
@@ -290,16 +295,16 @@ pub struct SessionEnd {
     pub linking: Option<LinkingInfo>,
 }
 
-impl fmt::Debug for Tunnel {
+impl fmt::Debug for PhoneConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tunnel")
+        f.debug_struct("PhoneConnection")
             .field("open", &!self.driver.engine.is_finished())
             .field("timeouts", &self.driver.io.config.timeouts)
             .finish_non_exhaustive()
     }
 }
 
-impl Tunnel {
+impl PhoneConnection {
     /// The phone's getInfo response, CBOR (no status byte), as the phone sent it.
     pub fn get_info(&self) -> &[u8] {
         &self.get_info

@@ -12,7 +12,7 @@ use hybridge_proto::qr::RequestType;
 
 use std::fmt;
 
-use super::{BadResponse, Error, Events, Laptop, LaptopConfig, Tunnel, from_status};
+use super::{BadResponse, Error, Events, Laptop, LaptopConfig, PhoneConnection, from_status};
 use crate::webauthn::{
     self, Assertion, Attestation, ClientDataType, CreationOptions, ExtensionResults, Origin,
     PrfInput, Registration, RequestOptions, ResidentKey, UserVerification,
@@ -99,15 +99,15 @@ impl<C: Ceremony> Prepared<C> {
             options.challenge(),
             Ceremony::origin(&options),
         );
-        let tunnel = self.laptop.connect(scanner, events).await?;
-        let request = match options.ctap_request(&client_data_json, tunnel.get_info_response()) {
+        let phone = self.laptop.connect(scanner, events).await?;
+        let request = match options.ctap_request(&client_data_json, phone.get_info_response()) {
             Ok(r) => r,
             Err(e) => {
-                tunnel.close(&Events::none()).await;
+                phone.close(&Events::none()).await;
                 return Err(e);
             }
         };
-        let reply = transact(tunnel, &request, events).await?;
+        let reply = transact(phone, &request, events).await?;
         check_status(&reply)?;
         options.response(client_data_json, &request, &reply)
     }
@@ -270,13 +270,13 @@ fn check_status(response: &[u8]) -> Result<(), Error> {
 
 /// One request, then the shutdown message (a failed request already closed the tunnel).
 async fn transact(
-    mut tunnel: Tunnel,
+    mut phone: PhoneConnection,
     request: &Request,
     events: &Events,
 ) -> Result<Vec<u8>, Error> {
-    let result = tunnel.transact(&request.encode(), events).await;
+    let result = phone.transact(&request.encode(), events).await;
     if result.is_ok() {
-        tunnel.close(events).await;
+        phone.close(events).await;
     }
     result
 }

@@ -45,7 +45,7 @@ pub enum Error {
         /// The relay base URL (no tunnel ID).
         url: String,
         /// Why.
-        source: hybridge_tunnel::ConnectError,
+        source: hybridge_websocket::ConnectError,
     },
     /// A step did not finish in time.
     #[error("timed out after {}s while {step}", .after.as_secs_f32())]
@@ -67,7 +67,7 @@ pub enum Error {
         /// The step.
         step: Step,
         /// Why.
-        source: hybridge_tunnel::TunnelError,
+        source: hybridge_websocket::TunnelError,
     },
     /// A message from the phone failed to decrypt or parse (tampered with, corrupted or out of
     /// order). The session was aborted and nothing from it was accepted.
@@ -147,9 +147,9 @@ impl Error {
     pub(crate) fn from_failure(
         failure: Failure,
         relay: Option<&str>,
-        cause: Option<hybridge_tunnel::Cause>,
+        cause: Option<hybridge_websocket::Cause>,
     ) -> Self {
-        use hybridge_tunnel::Cause;
+        use hybridge_websocket::Cause;
         match (failure, cause) {
             (Failure::ConnectFailed, Some(Cause::Connect(source))) => Error::RelayUnreachable {
                 url: relay.unwrap_or("the tunnel server").to_owned(),

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 /// Where events of type `E` go: a bounded channel, or nowhere.
 ///
 /// ```
-/// use hybridge_tunnel::Events;
+/// use hybridge_websocket::Events;
 ///
 /// let (events, mut rx) = Events::channel(1);
 /// events.emit("first");

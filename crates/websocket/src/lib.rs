@@ -243,7 +243,7 @@ fn config() -> WebSocketConfig {
 /// upgrade without one.
 ///
 /// ```
-/// # use hybridge_tunnel::origin_of;
+/// # use hybridge_websocket::origin_of;
 /// let uri = "wss://cable.example.com/cable/new/00".parse().unwrap();
 /// assert_eq!(origin_of(&uri).unwrap(), "wss://cable.example.com");
 /// let uri = "ws://127.0.0.1:8080/cable/new/00".parse().unwrap();
