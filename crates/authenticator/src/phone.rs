@@ -562,6 +562,9 @@ where
                     io.advertising = Some(handle.map_err(PhoneError::Radio)?);
                     events.emit(PhoneProgress::Advertising);
                 }
+                // Only after `PhoneEngine::with_data_channel`, which this driver does not call
+                // yet (it has no L2CAP listener): nothing to accept, nothing to switch to.
+                PhoneOutput::AcceptDataChannel | PhoneOutput::UseDataChannel => {}
                 PhoneOutput::StopAdvertising => {
                     if let Some(h) = io.advertising.take() {
                         let _ = h.stop().await;

@@ -420,6 +420,12 @@ impl Driver {
                             }
                         }
                     }
+                    LaptopOutput::OpenDataChannel { psm } => {
+                        // This laptop never offers the data channel in its QR code yet (no
+                        // L2CAP transport here), so a phone should not name one: the tunnel.
+                        tracing::debug!(psm, "no data channel on this radio: using the tunnel");
+                        engine.handle(now(), LaptopInput::ConnectFailed);
+                    }
                     LaptopOutput::Send(m) => {
                         if let Some(socket) = io.socket.as_mut() {
                             match ws::send_by(socket, m, deadline).await {

@@ -67,6 +67,7 @@ fn laptop_config(relay: &str) -> LaptopConfig {
             handshake: Duration::from_secs(5),
             user: Duration::from_secs(10),
             close: Duration::from_secs(1),
+            ..Timeouts::default()
         },
         ..LaptopConfig::default()
     }

@@ -173,6 +173,9 @@ pub struct LaptopTimeouts {
     pub scan: Duration,
     /// Opening the tunnel WebSocket, TCP and TLS included (default 10 s).
     pub connect: Duration,
+    /// Opening the CTAP 2.3 data channel (BLE L2CAP) to the phone before falling back to the
+    /// tunnel (default 5 s).
+    pub data_channel: Duration,
     /// Noise handshake and the phone's post-handshake message, together (default 10 s).
     pub handshake: Duration,
     /// From sending the request to the phone's answer, while the user decides (default
@@ -187,6 +190,7 @@ impl Default for LaptopTimeouts {
         Self {
             scan: Duration::from_secs(60),
             connect: Duration::from_secs(10),
+            data_channel: Duration::from_secs(5),
             handshake: Duration::from_secs(10),
             user: Duration::from_secs(120),
             close: Duration::from_secs(2),
@@ -199,7 +203,8 @@ impl Default for LaptopTimeouts {
 pub enum LaptopInput {
     /// One received advertisement's service data (anyone's: the engine keeps its own).
     Advert(Vec<u8>),
-    /// The tunnel asked for with [`LaptopOutput::Connect`] is open.
+    /// The tunnel asked for with [`LaptopOutput::Connect`], or the data channel asked for with
+    /// [`LaptopOutput::OpenDataChannel`], is open.
     Connected,
     /// It could not be opened (why is the driver's business: the engine only decides what
     /// it means for the session).
@@ -225,6 +230,15 @@ pub enum LaptopOutput {
     StopScan,
     /// Our advert arrived: open the tunnel it names, then [`LaptopInput::Connected`].
     Connect(Connect),
+    /// Our advert arrived with a CTAP 2.3 suffix naming this L2CAP PSM, and the QR code
+    /// offered the data channel: open an LE connection-oriented channel to the advert's
+    /// sender on it, then [`LaptopInput::Connected`]; [`LaptopInput::ConnectFailed`] (or the
+    /// timer) falls back to the tunnel. Everything after runs over that channel and the relay
+    /// is never contacted.
+    OpenDataChannel {
+        /// The phone's L2CAP PSM.
+        psm: u16,
+    },
     /// Send these bytes to the phone.
     Send(Vec<u8>),
     /// The handshake succeeded.
@@ -236,7 +250,7 @@ pub enum LaptopOutput {
     WaitingForUser,
     /// The phone's answer to the request (`status ‖ CBOR`).
     Response(Vec<u8>),
-    /// Close the tunnel (after any `Send` before it).
+    /// Close the connection to the phone, tunnel or data channel (after any `Send` before it).
     CloseTunnel,
     /// The session is over: `Ok` after [`LaptopInput::Close`], with the newest verified
     /// linking data the phone sent, or the failure. No output follows.
@@ -251,6 +265,11 @@ enum LaptopState {
     Scanning {
         qr: Box<LaptopQr>,
         unusable: Option<crate::Error>,
+    },
+    /// Opening the data channel; the tunnel to fall back to.
+    OpeningDataChannel {
+        qr: Box<LaptopQr>,
+        fallback: Connect,
     },
     Connecting(Box<LaptopQr>),
     Handshake(Box<LaptopQr>),
@@ -317,7 +336,7 @@ impl LaptopEngine {
     pub fn step(&self) -> Option<Step> {
         Some(match self.state {
             LaptopState::Scanning { .. } => Step::Scanning,
-            LaptopState::Connecting(_) => Step::Connecting,
+            LaptopState::Connecting(_) | LaptopState::OpeningDataChannel { .. } => Step::Connecting,
             LaptopState::Handshake(_) => Step::Handshake,
             LaptopState::PostHandshake(_) => Step::PostHandshake,
             LaptopState::WaitingForUser(_) => Step::WaitingForUser,
@@ -353,7 +372,9 @@ impl LaptopEngine {
     fn finish(&mut self, result: Result<Option<LinkingInfo>, Failure>) {
         match self.state {
             LaptopState::Scanning { .. } => self.out.push_back(LaptopOutput::StopScan),
-            LaptopState::Connecting(_) | LaptopState::Done => {}
+            LaptopState::Connecting(_)
+            | LaptopState::OpeningDataChannel { .. }
+            | LaptopState::Done => {}
             _ => self.out.push_back(LaptopOutput::CloseTunnel),
         }
         // Dropping the channel wipes the traffic keys now.
@@ -374,6 +395,10 @@ impl LaptopEngine {
             return;
         }
         let t = self.timeouts;
+        if matches!(self.state, LaptopState::OpeningDataChannel { .. }) {
+            self.fall_back_to_tunnel(now);
+            return;
+        }
         let failure = match &mut self.state {
             LaptopState::Scanning { unusable, .. } => match unusable.take() {
                 Some(e) => Failure::BadAdvert(e),
@@ -395,9 +420,48 @@ impl LaptopEngine {
                 step: Step::WaitingForUser,
                 after: t.user,
             },
-            LaptopState::Ready(_) | LaptopState::Open | LaptopState::Done => return,
+            LaptopState::Ready(_)
+            | LaptopState::OpeningDataChannel { .. }
+            | LaptopState::Open
+            | LaptopState::Done => return,
         };
         self.fail(failure);
+    }
+
+    /// The data channel did not open (in time): the tunnel the advert names instead.
+    fn fall_back_to_tunnel(&mut self, now: Instant) {
+        let state = std::mem::replace(&mut self.state, LaptopState::Done);
+        self.state = match state {
+            LaptopState::OpeningDataChannel { qr, fallback } => {
+                self.out.push_back(LaptopOutput::Connect(fallback));
+                self.timer = Some(deadline(now, self.timeouts.connect));
+                LaptopState::Connecting(qr)
+            }
+            other => other,
+        };
+    }
+
+    /// The connection to the phone is open: Noise message 1 goes out.
+    fn start_handshake(&mut self, now: Instant, mut qr: Box<LaptopQr>) {
+        let Some(ephemeral) = self.ephemeral.take() else {
+            self.state = LaptopState::Open;
+            self.fail(Failure::Handshake(crate::Error::ApiMisuse(
+                crate::ApiMisuse::EphemeralUsed,
+            )));
+            return;
+        };
+        match qr.handshake_message(&ephemeral) {
+            Ok(msg1) => {
+                self.out.push_back(LaptopOutput::Send(msg1.to_vec()));
+                // The handshake and the post-handshake message share one limit.
+                self.timer = Some(deadline(now, self.timeouts.handshake));
+                self.state = LaptopState::Handshake(qr);
+            }
+            Err(e) => {
+                self.state = LaptopState::Handshake(qr);
+                self.fail(Failure::Handshake(e));
+            }
+        }
     }
 
     /// Something happened at `now`.
@@ -409,9 +473,30 @@ impl LaptopEngine {
                 match qr.on_advert(&data) {
                     Ok(Some(connect)) => {
                         self.out.push_back(LaptopOutput::StopScan);
-                        self.out.push_back(LaptopOutput::Connect(connect));
-                        self.timer = Some(deadline(now, self.timeouts.connect));
-                        LaptopState::Connecting(qr)
+                        // A data channel only if our QR code offered one and the phone's
+                        // advert names its PSM (the suffix is not authenticated: a forged
+                        // one costs at most the fallback's delay, since the Noise handshake
+                        // runs over whatever opens).
+                        let psm = qr
+                            .advert()
+                            .and_then(|a| a.suffix.as_ref())
+                            .and_then(|s| s.l2cap_psm)
+                            .filter(|_| qr.qr_payload().offers_l2cap());
+                        match psm {
+                            Some(psm) => {
+                                self.out.push_back(LaptopOutput::OpenDataChannel { psm });
+                                self.timer = Some(deadline(now, self.timeouts.data_channel));
+                                LaptopState::OpeningDataChannel {
+                                    qr,
+                                    fallback: connect,
+                                }
+                            }
+                            None => {
+                                self.out.push_back(LaptopOutput::Connect(connect));
+                                self.timer = Some(deadline(now, self.timeouts.connect));
+                                LaptopState::Connecting(qr)
+                            }
+                        }
                     }
                     // Someone else's advert.
                     Ok(None) => LaptopState::Scanning { qr, unusable },
@@ -422,27 +507,15 @@ impl LaptopEngine {
                     },
                 }
             }
-            (LaptopState::Connecting(mut qr), LaptopInput::Connected) => {
-                let Some(ephemeral) = self.ephemeral.take() else {
-                    self.state = LaptopState::Open;
-                    self.fail(Failure::Handshake(crate::Error::ApiMisuse(
-                        crate::ApiMisuse::EphemeralUsed,
-                    )));
-                    return;
-                };
-                match qr.handshake_message(&ephemeral) {
-                    Ok(msg1) => {
-                        self.out.push_back(LaptopOutput::Send(msg1.to_vec()));
-                        // The handshake and the post-handshake message share one limit.
-                        self.timer = Some(deadline(now, self.timeouts.handshake));
-                        LaptopState::Handshake(qr)
-                    }
-                    Err(e) => {
-                        self.state = LaptopState::Handshake(qr);
-                        self.fail(Failure::Handshake(e));
-                        return;
-                    }
-                }
+            (LaptopState::Connecting(qr), LaptopInput::Connected)
+            | (LaptopState::OpeningDataChannel { qr, .. }, LaptopInput::Connected) => {
+                self.start_handshake(now, qr);
+                return;
+            }
+            (state @ LaptopState::OpeningDataChannel { .. }, LaptopInput::ConnectFailed) => {
+                self.state = state;
+                self.fall_back_to_tunnel(now);
+                return;
             }
             (LaptopState::Connecting(qr), LaptopInput::ConnectFailed) => {
                 self.state = LaptopState::Connecting(qr);
@@ -672,6 +745,9 @@ pub enum PhoneInput {
     TransportFailed,
     /// The authenticator's answer to [`PhoneOutput::Serve`] (`status ‖ CBOR`).
     Answer(Vec<u8>),
+    /// The laptop connected over the data channel offered by
+    /// [`PhoneOutput::AcceptDataChannel`].
+    DataChannelOpened,
 }
 
 /// What the phone driver does next.
@@ -682,7 +758,14 @@ pub enum PhoneOutput {
     OpenTunnel(TunnelPath),
     /// Broadcast this service data (UUID 0xFFF9) until told to stop.
     Advertise(Vec<u8>),
-    /// Stop advertising: the laptop found us.
+    /// The advert offers the data channel (BLE L2CAP on the PSM given to
+    /// [`PhoneEngine::with_data_channel`]): accept one laptop connection on it while
+    /// advertising, and feed it in as [`PhoneInput::DataChannelOpened`].
+    AcceptDataChannel,
+    /// The laptop came over the data channel: close the relay tunnel now (no ceremony byte
+    /// crosses the relay); every later `Send` and `CloseTunnel` is for the data channel.
+    UseDataChannel,
+    /// Stop advertising (and accepting on the data channel): the laptop found us.
     StopAdvertising,
     /// Send these bytes to the laptop.
     Send(Vec<u8>),
@@ -695,7 +778,8 @@ pub enum PhoneOutput {
     Cancel,
     /// The response with this status was sent.
     Responded(u8),
-    /// Close the tunnel (after any `Send` before it).
+    /// Close the connection to the laptop, tunnel or data channel (after any `Send` before
+    /// it).
     CloseTunnel,
     /// The session is over. No output follows.
     Finished(Result<PhoneOutcome, Failure>),
@@ -731,6 +815,8 @@ pub struct PhoneEngine {
     ephemeral: Option<SecretKey>,
     nonce: [u8; 10],
     domain_id: u16,
+    /// The L2CAP PSM the driver listens on, if it offers the data channel.
+    data_channel: Option<u16>,
     timeouts: PhoneTimeouts,
     timer: Option<Instant>,
     out: VecDeque<PhoneOutput>,
@@ -765,10 +851,19 @@ impl PhoneEngine {
             ephemeral: Some(ephemeral),
             nonce,
             domain_id,
+            data_channel: None,
             timeouts,
             timer: Some(deadline(now, timeouts.connect)),
             out: VecDeque::from([PhoneOutput::OpenTunnel(path)]),
         }
+    }
+
+    /// Offers the CTAP 2.3 data channel on this L2CAP PSM (the driver listens on it) when the
+    /// QR code asks for one: the advert then carries the PSM in its suffix. A QR code without
+    /// key 6 gets exactly what it got before (a 20-byte advert, the relay tunnel only).
+    pub fn with_data_channel(mut self, psm: u16) -> Self {
+        self.data_channel = Some(psm);
+        self
     }
 
     /// The step the session is in (`None` once finished).
@@ -878,10 +973,14 @@ impl PhoneEngine {
                     routing_id,
                     domain_id: self.domain_id,
                 };
-                // No CTAP 2.3 suffix: this phone offers no data channel (Chrome on Linux
-                // takes exactly 20 bytes).
-                let advert = qr.service_data(plaintext, None);
+                // A CTAP 2.3 suffix only when the QR code asked for the data channel and the
+                // driver offers one (Chrome on Linux takes exactly 20 bytes).
+                let psm = self.data_channel.filter(|_| qr.qr_payload().offers_l2cap());
+                let advert = qr.service_data(plaintext, psm);
                 self.out.push_back(PhoneOutput::Advertise(advert));
+                if psm.is_some() {
+                    self.out.push_back(PhoneOutput::AcceptDataChannel);
+                }
                 self.timer = Some(deadline(now, self.timeouts.laptop));
                 PhoneState::Advertising(qr)
             }
@@ -889,6 +988,13 @@ impl PhoneEngine {
                 self.state = PhoneState::Opening(qr);
                 self.finish(Err(Failure::ConnectFailed));
                 return;
+            }
+            (PhoneState::Advertising(qr), PhoneInput::DataChannelOpened) => {
+                // The laptop is here, over Bluetooth: the relay is no longer needed. Its
+                // handshake message follows on the channel, within the laptop limit.
+                self.out.push_back(PhoneOutput::StopAdvertising);
+                self.out.push_back(PhoneOutput::UseDataChannel);
+                PhoneState::Advertising(qr)
             }
             (PhoneState::Advertising(qr), PhoneInput::Received(msg1)) => {
                 // The laptop found us: stop advertising whatever follows.

@@ -95,6 +95,16 @@ impl LaptopQr {
         }
     }
 
+    /// Offers the CTAP 2.3 data channel (QR key 6 = `[0, 1]`: the tunnel and BLE L2CAP). Only
+    /// for a laptop that can open one: phones that predate CTAP 2.3 may refuse a list in key 6.
+    pub fn with_data_channel(mut self) -> Self {
+        self.payload.key6 = Some(crate::qr::Key6::DataChannels(vec![
+            0,
+            advert::CHANNEL_L2CAP,
+        ]));
+        self
+    }
+
     /// The payload shown in the QR code.
     pub fn qr_payload(&self) -> &QrPayload {
         &self.payload

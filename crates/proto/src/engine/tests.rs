@@ -41,7 +41,20 @@ struct Script {
     close: bool,
     /// The laptop closes the tunnel without a shutdown message after its response.
     hang_up: bool,
+    /// The laptop's L2CAP connection to the phone's PSM: opens, is refused, or hangs.
+    l2cap: L2cap,
 }
+
+/// What opening the data channel does in the simulated world.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum L2cap {
+    Opens,
+    Refused,
+    Hangs,
+}
+
+/// The PSM the simulated phone listens on.
+const PSM: u16 = 0x0081;
 
 impl Default for Script {
     fn default() -> Self {
@@ -54,6 +67,7 @@ impl Default for Script {
             answer: true,
             close: true,
             hang_up: false,
+            l2cap: L2cap::Opens,
         }
     }
 }
@@ -69,6 +83,18 @@ struct Pair {
     scanning: bool,
     phone_tunnel: bool,
     laptop_tunnel: bool,
+    /// The phone accepts on its L2CAP PSM (it said so, and still advertises).
+    phone_accepting: bool,
+    /// The L2CAP channel between them is open; which side uses it.
+    channel_open: bool,
+    laptop_on_channel: bool,
+    phone_on_channel: bool,
+    /// Messages that crossed the relay.
+    relayed: usize,
+    /// The service data the phone advertised last.
+    advertised: Vec<u8>,
+    /// The advert carries the CTAP 2.3 suffix (`{1: PSM}`, 4 bytes), else exactly 20 bytes.
+    expect_suffix: bool,
     /// What is on its way to each side, in order; `None` is the peer's close.
     to_phone: VecDeque<Option<Vec<u8>>>,
     to_laptop: VecDeque<Option<Vec<u8>>>,
@@ -89,6 +115,45 @@ impl Pair {
             PhoneTimeouts::default(),
             LaptopTimeouts::default(),
         )
+    }
+
+    /// A pair where the laptop's QR code offers the data channel (`laptop_offers`) and the
+    /// phone listens on [`PSM`] (`phone_listens`).
+    fn data_channel(script: Script, laptop_offers: bool, phone_listens: bool) -> Self {
+        let rng = &mut rand_core::OsRng;
+        let mut pair = Self::new(script);
+        let mut qr = LaptopQr::new(
+            QrKeys::generate(rng),
+            1_700_000_000,
+            false,
+            RequestType::MakeCredential,
+        );
+        if laptop_offers {
+            qr = qr.with_data_channel();
+        }
+        let phone_qr = PhoneQr::from_payload(qr.qr_payload().clone());
+        pair.laptop = LaptopEngine::new(
+            qr,
+            keys::generate(rng),
+            LaptopTimeouts::default(),
+            cbor_map,
+            pair.t0,
+        );
+        let mut phone = PhoneEngine::new(
+            phone_qr,
+            GET_INFO.to_vec(),
+            keys::generate(rng),
+            [9; 10],
+            0,
+            PhoneTimeouts::default(),
+            pair.t0,
+        );
+        if phone_listens {
+            phone = phone.with_data_channel(PSM);
+        }
+        pair.phone = phone;
+        pair.expect_suffix = laptop_offers && phone_listens;
+        pair
     }
 
     fn with(
@@ -129,6 +194,13 @@ impl Pair {
             scanning: false,
             phone_tunnel: false,
             laptop_tunnel: false,
+            phone_accepting: false,
+            channel_open: false,
+            laptop_on_channel: false,
+            phone_on_channel: false,
+            relayed: 0,
+            advertised: Vec::new(),
+            expect_suffix: false,
             to_phone: VecDeque::new(),
             to_laptop: VecDeque::new(),
             serving: None,
@@ -192,6 +264,12 @@ impl Pair {
 
     /// The phone closes: the laptop hears it after what was sent before.
     fn phone_closes(&mut self) {
+        if self.phone_on_channel {
+            if std::mem::take(&mut self.channel_open) {
+                self.to_laptop.push_back(None);
+            }
+            return;
+        }
         self.phone_tunnel = false;
         if self.laptop_tunnel {
             self.laptop_tunnel = false;
@@ -201,6 +279,12 @@ impl Pair {
 
     /// The laptop closes: the phone hears it after what was sent before.
     fn laptop_closes(&mut self) {
+        if self.laptop_on_channel {
+            if std::mem::take(&mut self.channel_open) {
+                self.to_phone.push_back(None);
+            }
+            return;
+        }
         self.laptop_tunnel = false;
         if self.phone_tunnel {
             self.phone_tunnel = false;
@@ -216,16 +300,32 @@ impl Pair {
                 self.phone.handle(self.now, PhoneInput::TunnelOpened(id));
             }
             PhoneOutput::Advertise(data) => {
-                assert_eq!(data.len(), 20, "a 20-byte advert");
+                let len = if self.expect_suffix { 24 } else { 20 };
+                assert_eq!(data.len(), len, "{data:02x?}");
+                self.advertised = data.clone();
                 if self.scanning && self.script.advert {
                     self.laptop
                         .handle(self.now, LaptopInput::Advert(data.clone()));
                 }
                 self.advert = Some(data);
             }
-            PhoneOutput::StopAdvertising => self.advert = None,
+            PhoneOutput::AcceptDataChannel => self.phone_accepting = true,
+            PhoneOutput::StopAdvertising => {
+                self.advert = None;
+                self.phone_accepting = false;
+            }
+            PhoneOutput::UseDataChannel => {
+                // The relay tunnel closes; nobody else is on it.
+                self.phone_on_channel = true;
+                self.phone_tunnel = false;
+            }
             PhoneOutput::Send(m) => {
-                if self.laptop_tunnel {
+                if self.phone_on_channel {
+                    if self.channel_open {
+                        self.to_laptop.push_back(Some(m));
+                    }
+                } else if self.laptop_tunnel {
+                    self.relayed += 1;
                     self.to_laptop.push_back(Some(m));
                 }
             }
@@ -261,8 +361,26 @@ impl Pair {
                     self.laptop.handle(self.now, LaptopInput::ConnectFailed);
                 }
             }
+            LaptopOutput::OpenDataChannel { psm } => {
+                assert_eq!(psm, PSM);
+                match self.script.l2cap {
+                    L2cap::Opens if self.phone_accepting => {
+                        self.channel_open = true;
+                        self.laptop_on_channel = true;
+                        self.phone.handle(self.now, PhoneInput::DataChannelOpened);
+                        self.laptop.handle(self.now, LaptopInput::Connected);
+                    }
+                    L2cap::Hangs => {}
+                    _ => self.laptop.handle(self.now, LaptopInput::ConnectFailed),
+                }
+            }
             LaptopOutput::Send(m) => {
-                if self.phone_tunnel {
+                if self.laptop_on_channel {
+                    if self.channel_open {
+                        self.to_phone.push_back(Some(m));
+                    }
+                } else if self.phone_tunnel {
+                    self.relayed += 1;
                     self.to_phone.push_back(Some(m));
                 }
             }
@@ -881,4 +999,139 @@ fn no_limit_means_no_overflow() {
     p.run();
     assert!(p.laptop.poll_timeout().is_some_and(|t| t > p.now));
     assert!(p.phone.poll_timeout().is_some_and(|t| t > p.now));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CTAP 2.3 data channel (BLE L2CAP)
+
+/// What a successful ceremony looks like from both ends.
+fn assert_served(p: &Pair) {
+    assert_eq!(p.responses, [RESPONSE.to_vec()], "{:?}", p.laptop_log);
+    assert_eq!(p.laptop_result, Some(Ok(None)), "{:?}", p.laptop_log);
+    assert_eq!(
+        p.phone_result,
+        Some(Ok(PhoneOutcome {
+            command: 0x01,
+            status: 0x00
+        })),
+        "{:?}",
+        p.phone_log
+    );
+}
+
+#[test]
+fn data_channel_ceremony_keeps_the_relay_out() {
+    let mut p = Pair::data_channel(Script::default(), true, true);
+    p.finish();
+    assert_served(&p);
+    // The advert names the PSM in its suffix; the laptop went there and never to the relay.
+    assert_eq!(&p.advertised[20..], [0xa1, 0x01, 0x18, 0x81]);
+    assert!(
+        p.laptop_log
+            .contains(&LaptopOutput::OpenDataChannel { psm: PSM })
+    );
+    assert!(
+        !p.laptop_log
+            .iter()
+            .any(|o| matches!(o, LaptopOutput::Connect(_))),
+        "{:?}",
+        p.laptop_log
+    );
+    assert_eq!(p.relayed, 0, "no ceremony byte crossed the relay");
+    // The phone stopped advertising and left the relay as soon as the laptop came.
+    let i = p
+        .phone_log
+        .iter()
+        .position(|o| *o == PhoneOutput::UseDataChannel);
+    let j = p
+        .phone_log
+        .iter()
+        .position(|o| *o == PhoneOutput::HandshakeDone);
+    assert!(i.is_some() && i < j, "{:?}", p.phone_log);
+    assert_eq!(p.phone_log[i.unwrap() - 1], PhoneOutput::StopAdvertising);
+}
+
+#[test]
+fn a_qr_code_without_key_6_gets_the_old_advert_and_the_relay() {
+    // The phone could listen, but the laptop did not ask: 20 bytes, no listener, the relay.
+    let mut p = Pair::data_channel(Script::default(), false, true);
+    p.finish();
+    assert_served(&p);
+    assert_eq!(p.advertised.len(), 20);
+    assert!(!p.phone_log.contains(&PhoneOutput::AcceptDataChannel));
+    assert!(p.relayed > 0);
+}
+
+#[test]
+fn a_phone_without_a_data_channel_is_reached_through_the_relay() {
+    let mut p = Pair::data_channel(Script::default(), true, false);
+    p.finish();
+    assert_served(&p);
+    assert_eq!(p.advertised.len(), 20);
+    assert!(
+        !p.laptop_log
+            .iter()
+            .any(|o| matches!(o, LaptopOutput::OpenDataChannel { .. }))
+    );
+    assert!(p.relayed > 0);
+}
+
+#[test]
+fn a_refused_data_channel_falls_back_to_the_relay_at_once() {
+    let mut p = Pair::data_channel(
+        Script {
+            l2cap: L2cap::Refused,
+            ..Script::default()
+        },
+        true,
+        true,
+    );
+    p.finish();
+    assert_served(&p);
+    assert!(p.relayed > 0);
+    assert_eq!(p.at(), Duration::ZERO, "no timer was waited for");
+}
+
+#[test]
+fn a_data_channel_that_hangs_falls_back_to_the_relay_after_its_limit() {
+    let mut p = Pair::data_channel(
+        Script {
+            l2cap: L2cap::Hangs,
+            ..Script::default()
+        },
+        true,
+        true,
+    );
+    p.finish();
+    assert_served(&p);
+    assert!(p.relayed > 0);
+    assert_eq!(p.at(), LaptopTimeouts::default().data_channel);
+    let open = p
+        .laptop_log
+        .iter()
+        .position(|o| matches!(o, LaptopOutput::OpenDataChannel { .. }));
+    let connect = p
+        .laptop_log
+        .iter()
+        .position(|o| matches!(o, LaptopOutput::Connect(_)));
+    assert!(open.is_some() && open < connect, "{:?}", p.laptop_log);
+}
+
+#[test]
+fn the_laptop_leaving_the_data_channel_while_the_user_decides_cancels_the_request() {
+    let mut p = Pair::data_channel(
+        Script {
+            answer: false,
+            ..Script::default()
+        },
+        true,
+        true,
+    );
+    p.run();
+    assert!(p.serving.is_some(), "the user is deciding");
+    p.laptop.handle(p.now, LaptopInput::Close);
+    p.finish();
+    assert_eq!(p.phone_failure(), Failure::EofWhileProcessing);
+    assert!(p.phone_log.contains(&PhoneOutput::Cancel));
+    assert_eq!(p.relayed, 0);
 }
