@@ -133,6 +133,11 @@ pub struct PhoneConfig {
     pub timeouts: PhoneTimeouts,
     /// TLS for `wss://`; `None`: the webpki roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Offer the CTAP 2.3 data channel (BLE L2CAP) when the laptop's QR code asks for it:
+    /// the advert then names a PSM the phone listens on, and a laptop that connects there
+    /// runs the ceremony without the relay. Needs a radio that listens for data channels;
+    /// without one the phone advertises as before.
+    pub data_channel: bool,
 }
 
 impl PhoneConfig {
@@ -163,6 +168,9 @@ pub enum PhoneProgress {
     Advertising,
     /// The laptop joined the tunnel; advertising stopped.
     LaptopConnected,
+    /// The laptop came over the data channel (Bluetooth L2CAP): the relay's tunnel was
+    /// closed and the ceremony continues without it.
+    DataChannel,
     /// The handshake succeeded and the post-handshake message was sent.
     HandshakeDone,
     /// A CTAP request arrived (command byte); the user is being asked.
@@ -192,6 +200,9 @@ impl fmt::Display for PhoneProgress {
             PhoneProgress::TunnelOpen => f.write_str("tunnel open"),
             PhoneProgress::Advertising => f.write_str("advertising, waiting for the laptop"),
             PhoneProgress::LaptopConnected => f.write_str("the laptop connected"),
+            PhoneProgress::DataChannel => {
+                f.write_str("the laptop connected over Bluetooth; the relay is no longer used")
+            }
             PhoneProgress::HandshakeDone => f.write_str("handshake done"),
             PhoneProgress::Request { command } => {
                 match hybridge_ctap::Command::from_byte(*command) {
@@ -407,6 +418,12 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
         self
     }
 
+    /// Offers the CTAP 2.3 data channel ([`PhoneConfig::data_channel`]).
+    pub fn data_channel(mut self, on: bool) -> Self {
+        self.config.data_channel = on;
+        self
+    }
+
     /// TLS for `wss://` relays (e.g. [`tls_with_roots`] for a private CA).
     pub fn tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
         self.config.tls = Some(tls);
@@ -468,6 +485,7 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
             .get_info();
         let mut nonce = [0u8; 10];
         OsRng.fill_bytes(&mut nonce);
+        let offers_l2cap = session.qr_payload().offers_l2cap();
         let mut engine = PhoneEngine::new(
             session,
             get_info,
@@ -477,8 +495,23 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
             config.timeouts,
             now(),
         );
+        // A listener only when the laptop asked for a data channel and this phone offers one.
+        let mut listener = None;
+        if config.data_channel && offers_l2cap {
+            match advertiser.listen_data_channel().await {
+                Ok(l) => {
+                    tracing::debug!(psm = l.psm(), "listening for the laptop's data channel");
+                    engine = engine.with_data_channel(l.psm());
+                    listener = Some(l);
+                }
+                Err(e) => tracing::debug!(error = %e, "no data channel: the relay only"),
+            }
+        }
         let mut io = PhoneIo {
-            socket: None,
+            link: None,
+            listener,
+            accepting: false,
+            accepted: None,
             advertising: None,
             serving: None,
             cancel: None,
@@ -498,8 +531,8 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
         if let Some(h) = io.advertising.take() {
             let _ = h.stop().await;
         }
-        if let Some(mut s) = io.socket.take() {
-            ws::close(&mut s, config.timeouts.close).await;
+        if let Some(link) = io.link.take() {
+            link.close(config.timeouts.close).await;
         }
         if result.is_ok() {
             events.emit(PhoneProgress::Done);
@@ -510,7 +543,13 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
 
 /// What the phone driver holds: the tunnel, the advert, the request being served.
 struct PhoneIo {
-    socket: Option<ws::Ws>,
+    /// The relay's tunnel, or the data channel once the laptop came that way.
+    link: Option<ws::Link>,
+    /// Where a laptop may open the data channel, and whether the engine wants it accepted.
+    listener: Option<hybridge_ble::DataChannelListener>,
+    accepting: bool,
+    /// The laptop's data channel, until the engine switches to it.
+    accepted: Option<hybridge_ble::DataChannel>,
     advertising: Option<AdvertisingHandle>,
     serving: Option<tokio::task::JoinHandle<Result<Vec<u8>, PhoneError>>>,
     /// The token of the request being served.
@@ -548,7 +587,7 @@ where
                         Ok(Ok((socket, response))) => {
                             let values = response.headers().get_all(ROUTING_ID_HEADER);
                             let id = routing_id_from_headers(values.iter().map(|v| v.as_bytes()));
-                            io.socket = Some(socket);
+                            io.link = Some(ws::Link::Tunnel(Box::new(socket)));
                             if let Some(id) = &id {
                                 tracing::debug!(routing_id = %id.to_hex(), "tunnel open");
                                 events.emit(PhoneProgress::TunnelOpen);
@@ -564,17 +603,27 @@ where
                 }
                 // Only after `PhoneEngine::with_data_channel`, which this driver does not call
                 // yet (it has no L2CAP listener): nothing to accept, nothing to switch to.
-                PhoneOutput::AcceptDataChannel | PhoneOutput::UseDataChannel => {}
+                PhoneOutput::AcceptDataChannel => io.accepting = io.listener.is_some(),
+                PhoneOutput::UseDataChannel => {
+                    // The relay's part is over: close its tunnel, carry on over Bluetooth.
+                    if let Some(tunnel) = io.link.take() {
+                        tunnel.close(config.timeouts.close).await;
+                    }
+                    io.link = io.accepted.take().map(ws::Link::DataChannel);
+                    events.emit(PhoneProgress::DataChannel);
+                }
                 PhoneOutput::StopAdvertising => {
                     if let Some(h) = io.advertising.take() {
                         let _ = h.stop().await;
                     }
+                    io.listener = None;
+                    io.accepting = false;
                     tracing::debug!("the laptop's handshake message arrived");
                     events.emit(PhoneProgress::LaptopConnected);
                 }
                 PhoneOutput::Send(m) => {
-                    if let Some(socket) = io.socket.as_mut() {
-                        match ws::send_by(socket, m, deadline).await {
+                    if let Some(link) = io.link.as_mut() {
+                        match link.send_by(m, deadline).await {
                             None => engine.handle_timeout(now()),
                             Some(Err(e)) => {
                                 io.cause = Some(ws::Cause::Tunnel(e));
@@ -608,8 +657,8 @@ where
                     events.emit(PhoneProgress::Responded { status });
                 }
                 PhoneOutput::CloseTunnel => {
-                    if let Some(mut s) = io.socket.take() {
-                        ws::close(&mut s, config.timeouts.close).await;
+                    if let Some(link) = io.link.take() {
+                        link.close(config.timeouts.close).await;
                     }
                 }
                 PhoneOutput::Finished(result) => {
@@ -618,7 +667,8 @@ where
             }
         }
         let deadline = wake_at(engine.poll_timeout());
-        let socket = io.socket.as_mut();
+        let link = io.link.as_mut();
+        let listener = io.listener.as_mut().filter(|_| io.accepting);
         tokio::select! {
             // A finished answer wins over a deadline or a laptop message that became ready in
             // the same poll: its credential may already be written.
@@ -629,7 +679,21 @@ where
                 engine.handle(now(), PhoneInput::Answer(answer));
             }
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(now()),
-            arrival = ws::arrival(socket) => {
+            accepted = accept(listener) => match accepted {
+                Ok(channel) => {
+                    tracing::debug!("the laptop opened the data channel");
+                    io.accepted = Some(channel);
+                    io.accepting = false;
+                    engine.handle(now(), PhoneInput::DataChannelOpened);
+                }
+                Err(e) => {
+                    // The relay's tunnel still serves the laptop.
+                    tracing::debug!(error = %e, "the data channel listener failed");
+                    io.listener = None;
+                    io.accepting = false;
+                }
+            },
+            arrival = ws::arrival(link) => {
                 let input = match arrival {
                     ws::Arrival::Message(m) => PhoneInput::Received(m),
                     ws::Arrival::Closed => PhoneInput::Closed,
@@ -641,6 +705,16 @@ where
                 engine.handle(now(), input)
             }
         }
+    }
+}
+
+/// The next laptop on the data channel; never, without a listener.
+async fn accept(
+    listener: Option<&mut hybridge_ble::DataChannelListener>,
+) -> Result<hybridge_ble::DataChannel, hybridge_ble::Error> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 

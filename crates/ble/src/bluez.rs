@@ -269,16 +269,27 @@ mod linux {
         fn scan<'a>(&'a self, uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
             Box::pin(self.start(uuids.to_vec()))
         }
+
+        fn open_data_channel<'a>(
+            &'a self,
+            address: &'a str,
+            psm: u16,
+        ) -> BoxFuture<'a, Result<crate::DataChannel, Error>> {
+            Box::pin(self.connect_data_channel(address, psm))
+        }
     }
 
     /// Advertises through BlueZ's LE advertising manager with bluer.
     ///
-    /// The advert is what Chrome on Android sends (docs/protocol.md §4.1): non-connectable, the UUID in
-    /// the service-UUID list and as service data, no device name, no TX power.
+    /// The advert is what Chrome on Android sends (docs/protocol.md §4.1): non-connectable, the
+    /// UUID in the service-UUID list and as service data, no device name, no TX power. While a
+    /// CTAP 2.3 data-channel listener lives it is connectable instead, without the UUID list.
     #[derive(Clone, Debug)]
     pub struct BluezAdvertiser {
         session: bluer::Session,
         adapter: bluer::Adapter,
+        /// Live data-channel listeners: while there is one, adverts are connectable.
+        listening: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl BluezAdvertiser {
@@ -301,7 +312,11 @@ mod linux {
                 };
                 let adapter = session.adapter(&name).map_err(unavailable)?;
                 tracing::debug!(adapter = %name, "BlueZ advertiser ready");
-                Ok(BluezAdvertiser { session, adapter })
+                Ok(BluezAdvertiser {
+                    session,
+                    adapter,
+                    listening: Default::default(),
+                })
             })
             .await
         }
@@ -327,12 +342,24 @@ mod linux {
                 });
             }
             let uuid = uuid::Uuid::from_u128(uuid128(uuid16));
-            let advert = bluer::adv::Advertisement {
+            let connectable = self.listening.load(std::sync::atomic::Ordering::SeqCst) > 0;
+            let advert = if connectable {
+                // A data channel is offered: the laptop must be able to connect. The flags a
+                // connectable advert carries take the room of the service-UUID list, so that
+                // the 24 bytes of service data still fit a legacy advert (3 + 4 + 24 = 31).
+                bluer::adv::Advertisement {
+                    advertisement_type: bluer::adv::Type::Peripheral,
+                    service_data: [(uuid, service_data.to_vec())].into(),
+                    ..Default::default()
+                }
+            } else {
                 // Broadcast = non-connectable. No local name, no TX power (empty includes).
-                advertisement_type: bluer::adv::Type::Broadcast,
-                service_uuids: [uuid].into(),
-                service_data: [(uuid, service_data.to_vec())].into(),
-                ..Default::default()
+                bluer::adv::Advertisement {
+                    advertisement_type: bluer::adv::Type::Broadcast,
+                    service_uuids: [uuid].into(),
+                    service_data: [(uuid, service_data.to_vec())].into(),
+                    ..Default::default()
+                }
             };
             let registered =
                 bounded("register advertisement", self.adapter.advertise(advert)).await?;
@@ -360,6 +387,116 @@ mod linux {
             service_data: &'a [u8],
         ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>> {
             Box::pin(self.start(uuid16, service_data))
+        }
+
+        fn listen_data_channel(&self) -> BoxFuture<'_, Result<crate::DataChannelListener, Error>> {
+            Box::pin(self.listen_l2cap())
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The CTAP 2.3 data channel over LE L2CAP (connection-oriented, credit-based)
+
+    /// The largest SDU either side accepts: a whole message in one SDU.
+    const L2CAP_MTU: u16 = u16::MAX;
+
+    /// No pairing, no encryption: the Noise handshake protects the session, as over the relay
+    /// (libwebauthn and Android open the channel the same way).
+    fn insecure() -> bluer::l2cap::Security {
+        bluer::l2cap::Security {
+            level: bluer::l2cap::SecurityLevel::Low,
+            key_size: 0,
+        }
+    }
+
+    fn channel_error(what: &str, e: impl std::fmt::Display) -> Error {
+        Error::DataChannel(format!("{what}: {e}"))
+    }
+
+    impl BtleplugScanner {
+        async fn connect_data_channel(
+            &self,
+            address: &str,
+            psm: u16,
+        ) -> Result<crate::DataChannel, Error> {
+            let addr: bluer::Address = address.parse().map_err(|e| {
+                channel_error(&format!("{address:?} is not a Bluetooth address"), e)
+            })?;
+            let name = self.name.clone();
+            // The advert's sender is a device BlueZ knows from the scan: its address type
+            // (public or random) is on its D-Bus object.
+            let addr_type = connect_off_thread(OPERATION_TIMEOUT, move || async move {
+                let session = bluer::Session::new().await.map_err(unavailable)?;
+                let adapter = session.adapter(&name).map_err(unavailable)?;
+                let device = adapter
+                    .device(addr)
+                    .map_err(|e| channel_error("the phone is not known to BlueZ", e))?;
+                bounded("read the phone's address type", device.address_type()).await
+            })
+            .await?;
+            let socket = bluer::l2cap::Socket::new_seq_packet()
+                .map_err(|e| channel_error("cannot create an L2CAP socket", e))?;
+            socket
+                .set_security(insecure())
+                .and_then(|()| socket.set_recv_mtu(L2CAP_MTU))
+                .and_then(|()| socket.bind(bluer::l2cap::SocketAddr::any_le()))
+                .map_err(|e| channel_error("cannot set up the L2CAP socket", e))?;
+            let peer = bluer::l2cap::SocketAddr::new(addr, addr_type, psm);
+            let channel = socket.connect(peer).await.map_err(|e| {
+                channel_error(&format!("cannot connect to {address} on PSM {psm:#06x}"), e)
+            })?;
+            tracing::debug!(%address, psm, "L2CAP data channel open");
+            Ok(crate::DataChannel::l2cap(channel))
+        }
+    }
+
+    impl BluezAdvertiser {
+        async fn listen_l2cap(&self) -> Result<crate::DataChannelListener, Error> {
+            let addr = bounded("read the adapter's address", self.adapter.address()).await?;
+            let addr_type = bounded(
+                "read the adapter's address type",
+                self.adapter.address_type(),
+            )
+            .await?;
+            let socket = bluer::l2cap::Socket::new_seq_packet()
+                .map_err(|e| channel_error("cannot create an L2CAP socket", e))?;
+            socket
+                .set_security(insecure())
+                .and_then(|()| socket.set_recv_mtu(L2CAP_MTU))
+                // PSM 0: the kernel picks a free dynamic one.
+                .and_then(|()| socket.bind(bluer::l2cap::SocketAddr::new(addr, addr_type, 0)))
+                .map_err(|e| channel_error("cannot bind an L2CAP socket", e))?;
+            let psm = socket
+                .local_addr()
+                .map_err(|e| channel_error("cannot read the L2CAP PSM", e))?
+                .psm;
+            let listener = socket
+                .listen(1)
+                .map_err(|e| channel_error("cannot listen on L2CAP", e))?;
+            // While it lives, adverts are connectable.
+            let guard = ListeningGuard::new(&self.listening);
+            tracing::debug!(adapter = %self.adapter.name(), psm, "listening on L2CAP");
+            Ok(crate::DataChannelListener::l2cap(
+                psm,
+                listener,
+                Box::new(guard),
+            ))
+        }
+    }
+
+    /// Counts a live listener on its advertiser.
+    struct ListeningGuard(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl ListeningGuard {
+        fn new(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Self(count.clone())
+        }
+    }
+
+    impl Drop for ListeningGuard {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }

@@ -40,6 +40,10 @@ pub enum Error {
         detail: String,
     },
 
+    /// The CTAP 2.3 data channel (BLE L2CAP) could not be opened, or failed.
+    #[error("the Bluetooth data channel failed: {0}")]
+    DataChannel(String),
+
     /// The radio kind is not available on this platform or in this build (BlueZ off Linux,
     /// or without the `bluez` feature).
     #[error("{0} is not supported here; use --ble udp:ADDR:PORT or --ble memory")]

@@ -65,6 +65,7 @@ use std::sync::Arc;
 
 mod advertise;
 pub mod bluez;
+mod channel;
 mod error;
 mod memory;
 mod scan;
@@ -72,6 +73,7 @@ mod spec;
 pub mod udp;
 
 pub use advertise::AdvertisingHandle;
+pub use channel::{DataChannel, DataChannelListener, MAX_DATA_CHANNEL_MESSAGE};
 pub use error::Error;
 pub use memory::MemoryRadio;
 pub use scan::{DEFAULT_SCAN_CAPACITY, STOP_TIMEOUT, Scan, ScanStats};
@@ -136,6 +138,21 @@ pub trait Scanner: Send + Sync + std::fmt::Debug {
     /// When the radio cannot start scanning, e.g. [`Error::Udp`] if the address cannot be
     /// bound, or [`Error::Bluetooth`] if BlueZ refuses.
     fn scan<'a>(&'a self, uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>>;
+
+    /// Opens the CTAP 2.3 data channel to the device that sent an advert from `address` (its
+    /// [`Advertisement::address`]), on the L2CAP `psm` its advert named.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on a radio without data channels (the default);
+    /// [`Error::DataChannel`] when the peer refuses or cannot be reached.
+    fn open_data_channel<'a>(
+        &'a self,
+        address: &'a str,
+        psm: u16,
+    ) -> BoxFuture<'a, Result<DataChannel, Error>> {
+        let _ = (address, psm);
+        Box::pin(async { Err(Error::Unsupported("a Bluetooth data channel on this radio")) })
+    }
 }
 
 /// Something that can advertise.
@@ -153,17 +170,42 @@ pub trait Advertiser: Send + Sync + std::fmt::Debug {
         uuid16: u16,
         service_data: &'a [u8],
     ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>>;
+
+    /// Listens for a laptop's CTAP 2.3 data channel on a free L2CAP PSM, reachable at the
+    /// address this advertiser's adverts come from.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on a radio without data channels (the default).
+    fn listen_data_channel(&self) -> BoxFuture<'_, Result<DataChannelListener, Error>> {
+        Box::pin(async { Err(Error::Unsupported("a Bluetooth data channel on this radio")) })
+    }
 }
 
 impl<T: Scanner + ?Sized> Scanner for Box<T> {
     fn scan<'a>(&'a self, uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
         (**self).scan(uuids)
     }
+
+    fn open_data_channel<'a>(
+        &'a self,
+        address: &'a str,
+        psm: u16,
+    ) -> BoxFuture<'a, Result<DataChannel, Error>> {
+        (**self).open_data_channel(address, psm)
+    }
 }
 
 impl<T: Scanner + ?Sized> Scanner for Arc<T> {
     fn scan<'a>(&'a self, uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
         (**self).scan(uuids)
+    }
+
+    fn open_data_channel<'a>(
+        &'a self,
+        address: &'a str,
+        psm: u16,
+    ) -> BoxFuture<'a, Result<DataChannel, Error>> {
+        (**self).open_data_channel(address, psm)
     }
 }
 
@@ -175,6 +217,10 @@ impl<T: Advertiser + ?Sized> Advertiser for Box<T> {
     ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>> {
         (**self).advertise(uuid16, service_data)
     }
+
+    fn listen_data_channel(&self) -> BoxFuture<'_, Result<DataChannelListener, Error>> {
+        (**self).listen_data_channel()
+    }
 }
 
 impl<T: Advertiser + ?Sized> Advertiser for Arc<T> {
@@ -184,5 +230,9 @@ impl<T: Advertiser + ?Sized> Advertiser for Arc<T> {
         service_data: &'a [u8],
     ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>> {
         (**self).advertise(uuid16, service_data)
+    }
+
+    fn listen_data_channel(&self) -> BoxFuture<'_, Result<DataChannelListener, Error>> {
+        (**self).listen_data_channel()
     }
 }

@@ -206,6 +206,8 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
             ..PhoneTimeouts::default()
         },
         tls,
+        // The BlueZ radio opens no data channel yet: the relay's tunnel only.
+        data_channel: false,
     });
 
     let advertiser = args.transport.ble.advertiser().await?;

@@ -110,6 +110,11 @@ pub struct LaptopConfig {
     /// QR key 4: tell the phone we would store linking data. Off by default (this client
     /// does not store links yet); verified linking data is returned in [`SessionEnd`] anyway.
     pub supports_linking: bool,
+    /// Offer the CTAP 2.3 data channel in the QR code (key 6 = `[0, 1]`): a phone that
+    /// supports it is then reached over Bluetooth (L2CAP) and the relay is left out, with the
+    /// relay's tunnel as the fallback. Off by default: phones that predate CTAP 2.3 may
+    /// refuse a QR code with a list in key 6. Needs a radio that opens data channels.
+    pub data_channel: bool,
 }
 
 /// Progress of a laptop session, for a UI.
@@ -124,6 +129,11 @@ pub enum Event {
     },
     /// Opening the tunnel on this relay (base URL only: the tunnel ID is a secret).
     Connecting(String),
+    /// Opening the CTAP 2.3 data channel to the phone on this L2CAP PSM (no relay).
+    OpeningDataChannel {
+        /// The phone's PSM, from its advert.
+        psm: u16,
+    },
     /// The handshake with the phone succeeded.
     HandshakeDone,
     /// The request was sent; the user is deciding on the phone.
@@ -143,6 +153,12 @@ impl fmt::Display for Event {
                 )
             }
             Event::Connecting(url) => write!(f, "connecting to {url}"),
+            Event::OpeningDataChannel { psm } => {
+                write!(
+                    f,
+                    "connecting to the phone over Bluetooth (PSM {psm:#06x}), no relay"
+                )
+            }
             Event::HandshakeDone => f.write_str("connected to the phone"),
             Event::WaitingForUser => f.write_str("confirm on your phone"),
             Event::Done => f.write_str("done"),
@@ -173,7 +189,10 @@ impl Laptop {
     /// in).
     pub fn new(request_type: RequestType, config: LaptopConfig) -> Self {
         let keys = QrKeys::generate(&mut OsRng);
-        let qr = LaptopQr::new(keys, now_unix(), config.supports_linking, request_type);
+        let mut qr = LaptopQr::new(keys, now_unix(), config.supports_linking, request_type);
+        if config.data_channel {
+            qr = qr.with_data_channel();
+        }
         Self { qr, config }
     }
 
@@ -207,7 +226,8 @@ impl Laptop {
             engine,
             io: LaptopIo {
                 scan: None,
-                socket: None,
+                link: None,
+                advert_from: None,
                 base: None,
                 cause: None,
                 config: self.config,
@@ -242,7 +262,10 @@ fn check_get_info(bytes: &[u8]) -> Result<(), String> {
 /// What the laptop driver holds: the scan, the tunnel, and how to reach relays.
 struct LaptopIo {
     scan: Option<hybridge_ble::Scan>,
-    socket: Option<ws::Ws>,
+    /// The tunnel or the data channel, once open.
+    link: Option<ws::Link>,
+    /// Who sent the last advert fed to the engine (where a data channel goes).
+    advert_from: Option<String>,
     /// The relay's base URL, once the advert named it (for error messages).
     base: Option<String>,
     /// Why the transport failed, for the error (the engine is only told that it did).
@@ -256,8 +279,8 @@ impl LaptopIo {
         if let Some(scan) = self.scan.take() {
             let _ = scan.stop().await;
         }
-        if let Some(mut socket) = self.socket.take() {
-            ws::close(&mut socket, self.config.timeouts.close).await;
+        if let Some(link) = self.link.take() {
+            link.close(self.config.timeouts.close).await;
         }
     }
 }
@@ -415,20 +438,36 @@ impl Driver {
                                 engine.handle(now(), LaptopInput::ConnectFailed)
                             }
                             Ok(Ok((socket, _))) => {
-                                io.socket = Some(socket);
+                                io.link = Some(ws::Link::Tunnel(Box::new(socket)));
                                 engine.handle(now(), LaptopInput::Connected);
                             }
                         }
                     }
                     LaptopOutput::OpenDataChannel { psm } => {
-                        // This laptop never offers the data channel in its QR code yet (no
-                        // L2CAP transport here), so a phone should not name one: the tunnel.
-                        tracing::debug!(psm, "no data channel on this radio: using the tunnel");
-                        engine.handle(now(), LaptopInput::ConnectFailed);
+                        events.emit(Event::OpeningDataChannel { psm });
+                        let (Some(scanner), Some(address)) = (scanner, io.advert_from.clone())
+                        else {
+                            engine.handle(now(), LaptopInput::ConnectFailed);
+                            continue;
+                        };
+                        let open = scanner.open_data_channel(&address, psm);
+                        match tokio::time::timeout_at(deadline, open).await {
+                            // The engine falls back to the tunnel either way.
+                            Err(_) => engine.handle_timeout(now()),
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "no data channel: using the tunnel");
+                                engine.handle(now(), LaptopInput::ConnectFailed);
+                            }
+                            Ok(Ok(channel)) => {
+                                tracing::debug!(psm, "data channel open");
+                                io.link = Some(ws::Link::DataChannel(channel));
+                                engine.handle(now(), LaptopInput::Connected);
+                            }
+                        }
                     }
                     LaptopOutput::Send(m) => {
-                        if let Some(socket) = io.socket.as_mut() {
-                            match ws::send_by(socket, m, deadline).await {
+                        if let Some(link) = io.link.as_mut() {
+                            match link.send_by(m, deadline).await {
                                 None => engine.handle_timeout(now()),
                                 Some(Err(e)) => {
                                     io.cause = Some(ws::Cause::Tunnel(e));
@@ -446,8 +485,8 @@ impl Driver {
                     LaptopOutput::WaitingForUser => events.emit(Event::WaitingForUser),
                     LaptopOutput::Response(r) => return Ok(Reached::Response(r)),
                     LaptopOutput::CloseTunnel => {
-                        if let Some(mut socket) = io.socket.take() {
-                            ws::close(&mut socket, io.config.timeouts.close).await;
+                        if let Some(link) = io.link.take() {
+                            link.close(io.config.timeouts.close).await;
                         }
                     }
                     LaptopOutput::Finished(Ok(linking)) => return Ok(Reached::Closed(linking)),
@@ -464,10 +503,13 @@ impl Driver {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(now()),
                 advert = next_advert(io.scan.as_mut()) => match advert {
-                    Ok(a) => engine.handle(now(), LaptopInput::Advert(a)),
+                    Ok(a) => {
+                        io.advert_from = a.address;
+                        engine.handle(now(), LaptopInput::Advert(a.service_data))
+                    }
                     Err(e) => return Err(Error::Radio(e)),
                 },
-                arrival = ws::arrival(io.socket.as_mut()) => {
+                arrival = ws::arrival(io.link.as_mut()) => {
                     let input = match arrival {
                         ws::Arrival::Message(m) => LaptopInput::Received(m),
                         ws::Arrival::Closed => LaptopInput::Closed,
@@ -483,15 +525,15 @@ impl Driver {
     }
 }
 
-/// The next advert's service data; never, without a scan.
+/// The next advert; never, without a scan.
 async fn next_advert(
     scan: Option<&mut hybridge_ble::Scan>,
-) -> Result<Vec<u8>, hybridge_ble::Error> {
+) -> Result<hybridge_ble::Advertisement, hybridge_ble::Error> {
     let Some(scan) = scan else {
         return std::future::pending().await;
     };
     match scan.next().await {
-        Some(adv) => Ok(adv.service_data),
+        Some(adv) => Ok(adv),
         None => Err(hybridge_ble::Error::ScanEnded(
             scan.failure()
                 .unwrap_or_else(|| format!("the {} scan was stopped", scan.radio())),

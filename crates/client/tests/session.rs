@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hybridge_authenticator::authenticator::Authenticator;
 use hybridge_authenticator::phone::{
-    self, PhoneConfig, PhoneError, PhoneEvents, PhoneOutcome, PhoneTimeouts, QrInput,
+    self, PhoneConfig, PhoneError, PhoneEvents, PhoneOutcome, PhoneProgress, PhoneTimeouts, QrInput,
 };
 use hybridge_authenticator::store::MemoryStore;
 use hybridge_authenticator::user::{
@@ -83,6 +83,7 @@ fn phone_config(relay: &str) -> PhoneConfig {
             ..PhoneTimeouts::default()
         },
         tls: None,
+        data_channel: false,
     }
 }
 
@@ -350,6 +351,7 @@ async fn register_then_sign_in_verified_by_an_independent_rp() {
                 assert_eq!(url, &rig.relay.url(), "no tunnel ID in the event");
                 "connecting"
             }
+            Event::OpeningDataChannel { .. } => "data channel",
             Event::HandshakeDone => "handshake",
             Event::WaitingForUser => "user",
             Event::Done => "done",
@@ -974,4 +976,123 @@ fn events_from_a_sender() {
     let (tx, _rx) = mpsc::channel::<Event>(1);
     let _ = Events::from(tx);
     fn _scanner_is_object_safe(_: &dyn Scanner) {}
+}
+
+/// The CTAP 2.3 data channel, end to end over the in-memory radio: the laptop offers it in
+/// its QR code, the phone listens and names its PSM in the advert, and the whole ceremony
+/// runs over the channel. The laptop's relay is a port nobody listens on, so touching it
+/// would fail the ceremony; the phone's relay tunnel is closed as soon as the laptop comes.
+/// An independent RP verifies the result.
+#[tokio::test]
+async fn a_data_channel_ceremony_leaves_the_relay_out_and_is_verified_by_an_independent_rp() {
+    let rig = Rig::new().await;
+    let rp = rp();
+    let (options, state) = creation_options(&rp, "dana");
+    let nobody = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("ws://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let (events, qr, watcher) = watch_events();
+    let (phone_events, mut phone_progress) = PhoneEvents::channel(64);
+    let phone = {
+        let radio = rig.radio.clone();
+        let phone = phone_with(AutoApprove)
+            .with_config(rig.phone_config())
+            .data_channel(true);
+        tokio::spawn(async move {
+            let url = qr.await.expect("the laptop shows a QR code");
+            let r = phone
+                .serve(&QrInput::Text(url), &radio, &phone_events)
+                .await;
+            drop(phone_events);
+            r
+        })
+    };
+    let config = LaptopConfig {
+        data_channel: true,
+        ..rig.laptop_config(Some(&nobody))
+    };
+    let reg = tokio::time::timeout(T, register(&options, ORIGIN, &rig.radio, &config, &events))
+        .await
+        .expect("the laptop finishes")
+        .expect("registration over the data channel");
+    drop(events);
+    let outcome = tokio::time::timeout(T, phone).await.unwrap().unwrap();
+    assert_eq!(
+        outcome.unwrap(),
+        PhoneOutcome {
+            command: 0x01,
+            status: 0x00
+        }
+    );
+    verify_registration(&rp, &reg, &state);
+    let events = watcher.await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::OpeningDataChannel { psm } if *psm >= 0x80)),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Connecting(_))),
+        "the laptop never went to a relay: {events:?}"
+    );
+    let mut progress = Vec::new();
+    while let Some(p) = phone_progress.recv().await {
+        progress.push(p);
+    }
+    assert!(
+        progress.contains(&PhoneProgress::DataChannel),
+        "{progress:?}"
+    );
+}
+
+/// A laptop offering the data channel to a phone that does not offer one, and a phone
+/// offering it to a laptop that did not ask: both ceremonies run through the relay as before.
+#[tokio::test]
+async fn one_side_without_the_data_channel_gets_the_relay() {
+    let rig = Rig::new().await;
+    let rp = rp();
+    for (laptop_offers, phone_offers) in [(true, false), (false, true)] {
+        let (options, state) = creation_options(&rp, "emil");
+        let (events, qr, watcher) = watch_events();
+        let phone = {
+            let radio = rig.radio.clone();
+            let phone = phone_with(AutoApprove)
+                .with_config(rig.phone_config())
+                .data_channel(phone_offers);
+            tokio::spawn(async move {
+                let url = qr.await.expect("the laptop shows a QR code");
+                phone
+                    .serve(&QrInput::Text(url), &radio, &PhoneEvents::none())
+                    .await
+            })
+        };
+        let config = LaptopConfig {
+            data_channel: laptop_offers,
+            ..rig.laptop_config(None)
+        };
+        let reg = tokio::time::timeout(T, register(&options, ORIGIN, &rig.radio, &config, &events))
+            .await
+            .expect("the laptop finishes")
+            .expect("registration through the relay");
+        drop(events);
+        tokio::time::timeout(T, phone)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        verify_registration(&rp, &reg, &state);
+        let events = watcher.await.unwrap();
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Connecting(_))),
+            "{laptop_offers}/{phone_offers}: {events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::OpeningDataChannel { .. })),
+            "{laptop_offers}/{phone_offers}: {events:?}"
+        );
+    }
 }

@@ -126,6 +126,9 @@ pub enum TunnelError {
     /// A text message: hybrid uses binary messages only.
     #[error("the tunnel carried a text message; hybrid uses binary only")]
     TextMessage,
+    /// The session ran over the CTAP 2.3 data channel (BLE L2CAP) and that failed.
+    #[error("{0}")]
+    DataChannel(#[source] hybridge_ble::Error),
 }
 
 /// Why the transport failed, as a driver keeps it for its error: the session engine is only
@@ -383,40 +386,75 @@ pub async fn send(ws: &mut Ws, message: Vec<u8>) -> Result<(), TunnelError> {
         .map_err(|e| TunnelError::WebSocket(WebSocketError(e)))
 }
 
-/// What the tunnel said next, as a session engine takes it.
+/// What the link said next, as a session engine takes it.
 #[derive(Debug)]
 pub enum Arrival {
     /// One binary message.
     Message(Vec<u8>),
-    /// The peer closed the tunnel.
+    /// The peer closed the link.
     Closed,
-    /// The WebSocket failed.
+    /// The link failed.
     Failed(TunnelError),
 }
 
-/// The next thing the tunnel says; without a tunnel, never (so a driver can wait on it in a
-/// `select!` before the tunnel is open).
-pub async fn arrival(socket: Option<&mut Ws>) -> Arrival {
-    let Some(socket) = socket else {
-        return std::future::pending().await;
-    };
-    match recv(socket).await {
-        Ok(Some(m)) => Arrival::Message(m),
-        Ok(None) => Arrival::Closed,
-        Err(reason) => Arrival::Failed(reason),
+/// What a session runs over once the peer is reached: the relay's tunnel, or the CTAP 2.3
+/// data channel straight to the peer. The session engine does not care which; its driver
+/// moves the same messages either way.
+pub enum Link {
+    /// The tunnel WebSocket through the relay.
+    Tunnel(Box<Ws>),
+    /// The data channel (BLE L2CAP): the relay is not involved.
+    DataChannel(hybridge_ble::DataChannel),
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Link::Tunnel(_) => "Link::Tunnel",
+            Link::DataChannel(_) => "Link::DataChannel",
+        })
     }
 }
 
-/// Sends one message unless `deadline` comes first: `None` when it did (the engine's timer
-/// decides what that means), else the send's result.
-pub async fn send_by(
-    socket: &mut Ws,
-    message: Vec<u8>,
-    deadline: tokio::time::Instant,
-) -> Option<Result<(), TunnelError>> {
-    tokio::time::timeout_at(deadline, send(socket, message))
-        .await
-        .ok()
+impl Link {
+    /// Sends one message unless `deadline` comes first: `None` when it did (the engine's
+    /// timer decides what that means), else the send's result.
+    pub async fn send_by(
+        &mut self,
+        message: Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<(), TunnelError>> {
+        let sent = async {
+            match self {
+                Link::Tunnel(ws) => send(ws, message).await,
+                Link::DataChannel(c) => c.send(&message).await.map_err(TunnelError::DataChannel),
+            }
+        };
+        tokio::time::timeout_at(deadline, sent).await.ok()
+    }
+
+    /// Closes the link politely; gives up silently after `limit`.
+    pub async fn close(self, limit: std::time::Duration) {
+        match self {
+            Link::Tunnel(mut ws) => close(&mut ws, limit).await,
+            Link::DataChannel(c) => c.close().await,
+        }
+    }
+}
+
+/// The next thing the link says; without a link, never (so a driver can wait on it in a
+/// `select!` before the link is open).
+pub async fn arrival(link: Option<&mut Link>) -> Arrival {
+    let received = match link {
+        None => return std::future::pending().await,
+        Some(Link::Tunnel(ws)) => recv(ws).await,
+        Some(Link::DataChannel(c)) => c.recv().await.map_err(TunnelError::DataChannel),
+    };
+    match received {
+        Ok(Some(m)) => Arrival::Message(m),
+        Ok(None) => Arrival::Closed,
+        Err(e) => Arrival::Failed(e),
+    }
 }
 
 /// The session engines' clock: tokio's, as a `std` instant, so that a test that pauses

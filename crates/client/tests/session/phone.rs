@@ -139,6 +139,7 @@ impl Rig {
                 ..PhoneTimeouts::default()
             },
             tls: None,
+            data_channel: false,
         };
         let (radio, qr_url) = (self.radio.clone(), qr.qr_url());
         let phone = tokio::spawn(async move {
