@@ -566,6 +566,33 @@ fn demo_registers_and_signs_in() {
     assert!(demo.stderr().contains("FIDO:/"));
 }
 
+/// `hybridge demo --data-channel`: both ceremonies over the CTAP 2.3 data channel (in memory
+/// here): the laptop never goes to the relay and the phone leaves it when the laptop comes.
+#[test]
+fn demo_over_the_data_channel_leaves_the_relay_out() {
+    let mut demo = Proc::spawn("demo", {
+        let mut c = Command::new(hybridge());
+        c.args(["demo", "--data-channel"]);
+        c
+    });
+    expect_code(&mut demo, 0);
+    let summary: serde_json::Value = serde_json::from_str(&demo.stdout()).expect("summary JSON");
+    assert_eq!(summary["registration_verified"], true);
+    assert_eq!(summary["sign_in_verified"], true);
+    let stderr = demo.stderr();
+    assert_eq!(
+        stderr.matches("over the data channel (L2CAP PSM").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("the relay is no longer used").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("laptop: connecting to ws://"), "{stderr}");
+}
+
 #[test]
 fn usage_errors_and_help() {
     let run = |args: &[&str]| {

@@ -168,7 +168,7 @@ pub enum PhoneProgress {
     Advertising,
     /// The laptop joined the tunnel; advertising stopped.
     LaptopConnected,
-    /// The laptop came over the data channel (Bluetooth L2CAP): the relay's tunnel was
+    /// The laptop came over the data channel (BLE L2CAP): the relay's tunnel was
     /// closed and the ceremony continues without it.
     DataChannel,
     /// The handshake succeeded and the post-handshake message was sent.
@@ -200,9 +200,9 @@ impl fmt::Display for PhoneProgress {
             PhoneProgress::TunnelOpen => f.write_str("tunnel open"),
             PhoneProgress::Advertising => f.write_str("advertising, waiting for the laptop"),
             PhoneProgress::LaptopConnected => f.write_str("the laptop connected"),
-            PhoneProgress::DataChannel => {
-                f.write_str("the laptop connected over Bluetooth; the relay is no longer used")
-            }
+            PhoneProgress::DataChannel => f.write_str(
+                "the laptop connected over the data channel; the relay is no longer used",
+            ),
             PhoneProgress::HandshakeDone => f.write_str("handshake done"),
             PhoneProgress::Request { command } => {
                 match hybridge_ctap::Command::from_byte(*command) {

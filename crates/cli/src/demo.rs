@@ -44,6 +44,10 @@ pub struct DemoArgs {
     /// Limit on each ceremony.
     #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
+    /// Run the ceremonies over the CTAP 2.3 data channel (in memory here; Bluetooth L2CAP on
+    /// a real radio): the relay is left out once the laptop reaches the phone.
+    #[arg(long)]
+    data_channel: bool,
 }
 
 /// The demo's phone user: says what is asked and approves, as a verified user.
@@ -123,6 +127,7 @@ struct Rig {
     qr_out: Option<PathBuf>,
     timeout: Duration,
     printed: Arc<RequestsPrinted>,
+    data_channel: bool,
 }
 
 impl Rig {
@@ -139,6 +144,7 @@ impl Rig {
                 user: self.timeout,
                 ..Timeouts::default()
             },
+            data_channel: self.data_channel,
             ..LaptopConfig::default()
         };
         let prepared = prepare(&config)?;
@@ -242,11 +248,13 @@ pub async fn run(args: &DemoArgs) -> Result<Json, CliError> {
         .timeouts(PhoneTimeouts {
             laptop: args.timeout,
             ..PhoneTimeouts::default()
-        }),
+        })
+        .data_channel(args.data_channel),
         origin,
         qr_out: args.qr_out.clone(),
         timeout: args.timeout,
         printed,
+        data_channel: args.data_channel,
     };
     let outcome = demo(&rig, &rp, &args.user).await;
     relay.shutdown(Duration::from_secs(1)).await;

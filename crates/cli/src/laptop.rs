@@ -55,6 +55,11 @@ pub struct CeremonyArgs {
     /// How long the user may take to answer on the phone.
     #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
+    /// Offer the CTAP 2.3 data channel: a phone that supports it is reached over Bluetooth
+    /// (L2CAP) without the relay, which stays the fallback. Off by default: phones older
+    /// than CTAP 2.3 may refuse the QR code it needs.
+    #[arg(long, env = "HYBRIDGE_DATA_CHANNEL")]
+    data_channel: bool,
 }
 
 fn parse_relay_for(s: &str) -> Result<(u16, String), String> {
@@ -92,6 +97,7 @@ impl CeremonyArgs {
                 ..Timeouts::default()
             },
             tls,
+            data_channel: self.data_channel,
             ..LaptopConfig::default()
         })
     }

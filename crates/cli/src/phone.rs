@@ -68,6 +68,10 @@ pub struct PhoneArgs {
     /// How long the user may take to answer.
     #[arg(long, env = "HYBRIDGE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
+    /// Offer the CTAP 2.3 data channel when the laptop's QR code asks for it: listen on a
+    /// Bluetooth L2CAP PSM and name it in the advert, so the ceremony can skip the relay.
+    #[arg(long, env = "HYBRIDGE_DATA_CHANNEL")]
+    data_channel: bool,
 }
 
 /// The person holding the phone: a terminal, or a script.
@@ -206,8 +210,7 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
             ..PhoneTimeouts::default()
         },
         tls,
-        // The BlueZ radio opens no data channel yet: the relay's tunnel only.
-        data_channel: false,
+        data_channel: args.data_channel,
     });
 
     let advertiser = args.transport.ble.advertiser().await?;

@@ -156,7 +156,7 @@ impl fmt::Display for Event {
             Event::OpeningDataChannel { psm } => {
                 write!(
                     f,
-                    "connecting to the phone over Bluetooth (PSM {psm:#06x}), no relay"
+                    "connecting to the phone over the data channel (L2CAP PSM {psm:#06x}), no relay"
                 )
             }
             Event::HandshakeDone => f.write_str("connected to the phone"),

@@ -799,6 +799,8 @@ enum PhoneState {
     /// The tunnel is open and nothing else is left to undo (an end before the handshake).
     Open,
     Advertising(Box<PhoneQr>),
+    /// The laptop connected over the data channel; its handshake message is next.
+    Joined(Box<PhoneQr>),
     WaitingForRequest(Box<PhoneChannel>),
     Processing {
         channel: Box<PhoneChannel>,
@@ -871,7 +873,7 @@ impl PhoneEngine {
         Some(match self.state {
             PhoneState::Opening(_) => Step::Connecting,
             PhoneState::Open => Step::Handshake,
-            PhoneState::Advertising(_) => Step::WaitingForLaptop,
+            PhoneState::Advertising(_) | PhoneState::Joined(_) => Step::WaitingForLaptop,
             PhoneState::WaitingForRequest(_) => Step::WaitingForRequest,
             PhoneState::Processing { .. } => Step::Processing,
             PhoneState::Closing(_) => Step::Closing,
@@ -925,7 +927,9 @@ impl PhoneEngine {
         let (step, after) = match state {
             PhoneState::Opening(_) => (Step::Connecting, t.connect),
             PhoneState::Open => (Step::Handshake, t.laptop),
-            PhoneState::Advertising(_) => (Step::WaitingForLaptop, t.laptop),
+            PhoneState::Advertising(_) | PhoneState::Joined(_) => {
+                (Step::WaitingForLaptop, t.laptop)
+            }
             PhoneState::WaitingForRequest(_) => (Step::WaitingForRequest, t.request),
             PhoneState::Processing {
                 mut channel,
@@ -955,6 +959,23 @@ impl PhoneEngine {
         };
         self.state = state;
         self.finish(Err(Failure::Timeout { step, after }));
+    }
+
+    /// The laptop's Noise message 1: answered, and the post-handshake message sent; or the
+    /// session ends.
+    fn handshake(&mut self, now: Instant, qr: PhoneQr, msg1: &[u8]) -> PhoneState {
+        match self.respond(qr, msg1) {
+            Ok(channel) => {
+                self.out.push_back(PhoneOutput::HandshakeDone);
+                self.timer = Some(deadline(now, self.timeouts.request));
+                PhoneState::WaitingForRequest(Box::new(channel))
+            }
+            Err(failure) => {
+                self.state = PhoneState::Open;
+                self.finish(Err(failure));
+                PhoneState::Done
+            }
+        }
     }
 
     /// Something happened at `now`.
@@ -994,23 +1015,17 @@ impl PhoneEngine {
                 // handshake message follows on the channel, within the laptop limit.
                 self.out.push_back(PhoneOutput::StopAdvertising);
                 self.out.push_back(PhoneOutput::UseDataChannel);
-                PhoneState::Advertising(qr)
+                PhoneState::Joined(qr)
             }
             (PhoneState::Advertising(qr), PhoneInput::Received(msg1)) => {
-                // The laptop found us: stop advertising whatever follows.
+                // The laptop found us through the relay: stop advertising whatever follows.
                 self.out.push_back(PhoneOutput::StopAdvertising);
-                match self.respond(*qr, &msg1) {
-                    Ok(channel) => {
-                        self.out.push_back(PhoneOutput::HandshakeDone);
-                        self.timer = Some(deadline(now, self.timeouts.request));
-                        PhoneState::WaitingForRequest(Box::new(channel))
-                    }
-                    Err(failure) => {
-                        self.state = PhoneState::Open;
-                        self.finish(Err(failure));
-                        return;
-                    }
-                }
+                self.state = self.handshake(now, *qr, &msg1);
+                return;
+            }
+            (PhoneState::Joined(qr), PhoneInput::Received(msg1)) => {
+                self.state = self.handshake(now, *qr, &msg1);
+                return;
             }
             (PhoneState::WaitingForRequest(mut channel), PhoneInput::Received(m)) => {
                 let step = Step::WaitingForRequest;

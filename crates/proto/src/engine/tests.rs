@@ -1049,6 +1049,11 @@ fn data_channel_ceremony_keeps_the_relay_out() {
         .position(|o| *o == PhoneOutput::HandshakeDone);
     assert!(i.is_some() && i < j, "{:?}", p.phone_log);
     assert_eq!(p.phone_log[i.unwrap() - 1], PhoneOutput::StopAdvertising);
+    let stops = p
+        .phone_log
+        .iter()
+        .filter(|o| **o == PhoneOutput::StopAdvertising);
+    assert_eq!(stops.count(), 1, "{:?}", p.phone_log);
 }
 
 #[test]
