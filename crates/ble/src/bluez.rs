@@ -409,6 +409,21 @@ mod linux {
         }
     }
 
+    /// A sequential-packet L2CAP socket bound to `local`: insecure LE, SDUs up to
+    /// [`L2CAP_MTU`].
+    fn l2cap_socket(
+        local: bluer::l2cap::SocketAddr,
+    ) -> Result<bluer::l2cap::Socket<bluer::l2cap::SeqPacket>, Error> {
+        let socket = bluer::l2cap::Socket::new_seq_packet()
+            .map_err(|e| channel_error("cannot create an L2CAP socket", e))?;
+        socket
+            .set_security(insecure())
+            .and_then(|()| socket.set_recv_mtu(L2CAP_MTU))
+            .and_then(|()| socket.bind(local))
+            .map_err(|e| channel_error("cannot set up the L2CAP socket", e))?;
+        Ok(socket)
+    }
+
     fn channel_error(what: &str, e: impl std::fmt::Display) -> Error {
         Error::DataChannel(format!("{what}: {e}"))
     }
@@ -434,13 +449,7 @@ mod linux {
                 bounded("read the phone's address type", device.address_type()).await
             })
             .await?;
-            let socket = bluer::l2cap::Socket::new_seq_packet()
-                .map_err(|e| channel_error("cannot create an L2CAP socket", e))?;
-            socket
-                .set_security(insecure())
-                .and_then(|()| socket.set_recv_mtu(L2CAP_MTU))
-                .and_then(|()| socket.bind(bluer::l2cap::SocketAddr::any_le()))
-                .map_err(|e| channel_error("cannot set up the L2CAP socket", e))?;
+            let socket = l2cap_socket(bluer::l2cap::SocketAddr::any_le())?;
             let peer = bluer::l2cap::SocketAddr::new(addr, addr_type, psm);
             let channel = socket.connect(peer).await.map_err(|e| {
                 channel_error(&format!("cannot connect to {address} on PSM {psm:#06x}"), e)
@@ -458,14 +467,8 @@ mod linux {
                 self.adapter.address_type(),
             )
             .await?;
-            let socket = bluer::l2cap::Socket::new_seq_packet()
-                .map_err(|e| channel_error("cannot create an L2CAP socket", e))?;
-            socket
-                .set_security(insecure())
-                .and_then(|()| socket.set_recv_mtu(L2CAP_MTU))
-                // PSM 0: the kernel picks a free dynamic one.
-                .and_then(|()| socket.bind(bluer::l2cap::SocketAddr::new(addr, addr_type, 0)))
-                .map_err(|e| channel_error("cannot bind an L2CAP socket", e))?;
+            // PSM 0: the kernel picks a free dynamic one.
+            let socket = l2cap_socket(bluer::l2cap::SocketAddr::new(addr, addr_type, 0))?;
             let psm = socket
                 .local_addr()
                 .map_err(|e| channel_error("cannot read the L2CAP PSM", e))?
