@@ -181,58 +181,37 @@ pub trait Advertiser: Send + Sync + std::fmt::Debug {
     }
 }
 
-impl<T: Scanner + ?Sized> Scanner for Box<T> {
-    fn scan<'a>(&'a self, uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
-        (**self).scan(uuids)
-    }
+/// `Box<dyn Scanner>`, `Arc<dyn Advertiser>` and the like are radios too.
+macro_rules! forward_radio {
+    ($($ptr:ident),*) => {$(
+        impl<T: Scanner + ?Sized> Scanner for $ptr<T> {
+            fn scan<'a>(&'a self, uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
+                (**self).scan(uuids)
+            }
 
-    fn open_data_channel<'a>(
-        &'a self,
-        address: &'a str,
-        psm: u16,
-    ) -> BoxFuture<'a, Result<DataChannel, Error>> {
-        (**self).open_data_channel(address, psm)
-    }
+            fn open_data_channel<'a>(
+                &'a self,
+                address: &'a str,
+                psm: u16,
+            ) -> BoxFuture<'a, Result<DataChannel, Error>> {
+                (**self).open_data_channel(address, psm)
+            }
+        }
+
+        impl<T: Advertiser + ?Sized> Advertiser for $ptr<T> {
+            fn advertise<'a>(
+                &'a self,
+                uuid16: u16,
+                service_data: &'a [u8],
+            ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>> {
+                (**self).advertise(uuid16, service_data)
+            }
+
+            fn listen_data_channel(&self) -> BoxFuture<'_, Result<DataChannelListener, Error>> {
+                (**self).listen_data_channel()
+            }
+        }
+    )*};
 }
 
-impl<T: Scanner + ?Sized> Scanner for Arc<T> {
-    fn scan<'a>(&'a self, uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
-        (**self).scan(uuids)
-    }
-
-    fn open_data_channel<'a>(
-        &'a self,
-        address: &'a str,
-        psm: u16,
-    ) -> BoxFuture<'a, Result<DataChannel, Error>> {
-        (**self).open_data_channel(address, psm)
-    }
-}
-
-impl<T: Advertiser + ?Sized> Advertiser for Box<T> {
-    fn advertise<'a>(
-        &'a self,
-        uuid16: u16,
-        service_data: &'a [u8],
-    ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>> {
-        (**self).advertise(uuid16, service_data)
-    }
-
-    fn listen_data_channel(&self) -> BoxFuture<'_, Result<DataChannelListener, Error>> {
-        (**self).listen_data_channel()
-    }
-}
-
-impl<T: Advertiser + ?Sized> Advertiser for Arc<T> {
-    fn advertise<'a>(
-        &'a self,
-        uuid16: u16,
-        service_data: &'a [u8],
-    ) -> BoxFuture<'a, Result<AdvertisingHandle, Error>> {
-        (**self).advertise(uuid16, service_data)
-    }
-
-    fn listen_data_channel(&self) -> BoxFuture<'_, Result<DataChannelListener, Error>> {
-        (**self).listen_data_channel()
-    }
-}
+forward_radio!(Box, Arc);

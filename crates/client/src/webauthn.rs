@@ -505,21 +505,43 @@ impl CreationOptions {
     }
 }
 
+/// The getters both kinds of options have.
+macro_rules! common_getters {
+    () => {
+        /// The page's origin these options were checked against.
+        pub fn origin(&self) -> &Origin {
+            &self.origin
+        }
+
+        /// The relying party ID the credential is scoped to (checked against the origin).
+        pub fn rp_id(&self) -> &str {
+            &self.rp_id
+        }
+
+        /// The relying party's challenge, decoded.
+        pub fn challenge(&self) -> &[u8] {
+            &self.challenge
+        }
+
+        /// `userVerification`.
+        pub fn user_verification(&self) -> UserVerification {
+            self.user_verification
+        }
+
+        /// `timeout` in milliseconds, if the relying party gave one.
+        pub fn timeout_ms(&self) -> Option<u64> {
+            self.timeout_ms
+        }
+
+        /// The extensions this client understands.
+        pub fn extensions(&self) -> &Extensions {
+            &self.extensions
+        }
+    };
+}
+
 impl CreationOptions {
-    /// The page's origin these options were checked against.
-    pub fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    /// The relying party ID the credential is scoped to (checked against the origin).
-    pub fn rp_id(&self) -> &str {
-        &self.rp_id
-    }
-
-    /// The relying party's challenge, decoded.
-    pub fn challenge(&self) -> &[u8] {
-        &self.challenge
-    }
+    common_getters!();
 
     /// `user.id`, decoded.
     pub fn user_id(&self) -> &[u8] {
@@ -534,21 +556,6 @@ impl CreationOptions {
     /// `authenticatorSelection.residentKey` (or `requireResidentKey`).
     pub fn resident_key(&self) -> ResidentKey {
         self.resident_key
-    }
-
-    /// `authenticatorSelection.userVerification`.
-    pub fn user_verification(&self) -> UserVerification {
-        self.user_verification
-    }
-
-    /// `timeout` in milliseconds, if the relying party gave one.
-    pub fn timeout_ms(&self) -> Option<u64> {
-        self.timeout_ms
-    }
-
-    /// The extensions this client understands.
-    pub fn extensions(&self) -> &Extensions {
-        &self.extensions
     }
 }
 
@@ -591,39 +598,11 @@ impl RequestOptions {
 }
 
 impl RequestOptions {
-    /// The page's origin these options were checked against.
-    pub fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    /// The relying party ID (checked against the origin).
-    pub fn rp_id(&self) -> &str {
-        &self.rp_id
-    }
-
-    /// The relying party's challenge, decoded.
-    pub fn challenge(&self) -> &[u8] {
-        &self.challenge
-    }
+    common_getters!();
 
     /// `allowCredentials` (empty: a discoverable credential is asked for).
     pub fn allow(&self) -> &[CredentialDescriptor] {
         &self.allow
-    }
-
-    /// `userVerification`.
-    pub fn user_verification(&self) -> UserVerification {
-        self.user_verification
-    }
-
-    /// `timeout` in milliseconds, if the relying party gave one.
-    pub fn timeout_ms(&self) -> Option<u64> {
-        self.timeout_ms
-    }
-
-    /// The extensions this client understands.
-    pub fn extensions(&self) -> &Extensions {
-        &self.extensions
     }
 }
 

@@ -1017,14 +1017,12 @@ async fn a_data_channel_ceremony_leaves_the_relay_out_and_is_verified_by_an_inde
         .expect("the laptop finishes")
         .expect("registration over the data channel");
     drop(events);
-    let outcome = tokio::time::timeout(T, phone).await.unwrap().unwrap();
-    assert_eq!(
-        outcome.unwrap(),
-        PhoneOutcome {
-            command: 0x01,
-            status: 0x00
-        }
-    );
+    let outcome = tokio::time::timeout(T, phone)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((outcome.command, outcome.status), (0x01, 0x00));
     verify_registration(&rp, &reg, &state);
     let events = watcher.await.unwrap();
     assert!(
