@@ -1,0 +1,157 @@
+#!/bin/bash
+# shellcheck disable=SC2317 # functions called through wait_for look unreachable to it
+# The VM tier's second stage, run by the initramfs as PID 1 inside the guest (see run.sh):
+# the host's files are the root (read-only, under a tmpfs overlay), /proc, /sys and /dev are
+# mounted. This sets up the rest (tmpfs, the job and shared directories, kernel modules,
+# loopback, D-Bus, two btvirt controllers, bluetoothd), runs the job's command, records its
+# exit status and powers the guest off. Nothing here is meant to run on the host.
+set -uo pipefail
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+job=/run/hybridge-vm
+setup_log=/dev/console
+
+log() {
+  local up
+  up=$(cut -d' ' -f1 /proc/uptime)
+  echo "[$up] $*" >>"$setup_log"
+}
+
+# Ends the guest. Also the end when setup fails: the host then reports the setup log.
+power_off() {
+  sync
+  /bin/busybox poweroff -f
+  # Not reached; if it were, PID 1 exiting panics the kernel, and panic=-1 with QEMU's
+  # -no-reboot ends the guest as well.
+  exit 1
+}
+
+fail() {
+  log "setup failed: $*"
+  if [ -d "$job/logs" ]; then dmesg >"$job/logs/dmesg.log" 2>&1; fi
+  power_off
+}
+
+# Waits up to $1 seconds for the command after it to succeed, trying every $2 seconds. The
+# deadline is on the clock, not a count of tries: under emulation a try can take seconds.
+wait_for() {
+  local deadline=$((SECONDS + $1)) every=$2
+  shift 2
+  while ((SECONDS < deadline)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep "$every"
+  done
+  "$@" >/dev/null 2>&1
+}
+
+# --- file systems -----------------------------------------------------------------------------
+mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "mount /tmp"
+mount -t tmpfs -o mode=0755 tmpfs /run || fail "mount /run"
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || fail "mount /dev/pts"
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail "mount /dev/shm"
+mkdir -p "$job"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 job "$job" || fail "mount the job directory"
+setup_log=$job/logs/setup.log
+log "job directory mounted"
+
+i=0
+while IFS= read -r -d '' dir; do
+  mkdir -p "$dir" || fail "create the mount point $dir"
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "share$i" "$dir" ||
+    fail "mount --share $dir"
+  i=$((i + 1))
+done <"$job/shares"
+
+# The guest kernel's modules, where modprobe looks for them.
+moddir=$(cat "$job/moddir")
+kver=$(uname -r)
+mkdir -p "/lib/modules/$kver"
+mount --bind "$moddir" "/lib/modules/$kver" || fail "bind the kernel modules"
+
+hostname hybridge-vm
+ip link set lo up || fail "bring the loopback interface up"
+
+# No udev: nothing loads drivers on demand. hid_generic gives UHID devices a hidraw node.
+modprobe -a hci_vhci uhid hid_generic || fail "modprobe hci_vhci uhid hid_generic"
+[ -e /dev/uhid ] || fail "no /dev/uhid after modprobe uhid"
+log "modules loaded"
+
+# --- D-Bus, two controllers, bluetoothd -----------------------------------------------------
+mkdir -p /run/dbus
+dbus-daemon --system --fork >>"$job/logs/dbus.log" 2>&1 || fail "start the system D-Bus"
+wait_for 10 0.1 test -S /run/dbus/system_bus_socket || fail "the system D-Bus socket did not appear"
+log "system D-Bus running"
+
+# Both controllers from one btvirt (they hear each other), LE only. bluetoothd starts only
+# after both are registered: started together under emulation, one controller's reset times
+# out and it never appears.
+both_controllers() {
+  local info
+  info=$(timeout -k 2 5 btmgmt info 2>&1 | tee -a "$job/logs/btmgmt.log") || return 1
+  grep -q '^hci0:' <<<"$info" && grep -q '^hci1:' <<<"$info"
+}
+# The kernel answers a new controller with HCI Reset and gives up after 2 s; btvirt answers
+# only once it has set up both, so nothing slow may happen in between. Loading the crypto
+# modules it (and the kernel's SMP) would otherwise have loaded on demand, one modprobe each,
+# took that long under emulation ("hci0: Opcode 0x0c03 failed: -110"). If a reset still
+# times out, the controller never appears: start btvirt again, a few times.
+modprobe -a af_alg algif_hash algif_skcipher cmac ecb ccm aesni_intel ||
+  fail "modprobe the crypto modules btvirt uses"
+btvirt_pid=
+for attempt in 1 2 3; do
+  btvirt -L -l2 >>"$job/logs/btvirt.log" 2>&1 &
+  btvirt_pid=$!
+  if wait_for 20 0.1 test -e /sys/class/bluetooth/hci0 -a -e /sys/class/bluetooth/hci1 &&
+    wait_for 15 1 both_controllers; then
+    break
+  fi
+  log "btvirt attempt $attempt: not both controllers; $(dmesg | grep -c 'Opcode.*failed') failed HCI commands so far"
+  kill "$btvirt_pid" 2>/dev/null
+  wait "$btvirt_pid" 2>/dev/null
+  btvirt_pid=
+  wait_for 10 0.2 test ! -e /sys/class/bluetooth/hci0 -a ! -e /sys/class/bluetooth/hci1
+done
+[ -n "$btvirt_pid" ] || fail "btvirt did not provide hci0 and hci1 in 3 attempts"
+log "btvirt: hci0 and hci1 registered (attempt $attempt)"
+
+bluetoothd=/usr/libexec/bluetooth/bluetoothd
+[ -x "$bluetoothd" ] || bluetoothd=/usr/sbin/bluetoothd
+"$bluetoothd" --nodetach --debug >>"$job/logs/bluetoothd.log" 2>&1 &
+bluez_adapters() {
+  local objects
+  objects=$(timeout -k 2 5 dbus-send --system --print-reply --dest=org.bluez / \
+    org.freedesktop.DBus.ObjectManager.GetManagedObjects 2>/dev/null) || return 1
+  grep -q '"/org/bluez/hci0"' <<<"$objects" && grep -q '"/org/bluez/hci1"' <<<"$objects"
+}
+wait_for 30 1 bluez_adapters || fail "bluetoothd did not show hci0 and hci1 on D-Bus within 30 s"
+# bluetoothd powers controllers on (AutoEnable); make sure, and wait until both say so.
+powered() {
+  timeout -k 2 5 btmgmt --index "$1" info 2>/dev/null | grep -q 'current settings:.*powered'
+}
+for index in 0 1; do
+  powered "$index" || timeout -k 2 10 btmgmt --index "$index" power on >>"$setup_log" 2>&1 || true
+  wait_for 15 0.5 powered "$index" || fail "hci$index did not power on"
+done
+log "bluetoothd running; hci0 and hci1 powered"
+cut -d' ' -f1 /proc/modules | sort >"$job/logs/modules.txt"
+
+# --- the command ------------------------------------------------------------------------------
+mapfile -t -d '' cmd <"$job/cmd"
+# CMD's standard input is empty but never ends, like a terminal nobody types on: BlueZ's
+# interactive tools (btmgmt, bluetoothctl) quit at the end of their input before BlueZ answers.
+mkfifo /run/hybridge-vm-stdin
+exec 3<>/run/hybridge-vm-stdin
+cwd=$(cat "$job/cwd")
+log "running: ${cmd[*]}"
+(
+  # shellcheck disable=SC1091 # written by run.sh for this job
+  . "$job/env"
+  export HYBRIDGE_VM=1
+  cd "$cwd" || exit 125
+  exec "${cmd[@]}"
+) </run/hybridge-vm-stdin 3>&- >>"$job/stdout" 2>>"$job/stderr"
+status=$?
+log "exit status $status"
+echo "$status" >"$job/status"
+power_off
