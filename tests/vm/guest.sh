@@ -48,6 +48,11 @@ wait_for() {
 mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "mount /tmp"
 mount -t tmpfs -o mode=0755 tmpfs /run || fail "mount /run"
 mkdir -p /dev/pts /dev/shm
+# What udev or systemd would link in /dev: bash's <(...) needs /dev/fd.
+ln -sfn /proc/self/fd /dev/fd
+ln -sfn /proc/self/fd/0 /dev/stdin
+ln -sfn /proc/self/fd/1 /dev/stdout
+ln -sfn /proc/self/fd/2 /dev/stderr
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || fail "mount /dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail "mount /dev/shm"
 mkdir -p "$job"
@@ -88,7 +93,7 @@ log "system D-Bus running"
 # out and it never appears.
 both_controllers() {
   local info
-  info=$(timeout -k 2 5 btmgmt info 2>&1 | tee -a "$job/logs/btmgmt.log") || return 1
+  info=$(timeout -k 2 5 btmgmt info 2>/dev/null) || return 1
   grep -q '^hci0:' <<<"$info" && grep -q '^hci1:' <<<"$info"
 }
 # The kernel answers a new controller with HCI Reset and gives up after 2 s; btvirt answers
@@ -115,24 +120,7 @@ done
 [ -n "$btvirt_pid" ] || fail "btvirt did not provide hci0 and hci1 in 3 attempts"
 log "btvirt: hci0 and hci1 registered (attempt $attempt)"
 
-bluetoothd=/usr/libexec/bluetooth/bluetoothd
-[ -x "$bluetoothd" ] || bluetoothd=/usr/sbin/bluetoothd
-"$bluetoothd" --nodetach --debug >>"$job/logs/bluetoothd.log" 2>&1 &
-bluez_adapters() {
-  local objects
-  objects=$(timeout -k 2 5 dbus-send --system --print-reply --dest=org.bluez / \
-    org.freedesktop.DBus.ObjectManager.GetManagedObjects 2>/dev/null) || return 1
-  grep -q '"/org/bluez/hci0"' <<<"$objects" && grep -q '"/org/bluez/hci1"' <<<"$objects"
-}
-wait_for 30 1 bluez_adapters || fail "bluetoothd did not show hci0 and hci1 on D-Bus within 30 s"
-# bluetoothd powers controllers on (AutoEnable); make sure, and wait until both say so.
-powered() {
-  timeout -k 2 5 btmgmt --index "$1" info 2>/dev/null | grep -q 'current settings:.*powered'
-}
-for index in 0 1; do
-  powered "$index" || timeout -k 2 10 btmgmt --index "$index" power on >>"$setup_log" 2>&1 || true
-  wait_for 15 0.5 powered "$index" || fail "hci$index did not power on"
-done
+"$(dirname "$0")/bluetoothd.sh" >>"$setup_log" 2>&1 || fail "bluetoothd is not ready"
 log "bluetoothd running; hci0 and hci1 powered"
 cut -d' ' -f1 /proc/modules | sort >"$job/logs/modules.txt"
 
