@@ -44,7 +44,7 @@ bluetoothd=/usr/libexec/bluetooth/bluetoothd
 mkdir -p "$logs"
 setsid "$bluetoothd" --nodetach --debug </dev/null >>"$logs/bluetoothd.log" 2>&1 &
 
-wait_for 30 1 bluez_adapters || {
+wait_for 30 0.5 bluez_adapters || {
   echo "bluetoothd did not show hci0 and hci1 on D-Bus within 30 s" >&2
   exit 1
 }

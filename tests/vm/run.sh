@@ -5,6 +5,7 @@
 #
 #   tests/vm/run.sh [OPTIONS] -- CMD [ARGS...]   run CMD in the guest, in the current directory
 #   tests/vm/run.sh [OPTIONS]                    build, then run the VM tests (vm:: in e2e)
+#   tests/vm/run.sh --prepare                    only fetch the kernel and build the initramfs
 #
 # The guest runs Debian's stock kernel (fetched with `apt-get download`, never installed as the
 # host's kernel) on the host's own files: the host's / over virtio-9p, read-only, under an
@@ -21,6 +22,7 @@
 #   --logs DIR       copy the guest's logs (console, btvirt, bluetoothd, dbus) to DIR
 #   --memory MB      guest memory (default 2048)
 #   -v, --verbose    show the guest's console and setup progress on stderr
+#   --prepare        fetch the kernel and build the initramfs if they are not cached, then stop
 #
 # Exit status: CMD's own; 124 on timeout; 125 when the guest could not be set up; 130 on
 # Ctrl-C. Set HYBRIDGE_VM_CACHE to keep the kernel and initramfs elsewhere than
@@ -38,6 +40,7 @@ memory=2048
 verbose=0
 cmd=()
 have_cmd=0
+prepare=0
 
 die() {
   echo "vm: $*" >&2
@@ -80,6 +83,10 @@ while [ $# -gt 0 ]; do
     ;;
   -v | --verbose)
     verbose=1
+    shift
+    ;;
+  --prepare)
+    prepare=1
     shift
     ;;
   -h | --help)
@@ -229,6 +236,11 @@ if [ ! -f "$initramfs" ]; then
   find "$ktree" -maxdepth 1 -name 'initramfs-*.cpio' ! -name "${initramfs##*/}" -delete
 fi
 
+if [ "$prepare" = 1 ]; then
+  echo "vm: ready: $kernel, $initramfs" >&2
+  exit 0
+fi
+
 # ---------------------------------------------------------------------------------------------
 # No command: the VM test suite. Build on the host, then run the e2e test binary's vm:: tests
 # in one guest boot, with the binaries the harness would otherwise build itself.
@@ -242,7 +254,9 @@ if [ "$have_cmd" = 0 ]; then
   [ -n "$target_dir" ] || die "cannot find cargo's target directory"
   echo "vm: building the e2e tests and the binaries on the host" >&2
   # The e2e test binary: the compiler-artifact message for target "e2e" names its executable.
-  exe=$(cargo test -p hybridge-tests --test e2e --no-run --message-format=json |
+  # Built as `cargo test --workspace` builds it (features unified over the workspace), so after
+  # that command this is no build at all; `-p hybridge-tests` would build a second e2e.
+  exe=$(cargo test --workspace --test e2e --no-run --message-format=json |
     grep '"name":"e2e"' | grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
   if [ -z "$exe" ] || [ ! -x "$exe" ]; then
     die "cargo test --no-run did not report the e2e test executable"
@@ -256,6 +270,7 @@ if [ "$have_cmd" = 0 ]; then
   if [ -n "$logs_dir" ]; then inner+=(--logs "$logs_dir"); fi
   if [ "$verbose" = 1 ]; then inner+=(-v); fi
   for kv in "${envs[@]}"; do inner+=(--env "$kv"); done
+  for dir in "${shares[@]}"; do inner+=(--share "$dir"); done
   # shellcheck disable=SC2016 # expanded by the guest's bash, from its arguments
   "$0" "${inner[@]}" -- bash -c 'cd "$1" && exec "$2" --ignored --test-threads=1 vm::' vm-suite "$repo/tests" "$exe" |
     tee "$out" || status=$?
@@ -329,13 +344,15 @@ if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && [ ! -d /sys/module/kv
 fi
 say "booting $kpkg under $accel"
 
+# cryptomgr.notests: the kernel's crypto self-tests (ECDH and friends, run as bluetooth and the
+# modules btvirt needs load) cost seconds under emulation; mitigations=off: a throwaway guest.
 # shellcheck disable=SC2054 # the commas are QEMU's option syntax
 qemu_args=(
   -machine q35,accel="$accel" -cpu "$cpu" -smp 2 -m "$memory"
   -nodefaults -no-user-config -display none -no-reboot -nic none
   -serial file:"$job/console.log"
   -kernel "$kernel" -initrd "$initramfs"
-  -append "console=ttyS0 quiet loglevel=3 panic=-1 hybridge.stage2=$here/guest.sh"
+  -append "console=ttyS0 quiet loglevel=3 panic=-1 cryptomgr.notests mitigations=off hybridge.stage2=$here/guest.sh"
   -virtfs local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap
   -virtfs "local,path=$job,mount_tag=job,security_model=none"
 )
