@@ -96,22 +96,36 @@ both_controllers() {
   info=$(timeout -k 2 5 btmgmt info 2>/dev/null) || return 1
   grep -q '^hci0:' <<<"$info" && grep -q '^hci1:' <<<"$info"
 }
-# The kernel answers a new controller with HCI Reset and gives up after 2 s; btvirt answers
-# only once it has set up both, so nothing slow may happen in between. Loading the crypto
-# modules it (and the kernel's SMP) would otherwise have loaded on demand, one modprobe each,
-# took that long under emulation ("hci0: Opcode 0x0c03 failed: -110"). If a reset still
-# times out, the controller never appears: start btvirt again, a few times.
+# The kernel sends a new controller HCI Reset at once and gives up after 2 s; under emulation
+# btvirt, still starting up, sometimes answers too late ("hci0: Opcode 0x0c03 failed: -110")
+# and that controller never appears. Loading beforehand the crypto modules that would
+# otherwise be loaded on demand (one modprobe each, seconds under emulation) made it rarer;
+# when it still happens, start btvirt again, a few times.
 modprobe -a af_alg algif_hash algif_skcipher cmac ecb ccm aesni_intel ||
   fail "modprobe the crypto modules btvirt uses"
+failed_commands() {
+  dmesg | grep -c 'Bluetooth: hci[0-9]*: Opcode .* failed'
+}
+# Both controllers listed: 0; a controller's command failed (it will never appear): 1; neither
+# yet after 20 s: 1.
+controllers_up() {
+  local before=$1 deadline=$((SECONDS + 20))
+  while ((SECONDS < deadline)); do
+    if both_controllers; then return 0; fi
+    if (($(failed_commands) > before)); then return 1; fi
+    sleep 0.5
+  done
+  return 1
+}
 btvirt_pid=
 for attempt in 1 2 3; do
+  before=$(failed_commands)
   btvirt -L -l2 >>"$job/logs/btvirt.log" 2>&1 &
   btvirt_pid=$!
-  if wait_for 20 0.1 test -e /sys/class/bluetooth/hci0 -a -e /sys/class/bluetooth/hci1 &&
-    wait_for 15 1 both_controllers; then
+  if controllers_up "$before"; then
     break
   fi
-  log "btvirt attempt $attempt: not both controllers; $(dmesg | grep -c 'Opcode.*failed') failed HCI commands so far"
+  log "btvirt attempt $attempt: not both controllers: $(dmesg | grep 'Bluetooth: hci[0-9]*: Opcode' | tail -n 1)"
   kill "$btvirt_pid" 2>/dev/null
   wait "$btvirt_pid" 2>/dev/null
   btvirt_pid=

@@ -118,8 +118,13 @@ command -v dbus-daemon >/dev/null 2>&1 || need_pkgs+=(dbus-daemon)
 command -v dpkg-deb >/dev/null 2>&1 || need_pkgs+=(dpkg)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
-  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
-  die "the VM tier needs ${need_pkgs[*]}: apt-get install ${need_pkgs[*]}"
+  declare -A seen=()
+  missing=()
+  for pkg in "${need_pkgs[@]}"; do
+    if [ -z "${seen[$pkg]:-}" ]; then missing+=("$pkg"); fi
+    seen[$pkg]=1
+  done
+  die "the VM tier needs ${missing[*]}: apt-get install ${missing[*]}"
 fi
 if [ -x /bin/busybox ] && ! /bin/busybox --list | grep -qx switch_root; then
   die "/bin/busybox has no switch_root applet: apt-get install busybox-static"
