@@ -15,6 +15,10 @@ use hybridge_tests::proxy::BitFlipProxy;
 use hybridge_tests::rp::{ORIGIN, Rp};
 use hybridge_tests::{TempDir, closed_tcp_port, free_udp_port, hybridge, is_root, relay_bin};
 
+/// The same ceremonies over real BlueZ, in the VM tier (`tests/vm/run.sh`); ignored elsewhere.
+#[path = "e2e/vm.rs"]
+mod vm;
+
 /// Limit on any one process; generous, for a loaded two-core machine.
 const T: Duration = Duration::from_secs(90);
 const PIN: &str = "2468";

@@ -1,0 +1,373 @@
+//! The VM tier: the same processes over real BlueZ. `tests/vm/run.sh` boots a QEMU guest with
+//! two emulated LE controllers (btvirt: `hci0` for the laptop, `hci1` for the phone) and
+//! bluetoothd, and runs these tests there in one boot, one at a time (they share the two
+//! controllers). On the host they are ignored: run them with `tests/vm/run.sh`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const IN_VM: &str = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh";
+
+/// The laptop's and the phone's controllers.
+const LAPTOP_BLE: &str = "bluez:hci0";
+const PHONE_BLE: &str = "bluez:hci1";
+
+/// Exit code of `hybridge` when the radio cannot be used.
+const EXIT_RADIO: i32 = 8;
+
+/// Refuses to run outside the guest: on a host these tests would only test its Bluetooth.
+fn require_vm() {
+    assert!(
+        std::env::var_os("HYBRIDGE_VM").is_some(),
+        "this test {IN_VM}, which sets HYBRIDGE_VM"
+    );
+}
+
+/// `btmgmt --index N ARGS`, which must succeed; its stdout.
+fn btmgmt(index: u8, args: &[&str]) -> String {
+    let (ok, text) = try_btmgmt(index, args);
+    assert!(ok, "btmgmt --index {index} {args:?} failed: {text}");
+    text
+}
+
+/// `btmgmt --index N ARGS`: whether it succeeded, and its output.
+fn try_btmgmt(index: u8, args: &[&str]) -> (bool, String) {
+    // btmgmt quits when its stdin ends, before BlueZ answers: keep stdin open until it exits.
+    let mut child = Command::new("timeout")
+        .args(["10", "btmgmt", "--index", &index.to_string()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run btmgmt");
+    let stdin = child.stdin.take();
+    let mut text = String::new();
+    let mut err = String::new();
+    use std::io::Read as _;
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut text);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait().expect("wait for btmgmt");
+    drop(stdin);
+    (status.success(), text + &err)
+}
+
+fn powered(index: u8) -> bool {
+    btmgmt(index, &["info"])
+        .lines()
+        .any(|l| l.trim_start().starts_with("current settings:") && l.contains("powered"))
+}
+
+/// Powers a controller off, and on again when dropped, so the next test finds it as the
+/// guest set it up.
+struct PoweredOff(u8);
+
+impl PoweredOff {
+    fn new(index: u8) -> PoweredOff {
+        btmgmt(index, &["power", "off"]);
+        assert!(!powered(index), "hci{index} is still powered");
+        PoweredOff(index)
+    }
+}
+
+impl Drop for PoweredOff {
+    fn drop(&mut self) {
+        let _ = try_btmgmt(self.0, &["power", "on"]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !powered(self.0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// One ceremony with the advert over BlueZ, hci1 to hci0; returns the laptop's stdout.
+fn ceremony_bluez(ceremony: &str, p: &Phone, options: &str, relay: &RelayProc) -> String {
+    let opts = p.file(&format!("{ceremony}.json"), options);
+    let mut l = laptop(
+        Command::new(hybridge()),
+        ceremony,
+        &opts,
+        LAPTOP_BLE,
+        &relay.url(),
+        &["--scan-timeout", "60s"],
+    );
+    let qr = qr_of(&l);
+    let mut ph = phone(
+        Command::new(hybridge()),
+        p,
+        &qr,
+        PHONE_BLE,
+        &relay.url(),
+        &["--yes"],
+    );
+    let code = l.code(T);
+    assert_eq!(code, 0, "the laptop failed\n{}{}", l.dump(), ph.dump());
+    let code = ph.code(T);
+    assert_eq!(code, 0, "the phone failed\n{}{}", l.dump(), ph.dump());
+    l.stdout()
+}
+
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn register_and_sign_in_over_bluez_verified_by_an_independent_rp() {
+    require_vm();
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("bluez");
+
+    let (options, state) = rp.creation_options("alice");
+    let out = ceremony_bluez("register", &p, &options, &relay);
+    let credential = rp
+        .verify_registration(&out, &state)
+        .expect("the RP accepts the registration");
+
+    let (options, state) = rp.request_options(vec![credential]);
+    let out = ceremony_bluez("sign-in", &p, &options, &relay);
+    let result = rp
+        .verify_assertion(&out, &state)
+        .expect("the RP accepts the assertion");
+    assert!(result.user_verified());
+    assert_eq!(
+        relay.metric("hybridge_relay_connections_total"),
+        4.0,
+        "each ceremony is one phone and one laptop connection to the relay"
+    );
+}
+
+/// The laptop alone, scanning on `ble` for `scan_timeout` (no phone, no relay: the relay URL
+/// is a closed port, so a laptop that got past the scan would fail with exit code 5).
+fn lonely_laptop(name: &str, ble: &str, scan_timeout: &str) -> (Phone, Proc) {
+    let rp = Rp::new();
+    let p = Phone::new(name);
+    let (options, _) = rp.creation_options(name);
+    let opts = p.file("register.json", &options);
+    let relay = format!("ws://127.0.0.1:{}", closed_tcp_port());
+    let l = laptop(
+        Command::new(hybridge()),
+        "register",
+        &opts,
+        ble,
+        &relay,
+        &["--scan-timeout", scan_timeout],
+    );
+    (p, l)
+}
+
+/// Runs the laptop to its end; returns its exit code and how long it ran.
+fn run_to_end(l: &mut Proc, start: Instant) -> (i32, Duration) {
+    let code = l.code(T);
+    assert!(l.stdout().is_empty(), "{}", l.dump());
+    (code, start.elapsed())
+}
+
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn a_controller_that_does_not_exist_is_named_in_the_error() {
+    require_vm();
+    let start = Instant::now();
+    let (_p, mut l) = lonely_laptop("bluez-none", "bluez:hci7", "30s");
+    let (code, took) = run_to_end(&mut l, start);
+    assert_eq!(code, EXIT_RADIO, "{}", l.dump());
+    assert!(
+        took < Duration::from_secs(15),
+        "took {took:?}\n{}",
+        l.dump()
+    );
+    assert!(
+        l.stderr()
+            .contains("no Bluetooth adapter found named \"hci7\""),
+        "{}",
+        l.dump()
+    );
+}
+
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn a_powered_off_controller_is_powered_on_by_the_scan() {
+    // What happens today: btleplug starts a scan through bluez-async's
+    // start_discovery_on_adapter_with_filter, which first sets the adapter's Powered property.
+    // So "Bluetooth off" in the BlueZ sense is undone by the laptop, not reported. If that
+    // changes (an error instead), this test says so.
+    require_vm();
+    let off = PoweredOff::new(0);
+    let start = Instant::now();
+    let (_p, mut l) = lonely_laptop("bluez-off", LAPTOP_BLE, "5s");
+    let (code, took) = run_to_end(&mut l, start);
+    assert_eq!(code, EXIT_TIMEOUT, "{}", l.dump());
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?}\n{}",
+        l.dump()
+    );
+    assert!(l.stderr().contains("no phone advert"), "{}", l.dump());
+    assert!(powered(off.0), "the scan did not power hci0 on");
+}
+
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn a_controller_blocked_by_rfkill_fails_the_scan_at_once() {
+    require_vm();
+    let _blocked = RfkillBlocked::new(0);
+    let start = Instant::now();
+    let (_p, mut l) = lonely_laptop("bluez-rfkill", LAPTOP_BLE, "30s");
+    let (code, took) = run_to_end(&mut l, start);
+    assert_eq!(code, EXIT_RADIO, "{}", l.dump());
+    assert!(
+        took < Duration::from_secs(15),
+        "took {took:?}, as if it waited for the scan timeout\n{}",
+        l.dump()
+    );
+    // Today's message is "the radio failed while scanning for the phone: Bluetooth start
+    // scanning failed: Failed": it names the step but not the cause (BlueZ's Powered=true
+    // refused because of the rfkill block).
+    assert!(l.stderr().contains("scanning"), "{}", l.dump());
+}
+
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn a_controller_powered_off_during_the_scan_ends_it_by_the_scan_timeout() {
+    require_vm();
+    let start = Instant::now();
+    let (_p, mut l) = lonely_laptop("bluez-off-during", LAPTOP_BLE, "12s");
+    l.wait_stderr(T, |line| line.contains("waiting for the phone"))
+        .unwrap_or_else(|| panic!("the laptop did not start scanning\n{}", l.dump()));
+    std::thread::sleep(Duration::from_secs(2));
+    let _off = PoweredOff::new(0);
+    let (code, took) = run_to_end(&mut l, start);
+    // Today the scanner does not notice: it ends at the scan timeout with "no phone advert
+    // seen within 12s: is Bluetooth on and the phone near?". Never a hang.
+    assert!(
+        code == EXIT_TIMEOUT || code == EXIT_RADIO,
+        "exit code {code}\n{}",
+        l.dump()
+    );
+    assert!(
+        took < Duration::from_secs(40),
+        "took {took:?}\n{}",
+        l.dump()
+    );
+}
+
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn bluetoothd_not_running_is_a_clear_error() {
+    require_vm();
+    let relay = RelayProc::local();
+    let _stopped = BluetoothdStopped::new();
+    let rp = Rp::new();
+    let p = Phone::new("bluez-nobluetoothd");
+    let (options, _) = rp.creation_options("dan");
+    let opts = p.file("register.json", &options);
+    let laptop = laptop(
+        Command::new(hybridge()),
+        "register",
+        &opts,
+        LAPTOP_BLE,
+        &relay.url(),
+        &["--scan-timeout", "30s"],
+    );
+    let phone = phone(
+        Command::new(hybridge()),
+        &p,
+        &other_qr(),
+        PHONE_BLE,
+        &relay.url(),
+        &["--yes"],
+    );
+    let start = Instant::now();
+    for (side, mut proc) in [("laptop", laptop), ("phone", phone)] {
+        let code = proc.code(T);
+        let took = start.elapsed();
+        assert_eq!(code, EXIT_RADIO, "{side}\n{}", proc.dump());
+        assert!(
+            took < Duration::from_secs(20),
+            "{side} took {took:?}\n{}",
+            proc.dump()
+        );
+        assert!(
+            proc.stderr().contains("BlueZ (bluetoothd) is not running"),
+            "{side}\n{}",
+            proc.dump()
+        );
+    }
+}
+
+/// Soft-blocks a controller through rfkill (as a laptop's Bluetooth switch does); unblocked
+/// and powered on again when dropped.
+struct RfkillBlocked {
+    switch: PathBuf,
+    index: u8,
+}
+
+impl RfkillBlocked {
+    fn new(index: u8) -> RfkillBlocked {
+        let adapter = format!("hci{index}");
+        let switch = std::fs::read_dir("/sys/class/rfkill")
+            .expect("/sys/class/rfkill")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| std::fs::read_to_string(p.join("name")).is_ok_and(|n| n.trim() == adapter))
+            .unwrap_or_else(|| panic!("no rfkill switch for {adapter}"));
+        std::fs::write(switch.join("soft"), "1").expect("rfkill soft block");
+        RfkillBlocked { switch, index }
+    }
+}
+
+impl Drop for RfkillBlocked {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.switch.join("soft"), "0");
+        // Powers it on and waits, for the tests after this one.
+        drop(PoweredOff(self.index));
+    }
+}
+
+/// The process IDs of running `bluetoothd`s.
+fn bluetoothd_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "bluetoothd")
+        })
+        .collect()
+}
+
+/// Stops bluetoothd, and starts it again when dropped (tests/vm/bluetoothd.sh, as the guest
+/// did at boot), waiting until both controllers are back on D-Bus.
+struct BluetoothdStopped;
+
+impl BluetoothdStopped {
+    fn new() -> BluetoothdStopped {
+        for pid in bluetoothd_pids() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !bluetoothd_pids().is_empty() {
+            assert!(Instant::now() < deadline, "bluetoothd did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        BluetoothdStopped
+    }
+}
+
+impl Drop for BluetoothdStopped {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/bluetoothd.sh");
+        let ok = Command::new("timeout")
+            .arg("60")
+            .arg(&script)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok && !std::thread::panicking() {
+            panic!("{} could not start bluetoothd again", script.display());
+        }
+    }
+}
