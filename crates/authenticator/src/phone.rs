@@ -476,6 +476,8 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
             request_type: session.qr_payload().request_type,
         });
         let base = config.relay_url()?;
+        // A radio that cannot advertise fails here, before the relay is contacted.
+        advertiser.check_ready().await.map_err(PhoneError::Radio)?;
         tracing::debug!(relay = %base, tunnel = %session.tunnel_id().log_tag(), "opening tunnel");
         // try_lock: never block the async task on a handler still busy with an abandoned
         // prompt.

@@ -40,7 +40,9 @@ mod linux {
     use std::future::Future;
     use std::time::Duration;
 
-    use btleplug::api::{Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
+    use btleplug::api::{
+        Central as _, CentralEvent, CentralState, Manager as _, Peripheral as _, ScanFilter,
+    };
     use btleplug::platform::{Adapter, Manager, PeripheralId};
     use futures_util::StreamExt as _;
     use tokio::sync::oneshot;
@@ -52,6 +54,37 @@ mod linux {
         Advertisement, Advertiser, AdvertisingHandle, BoxFuture, DEFAULT_SCAN_CAPACITY, Error,
         Scan, Scanner,
     };
+
+    /// Why the kernel keeps adapter `name` (e.g. `hci0`) off, if rfkill does: its
+    /// `/sys/class/bluetooth/<name>/rfkill*/{hard,soft}` switches.
+    fn rfkill_block(name: &str) -> Option<&'static str> {
+        let dir = std::fs::read_dir(format!("/sys/class/bluetooth/{name}")).ok()?;
+        let on =
+            |path: std::path::PathBuf| std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1");
+        for entry in dir.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with("rfkill") {
+                continue;
+            }
+            if on(entry.path().join("hard")) {
+                return Some("blocked by a hardware switch (turn the Bluetooth switch on)");
+            }
+            if on(entry.path().join("soft")) {
+                return Some("blocked by rfkill; unblock it with `rfkill unblock bluetooth`");
+            }
+        }
+        None
+    }
+
+    /// The adapter cannot be used for `operation`: blocked by rfkill, or powered off.
+    fn radio_off(operation: &'static str, name: &str) -> Error {
+        let detail = match rfkill_block(name) {
+            Some(why) => format!("adapter {name} is {why}"),
+            None => {
+                format!("adapter {name} is powered off; turn it on with `bluetoothctl power on`")
+            }
+        };
+        Error::Bluetooth { operation, detail }
+    }
 
     fn unavailable(e: impl std::fmt::Display) -> Error {
         Error::BluezUnavailable {
@@ -162,7 +195,15 @@ mod linux {
             let adapter = self.adapter.clone();
             // Subscribe first so nothing between start_scan and the subscription is lost.
             let mut events = bounded("subscribe to BlueZ events", adapter.events()).await?;
-            bounded("start scanning", adapter.start_scan(ScanFilter::default())).await?;
+            if let Err(e) =
+                bounded("start scanning", adapter.start_scan(ScanFilter::default())).await
+            {
+                // BlueZ says only "Failed" when rfkill holds the adapter: name the cause.
+                return Err(match rfkill_block(&self.name) {
+                    Some(_) => radio_off("start scanning", &self.name),
+                    None => e,
+                });
+            }
             tracing::debug!(adapter = %self.name, "BlueZ scan started");
             let name = self.name.clone();
             Ok(Scan::spawn(
@@ -183,6 +224,11 @@ mod linux {
                                     .into(),
                             });
                         };
+                        if let CentralEvent::StateUpdate(CentralState::PoweredOff) = event {
+                            // The adapter went off (or was blocked) under the scan: no advert
+                            // can arrive any more, so say why now instead of at the timeout.
+                            break Err(radio_off("scan", &name));
+                        }
                         if handle_event(&adapter, &sink, event).await == Delivery::Closed
                             || sink.is_closed()
                         {
@@ -326,6 +372,17 @@ mod linux {
             self.adapter.name()
         }
 
+        /// Fails unless the adapter is on and not blocked by rfkill.
+        async fn ready(&self) -> Result<(), Error> {
+            let name = self.adapter.name();
+            if rfkill_block(name).is_some()
+                || !bounded("read adapter state", self.adapter.is_powered()).await?
+            {
+                return Err(radio_off("advertise", name));
+            }
+            Ok(())
+        }
+
         async fn start(
             &self,
             uuid16: u16,
@@ -333,14 +390,7 @@ mod linux {
         ) -> Result<AdvertisingHandle, Error> {
             check_len(service_data)?;
             let name = self.adapter.name().to_owned();
-            if !bounded("read adapter state", self.adapter.is_powered()).await? {
-                return Err(Error::Bluetooth {
-                    operation: "advertise",
-                    detail: format!(
-                        "adapter {name} is powered off; turn it on with `bluetoothctl power on`"
-                    ),
-                });
-            }
+            self.ready().await?;
             let uuid = uuid::Uuid::from_u128(uuid128(uuid16));
             let connectable = self.listening.load(std::sync::atomic::Ordering::SeqCst) > 0;
             let advert = if connectable {
@@ -391,6 +441,10 @@ mod linux {
 
         fn listen_data_channel(&self) -> BoxFuture<'_, Result<crate::DataChannelListener, Error>> {
             Box::pin(self.listen_l2cap())
+        }
+
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
+            Box::pin(self.ready())
         }
     }
 

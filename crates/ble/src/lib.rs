@@ -179,6 +179,12 @@ pub trait Advertiser: Send + Sync + std::fmt::Debug {
     fn listen_data_channel(&self) -> BoxFuture<'_, Result<DataChannelListener, Error>> {
         Box::pin(async { Err(Error::Unsupported("a Bluetooth data channel on this radio")) })
     }
+
+    /// Fails when advertising cannot work right now (an adapter powered off or blocked by
+    /// rfkill), so a phone can say so before it contacts anyone. The default: ready.
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// `Box<dyn Scanner>`, `Arc<dyn Advertiser>` and the like are radios too.
@@ -209,6 +215,10 @@ macro_rules! forward_radio {
 
             fn listen_data_channel(&self) -> BoxFuture<'_, Result<DataChannelListener, Error>> {
                 (**self).listen_data_channel()
+            }
+
+            fn check_ready(&self) -> BoxFuture<'_, Result<(), Error>> {
+                (**self).check_ready()
             }
         }
     )*};
