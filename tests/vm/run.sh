@@ -320,6 +320,20 @@ trap cleanup EXIT
 trap 'echo "vm: interrupted" >&2; exit 130' INT
 trap 'echo "vm: terminated" >&2; exit 143' TERM
 
+# /tmp and /run are fresh tmpfs in the guest: a checkout or working directory under them (a CI
+# clone in /tmp, say) would vanish there, so it is shared like a --share DIR.
+for dir in "$repo" "$PWD"; do
+  case "$dir" in
+  /tmp | /tmp/* | /run | /run/*)
+    covered=0
+    for s in "${shares[@]}"; do
+      case "$dir/" in "$s"/*) covered=1 ;; esac
+    done
+    if [ "$covered" = 0 ]; then shares+=("$dir"); fi
+    ;;
+  esac
+done
+
 printf '%s\0' "${cmd[@]}" >"$job/cmd"
 printf '%s' "$PWD" >"$job/cwd"
 if [ ${#shares[@]} -gt 0 ]; then printf '%s\0' "${shares[@]}"; fi >"$job/shares"

@@ -509,7 +509,7 @@ mod linux {
                 channel_error(&format!("cannot connect to {address} on PSM {psm:#06x}"), e)
             })?;
             tracing::debug!(%address, psm, "L2CAP data channel open");
-            Ok(crate::DataChannel::l2cap(channel))
+            crate::DataChannel::l2cap(channel).await
         }
     }
 

@@ -53,10 +53,29 @@ impl DataChannel {
         )
     }
 
+    /// An LE L2CAP channel, once it can carry data. `connect` and `accept` can return before
+    /// the kernel has the peer's MTU, and a send then fails with "not connected" (seen under
+    /// btvirt; libwebauthn waits the same way): wait until the send MTU is known, up to 2 s.
     #[cfg(all(target_os = "linux", feature = "bluez"))]
-    pub(crate) fn l2cap(channel: bluer::l2cap::SeqPacket) -> Self {
-        Self {
-            inner: Inner::L2cap(channel),
+    pub(crate) async fn l2cap(channel: bluer::l2cap::SeqPacket) -> Result<Self, Error> {
+        const LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+        const EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            match channel.send_mtu() {
+                Ok(mtu) if mtu > 0 => {
+                    tracing::debug!(mtu, "L2CAP channel ready");
+                    return Ok(Self {
+                        inner: Inner::L2cap(channel),
+                    });
+                }
+                _ if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::DataChannel(format!(
+                        "the channel did not become ready within {LIMIT:?}"
+                    )));
+                }
+                _ => tokio::time::sleep(EVERY).await,
+            }
         }
     }
 
@@ -221,7 +240,7 @@ impl DataChannelListener {
                     .await
                     .map_err(|e| Error::DataChannel(format!("accepting failed: {e}")))?;
                 tracing::debug!(peer = %peer.addr, "L2CAP data channel accepted");
-                Ok(DataChannel::l2cap(channel))
+                DataChannel::l2cap(channel).await
             }
         }
     }

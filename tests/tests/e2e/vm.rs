@@ -340,8 +340,10 @@ fn bluetoothd_not_running_is_a_clear_error() {
         let code = proc.code(T);
         let took = start.elapsed();
         assert_eq!(code, EXIT_RADIO, "{side}\n{}", proc.dump());
+        // The phone's D-Bus call first makes D-Bus try to start bluetoothd (its launch helper
+        // fails), which takes seconds, and many more on a busy machine.
         assert!(
-            took < Duration::from_secs(20),
+            took < Duration::from_secs(60),
             "{side} took {took:?}\n{}",
             proc.dump()
         );
@@ -465,4 +467,77 @@ fn a_phone_without_a_usable_controller_says_why_before_it_contacts_the_relay() {
         );
     }
     assert_eq!(relay.metric("hybridge_relay_connections_total"), 0.0);
+}
+
+/// What the phone puts on the air, heard through BlueZ on hci0: exactly the 20 bytes Chrome on
+/// Linux requires for a QR code without key 6, even with `--data-channel` on; 20 bytes plus
+/// the CTAP 2.3 suffix `{1: PSM}` only when the QR code offers the data channel.
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn the_phone_adds_the_advert_suffix_only_when_the_qr_code_asks() {
+    use hybridge_ble::Scanner as _;
+    use hybridge_proto::qr::{QrKeys, RequestType};
+    use hybridge_proto::session::LaptopQr;
+    require_vm();
+    let relay = RelayProc::local();
+    let p = Phone::new("bluez-suffix");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for offer in [false, true] {
+        let mut qr = LaptopQr::new(
+            QrKeys::generate(&mut rand_core::OsRng),
+            1_700_000_000,
+            false,
+            RequestType::MakeCredential,
+        );
+        if offer {
+            qr = qr.with_data_channel();
+        }
+        // The laptop never comes: the phone advertises until --wait ends.
+        let mut ph = phone(
+            Command::new(hybridge()),
+            &p,
+            &qr.qr_url(),
+            PHONE_BLE,
+            &relay.url(),
+            &["--yes", "--data-channel", "--wait", "20s"],
+        );
+        let heard = rt.block_on(async {
+            let radio: hybridge_ble::RadioSpec = LAPTOP_BLE.parse().expect("spec");
+            let scanner = radio.scanner().await.expect("the BlueZ scanner opens");
+            let mut scan = scanner
+                .scan(&[hybridge_ble::UUID_FIDO])
+                .await
+                .expect("scan");
+            // BlueZ also reports what it cached from earlier phones on the same controller:
+            // the advert that decrypts with this QR code's key is the one to look at.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut ours = None;
+            while ours.is_none() && Instant::now() < deadline {
+                match scan.next_timeout(Duration::from_secs(20)).await {
+                    Ok(adv) if matches!(qr.on_advert(&adv.service_data), Ok(Some(_))) => {
+                        ours = Some(adv);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = scan.stop().await;
+            ours
+        });
+        let adv = heard.unwrap_or_else(|| panic!("no advert of this QR code\n{}", ph.dump()));
+        if offer {
+            // {1: PSM}: a one-entry map, key 1, a PSM in the LE dynamic range (from 0x80:
+            // one byte after 0x18, two after 0x19).
+            let suffix = &adv.service_data[20..];
+            let psm = match suffix {
+                [0xa1, 0x01, 0x18, p] => u16::from(*p),
+                [0xa1, 0x01, 0x19, hi, lo] => u16::from_be_bytes([*hi, *lo]),
+                other => panic!("not a {{1: PSM}} suffix: {other:02x?}"),
+            };
+            assert!(psm >= 0x80, "PSM {psm:#06x}");
+        } else {
+            assert_eq!(adv.service_data.len(), 20, "{adv:?}");
+        }
+        let _ = ph.code(T);
+    }
 }
