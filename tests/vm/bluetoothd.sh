@@ -12,16 +12,8 @@ logs=/run/hybridge-vm/logs
   exit 2
 }
 
-# Waits up to $1 seconds for the command after it to succeed, trying every $2 seconds.
-wait_for() {
-  local deadline=$((SECONDS + $1)) every=$2
-  shift 2
-  while ((SECONDS < deadline)); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep "$every"
-  done
-  "$@" >/dev/null 2>&1
-}
+# shellcheck source=tests/vm/wait.sh
+. "$(dirname "${BASH_SOURCE[0]}")/wait.sh"
 
 # btmgmt quits when its input ends, before the kernel answers: give it input that lasts.
 btmgmt_q() {

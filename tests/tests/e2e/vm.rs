@@ -210,6 +210,15 @@ fn lonely_laptop(name: &str, ble: &str, scan_timeout: &str) -> (Phone, Proc) {
     (p, l)
 }
 
+/// Runs the laptop to its end and checks how: exit `code`, within `within` of `start`, and
+/// `says` on stderr.
+fn assert_ended(l: &mut Proc, start: Instant, code: i32, within: Duration, says: &str) {
+    let (got, took) = run_to_end(l, start);
+    assert_eq!(got, code, "{}", l.dump());
+    assert!(took < within, "took {took:?}\n{}", l.dump());
+    assert!(l.stderr().contains(says), "{}", l.dump());
+}
+
 /// Runs the laptop to its end; returns its exit code and how long it ran.
 fn run_to_end(l: &mut Proc, start: Instant) -> (i32, Duration) {
     let code = l.code(T);
@@ -223,19 +232,8 @@ fn a_controller_that_does_not_exist_is_named_in_the_error() {
     require_vm();
     let start = Instant::now();
     let (_p, mut l) = lonely_laptop("bluez-none", "bluez:hci7", "30s");
-    let (code, took) = run_to_end(&mut l, start);
-    assert_eq!(code, EXIT_RADIO, "{}", l.dump());
-    assert!(
-        took < Duration::from_secs(15),
-        "took {took:?}\n{}",
-        l.dump()
-    );
-    assert!(
-        l.stderr()
-            .contains("no Bluetooth adapter found named \"hci7\""),
-        "{}",
-        l.dump()
-    );
+    let says = "no Bluetooth adapter found named \"hci7\"";
+    assert_ended(&mut l, start, EXIT_RADIO, Duration::from_secs(15), says);
 }
 
 #[test]
@@ -249,14 +247,8 @@ fn a_powered_off_controller_is_powered_on_by_the_scan() {
     let off = PoweredOff::new(0);
     let start = Instant::now();
     let (_p, mut l) = lonely_laptop("bluez-off", LAPTOP_BLE, "5s");
-    let (code, took) = run_to_end(&mut l, start);
-    assert_eq!(code, EXIT_TIMEOUT, "{}", l.dump());
-    assert!(
-        took < Duration::from_secs(30),
-        "took {took:?}\n{}",
-        l.dump()
-    );
-    assert!(l.stderr().contains("no phone advert"), "{}", l.dump());
+    let within = Duration::from_secs(30);
+    assert_ended(&mut l, start, EXIT_TIMEOUT, within, "no phone advert");
     assert!(powered(off.0), "the scan did not power hci0 on");
 }
 
@@ -267,21 +259,10 @@ fn a_controller_blocked_by_rfkill_fails_the_scan_at_once() {
     let _blocked = RfkillBlocked::new(0);
     let start = Instant::now();
     let (_p, mut l) = lonely_laptop("bluez-rfkill", LAPTOP_BLE, "30s");
-    let (code, took) = run_to_end(&mut l, start);
-    assert_eq!(code, EXIT_RADIO, "{}", l.dump());
-    assert!(
-        took < Duration::from_secs(15),
-        "took {took:?}, as if it waited for the scan timeout\n{}",
-        l.dump()
-    );
-    // BlueZ itself says only "Failed"; the message names the block and the fix.
-    assert!(
-        l.stderr().contains(
-            "adapter hci0 is blocked by rfkill; unblock it with `rfkill unblock bluetooth`"
-        ),
-        "{}",
-        l.dump()
-    );
+    // Well before the scan timeout; BlueZ itself says only "Failed", the message names the
+    // block and the fix.
+    let says = "adapter hci0 is blocked by rfkill; unblock it with `rfkill unblock bluetooth`";
+    assert_ended(&mut l, start, EXIT_RADIO, Duration::from_secs(15), says);
 }
 
 #[test]
@@ -294,19 +275,9 @@ fn a_controller_powered_off_during_the_scan_ends_it_at_once() {
         .unwrap_or_else(|| panic!("the laptop did not start scanning\n{}", l.dump()));
     std::thread::sleep(Duration::from_secs(2));
     let _off = PoweredOff::new(0);
-    let (code, took) = run_to_end(&mut l, start);
     // The scanner hears the adapter go off and says so, instead of waiting out the 30 s.
-    assert_eq!(code, EXIT_RADIO, "{}", l.dump());
-    assert!(
-        l.stderr().contains("adapter hci0 is powered off"),
-        "{}",
-        l.dump()
-    );
-    assert!(
-        took < Duration::from_secs(25),
-        "took {took:?}\n{}",
-        l.dump()
-    );
+    let says = "adapter hci0 is powered off";
+    assert_ended(&mut l, start, EXIT_RADIO, Duration::from_secs(25), says);
 }
 
 #[test]
