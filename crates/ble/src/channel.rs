@@ -29,7 +29,11 @@ enum Inner {
         rx: mpsc::Receiver<Vec<u8>>,
     },
     #[cfg(all(target_os = "linux", feature = "bluez"))]
-    L2cap(bluer::l2cap::SeqPacket),
+    L2cap {
+        channel: bluer::l2cap::SeqPacket,
+        /// One SDU's room, reused for every receive.
+        buf: Box<[u8]>,
+    },
 }
 
 /// What libwebauthn ends every message with; sent as an SDU of its own after each message
@@ -66,7 +70,10 @@ impl DataChannel {
                 Ok(mtu) if mtu > 0 => {
                     tracing::debug!(mtu, "L2CAP channel ready");
                     return Ok(Self {
-                        inner: Inner::L2cap(channel),
+                        inner: Inner::L2cap {
+                            channel,
+                            buf: vec![0; MAX_DATA_CHANNEL_MESSAGE].into_boxed_slice(),
+                        },
                     });
                 }
                 _ if tokio::time::Instant::now() >= deadline => {
@@ -96,7 +103,7 @@ impl DataChannel {
                 .await
                 .map_err(|_| Error::DataChannel("the peer closed the channel".into())),
             #[cfg(all(target_os = "linux", feature = "bluez"))]
-            Inner::L2cap(channel) => {
+            Inner::L2cap { channel, .. } => {
                 for sdu in [message, CRLF] {
                     let sent = channel
                         .send(sdu)
@@ -122,10 +129,9 @@ impl DataChannel {
         match &mut self.inner {
             Inner::Memory { rx, .. } => Ok(rx.recv().await),
             #[cfg(all(target_os = "linux", feature = "bluez"))]
-            Inner::L2cap(channel) => {
-                let mut buf = vec![0; MAX_DATA_CHANNEL_MESSAGE];
+            Inner::L2cap { channel, buf } => {
                 loop {
-                    let n = match channel.recv(&mut buf).await {
+                    let n = match channel.recv(buf).await {
                         Ok(0) => return Ok(None),
                         Ok(n) => n,
                         // The peer hanging up is a close, not a failure.
@@ -144,8 +150,7 @@ impl DataChannel {
                         }
                     };
                     if &buf[..n] != CRLF {
-                        buf.truncate(n);
-                        return Ok(Some(buf));
+                        return Ok(Some(buf[..n].to_vec()));
                     }
                 }
             }
