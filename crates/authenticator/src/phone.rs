@@ -696,15 +696,11 @@ where
                 }
             },
             arrival = ws::arrival(link) => {
-                let input = match arrival {
-                    ws::Arrival::Message(m) => PhoneInput::Received(m),
-                    ws::Arrival::Closed => PhoneInput::Closed,
-                    ws::Arrival::Failed(e) => {
-                        io.cause = Some(ws::Cause::Tunnel(e));
-                        PhoneInput::TransportFailed
-                    }
-                };
-                engine.handle(now(), input)
+                let (event, cause) = arrival.split();
+                if cause.is_some() {
+                    io.cause = cause;
+                }
+                engine.handle(now(), event.into())
             }
         }
     }

@@ -510,15 +510,11 @@ impl Driver {
                     Err(e) => return Err(Error::Radio(e)),
                 },
                 arrival = ws::arrival(io.link.as_mut()) => {
-                    let input = match arrival {
-                        ws::Arrival::Message(m) => LaptopInput::Received(m),
-                        ws::Arrival::Closed => LaptopInput::Closed,
-                        ws::Arrival::Failed(e) => {
-                            io.cause = Some(ws::Cause::Tunnel(e));
-                            LaptopInput::TransportFailed
-                        }
-                    };
-                    engine.handle(now(), input)
+                    let (event, cause) = arrival.split();
+                    if cause.is_some() {
+                        io.cause = cause;
+                    }
+                    engine.handle(now(), event.into())
                 }
             }
         }

@@ -198,6 +198,38 @@ impl Default for LaptopTimeouts {
     }
 }
 
+/// What the link to the peer (the relay's tunnel or the data channel) did: the part of both
+/// engines' inputs a driver reads off its link, whichever side it drives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// One message from the peer.
+    Received(Vec<u8>),
+    /// The peer (or the relay) closed the link.
+    Closed,
+    /// The link failed (the driver keeps the reason).
+    Failed,
+}
+
+impl From<LinkEvent> for LaptopInput {
+    fn from(event: LinkEvent) -> Self {
+        match event {
+            LinkEvent::Received(m) => LaptopInput::Received(m),
+            LinkEvent::Closed => LaptopInput::Closed,
+            LinkEvent::Failed => LaptopInput::TransportFailed,
+        }
+    }
+}
+
+impl From<LinkEvent> for PhoneInput {
+    fn from(event: LinkEvent) -> Self {
+        match event {
+            LinkEvent::Received(m) => PhoneInput::Received(m),
+            LinkEvent::Closed => PhoneInput::Closed,
+            LinkEvent::Failed => PhoneInput::TransportFailed,
+        }
+    }
+}
+
 /// What happened, for the laptop engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LaptopInput {

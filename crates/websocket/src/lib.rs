@@ -397,6 +397,19 @@ pub enum Arrival {
     Failed(TunnelError),
 }
 
+impl Arrival {
+    /// What the session engine is told, and the failure's cause, which the driver keeps for
+    /// its error (the engine only needs to know that the link failed).
+    pub fn split(self) -> (hybridge_proto::engine::LinkEvent, Option<Cause>) {
+        use hybridge_proto::engine::LinkEvent;
+        match self {
+            Arrival::Message(m) => (LinkEvent::Received(m), None),
+            Arrival::Closed => (LinkEvent::Closed, None),
+            Arrival::Failed(e) => (LinkEvent::Failed, Some(Cause::Tunnel(e))),
+        }
+    }
+}
+
 /// What a session runs over once the peer is reached: the relay's tunnel, or the CTAP 2.3
 /// data channel straight to the peer. The session engine does not care which; its driver
 /// moves the same messages either way.
