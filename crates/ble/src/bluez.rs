@@ -1,9 +1,10 @@
-//! Real Bluetooth through BlueZ: a btleplug scanner and a bluer advertiser (Linux only).
+//! Real Bluetooth through BlueZ with bluer: a scanner, an advertiser and the CTAP 2.3 L2CAP
+//! data channel (Linux only).
 //!
-//! Both talk to `bluetoothd` over the system D-Bus, through the `dbus` crate with libdbus
+//! All of it talks to `bluetoothd` over the system D-Bus, through the `dbus` crate with libdbus
 //! vendored, so building needs a C compiler but no `libdbus-1-dev`.
 //!
-//! Connecting to D-Bus is a blocking call inside both libraries. It runs on a helper thread
+//! Connecting to D-Bus is a blocking call inside bluer. It runs on a helper thread
 //! and is bounded by the caller's timeout, so a missing or wedged D-Bus gives
 //! [`Error::BluezUnavailable`](crate::Error::BluezUnavailable) instead of a hang. (When D-Bus never answers, the helper thread
 //! itself ends only when libdbus gives up, about 25 s later.)
@@ -11,9 +12,9 @@
 use std::time::Duration;
 
 #[cfg(all(target_os = "linux", feature = "bluez"))]
-pub use linux::{BluezAdvertiser, BtleplugScanner};
+pub use linux::{BluezAdvertiser, BluezScanner};
 #[cfg(not(all(target_os = "linux", feature = "bluez")))]
-pub use other::{BluezAdvertiser, BtleplugScanner};
+pub use other::{BluezAdvertiser, BluezScanner};
 
 /// Limit on each D-Bus call once connected (start/stop discovery, register an advert, read a
 /// device's properties).
@@ -40,15 +41,11 @@ mod linux {
     use std::future::Future;
     use std::time::Duration;
 
-    use btleplug::api::{
-        Central as _, CentralEvent, CentralState, Manager as _, Peripheral as _, ScanFilter,
-    };
-    use btleplug::platform::{Adapter, Manager, PeripheralId};
     use futures_util::StreamExt as _;
     use tokio::sync::oneshot;
 
     use super::{OPERATION_TIMEOUT, uuid16, uuid128};
-    use crate::scan::{Delivery, STOP_TIMEOUT, ScanSink};
+    use crate::scan::{Delivery, ScanSink};
     use crate::udp::check_len;
     use crate::{
         Advertisement, Advertiser, AdvertisingHandle, BoxFuture, DEFAULT_SCAN_CAPACITY, Error,
@@ -134,55 +131,83 @@ mod linux {
         }
     }
 
-    /// Scans with btleplug on a BlueZ adapter.
+    /// Scans through BlueZ's discovery (with bluer) on one adapter.
     ///
-    /// The scan is unfiltered (BlueZ returns nothing at all when given a service-UUID filter)
-    /// with duplicate reporting on; service data under the wanted UUIDs is picked out here.
-    /// Devices BlueZ already knows when the scan starts are reported from its cache, so an
-    /// advert that appeared before the scan is not missed.
+    /// The discovery filter asks for LE only, every advertiser (no service-UUID filter: iPhones
+    /// put no UUID list in their adverts) and repeats (`DuplicateData`); the service data under
+    /// the wanted UUIDs is picked out here. Devices BlueZ already knows when the scan starts
+    /// are reported from its cache, so an advert that appeared before the scan is not missed.
+    ///
+    /// A powered-off or rfkill-blocked adapter is an error, not switched on behind the
+    /// user's back; an adapter that goes off during the scan ends it with that error.
     #[derive(Clone, Debug)]
-    pub struct BtleplugScanner {
-        adapter: Adapter,
-        name: String,
+    pub struct BluezScanner {
+        session: bluer::Session,
+        adapter: bluer::Adapter,
         capacity: usize,
     }
 
-    impl BtleplugScanner {
+    /// The one discovery filter hybrid needs (see [`BluezScanner`]).
+    fn discovery_filter() -> bluer::DiscoveryFilter {
+        bluer::DiscoveryFilter {
+            transport: bluer::DiscoveryTransport::Le,
+            duplicate_data: true,
+            ..Default::default()
+        }
+    }
+
+    /// Connects to BlueZ and picks the adapter named `wanted` (e.g. `hci0`) or the first.
+    async fn open_adapter(
+        wanted: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(bluer::Session, bluer::Adapter), Error> {
+        let wanted = wanted.map(str::to_owned);
+        connect_off_thread(timeout, move || async move {
+            let session = bluer::Session::new().await.map_err(unavailable)?;
+            let names = session.adapter_names().await.map_err(unavailable)?;
+            let name = match &wanted {
+                None => names.into_iter().next(),
+                Some(w) => names.into_iter().find(|n| n == w),
+            };
+            let Some(name) = name else {
+                return Err(Error::NoAdapter { wanted });
+            };
+            let adapter = session.adapter(&name).map_err(unavailable)?;
+            Ok((session, adapter))
+        })
+        .await
+    }
+
+    /// Fails unless adapter is on and not blocked by rfkill.
+    async fn ready(operation: &'static str, adapter: &bluer::Adapter) -> Result<(), Error> {
+        let name = adapter.name();
+        if rfkill_block(name).is_some()
+            || !bounded("read adapter state", adapter.is_powered()).await?
+        {
+            return Err(radio_off(operation, name));
+        }
+        Ok(())
+    }
+
+    impl BluezScanner {
         /// Connects to BlueZ and picks the adapter named `adapter` (e.g. `hci0`) or the first.
         ///
         /// # Errors
         /// [`Error::BluezUnavailable`] if D-Bus or bluetoothd cannot be reached within
         /// `timeout`; [`Error::NoAdapter`] if BlueZ has no (such) adapter.
         pub async fn open(adapter: Option<&str>, timeout: Duration) -> Result<Self, Error> {
-            let wanted = adapter.map(str::to_owned);
-            connect_off_thread(timeout, move || async move {
-                let manager = Manager::new().await.map_err(unavailable)?;
-                let adapters = manager.adapters().await.map_err(unavailable)?;
-                for adapter in adapters {
-                    // adapter_info is "hci0 (usb:v1D6Bp0246d0537)".
-                    let info = adapter.adapter_info().await.map_err(unavailable)?;
-                    let name = info
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if wanted.as_deref().is_none_or(|w| w == name) {
-                        tracing::debug!(adapter = %info, "btleplug scanner ready");
-                        return Ok(BtleplugScanner {
-                            adapter,
-                            name,
-                            capacity: DEFAULT_SCAN_CAPACITY,
-                        });
-                    }
-                }
-                Err(Error::NoAdapter { wanted })
+            let (session, adapter) = open_adapter(adapter, timeout).await?;
+            tracing::debug!(adapter = %adapter.name(), "BlueZ scanner ready");
+            Ok(BluezScanner {
+                session,
+                adapter,
+                capacity: DEFAULT_SCAN_CAPACITY,
             })
-            .await
         }
 
         /// The adapter's name, e.g. `hci0`.
         pub fn adapter_name(&self) -> &str {
-            &self.name
+            self.adapter.name()
         }
 
         /// Sets how many advertisements a scan buffers (at least 1).
@@ -192,98 +217,112 @@ mod linux {
         }
 
         async fn start(&self, uuids: Vec<u16>) -> Result<Scan, Error> {
+            use bluer::{AdapterEvent, AdapterProperty};
             let adapter = self.adapter.clone();
-            // Subscribe first so nothing between start_scan and the subscription is lost.
-            let mut events = bounded("subscribe to BlueZ events", adapter.events()).await?;
-            if let Err(e) =
-                bounded("start scanning", adapter.start_scan(ScanFilter::default())).await
-            {
-                // BlueZ says only "Failed" when rfkill holds the adapter: name the cause.
-                return Err(match rfkill_block(&self.name) {
-                    Some(_) => radio_off("start scanning", &self.name),
-                    None => e,
-                });
+            let name = adapter.name().to_owned();
+            ready("start scanning", &adapter).await?;
+            match adapter.set_discovery_filter(discovery_filter()).await {
+                // Another scan of this process holds the discovery session, with this filter.
+                Err(e) if e.kind == bluer::ErrorKind::DiscoveryActive => {}
+                r => r.map_err(|e| Error::Bluetooth {
+                    operation: "set the discovery filter",
+                    detail: e.to_string(),
+                })?,
             }
-            tracing::debug!(adapter = %self.name, "BlueZ scan started");
-            let name = self.name.clone();
+            // Watched for the adapter going off; subscribed before discovery starts.
+            let mut adapter_events = bounded("watch the adapter", adapter.events()).await?;
+            let mut devices =
+                match bounded("start scanning", adapter.discover_devices_with_changes()).await {
+                    Ok(d) => d,
+                    // BlueZ says only "Failed" or "Not Ready" when the radio is off.
+                    Err(e) => {
+                        return Err(match ready("start scanning", &adapter).await {
+                            Err(off) => off,
+                            Ok(()) => e,
+                        });
+                    }
+                };
+            tracing::debug!(adapter = %name, "BlueZ scan started");
+            let session = self.session.clone();
             Ok(Scan::spawn(
                 "bluez",
                 &uuids,
                 self.capacity,
                 move |sink, mut stop| async move {
+                    let _session = session;
                     let result = loop {
-                        let event = tokio::select! {
+                        tokio::select! {
                             biased;
                             _ = &mut stop => break Ok(()),
-                            e = events.next() => e,
-                        };
-                        let Some(event) = event else {
-                            break Err(Error::Bluetooth {
-                                operation: "scan",
-                                detail: "BlueZ stopped sending events (did bluetoothd exit?)"
-                                    .into(),
-                            });
-                        };
-                        if let CentralEvent::StateUpdate(CentralState::PoweredOff) = event {
-                            // The adapter went off (or was blocked) under the scan: no advert
-                            // can arrive any more, so say why now instead of at the timeout.
-                            break Err(radio_off("scan", &name));
-                        }
-                        if handle_event(&adapter, &sink, event).await == Delivery::Closed
-                            || sink.is_closed()
-                        {
-                            break Ok(());
+                            event = adapter_events.next() => match event {
+                                Some(AdapterEvent::PropertyChanged(AdapterProperty::Powered(
+                                    false,
+                                ))) => {
+                                    // No advert can arrive any more: say why now, not at the
+                                    // scan's timeout.
+                                    break Err(radio_off("scan", &name));
+                                }
+                                Some(_) => {}
+                                None => break Err(daemon_gone()),
+                            },
+                            event = devices.next() => match event {
+                                Some(AdapterEvent::DeviceAdded(address)) => {
+                                    if deliver_device(&adapter, &sink, address).await
+                                        == Delivery::Closed
+                                        || sink.is_closed()
+                                    {
+                                        break Ok(());
+                                    }
+                                }
+                                Some(_) => {}
+                                // Discovery stopped under us: the radio went off, or
+                                // bluetoothd went away.
+                                None => {
+                                    break Err(match ready("scan", &adapter).await {
+                                        Err(off) => off,
+                                        Ok(()) => daemon_gone(),
+                                    });
+                                }
+                            },
                         }
                     };
-                    // Shorter than STOP_TIMEOUT, which bounds this whole task in `Scan::stop`.
-                    let limit = STOP_TIMEOUT / 2;
-                    match tokio::time::timeout(limit, adapter.stop_scan()).await {
-                        Ok(Ok(())) => tracing::debug!(adapter = %name, "BlueZ scan stopped"),
-                        Ok(Err(e)) => tracing::debug!(adapter = %name, error = %e, "stop scan"),
-                        Err(_) => tracing::debug!(adapter = %name, "stop scan timed out"),
-                    }
+                    // Dropping the discovery stream ends bluer's discovery session, which
+                    // stops discovery unless another scan of this process still uses it.
+                    drop(devices);
+                    tracing::debug!(adapter = %name, "BlueZ scan stopped");
                     result
                 },
             ))
         }
     }
 
-    /// Delivers the service data an event carries or points at.
-    async fn handle_event(adapter: &Adapter, sink: &ScanSink, event: CentralEvent) -> Delivery {
-        match event {
-            CentralEvent::ServiceDataAdvertisement { id, service_data } => {
-                deliver_all(sink, service_data, None, &id.to_string())
-            }
-            // A device (re)appeared or was heard again: read the service data BlueZ holds for
-            // it. This is what reports adverts already cached when the scan started, and
-            // repeats whose content did not change (BlueZ signals only changes).
-            CentralEvent::DeviceDiscovered(id)
-            | CentralEvent::DeviceUpdated(id)
-            | CentralEvent::RssiUpdate { id, .. } => match properties(adapter, &id).await {
-                Some(props) => deliver_all(
-                    sink,
-                    props.service_data,
-                    props.rssi,
-                    &props.address.to_string(),
-                ),
-                None => Delivery::Filtered,
-            },
-            _ => Delivery::Filtered,
+    fn daemon_gone() -> Error {
+        Error::Bluetooth {
+            operation: "scan",
+            detail: "BlueZ stopped reporting (did bluetoothd exit?)".into(),
         }
     }
 
-    async fn properties(
-        adapter: &Adapter,
-        id: &PeripheralId,
-    ) -> Option<btleplug::api::PeripheralProperties> {
-        let read = async {
-            let peripheral = adapter.peripheral(id).await.ok()?;
-            peripheral.properties().await.ok().flatten()
+    /// Delivers the service data BlueZ holds for the device at `address`. Called when the
+    /// device appears and whenever its properties change (BlueZ re-reports the service data
+    /// of each advert it hears when asked for duplicates).
+    async fn deliver_device(
+        adapter: &bluer::Adapter,
+        sink: &ScanSink,
+        address: bluer::Address,
+    ) -> Delivery {
+        let Ok(device) = adapter.device(address) else {
+            return Delivery::Filtered;
         };
-        tokio::time::timeout(OPERATION_TIMEOUT, read)
-            .await
-            .ok()
-            .flatten()
+        let read = async {
+            let data = device.service_data().await.ok().flatten()?;
+            let rssi = device.rssi().await.ok().flatten();
+            Some((data, rssi))
+        };
+        match tokio::time::timeout(OPERATION_TIMEOUT, read).await {
+            Ok(Some((data, rssi))) => deliver_all(sink, data, rssi, &address.to_string()),
+            _ => Delivery::Filtered,
+        }
     }
 
     fn deliver_all(
@@ -311,7 +350,7 @@ mod linux {
         outcome
     }
 
-    impl Scanner for BtleplugScanner {
+    impl Scanner for BluezScanner {
         fn scan<'a>(&'a self, uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
             Box::pin(self.start(uuids.to_vec()))
         }
@@ -345,26 +384,13 @@ mod linux {
         /// [`Error::BluezUnavailable`] if D-Bus or bluetoothd cannot be reached within
         /// `timeout`; [`Error::NoAdapter`] if BlueZ has no (such) adapter.
         pub async fn open(adapter: Option<&str>, timeout: Duration) -> Result<Self, Error> {
-            let wanted = adapter.map(str::to_owned);
-            connect_off_thread(timeout, move || async move {
-                let session = bluer::Session::new().await.map_err(unavailable)?;
-                let names = session.adapter_names().await.map_err(unavailable)?;
-                let name = match &wanted {
-                    None => names.into_iter().next(),
-                    Some(w) => names.into_iter().find(|n| n == w),
-                };
-                let Some(name) = name else {
-                    return Err(Error::NoAdapter { wanted });
-                };
-                let adapter = session.adapter(&name).map_err(unavailable)?;
-                tracing::debug!(adapter = %name, "BlueZ advertiser ready");
-                Ok(BluezAdvertiser {
-                    session,
-                    adapter,
-                    listening: Default::default(),
-                })
+            let (session, adapter) = open_adapter(adapter, timeout).await?;
+            tracing::debug!(adapter = %adapter.name(), "BlueZ advertiser ready");
+            Ok(BluezAdvertiser {
+                session,
+                adapter,
+                listening: Default::default(),
             })
-            .await
         }
 
         /// The adapter's name, e.g. `hci0`.
@@ -374,13 +400,7 @@ mod linux {
 
         /// Fails unless the adapter is on and not blocked by rfkill.
         async fn ready(&self) -> Result<(), Error> {
-            let name = self.adapter.name();
-            if rfkill_block(name).is_some()
-                || !bounded("read adapter state", self.adapter.is_powered()).await?
-            {
-                return Err(radio_off("advertise", name));
-            }
-            Ok(())
+            ready("advertise", &self.adapter).await
         }
 
         async fn start(
@@ -482,7 +502,7 @@ mod linux {
         Error::DataChannel(format!("{what}: {e}"))
     }
 
-    impl BtleplugScanner {
+    impl BluezScanner {
         async fn connect_data_channel(
             &self,
             address: &str,
@@ -491,18 +511,13 @@ mod linux {
             let addr: bluer::Address = address.parse().map_err(|e| {
                 channel_error(&format!("{address:?} is not a Bluetooth address"), e)
             })?;
-            let name = self.name.clone();
             // The advert's sender is a device BlueZ knows from the scan: its address type
             // (public or random) is on its D-Bus object.
-            let addr_type = connect_off_thread(OPERATION_TIMEOUT, move || async move {
-                let session = bluer::Session::new().await.map_err(unavailable)?;
-                let adapter = session.adapter(&name).map_err(unavailable)?;
-                let device = adapter
-                    .device(addr)
-                    .map_err(|e| channel_error("the phone is not known to BlueZ", e))?;
-                bounded("read the phone's address type", device.address_type()).await
-            })
-            .await?;
+            let device = self
+                .adapter
+                .device(addr)
+                .map_err(|e| channel_error("the phone is not known to BlueZ", e))?;
+            let addr_type = bounded("read the phone's address type", device.address_type()).await?;
             let socket = l2cap_socket(bluer::l2cap::SocketAddr::any_le())?;
             let peer = bluer::l2cap::SocketAddr::new(addr, addr_type, psm);
             let channel = socket.connect(peer).await.map_err(|e| {
@@ -573,18 +588,18 @@ mod other {
     /// BlueZ scanner: Linux with the `bluez` feature only. Elsewhere [`open`](Self::open)
     /// fails with [`Error::Unsupported`].
     #[derive(Clone, Debug)]
-    pub struct BtleplugScanner {
+    pub struct BluezScanner {
         _private: (),
     }
 
-    impl BtleplugScanner {
+    impl BluezScanner {
         /// Always [`Error::Unsupported`] here.
         pub async fn open(_adapter: Option<&str>, _timeout: Duration) -> Result<Self, Error> {
             Err(Error::Unsupported(MISSING))
         }
     }
 
-    impl Scanner for BtleplugScanner {
+    impl Scanner for BluezScanner {
         fn scan<'a>(&'a self, _uuids: &'a [u16]) -> BoxFuture<'a, Result<Scan, Error>> {
             Box::pin(async { Err(Error::Unsupported(MISSING)) })
         }

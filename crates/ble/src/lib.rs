@@ -18,7 +18,7 @@
 //!
 //! | `--ble` | Scanner | Advertiser |
 //! |---|---|---|
-//! | `bluez[:hciN]` | [`bluez::BtleplugScanner`] (btleplug) | [`bluez::BluezAdvertiser`] (bluer) |
+//! | `bluez[:hciN]` | [`bluez::BluezScanner`] (bluer) | [`bluez::BluezAdvertiser`] (bluer) |
 //! | `udp:ADDR:PORT` | [`udp::UdpScanner`] | [`udp::UdpAdvertiser`] |
 //! | `memory` | [`MemoryRadio`] | [`MemoryRadio`] |
 //!

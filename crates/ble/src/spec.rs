@@ -12,7 +12,7 @@ use crate::{Advertiser, Error, MemoryRadio, Scanner, bluez};
 ///
 /// | Spec | Radio |
 /// |---|---|
-/// | `bluez` | BlueZ, first adapter: btleplug scanner, bluer advertiser |
+/// | `bluez` | BlueZ (bluer), first adapter |
 /// | `bluez:hci1` | BlueZ, the adapter named `hci1` |
 /// | `udp:127.0.0.1:4500` | UDP radio: advertisers send to, scanners bind, that address |
 /// | `udp:10.0.0.255:4500,bind=0.0.0.0:4500` | advertisers send to the broadcast address; scanners bind `bind` |
@@ -76,7 +76,7 @@ impl RadioSpec {
     pub async fn scanner(&self) -> Result<Box<dyn Scanner>, Error> {
         Ok(match self {
             RadioSpec::Bluez { adapter, timeout } => {
-                Box::new(bluez::BtleplugScanner::open(adapter.as_deref(), *timeout).await?)
+                Box::new(bluez::BluezScanner::open(adapter.as_deref(), *timeout).await?)
             }
             RadioSpec::Udp { bind, .. } => Box::new(UdpScanner::new(*bind)),
             RadioSpec::Memory { .. } => Box::new(MemoryRadio::global()),

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hybridge_ble::bluez::{BluezAdvertiser, BtleplugScanner};
+use hybridge_ble::bluez::{BluezAdvertiser, BluezScanner};
 use hybridge_ble::udp::{UdpAdvertiser, UdpScanner};
 use hybridge_ble::{
     Advertiser, CABLE_UUIDS, Error, MemoryRadio, RadioSpec, Scanner, UUID_FIDO, UUID_GOOGLE,
@@ -333,9 +333,9 @@ fn no_system_bus() -> bool {
 async fn assert_bluez_fails_cleanly(connect_timeout: Duration, expect_unavailable: bool) {
     let started = Instant::now();
     let bound = connect_timeout + Duration::from_secs(3);
-    let scanner = tokio::time::timeout(bound, BtleplugScanner::open(None, connect_timeout))
+    let scanner = tokio::time::timeout(bound, BluezScanner::open(None, connect_timeout))
         .await
-        .expect("btleplug scanner open hung");
+        .expect("BlueZ scanner open hung");
     let advertiser = tokio::time::timeout(bound, BluezAdvertiser::open(None, connect_timeout))
         .await
         .expect("bluer advertiser open hung");

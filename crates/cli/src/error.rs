@@ -92,6 +92,9 @@ pub enum CliError {
     /// The relay could not start or be reached.
     #[error("{0}")]
     Network(String),
+    /// Something awaited did not happen in time.
+    #[error("{0}")]
+    Timeout(String),
     /// The demo's relying party refused a response.
     #[error("the relying party rejected the {what}: {reason}")]
     RpRejected {
@@ -119,6 +122,7 @@ impl CliError {
             CliError::Phone(e) => phone_code(e),
             CliError::PhoneRefused(_) => EXIT_NOT_ALLOWED,
             CliError::Network(_) => EXIT_NETWORK,
+            CliError::Timeout(_) => EXIT_TIMEOUT,
             CliError::RpRejected { .. } => EXIT_RP_REJECTED,
         }
     }

@@ -65,6 +65,123 @@ enum Inspect {
         #[arg(long, default_value_t = 10, requires = "find_tld")]
         count: usize,
     },
+    /// Listen for hybrid adverts (service data under 0xFFF9 or 0xFDE2) and print each one
+    /// heard as a line of JSON: a check that this computer hears a phone.
+    #[command(
+        after_help = "Examples:\n  hybridge inspect adverts --ble bluez:hci0 --for 30s\n  hybridge inspect adverts --qr 'FIDO:/…' --count 1   # until the phone that scanned it is heard\n\nOne JSON object per advert on stdout (repeats included, as the radio reports\nthem), a summary on stderr. Exit codes: 0 done, 3 --count not reached in time,\n8 the radio could not be used."
+    )]
+    Adverts {
+        /// The radio to listen on: bluez[:hciN] or udp:ADDR:PORT.
+        #[arg(
+            long,
+            env = "HYBRIDGE_BLE",
+            default_value = "bluez",
+            value_name = "SPEC"
+        )]
+        ble: hybridge_ble::RadioSpec,
+        /// How long to listen.
+        #[arg(long = "for", default_value = "10s", value_name = "DURATION", value_parser = crate::common::parse_duration)]
+        duration: std::time::Duration,
+        /// Stop after this many adverts (only those of --qr when it is given).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Decrypt adverts with this FIDO:/ QR code's secret and say which belong to it.
+        #[arg(long)]
+        qr: Option<String>,
+        /// How many assigned tunnel domains the desktop knows (QR key 2).
+        #[arg(long, default_value_t = domain::KNOWN_ASSIGNED_DOMAINS)]
+        known_domains: u16,
+    },
+}
+
+impl InspectArgs {
+    /// Whether this is `inspect adverts`, which listens on a radio (async, streams its output).
+    pub fn listens(&self) -> bool {
+        matches!(self.what, Inspect::Adverts { .. })
+    }
+}
+
+/// Runs `inspect adverts`: prints one line of JSON per advert heard; the summary goes to
+/// stderr. Returns `Ok(None)` as everything has been printed already.
+pub async fn adverts(args: &InspectArgs) -> Result<Option<Json>, CliError> {
+    use std::io::Write as _;
+    let Inspect::Adverts {
+        ble,
+        duration,
+        count,
+        qr,
+        known_domains,
+    } = &args.what
+    else {
+        return Err(CliError::Invalid("not an advert listen".into()));
+    };
+    let secret = qr
+        .as_deref()
+        .map(QrPayload::from_url)
+        .transpose()?
+        .map(|p| p.secret);
+    let scanner = ble.scanner().await?;
+    let mut scan = scanner.scan(&hybridge_ble::CABLE_UUIDS).await?;
+    let start = tokio::time::Instant::now();
+    let deadline = start + *duration;
+    let (mut heard, mut matched) = (0u64, 0u64);
+    let outcome = loop {
+        if count.is_some_and(|c| (if secret.is_some() { matched } else { heard }) >= c) {
+            break Ok(());
+        }
+        let adv = match tokio::time::timeout_at(deadline, scan.next()).await {
+            Err(_) => break Ok(()),
+            Ok(None) => {
+                break Err(CliError::Radio(hybridge_ble::Error::Bluetooth {
+                    operation: "scan",
+                    detail: scan
+                        .failure()
+                        .unwrap_or_else(|| "the radio stopped reporting adverts".into()),
+                }));
+            }
+            Ok(Some(adv)) => adv,
+        };
+        heard += 1;
+        let mut line = json!({
+            "ms": start.elapsed().as_millis() as u64,
+            "uuid": format!("{:04x}", adv.uuid16),
+            "address": adv.address,
+            "rssi": adv.rssi,
+            "len": adv.service_data.len(),
+            "service_data": hex::encode(&adv.service_data),
+        });
+        if let Some(secret) = &secret {
+            let decoded = inspect_advert(secret, &adv.service_data, *known_domains).ok();
+            line["for_this_qr"] = Json::Bool(decoded.is_some());
+            if let Some(d) = decoded {
+                matched += 1;
+                for k in ["routing_id", "domain_id", "hostname", "l2cap_psm"] {
+                    line[k] = d[k].clone();
+                }
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            break Ok(()); // stdout closed (e.g. `| head -1`): nothing more to say
+        }
+    };
+    let _ = scan.stop().await;
+    outcome?;
+    let summary = match &secret {
+        Some(_) => format!("heard {heard} adverts, {matched} from this QR code"),
+        None => format!("heard {heard} adverts"),
+    };
+    eprintln!(
+        "hybridge: {summary} in {:.1} s on {}",
+        start.elapsed().as_secs_f64(),
+        ble.kind()
+    );
+    match count {
+        Some(c) if (if secret.is_some() { matched } else { heard }) < *c => Err(CliError::Timeout(
+            format!("{summary} within {duration:?}, fewer than --count {c}"),
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// Runs `inspect` and returns the JSON document to print.
@@ -95,6 +212,9 @@ pub fn run(args: &InspectArgs) -> Result<Json, CliError> {
             ..
         } => find_tld(tld, *count),
         Inspect::Domain { .. } => Err(CliError::Invalid("give a domain ID or --find-tld".into())),
+        Inspect::Adverts { .. } => Err(CliError::Invalid(
+            "inspect adverts listens on a radio: run it through `adverts`".into(),
+        )),
     }
 }
 

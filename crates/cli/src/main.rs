@@ -133,12 +133,13 @@ fn main() -> ExitCode {
         return ExitCode::from(error::EXIT_INVALID_INPUT as u8);
     }
     let result = match &cli.command {
-        Command::Inspect(args) => inspect::run(args),
-        Command::Passkeys(args) => passkeys::run(args),
-        Command::Demo(args) => run_async(demo::run(args)),
-        Command::Register(args) => run_async(laptop::run(laptop::Kind::Register, args)),
-        Command::SignIn(args) => run_async(laptop::run(laptop::Kind::SignIn, args)),
-        Command::Phone(args) => run_async(phone::run(args)),
+        Command::Inspect(args) if args.listens() => run_async(inspect::adverts(args)),
+        Command::Inspect(args) => inspect::run(args).map(Some),
+        Command::Passkeys(args) => passkeys::run(args).map(Some),
+        Command::Demo(args) => run_async(demo::run(args)).map(Some),
+        Command::Register(args) => run_async(laptop::run(laptop::Kind::Register, args)).map(Some),
+        Command::SignIn(args) => run_async(laptop::run(laptop::Kind::SignIn, args)).map(Some),
+        Command::Phone(args) => run_async(phone::run(args)).map(Some),
     };
     // A signal that came while the command ran (a PIN check let finish) ends it here, before
     // anything is printed as if it had completed.
@@ -146,7 +147,8 @@ fn main() -> ExitCode {
         signal_exit(code);
     }
     match result {
-        Ok(json) => {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(json)) => {
             let mut out = std::io::stdout().lock();
             let text = serde_json::to_string_pretty(&json).unwrap_or_else(|_| "null".into());
             if writeln!(out, "{text}").is_err() {
@@ -242,9 +244,9 @@ const PIN_ATTEMPT_GRACE: std::time::Duration = std::time::Duration::from_secs(10
 /// Runs an async command on a fresh runtime. The runtime is shut down without waiting for
 /// blocking threads (BlueZ's D-Bus threads, a PIN prompt) to finish. Ctrl-C and SIGTERM are
 /// handled by [`watch_signals`].
-fn run_async(
-    f: impl std::future::Future<Output = Result<serde_json::Value, error::CliError>>,
-) -> Result<serde_json::Value, error::CliError> {
+fn run_async<T>(
+    f: impl std::future::Future<Output = Result<T, error::CliError>>,
+) -> Result<T, error::CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
