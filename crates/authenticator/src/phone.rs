@@ -658,6 +658,8 @@ where
                     tracing::debug!(status, "response sent");
                     events.emit(PhoneProgress::Responded { status });
                 }
+                // This driver never offers a link (no `with_linking`), so none is sent.
+                PhoneOutput::LinkSent(_) => {}
                 PhoneOutput::CloseTunnel => {
                     if let Some(link) = io.link.take() {
                         link.close(config.timeouts.close).await;

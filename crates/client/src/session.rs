@@ -416,6 +416,8 @@ impl Driver {
                             let _ = scan.stop().await;
                         }
                     }
+                    // Only a linked engine asks this, and this driver runs QR sessions.
+                    LaptopOutput::Contact(_) => engine.handle(now(), LaptopInput::ConnectFailed),
                     LaptopOutput::Connect(c) => {
                         tracing::debug!(
                             domain = c.domain_id,

@@ -27,6 +27,13 @@
 //! | [`LaptopOutput::Ready`]; [`LaptopInput::Request`] | → request → | [`PhoneOutput::Serve`] |
 //! | [`LaptopOutput::Response`] | ← response ← | [`PhoneInput::Answer`] |
 //! | [`LaptopInput::Close`] → shutdown | → | [`PhoneOutput::Finished`] |
+//!
+//! A linked session ([`LaptopEngine::linked`], [`PhoneEngine::linked`]) starts the other way
+//! round: the laptop's [`LaptopOutput::Contact`] asks the tunnel server to wake the phone and
+//! opens its end of the tunnel; the woken phone joins it and advertises with the link's key;
+//! the laptop scans only then, and the handshake is NKpsk0 against the phone's identity key.
+//! From the handshake on both flows are the same. A phone given a [`LinkingOffer`] sends its
+//! link in a QR session to a laptop whose QR code says it can store one.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -38,7 +45,8 @@ use crate::advert::AdvertPlaintext;
 use crate::frame::{self, PostHandshake, ProtocolRevision};
 use crate::linking::LinkingInfo;
 use crate::session::{
-    Connect, LaptopChannel, LaptopEvent, LaptopQr, PhoneChannel, PhoneEvent, PhoneQr,
+    Connect, ContactRequest, LaptopChannel, LaptopEvent, LaptopLinked, LaptopQr, PhoneChannel,
+    PhoneEvent, PhoneLinked, PhoneQr,
 };
 use crate::tunnel::{RoutingId, TunnelPath};
 
@@ -262,6 +270,10 @@ pub enum LaptopOutput {
     StopScan,
     /// Our advert arrived: open the tunnel it names, then [`LaptopInput::Connected`].
     Connect(Connect),
+    /// A linked session starts here: ask the tunnel server to wake the phone
+    /// (`/cable/contact`), then [`LaptopInput::Connected`] once the server accepted; the
+    /// phone's advert is awaited after that, over the open tunnel.
+    Contact(ContactRequest),
     /// Our advert arrived with a CTAP 2.3 suffix naming this L2CAP PSM, and the QR code
     /// offered the data channel: open an LE connection-oriented channel to the advert's
     /// sender on it, then [`LaptopInput::Connected`]; [`LaptopInput::ConnectFailed`] (or the
@@ -304,7 +316,14 @@ enum LaptopState {
         fallback: Connect,
     },
     Connecting(Box<LaptopQr>),
-    Handshake(Box<LaptopQr>),
+    /// Linked: waiting for the tunnel server to accept the contact request.
+    Contacting(Box<LaptopLinked>),
+    /// Linked: the tunnel is open; the phone's advert (with the link's key) is next.
+    LinkedScanning {
+        linked: Box<LaptopLinked>,
+        unusable: Option<crate::Error>,
+    },
+    Handshake(Initiating),
     PostHandshake(Box<LaptopChannel>),
     Ready(Box<LaptopChannel>),
     WaitingForUser(Box<LaptopChannel>),
@@ -313,7 +332,32 @@ enum LaptopState {
     Done,
 }
 
-/// The laptop side of one QR-initiated session: see the [module docs](self).
+/// What the laptop starts the handshake with: the QR code it showed, or the link it stored.
+enum Initiating {
+    Qr(Box<LaptopQr>),
+    Linked(Box<LaptopLinked>),
+}
+
+impl Initiating {
+    fn handshake_message(
+        &mut self,
+        ephemeral: &SecretKey,
+    ) -> Result<[u8; crate::handshake::MESSAGE_LEN], crate::Error> {
+        match self {
+            Initiating::Qr(qr) => qr.handshake_message(ephemeral),
+            Initiating::Linked(linked) => linked.handshake_message(ephemeral),
+        }
+    }
+
+    fn finish(self, msg2: &[u8]) -> Result<LaptopChannel, crate::Error> {
+        match self {
+            Initiating::Qr(qr) => qr.finish(msg2),
+            Initiating::Linked(linked) => linked.finish(msg2),
+        }
+    }
+}
+
+/// The laptop side of one session, QR-initiated or linked: see the [module docs](self).
 pub struct LaptopEngine {
     qr_url: String,
     state: LaptopState,
@@ -359,7 +403,30 @@ impl LaptopEngine {
         }
     }
 
-    /// The `FIDO:/` URL to show as a QR code.
+    /// Starts a linked session at `now`: no QR code; the phone is woken through the tunnel
+    /// server with `linked`'s contact request, then proves it is near with an advert made
+    /// with the link's key, and the handshake (NKpsk0) authenticates it by its identity key.
+    pub fn linked(
+        linked: LaptopLinked,
+        ephemeral: SecretKey,
+        timeouts: LaptopTimeouts,
+        check_get_info: GetInfoCheck,
+        now: Instant,
+    ) -> Self {
+        let contact = linked.contact_request();
+        Self {
+            qr_url: String::new(),
+            state: LaptopState::Contacting(Box::new(linked)),
+            ephemeral: Some(ephemeral),
+            timeouts,
+            check_get_info,
+            timer: Some(deadline(now, timeouts.connect)),
+            linking: None,
+            out: VecDeque::from([LaptopOutput::Contact(contact)]),
+        }
+    }
+
+    /// The `FIDO:/` URL to show as a QR code (empty for a [linked](Self::linked) session).
     pub fn qr_url(&self) -> &str {
         &self.qr_url
     }
@@ -367,8 +434,10 @@ impl LaptopEngine {
     /// The step the session is in (`None` once finished).
     pub fn step(&self) -> Option<Step> {
         Some(match self.state {
-            LaptopState::Scanning { .. } => Step::Scanning,
-            LaptopState::Connecting(_) | LaptopState::OpeningDataChannel { .. } => Step::Connecting,
+            LaptopState::Scanning { .. } | LaptopState::LinkedScanning { .. } => Step::Scanning,
+            LaptopState::Connecting(_)
+            | LaptopState::OpeningDataChannel { .. }
+            | LaptopState::Contacting(_) => Step::Connecting,
             LaptopState::Handshake(_) => Step::Handshake,
             LaptopState::PostHandshake(_) => Step::PostHandshake,
             LaptopState::WaitingForUser(_) => Step::WaitingForUser,
@@ -404,8 +473,13 @@ impl LaptopEngine {
     fn finish(&mut self, result: Result<Option<LinkingInfo>, Failure>) {
         match self.state {
             LaptopState::Scanning { .. } => self.out.push_back(LaptopOutput::StopScan),
+            LaptopState::LinkedScanning { .. } => {
+                self.out.push_back(LaptopOutput::StopScan);
+                self.out.push_back(LaptopOutput::CloseTunnel);
+            }
             LaptopState::Connecting(_)
             | LaptopState::OpeningDataChannel { .. }
+            | LaptopState::Contacting(_)
             | LaptopState::Done => {}
             _ => self.out.push_back(LaptopOutput::CloseTunnel),
         }
@@ -432,11 +506,12 @@ impl LaptopEngine {
             return;
         }
         let failure = match &mut self.state {
-            LaptopState::Scanning { unusable, .. } => match unusable.take() {
+            LaptopState::Scanning { unusable, .. }
+            | LaptopState::LinkedScanning { unusable, .. } => match unusable.take() {
                 Some(e) => Failure::BadAdvert(e),
                 None => Failure::ProximityTimeout(t.scan),
             },
-            LaptopState::Connecting(_) => Failure::Timeout {
+            LaptopState::Connecting(_) | LaptopState::Contacting(_) => Failure::Timeout {
                 step: Step::Connecting,
                 after: t.connect,
             },
@@ -473,8 +548,9 @@ impl LaptopEngine {
         };
     }
 
-    /// The connection to the phone is open: Noise message 1 goes out.
-    fn start_handshake(&mut self, now: Instant, mut qr: Box<LaptopQr>) {
+    /// The connection to the phone is open (and, linked, its advert heard): Noise message 1
+    /// goes out.
+    fn start_handshake(&mut self, now: Instant, mut qr: Initiating) {
         let Some(ephemeral) = self.ephemeral.take() else {
             self.state = LaptopState::Open;
             self.fail(Failure::Handshake(crate::Error::ApiMisuse(
@@ -541,9 +617,42 @@ impl LaptopEngine {
             }
             (LaptopState::Connecting(qr), LaptopInput::Connected)
             | (LaptopState::OpeningDataChannel { qr, .. }, LaptopInput::Connected) => {
-                self.start_handshake(now, qr);
+                self.start_handshake(now, Initiating::Qr(qr));
                 return;
             }
+            (LaptopState::Contacting(linked), LaptopInput::Connected) => {
+                // The server accepted and is waking the phone: its advert proves it is near.
+                self.out.push_back(LaptopOutput::StartScan);
+                self.timer = Some(deadline(now, self.timeouts.scan));
+                LaptopState::LinkedScanning {
+                    linked,
+                    unusable: None,
+                }
+            }
+            (LaptopState::Contacting(linked), LaptopInput::ConnectFailed) => {
+                self.state = LaptopState::Contacting(linked);
+                self.fail(Failure::ConnectFailed);
+                return;
+            }
+            (
+                LaptopState::LinkedScanning {
+                    mut linked,
+                    unusable,
+                },
+                LaptopInput::Advert(data),
+            ) => match linked.on_advert(&data) {
+                Ok(true) => {
+                    self.out.push_back(LaptopOutput::StopScan);
+                    self.start_handshake(now, Initiating::Linked(linked));
+                    return;
+                }
+                // Someone else's advert (or another laptop's session with this phone).
+                Ok(false) => LaptopState::LinkedScanning { linked, unusable },
+                Err(e) => LaptopState::LinkedScanning {
+                    linked,
+                    unusable: Some(e),
+                },
+            },
             (state @ LaptopState::OpeningDataChannel { .. }, LaptopInput::ConnectFailed) => {
                 self.state = state;
                 self.fall_back_to_tunnel(now);
@@ -554,17 +663,19 @@ impl LaptopEngine {
                 self.fail(Failure::ConnectFailed);
                 return;
             }
-            (LaptopState::Handshake(qr), LaptopInput::Received(msg2)) => match qr.finish(&msg2) {
-                Ok(channel) => {
-                    self.out.push_back(LaptopOutput::HandshakeDone);
-                    LaptopState::PostHandshake(Box::new(channel))
+            (LaptopState::Handshake(initiating), LaptopInput::Received(msg2)) => {
+                match initiating.finish(&msg2) {
+                    Ok(channel) => {
+                        self.out.push_back(LaptopOutput::HandshakeDone);
+                        LaptopState::PostHandshake(Box::new(channel))
+                    }
+                    Err(e) => {
+                        self.state = LaptopState::Open;
+                        self.fail(Failure::Handshake(e));
+                        return;
+                    }
                 }
-                Err(e) => {
-                    self.state = LaptopState::Open;
-                    self.fail(Failure::Handshake(e));
-                    return;
-                }
-            },
+            }
             (LaptopState::PostHandshake(mut channel), LaptopInput::Received(m)) => {
                 match self.on_post_handshake(&mut channel, &m) {
                     Ok(get_info) => {
@@ -810,6 +921,9 @@ pub enum PhoneOutput {
     Cancel,
     /// The response with this status was sent.
     Responded(u8),
+    /// Linking data with this link (pairing) ID went to the laptop ([`PhoneEngine::with_linking`]):
+    /// remember the laptop, so it can be listed and revoked.
+    LinkSent(Vec<u8>),
     /// Close the connection to the laptop, tunnel or data channel (after any `Send` before
     /// it).
     CloseTunnel,
@@ -826,8 +940,59 @@ pub struct PhoneOutcome {
     pub status: u8,
 }
 
+/// What the phone answers the handshake with.
+enum Responding {
+    Qr(Box<PhoneQr>),
+    Linked(Box<LinkedWake>),
+}
+
+/// A linked session the tunnel server woke the phone for: what [`PhoneEngine::linked`] needs.
+pub struct LinkedWake {
+    /// The link's handshake state, made from the client payload.
+    pub linked: PhoneLinked,
+    /// The phone's identity key (the `s` of NKpsk0), the one its linking data named.
+    pub identity: SecretKey,
+    /// `/cable/connect/<routing ID>/<tunnel ID>`, as the wake-up named it.
+    pub tunnel: TunnelPath,
+    /// The advert's plaintext ([`AdvertPlaintext::linked`]: a fresh nonce; the laptop does
+    /// not use its routing and domain fields).
+    pub advert: AdvertPlaintext,
+}
+
+impl fmt::Debug for LinkedWake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkedWake").finish_non_exhaustive()
+    }
+}
+
+/// What a phone gives a laptop that can store it (QR key 4): its link, signed in the handshake.
+pub struct LinkingOffer {
+    /// The phone's identity key.
+    pub identity: SecretKey,
+    /// Where the laptop reaches the phone later (`/cable/contact/<contact ID>`).
+    pub contact_id: Vec<u8>,
+    /// A fresh link (pairing) ID for this laptop.
+    pub link_id: Vec<u8>,
+    /// The link secret for this laptop (`kdf::phone_link_secret`).
+    pub link_secret: crate::secret::LinkSecret,
+    /// The name the laptop shows for the phone.
+    pub name: String,
+}
+
+impl fmt::Debug for LinkingOffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkingOffer")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 enum PhoneState {
     Opening(Box<PhoneQr>),
+    /// Linked: joining the tunnel the wake-up named.
+    LinkedOpening(Box<LinkedWake>),
+    /// Linked: advertising with the link's key, waiting for Noise message 1.
+    LinkedAdvertising(Box<LinkedWake>),
     /// The tunnel is open and nothing else is left to undo (an end before the handshake).
     Open,
     Advertising(Box<PhoneQr>),
@@ -851,6 +1016,8 @@ pub struct PhoneEngine {
     domain_id: u16,
     /// The L2CAP PSM the driver listens on, if it offers the data channel.
     data_channel: Option<u16>,
+    /// Linking data to give a laptop whose QR code says it can store it.
+    linking: Option<LinkingOffer>,
     timeouts: PhoneTimeouts,
     timer: Option<Instant>,
     out: VecDeque<PhoneOutput>,
@@ -886,10 +1053,44 @@ impl PhoneEngine {
             nonce,
             domain_id,
             data_channel: None,
+            linking: None,
             timeouts,
             timer: Some(deadline(now, timeouts.connect)),
             out: VecDeque::from([PhoneOutput::OpenTunnel(path)]),
         }
+    }
+
+    /// Starts at `now` a linked session the tunnel server woke the phone for: join the
+    /// tunnel it named, advertise with the link's key, answer NKpsk0 with the identity key.
+    /// `get_info` and `ephemeral` as for [`new`](Self::new).
+    pub fn linked(
+        wake: LinkedWake,
+        get_info: Vec<u8>,
+        ephemeral: SecretKey,
+        timeouts: PhoneTimeouts,
+        now: Instant,
+    ) -> Self {
+        let path = wake.tunnel.clone();
+        Self {
+            state: PhoneState::LinkedOpening(Box::new(wake)),
+            get_info,
+            ephemeral: Some(ephemeral),
+            nonce: [0; 10],
+            domain_id: 0,
+            data_channel: None,
+            linking: None,
+            timeouts,
+            timer: Some(deadline(now, timeouts.connect)),
+            out: VecDeque::from([PhoneOutput::OpenTunnel(path)]),
+        }
+    }
+
+    /// Offers linking data to a laptop whose QR code says it can store it (QR key 4; never on
+    /// a linked session, whose laptop could not verify it). Sent in the padded update, which
+    /// is the same size with or without it; [`PhoneOutput::LinkSent`] says when it went.
+    pub fn with_linking(mut self, offer: LinkingOffer) -> Self {
+        self.linking = Some(offer);
+        self
     }
 
     /// Offers the CTAP 2.3 data channel on this L2CAP PSM (the driver listens on it) when the
@@ -903,9 +1104,11 @@ impl PhoneEngine {
     /// The step the session is in (`None` once finished).
     pub fn step(&self) -> Option<Step> {
         Some(match self.state {
-            PhoneState::Opening(_) => Step::Connecting,
+            PhoneState::Opening(_) | PhoneState::LinkedOpening(_) => Step::Connecting,
             PhoneState::Open => Step::Handshake,
-            PhoneState::Advertising(_) | PhoneState::Joined(_) => Step::WaitingForLaptop,
+            PhoneState::Advertising(_)
+            | PhoneState::Joined(_)
+            | PhoneState::LinkedAdvertising(_) => Step::WaitingForLaptop,
             PhoneState::WaitingForRequest(_) => Step::WaitingForRequest,
             PhoneState::Processing { .. } => Step::Processing,
             PhoneState::Closing(_) => Step::Closing,
@@ -930,8 +1133,8 @@ impl PhoneEngine {
 
     fn finish(&mut self, result: Result<PhoneOutcome, Failure>) {
         match self.state {
-            PhoneState::Opening(_) | PhoneState::Done => {}
-            PhoneState::Advertising(_) => {
+            PhoneState::Opening(_) | PhoneState::LinkedOpening(_) | PhoneState::Done => {}
+            PhoneState::Advertising(_) | PhoneState::LinkedAdvertising(_) => {
                 self.out.push_back(PhoneOutput::StopAdvertising);
                 self.out.push_back(PhoneOutput::CloseTunnel);
             }
@@ -957,11 +1160,11 @@ impl PhoneEngine {
         let t = self.timeouts;
         let state = std::mem::replace(&mut self.state, PhoneState::Done);
         let (step, after) = match state {
-            PhoneState::Opening(_) => (Step::Connecting, t.connect),
+            PhoneState::Opening(_) | PhoneState::LinkedOpening(_) => (Step::Connecting, t.connect),
             PhoneState::Open => (Step::Handshake, t.laptop),
-            PhoneState::Advertising(_) | PhoneState::Joined(_) => {
-                (Step::WaitingForLaptop, t.laptop)
-            }
+            PhoneState::Advertising(_)
+            | PhoneState::Joined(_)
+            | PhoneState::LinkedAdvertising(_) => (Step::WaitingForLaptop, t.laptop),
             PhoneState::WaitingForRequest(_) => (Step::WaitingForRequest, t.request),
             PhoneState::Processing {
                 mut channel,
@@ -995,8 +1198,8 @@ impl PhoneEngine {
 
     /// The laptop's Noise message 1: answered, and the post-handshake message sent; or the
     /// session ends.
-    fn handshake(&mut self, now: Instant, qr: PhoneQr, msg1: &[u8]) -> PhoneState {
-        match self.respond(qr, msg1) {
+    fn handshake(&mut self, now: Instant, responding: Responding, msg1: &[u8]) -> PhoneState {
+        match self.respond(responding, msg1) {
             Ok(channel) => {
                 self.out.push_back(PhoneOutput::HandshakeDone);
                 self.timer = Some(deadline(now, self.timeouts.request));
@@ -1052,11 +1255,29 @@ impl PhoneEngine {
             (PhoneState::Advertising(qr), PhoneInput::Received(msg1)) => {
                 // The laptop found us through the relay: stop advertising whatever follows.
                 self.out.push_back(PhoneOutput::StopAdvertising);
-                self.state = self.handshake(now, *qr, &msg1);
+                self.state = self.handshake(now, Responding::Qr(qr), &msg1);
                 return;
             }
             (PhoneState::Joined(qr), PhoneInput::Received(msg1)) => {
-                self.state = self.handshake(now, *qr, &msg1);
+                self.state = self.handshake(now, Responding::Qr(qr), &msg1);
+                return;
+            }
+            (PhoneState::LinkedOpening(mut wake), PhoneInput::TunnelOpened(_)) => {
+                // The laptop is already on the tunnel: the advert proves the phone is near.
+                let advert = wake.advert;
+                let data = wake.linked.service_data(advert);
+                self.out.push_back(PhoneOutput::Advertise(data));
+                self.timer = Some(deadline(now, self.timeouts.laptop));
+                PhoneState::LinkedAdvertising(wake)
+            }
+            (PhoneState::LinkedOpening(wake), PhoneInput::ConnectFailed) => {
+                self.state = PhoneState::LinkedOpening(wake);
+                self.finish(Err(Failure::ConnectFailed));
+                return;
+            }
+            (PhoneState::LinkedAdvertising(wake), PhoneInput::Received(msg1)) => {
+                self.out.push_back(PhoneOutput::StopAdvertising);
+                self.state = self.handshake(now, Responding::Linked(wake), &msg1);
                 return;
             }
             (PhoneState::WaitingForRequest(mut channel), PhoneInput::Received(m)) => {
@@ -1189,14 +1410,29 @@ impl PhoneEngine {
 
     /// Noise message 2, the post-handshake message with getInfo and, in revision 1, the
     /// padded update: all queued to send.
-    fn respond(&mut self, qr: PhoneQr, msg1: &[u8]) -> Result<PhoneChannel, Failure> {
+    fn respond(&mut self, responding: Responding, msg1: &[u8]) -> Result<PhoneChannel, Failure> {
         let ephemeral =
             self.ephemeral
                 .take()
                 .ok_or(Failure::Handshake(crate::Error::ApiMisuse(
                     crate::ApiMisuse::EphemeralUsed,
                 )))?;
-        let (mut channel, msg2) = qr.respond(msg1, &ephemeral).map_err(Failure::Handshake)?;
+        let (mut channel, msg2, laptop_stores_links) = match responding {
+            Responding::Qr(qr) => {
+                let stores = qr.qr_payload().supports_linking == Some(true);
+                let (channel, msg2) = qr.respond(msg1, &ephemeral).map_err(Failure::Handshake)?;
+                (channel, msg2, stores)
+            }
+            Responding::Linked(wake) => {
+                let LinkedWake {
+                    linked, identity, ..
+                } = *wake;
+                let (channel, msg2) = linked
+                    .respond(&identity, msg1, &ephemeral)
+                    .map_err(Failure::Handshake)?;
+                (channel, msg2, false)
+            }
+        };
         let protocol = |source| Failure::Protocol {
             step: Step::Handshake,
             source,
@@ -1207,8 +1443,21 @@ impl PhoneEngine {
         self.out.push_back(PhoneOutput::Send(msg2.to_vec()));
         self.out.push_back(PhoneOutput::Send(post));
         if channel.revision() == ProtocolRevision::V1 {
-            let update = channel.update(None).map_err(protocol)?;
+            let linking = match &self.linking {
+                Some(o) if laptop_stores_links => channel.linking_info(
+                    &o.identity,
+                    o.contact_id.clone(),
+                    o.link_id.clone(),
+                    o.link_secret.clone(),
+                    o.name.clone(),
+                ),
+                _ => None,
+            };
+            let update = channel.update(linking.as_ref()).map_err(protocol)?;
             self.out.push_back(PhoneOutput::Send(update));
+            if let Some(l) = linking {
+                self.out.push_back(PhoneOutput::LinkSent(l.link_id));
+            }
         }
         Ok(channel)
     }

@@ -252,6 +252,38 @@ pub fn check_connect_signal(message: &[u8]) -> Result<(), Error> {
     }
 }
 
+/// What the laptop asks the tunnel server to wake a linked phone: `/cable/contact/<contact
+/// ID>` on the phone's tunnel-server domain, with the client payload header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContactRequest {
+    /// The tunnel-server domain the link came through.
+    pub domain_id: u16,
+    /// The phone's contact ID (linking map key 1).
+    pub contact_id: Vec<u8>,
+    /// The `X-caBLE-Client-Payload` header value (hex CBOR: link ID, fresh nonce, request
+    /// type).
+    pub client_payload: String,
+}
+
+impl std::fmt::Debug for ContactRequest {
+    // The contact ID reaches whoever can wake the phone: kept out of logs, like tunnel IDs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContactRequest")
+            .field("domain_id", &self.domain_id)
+            .field("contact_id_len", &self.contact_id.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContactRequest {
+    /// `/cable/contact/<contact ID>`.
+    pub fn path(&self) -> TunnelPath {
+        TunnelPath::Contact {
+            contact_id: self.contact_id.clone(),
+        }
+    }
+}
+
 /// The laptop side of a linked ("state-assisted") session, until the handshake completes.
 #[derive(Debug)]
 pub struct LaptopLinked {
@@ -286,6 +318,15 @@ impl LaptopLinked {
     /// The `X-caBLE-Client-Payload` header value.
     pub fn client_payload_header(&self) -> String {
         self.client_payload.to_header_value()
+    }
+
+    /// Everything the driver needs to wake the phone.
+    pub fn contact_request(&self) -> ContactRequest {
+        ContactRequest {
+            domain_id: self.phone.domain_id,
+            contact_id: self.phone.contact_id.clone(),
+            client_payload: self.client_payload_header(),
+        }
     }
 
     /// Trial-decrypts an advert with the linked key; the domain is not checked (§11.7).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::keys;
 use crate::qr::{QrKeys, RequestType};
-use crate::session::{LaptopQr, PhoneQr};
+use crate::session::{ContactRequest, LaptopLinked, LaptopQr, LinkedPhone, PhoneLinked, PhoneQr};
 
 const GET_INFO: &[u8] = &[
     0xa1, 0x01, 0x81, 0x68, b'F', b'I', b'D', b'O', b'_', b'2', b'_', b'0',
@@ -340,7 +340,10 @@ impl Pair {
             }
             PhoneOutput::CloseTunnel => self.phone_closes(),
             PhoneOutput::Finished(r) => self.phone_result = Some(r),
-            PhoneOutput::HandshakeDone | PhoneOutput::Cancel | PhoneOutput::Responded(_) => {}
+            PhoneOutput::HandshakeDone
+            | PhoneOutput::Cancel
+            | PhoneOutput::Responded(_)
+            | PhoneOutput::LinkSent(_) => {}
         }
     }
 
@@ -353,6 +356,11 @@ impl Pair {
                 }
             }
             LaptopOutput::StopScan => self.scanning = false,
+            LaptopOutput::Contact(_) => {
+                // The tunnel server accepts and wakes the phone; the phone joins on its own.
+                self.laptop_tunnel = true;
+                self.laptop.handle(self.now, LaptopInput::Connected);
+            }
             LaptopOutput::Connect(_) => {
                 if self.phone_tunnel {
                     self.laptop_tunnel = true;
@@ -1133,4 +1141,247 @@ fn the_laptop_leaving_the_data_channel_while_the_user_decides_cancels_the_reques
     assert_eq!(p.phone_failure(), Failure::EofWhileProcessing);
     assert!(p.phone_log.contains(&PhoneOutput::Cancel));
     assert_eq!(p.relayed, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linking: the phone offers a link in a QR session; a later linked session uses it.
+
+/// The phone's long-lived linking state, as its store would keep it.
+struct PhoneLinking {
+    root: [u8; 32],
+    identity: SecretKey,
+    contact_id: Vec<u8>,
+}
+
+impl PhoneLinking {
+    fn new() -> Self {
+        Self {
+            root: [7; 32],
+            identity: keys::generate(&mut rand_core::OsRng),
+            contact_id: vec![0xc0; 32],
+        }
+    }
+
+    fn offer(&self, link_id: [u8; 8]) -> LinkingOffer {
+        LinkingOffer {
+            identity: self.identity.clone(),
+            contact_id: self.contact_id.clone(),
+            link_id: link_id.to_vec(),
+            link_secret: crate::kdf::phone_link_secret(
+                &self.root,
+                Some(&self.contact_id),
+                &link_id,
+            ),
+            name: "Test phone".into(),
+        }
+    }
+
+    /// What the phone does when woken with `contact`'s client payload.
+    fn wake(&self, contact: &ContactRequest) -> LinkedWake {
+        let payload =
+            crate::linking::ClientPayload::from_header_value(&contact.client_payload).unwrap();
+        let secret =
+            crate::kdf::phone_link_secret(&self.root, Some(&self.contact_id), &payload.link_id);
+        LinkedWake {
+            linked: PhoneLinked::new(secret, &payload),
+            identity: self.identity.clone(),
+            tunnel: TunnelPath::Connect {
+                routing_id: RoutingId([4, 5, 6]),
+                tunnel_id: crate::tunnel::TunnelId([8; 16]),
+            },
+            advert: AdvertPlaintext::linked(&mut rand_core::OsRng),
+        }
+    }
+}
+
+/// A QR ceremony in which the phone offers a link (ID `[1; 8]`) to a laptop that can store
+/// links (`key4`) or cannot: the served pair.
+fn qr_offering_a_link(phone: &PhoneLinking, key4: bool) -> Pair {
+    let mut p = Pair::new(Script::default());
+    let rng = &mut rand_core::OsRng;
+    let qr = LaptopQr::new(
+        QrKeys::generate(rng),
+        1_700_000_000,
+        key4,
+        RequestType::MakeCredential,
+    );
+    let phone_qr = PhoneQr::from_payload(qr.qr_payload().clone());
+    p.laptop = LaptopEngine::new(
+        qr,
+        keys::generate(rng),
+        LaptopTimeouts::default(),
+        cbor_map,
+        p.t0,
+    );
+    p.phone = PhoneEngine::new(
+        phone_qr,
+        GET_INFO.to_vec(),
+        keys::generate(rng),
+        [9; 10],
+        0,
+        PhoneTimeouts::default(),
+        p.t0,
+    )
+    .with_linking(phone.offer([1; 8]));
+    p.finish();
+    assert_eq!(p.responses, [RESPONSE.to_vec()], "{:?}", p.laptop_log);
+    assert!(matches!(p.phone_result, Some(Ok(_))), "{:?}", p.phone_log);
+    p
+}
+
+/// A QR ceremony that links: the laptop's verified link.
+fn link_by_qr(phone: &PhoneLinking) -> LinkingInfo {
+    let p = qr_offering_a_link(phone, true);
+    assert!(p.phone_log.contains(&PhoneOutput::LinkSent(vec![1; 8])));
+    match p.laptop_result {
+        Some(Ok(Some(linking))) => linking,
+        other => panic!("no link: {other:?}"),
+    }
+}
+
+/// A linked session to the phone `stored` describes, answered by `phone`.
+fn linked_pair(stored: LinkedPhone, phone: &PhoneLinking, script: Script) -> Pair {
+    let rng = &mut rand_core::OsRng;
+    let mut p = Pair::new(script);
+    let linked = LaptopLinked::new(rng, stored, RequestType::GetAssertion);
+    let contact = linked.contact_request();
+    p.laptop = LaptopEngine::linked(
+        linked,
+        keys::generate(rng),
+        LaptopTimeouts::default(),
+        cbor_map,
+        p.t0,
+    );
+    p.phone = PhoneEngine::linked(
+        phone.wake(&contact),
+        GET_INFO.to_vec(),
+        keys::generate(rng),
+        PhoneTimeouts::default(),
+        p.t0,
+    );
+    p
+}
+
+#[test]
+fn a_link_offered_in_a_qr_session_reaches_the_phone_again_without_a_qr_code() {
+    let phone = PhoneLinking::new();
+    let linking = link_by_qr(&phone);
+    assert_eq!(linking.contact_id, phone.contact_id);
+    assert_eq!(linking.authenticator_name, "Test phone");
+    let stored = LinkedPhone::from_linking(&linking, 0);
+    let mut p = linked_pair(stored, &phone, Script::default());
+    p.finish();
+    assert_served(&p);
+    // Contact first, then the scan: the advert made with the link's key was what it waited for.
+    let contact = p
+        .laptop_log
+        .iter()
+        .position(|o| matches!(o, LaptopOutput::Contact(_)));
+    let scan = p
+        .laptop_log
+        .iter()
+        .position(|o| *o == LaptopOutput::StartScan);
+    assert!(contact < scan, "{:?}", p.laptop_log);
+    // A linked session carries no new link (the laptop could not verify one).
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    assert!(
+        !p.phone_log
+            .iter()
+            .any(|o| matches!(o, PhoneOutput::LinkSent(_)))
+    );
+}
+
+#[test]
+fn a_laptop_that_cannot_store_links_is_offered_none() {
+    let p = qr_offering_a_link(&PhoneLinking::new(), false);
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    assert!(
+        !p.phone_log
+            .iter()
+            .any(|o| matches!(o, PhoneOutput::LinkSent(_)))
+    );
+}
+
+#[test]
+fn a_stored_link_that_does_not_match_the_phone_fails_the_handshake_and_nothing_is_served() {
+    let phone = PhoneLinking::new();
+    let linking = link_by_qr(&phone);
+    // The secret tampered with in storage.
+    let mut stored = LinkedPhone::from_linking(&linking, 0);
+    stored.link_secret = crate::secret::LinkSecret::from_slice(&[3; 32]).unwrap();
+    let mut p = linked_pair(stored, &phone, Script::default());
+    p.finish();
+    // Its advert is made with another key: the laptop never hears "its" phone.
+    assert_eq!(
+        p.laptop_failure(),
+        Failure::ProximityTimeout(LaptopTimeouts::default().scan)
+    );
+    assert!(p.responses.is_empty());
+    // Another phone's identity key: the advert matches, the handshake does not. The phone
+    // cannot read message 1 and hangs up; the laptop is told it ended in the handshake.
+    let mut stored = LinkedPhone::from_linking(&linking, 0);
+    stored.public_key = keys::generate(&mut rand_core::OsRng).public_key();
+    let mut p = linked_pair(stored, &phone, Script::default());
+    p.finish();
+    assert!(
+        matches!(p.phone_failure(), Failure::Handshake(_)),
+        "{:?}",
+        p.phone_failure()
+    );
+    assert_eq!(p.laptop_failure(), Failure::TunnelClosed(Step::Handshake));
+    assert!(p.responses.is_empty());
+    assert!(
+        !p.phone_log
+            .iter()
+            .any(|o| matches!(o, PhoneOutput::Serve(_)))
+    );
+}
+
+#[test]
+fn a_linked_laptop_whose_contact_is_refused_or_unanswered_says_so() {
+    let phone = PhoneLinking::new();
+    let stored = LinkedPhone::from_linking(&link_by_qr(&phone), 0);
+    let rng = &mut rand_core::OsRng;
+    let t0 = Instant::now();
+    let mut laptop = LaptopEngine::linked(
+        LaptopLinked::new(rng, stored.clone(), RequestType::GetAssertion),
+        keys::generate(rng),
+        LaptopTimeouts::default(),
+        cbor_map,
+        t0,
+    );
+    assert!(matches!(
+        laptop.poll_output(),
+        Some(LaptopOutput::Contact(_))
+    ));
+    laptop.handle(t0, LaptopInput::ConnectFailed);
+    assert_eq!(
+        laptop.poll_output(),
+        Some(LaptopOutput::Finished(Err(Failure::ConnectFailed)))
+    );
+    // Accepted, but the phone never advertises: a proximity timeout, and the tunnel closed.
+    let mut laptop = LaptopEngine::linked(
+        LaptopLinked::new(rng, stored, RequestType::GetAssertion),
+        keys::generate(rng),
+        LaptopTimeouts::default(),
+        cbor_map,
+        t0,
+    );
+    let _ = laptop.poll_output();
+    laptop.handle(t0, LaptopInput::Connected);
+    assert_eq!(laptop.poll_output(), Some(LaptopOutput::StartScan));
+    assert_eq!(laptop.step(), Some(Step::Scanning));
+    let end = laptop.poll_timeout().unwrap();
+    laptop.handle_timeout(end);
+    let outs: Vec<_> = std::iter::from_fn(|| laptop.poll_output()).collect();
+    assert_eq!(
+        outs,
+        vec![
+            LaptopOutput::StopScan,
+            LaptopOutput::CloseTunnel,
+            LaptopOutput::Finished(Err(Failure::ProximityTimeout(
+                LaptopTimeouts::default().scan
+            ))),
+        ]
+    );
 }
