@@ -13,7 +13,10 @@ use zeroize::Zeroizing;
 
 use super::format::{self, Header, OpenError};
 use super::kdf::{KdfParams, check_pin_policy, derive_key};
-use super::{CredentialStore, StoreError, StoredCredential, insert_credential, select_for_rp};
+use super::{
+    Body, CredentialStore, LinkedLaptop, LinkingState, StoreError, StoredCredential,
+    insert_credential, select_for_rp,
+};
 
 /// Settings for a new store.
 #[derive(Clone, Copy, Debug)]
@@ -101,7 +104,7 @@ pub struct PinVerifier {
 
 struct Unlocked {
     key: Zeroizing<[u8; 32]>,
-    credentials: Vec<StoredCredential>,
+    body: Body,
 }
 
 struct Inner {
@@ -355,10 +358,10 @@ impl Inner {
     /// then makes it the current state: after an error, disk and memory are unchanged.
     fn mutate(
         &mut self,
-        change: impl FnOnce(&mut Vec<StoredCredential>) -> Result<(), StoreError>,
+        change: impl FnOnce(&mut Body) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let unlocked = self.unlocked()?;
-        let mut next = unlocked.credentials.clone();
+        let mut next = unlocked.body.clone();
         change(&mut next)?;
         let mut header = self.header.clone();
         header.nonce = random(&self.path)?;
@@ -368,13 +371,14 @@ impl Inner {
         self.header = header;
         self.ciphertext = ciphertext;
         if let Some(u) = self.unlocked.as_mut() {
-            u.credentials = next;
+            u.body = next;
         }
         Ok(())
     }
 
     fn index(&self, credential_id: &[u8]) -> Result<usize, StoreError> {
         self.unlocked()?
+            .body
             .credentials
             .iter()
             .position(|c| c.credential_id == credential_id)
@@ -437,14 +441,15 @@ impl FileStore {
             failed_attempts: 0,
         };
         let key = derive_key(pin, &header.salt, &header.kdf).map_err(|r| corrupt(&path, r))?;
-        let ciphertext = format::seal(&key, &header, &[]).map_err(|r| corrupt(&path, r))?;
+        let ciphertext =
+            format::seal(&key, &header, &Body::default()).map_err(|r| corrupt(&path, r))?;
         let inner = Inner {
             path,
             header,
             ciphertext,
             unlocked: Some(Unlocked {
                 key,
-                credentials: Vec::new(),
+                body: Body::default(),
             }),
             #[cfg(test)]
             fail_before_rename: false,
@@ -481,9 +486,9 @@ impl FileStore {
         let key = derive_key(pin, &inner.header.salt, &inner.header.kdf)
             .map_err(|r| corrupt(&inner.path, r))?;
         match format::open(&key, &inner.header, &inner.ciphertext) {
-            Ok(credentials) => {
+            Ok(body) => {
                 inner.set_failed_attempts(0)?;
-                inner.unlocked = Some(Unlocked { key, credentials });
+                inner.unlocked = Some(Unlocked { key, body });
                 Ok(Self::from_inner(inner))
             }
             Err(OpenError::Authentication) => {
@@ -535,7 +540,7 @@ impl FileStore {
         header.nonce = random(&inner.path)?;
         let key =
             derive_key(new_pin, &header.salt, &header.kdf).map_err(|r| corrupt(&inner.path, r))?;
-        let ciphertext = format::seal(&key, &header, &inner.unlocked()?.credentials)
+        let ciphertext = format::seal(&key, &header, &inner.unlocked()?.body)
             .map_err(|r| corrupt(&inner.path, r))?;
         inner.write(&header, &ciphertext)?;
         inner.header = header;
@@ -606,16 +611,130 @@ impl fmt::Debug for PinVerifier {
     }
 }
 
+/// Linking: what the phone needs to be reached again by laptops it linked to.
+impl FileStore {
+    /// The phone's linking state, if it has linked before.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when the store has locked.
+    pub fn linking(&self) -> Result<Option<LinkingState>, StoreError> {
+        Ok(self.inner().unlocked()?.body.linking.clone())
+    }
+
+    /// The phone's linking state, made (fresh random keys, no laptops) and written the first
+    /// time it is asked for.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`], or the write failing.
+    pub fn ensure_linking(&mut self) -> Result<LinkingState, StoreError> {
+        let mut inner = self.inner();
+        if let Some(l) = &inner.unlocked()?.body.linking {
+            return Ok(l.clone());
+        }
+        let path = inner.path.clone();
+        let state = LinkingState {
+            root_secret: Zeroizing::new(random(&path)?),
+            identity_key: Zeroizing::new(random_scalar(&path)?),
+            wake_key: Zeroizing::new(random_scalar(&path)?),
+            laptops: Vec::new(),
+        };
+        let made = state.clone();
+        inner.mutate(|b| {
+            b.linking = Some(made);
+            Ok(())
+        })?;
+        Ok(state)
+    }
+
+    /// Records a laptop given a link (after the linking data went out).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] before [`ensure_linking`](Self::ensure_linking);
+    /// [`StoreError::Duplicate`] for a link ID already given.
+    pub fn add_linked_laptop(&mut self, laptop: LinkedLaptop) -> Result<(), StoreError> {
+        self.inner().mutate(|b| {
+            let l = b.linking.as_mut().ok_or(StoreError::NotFound)?;
+            if l.laptops.iter().any(|x| x.link_id == laptop.link_id) {
+                return Err(StoreError::Duplicate);
+            }
+            l.laptops.push(laptop);
+            Ok(())
+        })
+    }
+
+    /// Changes what a linked laptop is called.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for a link ID not given (or revoked).
+    pub fn rename_linked_laptop(&mut self, link_id: &[u8], label: &str) -> Result<(), StoreError> {
+        self.inner().mutate(|b| {
+            let laptop = linked_laptop(b, link_id)?;
+            laptop.label = label.to_owned();
+            Ok(())
+        })
+    }
+
+    /// Notes that a linked laptop reached the phone at `now` (Unix seconds).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for a link ID not given (or revoked).
+    pub fn touch_linked_laptop(&mut self, link_id: &[u8], now: u64) -> Result<(), StoreError> {
+        self.inner().mutate(|b| {
+            linked_laptop(b, link_id)?.last_used = Some(now);
+            Ok(())
+        })
+    }
+
+    /// Revokes a laptop's link: its next contact is refused.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for a link ID not given (or already revoked).
+    pub fn revoke_linked_laptop(&mut self, link_id: &[u8]) -> Result<(), StoreError> {
+        self.inner().mutate(|b| {
+            let l = b.linking.as_mut().ok_or(StoreError::NotFound)?;
+            let before = l.laptops.len();
+            l.laptops.retain(|x| x.link_id != link_id);
+            if l.laptops.len() == before {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+    }
+}
+
+fn linked_laptop<'a>(b: &'a mut Body, link_id: &[u8]) -> Result<&'a mut LinkedLaptop, StoreError> {
+    b.linking
+        .as_mut()
+        .and_then(|l| l.laptops.iter_mut().find(|x| x.link_id == link_id))
+        .ok_or(StoreError::NotFound)
+}
+
+/// A random P-256 private key, as its 32-byte scalar.
+fn random_scalar(path: &Path) -> Result<[u8; 32], StoreError> {
+    // Rejection sampling: a scalar must be in 1..n; almost every 32 random bytes are.
+    for _ in 0..64 {
+        let candidate: [u8; 32] = random(path)?;
+        if p256::SecretKey::from_slice(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(corrupt(
+        path,
+        "the random number generator gave no valid P-256 key",
+    ))
+}
+
 impl CredentialStore for FileStore {
     fn credentials_for_rp(&self, rp_id: &str) -> Result<Vec<StoredCredential>, StoreError> {
         let inner = self.inner();
-        Ok(select_for_rp(&inner.unlocked()?.credentials, rp_id))
+        Ok(select_for_rp(&inner.unlocked()?.body.credentials, rp_id))
     }
 
     fn credential(&self, credential_id: &[u8]) -> Result<Option<StoredCredential>, StoreError> {
         let inner = self.inner();
         Ok(inner
             .unlocked()?
+            .body
             .credentials
             .iter()
             .find(|c| c.credential_id == credential_id)
@@ -624,7 +743,7 @@ impl CredentialStore for FileStore {
 
     fn insert(&mut self, credential: StoredCredential) -> Result<(), StoreError> {
         self.inner()
-            .mutate(|creds| insert_credential(creds, credential))
+            .mutate(|b| insert_credential(&mut b.credentials, credential))
     }
 
     fn record_use(
@@ -635,22 +754,22 @@ impl CredentialStore for FileStore {
     ) -> Result<(), StoreError> {
         let mut inner = self.inner();
         let i = inner.index(credential_id)?;
-        inner.mutate(|creds| {
-            creds[i].sign_count = sign_count;
-            creds[i].last_used = Some(now);
+        inner.mutate(|b| {
+            b.credentials[i].sign_count = sign_count;
+            b.credentials[i].last_used = Some(now);
             Ok(())
         })
     }
 
     fn list(&self) -> Result<Vec<StoredCredential>, StoreError> {
-        Ok(self.inner().unlocked()?.credentials.clone())
+        Ok(self.inner().unlocked()?.body.credentials.clone())
     }
 
     fn rename(&mut self, credential_id: &[u8], display_name: &str) -> Result<(), StoreError> {
         let mut inner = self.inner();
         let i = inner.index(credential_id)?;
-        inner.mutate(|creds| {
-            creds[i].user_display_name = Some(display_name.to_owned());
+        inner.mutate(|b| {
+            b.credentials[i].user_display_name = Some(display_name.to_owned());
             Ok(())
         })
     }
@@ -658,8 +777,8 @@ impl CredentialStore for FileStore {
     fn delete(&mut self, credential_id: &[u8]) -> Result<(), StoreError> {
         let mut inner = self.inner();
         let i = inner.index(credential_id)?;
-        inner.mutate(|creds| {
-            creds.remove(i);
+        inner.mutate(|b| {
+            b.credentials.remove(i);
             Ok(())
         })
     }
@@ -712,6 +831,58 @@ mod tests {
             .iter()
             .map(|c| c.credential_id.clone())
             .collect()
+    }
+
+    #[test]
+    fn the_linking_state_is_made_once_kept_encrypted_and_laptops_can_be_revoked() {
+        let dir = TempDir::new("linking");
+        let path = dir.0.join("store");
+        let mut store = FileStore::create(&path, "1234", KdfParams::insecure_for_tests()).unwrap();
+        assert!(store.linking().unwrap().is_none());
+        assert!(matches!(
+            store.add_linked_laptop(laptop(1)),
+            Err(StoreError::NotFound)
+        ));
+        let made = store.ensure_linking().unwrap();
+        assert!(p256::SecretKey::from_slice(&*made.identity_key).is_ok());
+        assert!(p256::SecretKey::from_slice(&*made.wake_key).is_ok());
+        assert_ne!(*made.identity_key, *made.wake_key);
+        store.add_linked_laptop(laptop(1)).unwrap();
+        store.add_linked_laptop(laptop(2)).unwrap();
+        assert!(matches!(
+            store.add_linked_laptop(laptop(1)),
+            Err(StoreError::Duplicate)
+        ));
+        store.rename_linked_laptop(&[2; 8], "home").unwrap();
+        store.touch_linked_laptop(&[1; 8], 1_700_000_500).unwrap();
+        store.revoke_linked_laptop(&[1; 8]).unwrap();
+        assert!(matches!(
+            store.revoke_linked_laptop(&[1; 8]),
+            Err(StoreError::NotFound)
+        ));
+        drop(store);
+        // Nothing of it is readable in the file.
+        let file = fs::read(&path).unwrap();
+        assert!(!file.windows(32).any(|w| w == *made.root_secret));
+        assert!(!file.windows(4).any(|w| w == b"home"));
+        // Reopened: the same identity (made once), laptop 2 only, renamed.
+        let mut store = FileStore::open(&path, "1234").unwrap();
+        let again = store.ensure_linking().unwrap();
+        assert_eq!(*again.identity_key, *made.identity_key);
+        assert_eq!(*again.root_secret, *made.root_secret);
+        assert_eq!(again.laptops.len(), 1);
+        assert_eq!(again.laptops[0].link_id, [2; 8]);
+        assert_eq!(again.laptops[0].label, "home");
+        assert!(!format!("{again:?}").contains(&format!("{:?}", *made.root_secret)));
+    }
+
+    fn laptop(n: u8) -> LinkedLaptop {
+        LinkedLaptop {
+            link_id: [n; 8],
+            label: String::new(),
+            created: 1_700_000_000,
+            last_used: None,
+        }
     }
 
     #[test]

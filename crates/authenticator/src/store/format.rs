@@ -23,8 +23,10 @@
 //! recompute it); it tells accidental damage (`StoreError::Corrupt`) apart
 //! from a wrong PIN, both of which would otherwise just fail AEAD authentication.
 //!
-//! The body is canonical CBOR, `{1: [credential, ...]}`, each credential a map with small
-//! integer keys (see [`encode_body`]), zero-padded to a multiple of [`PAD`] bytes so that the
+//! The body is canonical CBOR, `{1: [credential, ...], 2: linking}`, each credential a map
+//! with small integer keys (see [`encode_body`]), the linking state (key 2, absent until the
+//! phone first links) `{1: root secret, 2: identity key, 3: wake key, 4: [laptop, ...]}` with
+//! each laptop `{1: link ID, 2: label, 3: created, 4: last used}`, zero-padded to a multiple of [`PAD`] bytes so that the
 //! file size says little about the names inside.
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
@@ -33,8 +35,8 @@ use hybridge_cbor::Value;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::StoredCredential;
 use super::kdf::KdfParams;
+use super::{LinkedLaptop, LinkingState, StoredCredential};
 
 /// Identifies a hybridge passkey store.
 pub(crate) const MAGIC: [u8; 8] = *b"HBPASSK\0";
@@ -170,13 +172,16 @@ pub(crate) enum OpenError {
     Malformed(String),
 }
 
-/// Encrypts `credentials` under `key`; `header.nonce` must be fresh.
-pub(crate) fn seal(
-    key: &[u8; 32],
-    header: &Header,
-    credentials: &[StoredCredential],
-) -> Result<Vec<u8>, String> {
-    let mut buf = encode_body(credentials);
+/// What the body holds: the passkeys and, once the phone has linked, its linking state.
+#[derive(Clone, Default)]
+pub(crate) struct Body {
+    pub credentials: Vec<StoredCredential>,
+    pub linking: Option<LinkingState>,
+}
+
+/// Encrypts `body` under `key`; `header.nonce` must be fresh.
+pub(crate) fn seal(key: &[u8; 32], header: &Header, body: &Body) -> Result<Vec<u8>, String> {
+    let mut buf = encode_body(body);
     let aad = header.aad(buf.len() + TAG_LEN)?;
     let cipher = Aes256Gcm::new(key.into());
     cipher
@@ -187,11 +192,7 @@ pub(crate) fn seal(
 }
 
 /// Decrypts and decodes a body.
-pub(crate) fn open(
-    key: &[u8; 32],
-    header: &Header,
-    ciphertext: &[u8],
-) -> Result<Vec<StoredCredential>, OpenError> {
+pub(crate) fn open(key: &[u8; 32], header: &Header, ciphertext: &[u8]) -> Result<Body, OpenError> {
     let aad = header.aad(ciphertext.len()).map_err(OpenError::Malformed)?;
     let mut buf = Zeroizing::new(ciphertext.to_vec());
     let cipher = Aes256Gcm::new(key.into());
@@ -216,6 +217,17 @@ const K_CRED_RANDOM_NO_UV: i128 = 11;
 const K_CREATED: i128 = 12;
 const K_LAST_USED: i128 = 13;
 const K_BODY_CREDENTIALS: i128 = 1;
+const K_BODY_LINKING: i128 = 2;
+// Linking state map keys.
+const K_ROOT: i128 = 1;
+const K_IDENTITY: i128 = 2;
+const K_WAKE: i128 = 3;
+const K_LAPTOPS: i128 = 4;
+// Linked laptop map keys.
+const K_LINK_ID: i128 = 1;
+const K_LABEL: i128 = 2;
+const K_LINKED: i128 = 3;
+const K_LINK_USED: i128 = 4;
 
 /// Overwrites every byte and text string in a value tree before it is dropped.
 fn wipe(value: &mut Value) {
@@ -232,7 +244,8 @@ fn wipe(value: &mut Value) {
 }
 
 /// Canonical CBOR of the body, zero-padded to a multiple of [`PAD`], with room for the tag.
-pub(crate) fn encode_body(credentials: &[StoredCredential]) -> Zeroizing<Vec<u8>> {
+pub(crate) fn encode_body(body: &Body) -> Zeroizing<Vec<u8>> {
+    let credentials = &body.credentials;
     let mut items = Vec::with_capacity(credentials.len());
     let mut size_hint = 64;
     for c in credentials {
@@ -282,7 +295,39 @@ pub(crate) fn encode_body(credentials: &[StoredCredential]) -> Zeroizing<Vec<u8>
                 .sum::<usize>();
         items.push(Value::Map(m));
     }
-    let mut body = Value::Map(vec![(Value::Int(K_BODY_CREDENTIALS), Value::Array(items))]);
+    let mut entries = vec![(Value::Int(K_BODY_CREDENTIALS), Value::Array(items))];
+    if let Some(l) = &body.linking {
+        let laptops = l
+            .laptops
+            .iter()
+            .map(|laptop| {
+                size_hint += 64 + laptop.label.len();
+                let mut m = vec![
+                    (Value::Int(K_LINK_ID), Value::Bytes(laptop.link_id.to_vec())),
+                    (Value::Int(K_LABEL), Value::Text(laptop.label.clone())),
+                    (Value::Int(K_LINKED), Value::Int(laptop.created.into())),
+                ];
+                if let Some(t) = laptop.last_used {
+                    m.push((Value::Int(K_LINK_USED), Value::Int(t.into())));
+                }
+                Value::Map(m)
+            })
+            .collect();
+        size_hint += 160;
+        entries.push((
+            Value::Int(K_BODY_LINKING),
+            Value::Map(vec![
+                (Value::Int(K_ROOT), Value::Bytes(l.root_secret.to_vec())),
+                (
+                    Value::Int(K_IDENTITY),
+                    Value::Bytes(l.identity_key.to_vec()),
+                ),
+                (Value::Int(K_WAKE), Value::Bytes(l.wake_key.to_vec())),
+                (Value::Int(K_LAPTOPS), Value::Array(laptops)),
+            ]),
+        ));
+    }
+    let mut body = Value::Map(entries);
     // Reserve enough up front that the buffer never reallocates (which would leave a copy of
     // the plaintext behind in freed memory).
     let mut out = Zeroizing::new(Vec::with_capacity(size_hint + PAD + TAG_LEN));
@@ -363,27 +408,70 @@ fn decode_credential(m: &[(Value, Value)]) -> Result<StoredCredential, String> {
     })
 }
 
+fn decode_laptop(m: &[(Value, Value)]) -> Result<LinkedLaptop, String> {
+    let id = bytes_field(m, K_LINK_ID)?;
+    Ok(LinkedLaptop {
+        link_id: id
+            .try_into()
+            .map_err(|_| "a linked laptop's ID is not 8 bytes")?,
+        label: text_field(m, K_LABEL)?,
+        created: u64_field(required(m, K_LINKED)?, K_LINKED)?,
+        last_used: field(m, K_LINK_USED)
+            .map(|v| u64_field(v, K_LINK_USED))
+            .transpose()?,
+    })
+}
+
+fn decode_linking(m: &[(Value, Value)]) -> Result<LinkingState, String> {
+    let laptops = field(m, K_LAPTOPS)
+        .and_then(Value::as_array)
+        .ok_or("linking state has no laptop list")?
+        .iter()
+        .map(|v| {
+            v.as_map()
+                .ok_or_else(|| "a linked laptop is not a map".to_owned())
+                .and_then(decode_laptop)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(LinkingState {
+        root_secret: Zeroizing::new(array32(m, K_ROOT)?),
+        identity_key: Zeroizing::new(array32(m, K_IDENTITY)?),
+        wake_key: Zeroizing::new(array32(m, K_WAKE)?),
+        laptops,
+    })
+}
+
 /// Decodes a padded body.
-pub(crate) fn decode_body(plaintext: &[u8]) -> Result<Vec<StoredCredential>, String> {
+pub(crate) fn decode_body(plaintext: &[u8]) -> Result<Body, String> {
     let (mut value, used) = hybridge_cbor::decode_prefix(plaintext)
         .map_err(|e| format!("body is not valid CBOR: {e}"))?;
     let result = (|| {
         if plaintext[used..].iter().any(|&b| b != 0) {
             return Err("body padding is not zero".to_owned());
         }
-        let items = value
-            .as_map()
-            .and_then(|m| field(m, K_BODY_CREDENTIALS))
+        let map = value.as_map().ok_or("body is not a map")?;
+        let items = field(map, K_BODY_CREDENTIALS)
             .and_then(Value::as_array)
             .ok_or("body has no credential list")?;
-        items
+        let credentials = items
             .iter()
             .map(|item| {
                 item.as_map()
                     .ok_or_else(|| "credential is not a map".to_owned())
                     .and_then(decode_credential)
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let linking = field(map, K_BODY_LINKING)
+            .map(|v| {
+                v.as_map()
+                    .ok_or_else(|| "linking state is not a map".to_owned())
+                    .and_then(decode_linking)
+            })
+            .transpose()?;
+        Ok(Body {
+            credentials,
+            linking,
+        })
     })();
     wipe(&mut value);
     result
@@ -411,6 +499,52 @@ mod tests {
         }
     }
 
+    fn one(c: StoredCredential) -> Body {
+        Body {
+            credentials: vec![c],
+            linking: None,
+        }
+    }
+
+    #[test]
+    fn linking_state_round_trips_and_old_bodies_have_none() {
+        let linking = LinkingState {
+            root_secret: Zeroizing::new([1; 32]),
+            identity_key: Zeroizing::new([2; 32]),
+            wake_key: Zeroizing::new([3; 32]),
+            laptops: vec![
+                LinkedLaptop {
+                    link_id: [4; 8],
+                    label: "work laptop".into(),
+                    created: 1_700_000_000,
+                    last_used: Some(1_700_000_100),
+                },
+                LinkedLaptop {
+                    link_id: [5; 8],
+                    label: String::new(),
+                    created: 1_700_000_200,
+                    last_used: None,
+                },
+            ],
+        };
+        let body = Body {
+            credentials: vec![sample(1)],
+            linking: Some(linking.clone()),
+        };
+        let back = decode_body(&encode_body(&body)).unwrap();
+        let l = back.linking.expect("linking state");
+        assert_eq!(*l.root_secret, [1; 32]);
+        assert_eq!(*l.identity_key, [2; 32]);
+        assert_eq!(*l.wake_key, [3; 32]);
+        assert_eq!(l.laptops, linking.laptops);
+        assert!(
+            decode_body(&encode_body(&one(sample(1))))
+                .unwrap()
+                .linking
+                .is_none()
+        );
+    }
+
     fn same(a: &StoredCredential, b: &StoredCredential) -> bool {
         a.credential_id == b.credential_id
             && a.rp_id == b.rp_id
@@ -430,13 +564,24 @@ mod tests {
     #[test]
     fn body_round_trip_and_padding() {
         let creds = vec![sample(1), sample(2)];
-        let body = encode_body(&creds);
+        let body = encode_body(&Body {
+            credentials: creds.clone(),
+            linking: None,
+        });
         assert_eq!(body.len() % PAD, 0);
-        let back = decode_body(&body).unwrap();
+        let back = decode_body(&body).unwrap().credentials;
         assert_eq!(back.len(), 2);
         assert!(same(&back[0], &creds[0]) && same(&back[1], &creds[1]));
-        assert!(decode_body(&encode_body(&[])).unwrap().is_empty());
-        let mut bad = encode_body(&creds);
+        assert!(
+            decode_body(&encode_body(&Body::default()))
+                .unwrap()
+                .credentials
+                .is_empty()
+        );
+        let mut bad = encode_body(&Body {
+            credentials: creds.clone(),
+            linking: None,
+        });
         let last = bad.len() - 1;
         bad[last] = 1;
         assert!(decode_body(&bad).is_err());
@@ -456,13 +601,13 @@ mod tests {
     fn file_round_trip() {
         let key = [7u8; 32];
         let h = header();
-        let ct = seal(&key, &h, &[sample(1)]).unwrap();
+        let ct = seal(&key, &h, &one(sample(1))).unwrap();
         let file = serialize(&h, &ct).unwrap();
         let (h2, ct2) = parse(&file).unwrap();
         assert_eq!(ct2, &ct[..]);
         assert_eq!(h2.failed_attempts, 2);
         assert_eq!(h2.salt, h.salt);
-        let creds = open(&key, &h2, ct2).unwrap();
+        let creds = open(&key, &h2, ct2).unwrap().credentials;
         assert!(same(&creds[0], &sample(1)));
         assert!(matches!(
             open(&[8u8; 32], &h2, ct2),
@@ -484,7 +629,7 @@ mod tests {
     #[test]
     fn every_flipped_byte_and_truncation_is_rejected() {
         let h = header();
-        let file = serialize(&h, &seal(&[7; 32], &h, &[sample(1)]).unwrap()).unwrap();
+        let file = serialize(&h, &seal(&[7; 32], &h, &one(sample(1))).unwrap()).unwrap();
         for i in 0..file.len() {
             let mut f = file.clone();
             f[i] ^= 0x01;

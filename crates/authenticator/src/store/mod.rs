@@ -14,7 +14,45 @@ mod format;
 mod kdf;
 
 pub use file::{CreateOptions, FileStore, PinVerifier, wait_for_pin_attempts};
+pub(crate) use format::Body;
 pub use kdf::{KdfParams, MAX_PIN_BYTES, MIN_PIN_CHARS};
+
+/// What a phone keeps to be reached again by the laptops it linked to (docs/protocol.md §8.5):
+/// one identity for every laptop, and the list of laptops it gave a link.
+#[derive(Clone)]
+pub struct LinkingState {
+    /// The root secret every laptop's link secret derives from (with the contact ID and the
+    /// laptop's link ID, `kdf::phone_link_secret`): no per-laptop secret is stored.
+    pub root_secret: Zeroizing<[u8; 32]>,
+    /// The identity key (a P-256 scalar): the static key of NKpsk0, linking map key 4.
+    pub identity_key: Zeroizing<[u8; 32]>,
+    /// The wake key (a P-256 scalar): proves to the relay that the contact ID is this
+    /// phone's, so only it can subscribe to wake-ups.
+    pub wake_key: Zeroizing<[u8; 32]>,
+    /// The laptops given a link, oldest first. A link ID not in this list is refused.
+    pub laptops: Vec<LinkedLaptop>,
+}
+
+impl fmt::Debug for LinkingState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkingState")
+            .field("laptops", &self.laptops)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A laptop the phone gave a link to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkedLaptop {
+    /// The link (pairing) ID the laptop sends back in its client payload.
+    pub link_id: [u8; 8],
+    /// What the user called it (may be empty: laptops do not name themselves).
+    pub label: String,
+    /// When the link was given, Unix seconds.
+    pub created: u64,
+    /// When the laptop last reached the phone through it, Unix seconds.
+    pub last_used: Option<u64>,
+}
 
 /// One passkey as the authenticator keeps it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
