@@ -288,6 +288,11 @@ impl LaptopLinked {
         self.client_payload.to_header_value()
     }
 
+    /// The client payload (what `hybridge_websocket::contact` sends).
+    pub fn client_payload(&self) -> &ClientPayload {
+        &self.client_payload
+    }
+
     /// Trial-decrypts an advert with the linked key; the domain is not checked (§11.7).
     /// Returns whether it matched. In the linked flow the handshake can start as soon as the
     /// tunnel connects, but the PSK needs the advert, so wait for a match first.
