@@ -408,11 +408,12 @@ pub(crate) async fn serve_subscriber(
     };
     // In a cluster, wake-ups for `id` that reach another instance come here, and an older
     // subscription on another instance is closed.
-    let watch = match shared.cluster() {
+    // Held until the subscription ends (the watch stops listening when dropped).
+    let _watch = match shared.cluster() {
         Some(c) => {
             let w = Box::pin(c.watch_contact(id)).await;
             Box::pin(c.announce_taken(&id)).await;
-            w
+            Some(w)
         }
         None => None,
     };
@@ -494,7 +495,6 @@ pub(crate) async fn serve_subscriber(
         }
     };
     shared.subs.remove(&id, generation);
-    drop(watch);
     m.subscriptions.fetch_sub(1, Relaxed);
     m.subscription_ended(end);
     tracing::debug!(contact = %id.log_tag(), reason = end.label(), "subscription ended");

@@ -743,3 +743,40 @@ async fn a_laptop_on_one_instance_wakes_a_phone_subscribed_on_another() {
     let wake = next_wake(&mut sub_a).await;
     assert_eq!(wake.routing_id.to_hex(), b.routing.to_ascii_uppercase());
 }
+
+#[tokio::test]
+async fn a_phone_subscribed_while_nats_was_down_is_reachable_once_it_is_up() {
+    require_nats!();
+    use common::wake::*;
+    use hybridge_proto::qr::RequestType;
+    let mut nats = Nats::start().await;
+    nats.stop().await;
+    let a = spawn_relay(&nats, "a00001", &[]).await;
+    let b = spawn_relay(&nats, "B00002", &[]).await;
+    // Subscribed on B while B has no cluster link: a contact on A cannot be answered (503,
+    // not 410, which would make a Chromium laptop forget the phone).
+    let (mut sub, id) = subscribe(b.addr, &wake_key()).await;
+    let p = payload(RequestType::MakeCredential);
+    assert_eq!(contact(a.addr, &id, &p, false).await.err(), Some(503));
+    // The phone is reachable on B itself meanwhile.
+    let (_local, _) = contact(b.addr, &id, &p, false)
+        .await
+        .expect("local contact");
+    let _ = next_wake(&mut sub).await;
+    nats.run().await;
+    a.wait_cluster(true).await;
+    b.wait_cluster(true).await;
+    // B's subscription now listens on NATS too, without the phone doing anything.
+    let deadline = Instant::now() + T;
+    let mut laptop = loop {
+        match contact(a.addr, &id, &p, true).await {
+            Ok((l, _)) => break l,
+            Err(410) if Instant::now() < deadline => sleep(Duration::from_millis(200)).await,
+            Err(s) => panic!("contact through the cluster: {s}"),
+        }
+    };
+    let wake = next_wake(&mut sub).await;
+    let mut phone = join(b.addr, &wake).await;
+    assert_eq!(next_binary(&mut laptop).await, [0x00]);
+    exchange(&mut laptop, &mut phone, b"after NATS came up").await;
+}

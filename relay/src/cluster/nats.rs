@@ -318,23 +318,37 @@ impl Cluster {
     }
 
     /// Listens for wake-ups of the phone subscribed here under `id`, until the watch is
-    /// dropped. Returns once NATS has the subscription (so a wake-up right after the phone
-    /// is acknowledged finds it); `None` when the link is down (the phone is reachable
-    /// through this instance only).
-    pub(crate) async fn watch_contact(&self, id: ContactId) -> Option<ContactWatch> {
-        if !self.ready() {
-            return None;
-        }
+    /// dropped. With the link up, returns once NATS has the subscription (so a wake-up right
+    /// after the phone is acknowledged finds it); with the link down, the phone is reachable
+    /// through this instance only until the link comes up, when the watch subscribes (and
+    /// announces the phone) by itself.
+    pub(crate) async fn watch_contact(self: &Arc<Self>, id: ContactId) -> ContactWatch {
         let subject = self.wake_subject(&id);
-        let mut sub = timeout(RPC_TIMEOUT, self.client.subscribe(subject))
-            .await
-            .ok()?
-            .ok()?;
-        let _ = timeout(RPC_TIMEOUT, self.client.flush()).await;
-        let client = self.client.clone();
-        let waker = self.waker.clone();
-        let own = self.routing_id;
-        Some(ContactWatch(tokio::spawn(async move {
+        let mut first = None;
+        if self.ready()
+            && let Ok(Ok(sub)) = timeout(RPC_TIMEOUT, self.client.subscribe(subject.clone())).await
+        {
+            let _ = timeout(RPC_TIMEOUT, self.client.flush()).await;
+            first = Some(sub);
+        }
+        let cluster = self.clone();
+        ContactWatch(tokio::spawn(async move {
+            let mut sub = match first {
+                Some(s) => s,
+                None => loop {
+                    let mut link = cluster.link.subscribe();
+                    if link.wait_for(|l| l.up).await.is_err() {
+                        return;
+                    }
+                    let subscribed =
+                        timeout(RPC_TIMEOUT, cluster.client.subscribe(subject.clone())).await;
+                    if let Ok(Ok(s)) = subscribed {
+                        cluster.announce_taken(&id).await;
+                        break s;
+                    }
+                    sleep(Duration::from_millis(500)).await;
+                },
+            };
             while let Some(m) = sub.next().await {
                 let p = &m.payload;
                 match (p.first(), m.reply.clone()) {
@@ -344,28 +358,29 @@ impl Cluster {
                             .filter(|got| *got == id.0)
                             .and_then(|_| Wake::decode(&p[1 + CONTACT_ID_LEN..]).ok())
                         {
-                            Some(w) => match waker(id, RemoteWake::Wake(w)) {
+                            Some(w) => match (cluster.waker)(id, RemoteWake::Wake(w)) {
                                 Delivery::Queued => WAKE_QUEUED,
                                 Delivery::Busy => WAKE_BUSY,
                                 Delivery::Gone => WAKE_GONE,
                             },
                             None => WAKE_GONE,
                         };
-                        let _ = client
+                        let _ = cluster
+                            .client
                             .publish(reply, Bytes::copy_from_slice(&[status]))
                             .await;
                     }
                     (Some(&WAKE_TAKEN), None) => {
                         let by = p.get(1..1 + ROUTING_ID_LEN);
-                        if by.is_some_and(|b| b != own.0) {
-                            waker(id, RemoteWake::Taken);
+                        if by.is_some_and(|b| b != cluster.routing_id.0) {
+                            (cluster.waker)(id, RemoteWake::Taken);
                             return;
                         }
                     }
                     _ => {}
                 }
             }
-        })))
+        }))
     }
 
     /// Tells the other instances that a phone subscribed here under `id`, so an older
