@@ -192,7 +192,7 @@ pub(crate) async fn wake(shared: &Shared, id: Option<ContactId>, wake: Wake) -> 
 
 /// What a subscribed phone said, decoded from its (masked) frames.
 #[derive(Debug, PartialEq, Eq)]
-enum Event {
+pub(crate) enum Event {
     Message(Vec<u8>),
     Ping(Vec<u8>),
     /// Its close frame's code (1005: none given).
@@ -203,18 +203,18 @@ enum Event {
 
 /// Reads a client's WebSocket frames into whole messages, with [`Decoder`]'s checks and
 /// limits: the relay's one frame parser, here used to read rather than to forward.
-struct Reader {
+pub(crate) struct Reader {
     dec: Decoder,
     tally: Tally,
     /// Server-form frames the decoder wrote that are not complete yet.
     frames: Vec<u8>,
     message: Vec<u8>,
-    events: std::collections::VecDeque<Event>,
+    pub(crate) events: std::collections::VecDeque<Event>,
     done: bool,
 }
 
 impl Reader {
-    fn new(max_message: usize) -> Self {
+    pub(crate) fn new(max_message: usize) -> Self {
         Self {
             dec: Decoder::new(),
             tally: Tally {
@@ -228,7 +228,7 @@ impl Reader {
         }
     }
 
-    fn feed(&mut self, data: &[u8]) {
+    pub(crate) fn feed(&mut self, data: &[u8]) {
         if self.done {
             return;
         }
@@ -545,6 +545,39 @@ mod tests {
                 "chunk size {chunk}"
             );
         }
+    }
+
+    fn a_wake(n: u8) -> Wake {
+        Wake {
+            tunnel_id: hybridge_proto::tunnel::TunnelId([n; 16]),
+            routing_id: hybridge_proto::tunnel::RoutingId([1, 2, 3]),
+            client_payload: vec![0xa0],
+        }
+    }
+
+    #[test]
+    fn wakes_queue_up_to_the_bound_and_a_newer_subscription_replaces() {
+        let subs = Subscriptions::default();
+        let id = ContactId([1; 32]);
+        assert_eq!(subs.deliver(&id, a_wake(0)), Delivery::Gone);
+        let (first, mut rx, mut killed) = subs.insert(id).unwrap();
+        for n in 0..MAX_QUEUED_WAKES as u8 {
+            assert_eq!(subs.deliver(&id, a_wake(n)), Delivery::Queued);
+        }
+        assert_eq!(subs.deliver(&id, a_wake(99)), Delivery::Busy, "bounded");
+        assert_eq!(rx.try_recv().unwrap().tunnel_id.0, [0; 16], "in order");
+        assert_eq!(subs.deliver(&id, a_wake(8)), Delivery::Queued, "room again");
+        // A newer subscription: the older one is told, and its late removal is ignored.
+        let (second, mut rx2, _killed2) = subs.insert(id).unwrap();
+        assert!(killed.try_recv().is_ok());
+        subs.remove(&id, first);
+        assert_eq!(subs.deliver(&id, a_wake(7)), Delivery::Queued);
+        assert_eq!(rx2.try_recv().unwrap().tunnel_id.0, [7; 16]);
+        // Taken by another instance: closed here, and gone.
+        subs.evict(&id);
+        assert_eq!(subs.deliver(&id, a_wake(6)), Delivery::Gone);
+        subs.remove(&id, second);
+        assert_eq!(subs.deliver(&ContactId([2; 32]), a_wake(6)), Delivery::Gone);
     }
 
     #[test]
