@@ -129,6 +129,17 @@ pub struct Limits {
     /// Bytes queued per direction (and before the peer joins) before the relay stops
     /// reading from the sender: backpressure instead of unbounded buffering.
     pub queue_bytes: usize,
+    /// How long a laptop on `/cable/contact` waits for the woken phone to join before it is
+    /// closed (1008, "the phone did not answer the wake-up in time").
+    pub contact_timeout: Duration,
+    /// How often the relay pings a subscribed phone; one silent for two intervals is
+    /// dropped, and the phone reconnects.
+    pub subscription_ping_interval: Duration,
+    /// Most wake-up subscriptions (proven or proving) at once, 503 beyond.
+    pub max_subscriptions: usize,
+    /// Most wake-up subscriptions one client IP (IPv6: /64) may hold, 429 beyond; 0 for no
+    /// limit. They are not counted among its unpaired connections once proven.
+    pub max_subscriptions_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -147,6 +158,10 @@ impl Default for Limits {
             rate_burst: 100,
             max_unpaired_per_ip: 1000,
             queue_bytes: 64 * 1024,
+            contact_timeout: Duration::from_secs(30),
+            subscription_ping_interval: Duration::from_secs(30),
+            max_subscriptions: 10_000,
+            max_subscriptions_per_ip: 1000,
         }
     }
 }

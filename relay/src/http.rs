@@ -27,6 +27,15 @@ pub(crate) struct Request {
     /// The request has one `Origin` header and it names the host the caller expects
     /// ([`origin_matches`]); false when no host is expected.
     pub origin_ok: bool,
+    /// `hybridge.wake` among the offered subprotocols (`/cable/subscribe`).
+    pub wake_proto: bool,
+    /// The `Host` header, when there is exactly one (the subscription proof signs it).
+    pub host: Option<String>,
+    /// The `X-caBLE-Client-Payload` value as sent (`/cable/contact`), when there is exactly
+    /// one; checked by the router. Bounded by the head's size limit.
+    pub client_payload: Option<Vec<u8>>,
+    /// `X-caBLE-Signal-Connection: true` (`/cable/contact`).
+    pub signal: bool,
 }
 
 /// Outcome of trying to parse the bytes read so far.
@@ -60,6 +69,8 @@ pub(crate) fn parse(
         ..Default::default()
     };
     let (mut upgrade_ws, mut conn_upgrade) = (false, false);
+    // A header that must appear once: a second one makes it ambiguous, so it counts as absent.
+    let (mut hosts, mut payloads) = (0, 0);
     // Two Origin headers are ambiguous: they match nothing.
     let (mut origins, mut origin_ok) = (0, false);
     for h in req.headers.iter() {
@@ -93,10 +104,25 @@ pub(crate) fn parse(
             origins += 1;
             origin_ok = origin_host.is_some_and(|h| origin_matches(value(), h));
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            out.fido_cable |= value()
-                .split(',')
-                .any(|t| t.trim() == hybridge_proto::tunnel::SUBPROTOCOL);
+            for t in value().split(',').map(str::trim) {
+                out.fido_cable |= t == hybridge_proto::tunnel::SUBPROTOCOL;
+                out.wake_proto |= t == hybridge_proto::contact::WAKE_SUBPROTOCOL;
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            out.host = Some(value().to_owned());
+        } else if name.eq_ignore_ascii_case(hybridge_proto::tunnel::CLIENT_PAYLOAD_HEADER) {
+            payloads += 1;
+            out.client_payload = Some(h.value.to_vec());
+        } else if name.eq_ignore_ascii_case(hybridge_proto::contact::SIGNAL_CONNECTION_HEADER) {
+            out.signal = value().eq_ignore_ascii_case("true");
         }
+    }
+    if hosts != 1 {
+        out.host = None;
+    }
+    if payloads != 1 {
+        out.client_payload = None;
     }
     out.upgrade = upgrade_ws && conn_upgrade;
     out.origin_ok = origin_ok && origins == 1;
@@ -175,6 +201,25 @@ fn accept_key_into<'a>(key: &str, out: &'a mut [u8; 28]) -> &'a [u8] {
     &out[..n]
 }
 
+/// Appends a `101 Switching Protocols` response for another endpoint than `/cable/new` and
+/// `/cable/connect`: echoing `protocol`, and `X-caBLE-Signal-Connection: true` when `signal`
+/// (`/cable/contact`, docs/protocol.md §6.2).
+pub(crate) fn push_upgrade(out: &mut Vec<u8>, key: &str, protocol: &str, signal: bool) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: ",
+    );
+    out.extend_from_slice(protocol.as_bytes());
+    out.extend_from_slice(b"\r\nSec-WebSocket-Accept: ");
+    let mut accept = [0u8; 28];
+    out.extend_from_slice(accept_key_into(key, &mut accept));
+    if signal {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(hybridge_proto::contact::SIGNAL_CONNECTION_HEADER.as_bytes());
+        out.extend_from_slice(b": true");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
 /// Appends a `101 Switching Protocols` response echoing `fido.cable`, with the routing ID
 /// header when given (only `/cable/new` carries it, docs/protocol.md §6.2).
 pub(crate) fn push_switching(out: &mut Vec<u8>, key: &str, routing_id: Option<&str>) {
@@ -207,6 +252,7 @@ pub(crate) fn response(status: u16, extra: &str, content_type: &str, body: &str)
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
+        410 => "Gone",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
@@ -247,6 +293,36 @@ mod tests {
             parse(b"\x16\x03\x01 junk\r\n\r\n", None, None),
             Parsed::Invalid
         ));
+    }
+
+    #[test]
+    fn contact_and_subscribe_headers() {
+        let parsed = |head: &str| match parse(head.as_bytes(), None, None) {
+            Parsed::Complete(r, _) => r,
+            _ => panic!("not complete"),
+        };
+        let r = parsed(
+            "GET /cable/contact/x HTTP/1.1\r\nHost: Relay.Example:8443\r\nx-cable-client-payload: A0\r\nX-caBLE-Signal-Connection: TRUE\r\nSec-WebSocket-Protocol: hybridge.wake\r\n\r\n",
+        );
+        assert_eq!(r.host.as_deref(), Some("Relay.Example:8443"));
+        assert_eq!(r.client_payload.as_deref(), Some(&b"A0"[..]));
+        assert!(r.signal && r.wake_proto && !r.fido_cable);
+        // Twice is ambiguous: as if absent.
+        let r = parsed(
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nX-caBLE-Client-Payload: A0\r\nX-caBLE-Client-Payload: A0\r\nX-caBLE-Signal-Connection: false\r\n\r\n",
+        );
+        assert_eq!((r.host, r.client_payload, r.signal), (None, None, false));
+        let mut out = Vec::new();
+        push_upgrade(&mut out, "dGhlIHNhbXBsZSBub25jZQ==", "fido.cable", true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Sec-WebSocket-Protocol: fido.cable\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("X-caBLE-Signal-Connection: true\r\n\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

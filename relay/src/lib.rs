@@ -2,7 +2,9 @@
 //!
 //! A phone opens `/cable/new/<tunnel id>` and waits; a laptop opens
 //! `/cable/connect/<routing id>/<tunnel id>`; the relay pairs the two WebSockets and
-//! forwards their binary messages unchanged, within limits.
+//! forwards their binary messages unchanged, within limits. A linked phone keeps a
+//! wake-up subscription on `/cable/subscribe`; a laptop's `/cable/contact/<contact id>`
+//! wakes it, and it joins the laptop through `/cable/connect` (`hybridge_proto::contact`).
 //!
 //! Embedding a relay in a test or a demo:
 //!
@@ -43,6 +45,7 @@ mod route;
 mod server;
 mod shared;
 mod tls;
+mod wake;
 mod ws;
 
 pub use cluster::ClusterConfig;

@@ -142,6 +142,27 @@ struct Cli {
     /// Bytes queued per direction before the relay stops reading the sender.
     #[arg(long, env = "HYBRIDGE_RELAY_QUEUE_BYTES", default_value_t = 64 * 1024)]
     queue_bytes: usize,
+    /// How long a laptop on /cable/contact waits for the woken phone to join (1008 after).
+    #[arg(long, env = "HYBRIDGE_RELAY_CONTACT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    contact_timeout: Duration,
+    /// How often subscribed phones are pinged; a phone silent for two intervals is dropped.
+    #[arg(long, env = "HYBRIDGE_RELAY_SUBSCRIPTION_PING", default_value = "30s", value_parser = parse_duration)]
+    subscription_ping: Duration,
+    /// Most wake-up subscriptions (/cable/subscribe) at once (503 beyond).
+    #[arg(
+        long,
+        env = "HYBRIDGE_RELAY_MAX_SUBSCRIPTIONS",
+        default_value_t = 10_000
+    )]
+    max_subscriptions: usize,
+    /// Most wake-up subscriptions one client IP (IPv6: /64) may hold (429 beyond; 0 for no
+    /// limit).
+    #[arg(
+        long,
+        env = "HYBRIDGE_RELAY_MAX_SUBSCRIPTIONS_PER_IP",
+        default_value_t = 1000
+    )]
+    max_subscriptions_per_ip: usize,
     /// On SIGTERM, how long paired tunnels may finish before they are closed with 1001.
     #[arg(long, env = "HYBRIDGE_RELAY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -293,6 +314,10 @@ async fn run(cli: Cli) -> ExitCode {
             rate_burst: cli.rate_burst,
             max_unpaired_per_ip: cli.max_unpaired_per_ip,
             queue_bytes: cli.queue_bytes.max(1024),
+            contact_timeout: cli.contact_timeout,
+            subscription_ping_interval: cli.subscription_ping.max(Duration::from_millis(100)),
+            max_subscriptions: cli.max_subscriptions,
+            max_subscriptions_per_ip: cli.max_subscriptions_per_ip,
         },
         cluster: cli.nats.map(|url| {
             // A claim matters while its phone waits; the bucket reaps claims of an instance

@@ -25,6 +25,12 @@ pub(crate) enum Reject {
     TlsHandshake,
     /// A `/connect` for another instance while the cluster link is down (503).
     ClusterUnavailable,
+    /// `/cable/contact` for a contact ID no phone is subscribed to (410).
+    Gone,
+    /// `/cable/contact` for a phone whose queue of wake-ups is full (503).
+    WakeBusy,
+    /// `/cable/subscribe` from an address that holds `--max-subscriptions-per-ip` (429).
+    SubscriptionsPerIp,
 }
 
 impl From<crate::ratelimit::Refusal> for Reject {
@@ -37,7 +43,7 @@ impl From<crate::ratelimit::Refusal> for Reject {
 }
 
 impl Reject {
-    const ALL: [Reject; 12] = [
+    const ALL: [Reject; 15] = [
         Reject::BadRequest,
         Reject::BadVersion,
         Reject::NotFound,
@@ -50,6 +56,9 @@ impl Reject {
         Reject::HeaderTimeout,
         Reject::TlsHandshake,
         Reject::ClusterUnavailable,
+        Reject::Gone,
+        Reject::WakeBusy,
+        Reject::SubscriptionsPerIp,
     ];
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -65,6 +74,9 @@ impl Reject {
             Reject::HeaderTimeout => "header_timeout",
             Reject::TlsHandshake => "tls_handshake",
             Reject::ClusterUnavailable => "cluster_unavailable",
+            Reject::Gone => "gone",
+            Reject::WakeBusy => "wake_busy",
+            Reject::SubscriptionsPerIp => "subscriptions_per_ip",
         }
     }
     pub(crate) fn status(self) -> u16 {
@@ -74,8 +86,9 @@ impl Reject {
             Reject::MethodNotAllowed => 405,
             Reject::Conflict => 409,
             Reject::Origin => 403,
-            Reject::RateLimited | Reject::Unpaired => 429,
-            Reject::Capacity | Reject::ClusterUnavailable => 503,
+            Reject::Gone => 410,
+            Reject::RateLimited | Reject::Unpaired | Reject::SubscriptionsPerIp => 429,
+            Reject::Capacity | Reject::ClusterUnavailable | Reject::WakeBusy => 503,
             Reject::HeaderTimeout | Reject::TlsHandshake => 408,
         }
     }
@@ -84,7 +97,12 @@ impl Reject {
     pub(crate) fn charged(self) -> bool {
         !matches!(
             self,
-            Reject::RateLimited | Reject::Unpaired | Reject::Capacity | Reject::ClusterUnavailable
+            Reject::RateLimited
+                | Reject::Unpaired
+                | Reject::Capacity
+                | Reject::ClusterUnavailable
+                | Reject::WakeBusy
+                | Reject::SubscriptionsPerIp
         )
     }
     /// Header lines the response carries besides the usual ones.
@@ -131,6 +149,86 @@ impl CloseReason {
     }
 }
 
+/// How a wake-up subscription ended, or why it never started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SubscriptionEnd {
+    /// The proof did not parse or verify.
+    BadProof,
+    /// No proof within the header timeout.
+    ProofTimeout,
+    /// The relay is full (`--max-subscriptions`), found after the proof.
+    Capacity,
+    /// A newer proven subscription for the same contact ID took over.
+    Replaced,
+    /// No sign of life (pong or anything) within two ping intervals.
+    Dead,
+    /// The phone closed or hung up.
+    PhoneLeft,
+    /// The phone broke the protocol after subscribing.
+    Violation,
+    /// The relay shut down.
+    Shutdown,
+}
+
+impl SubscriptionEnd {
+    const ALL: [SubscriptionEnd; 8] = [
+        SubscriptionEnd::BadProof,
+        SubscriptionEnd::ProofTimeout,
+        SubscriptionEnd::Capacity,
+        SubscriptionEnd::Replaced,
+        SubscriptionEnd::Dead,
+        SubscriptionEnd::PhoneLeft,
+        SubscriptionEnd::Violation,
+        SubscriptionEnd::Shutdown,
+    ];
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            SubscriptionEnd::BadProof => "bad_proof",
+            SubscriptionEnd::ProofTimeout => "proof_timeout",
+            SubscriptionEnd::Capacity => "capacity",
+            SubscriptionEnd::Replaced => "replaced",
+            SubscriptionEnd::Dead => "dead",
+            SubscriptionEnd::PhoneLeft => "phone_left",
+            SubscriptionEnd::Violation => "violation",
+            SubscriptionEnd::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What became of a `/cable/contact` request's wake-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WakeResult {
+    /// Queued for a phone subscribed here.
+    Local,
+    /// Delivered to another instance, which queued it for its phone.
+    Remote,
+    /// No phone subscribed (410).
+    Gone,
+    /// The phone's queue was full (503).
+    Busy,
+    /// The cluster could not be asked (503).
+    Unavailable,
+}
+
+impl WakeResult {
+    const ALL: [WakeResult; 5] = [
+        WakeResult::Local,
+        WakeResult::Remote,
+        WakeResult::Gone,
+        WakeResult::Busy,
+        WakeResult::Unavailable,
+    ];
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            WakeResult::Local => "local",
+            WakeResult::Remote => "remote",
+            WakeResult::Gone => "gone",
+            WakeResult::Busy => "busy",
+            WakeResult::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// Upper bounds (seconds) of the `/new`→`/connect` wait histogram.
 const WAIT_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -150,6 +248,12 @@ pub(crate) struct Metrics {
     wait_sum_us: AtomicU64,
     pub tls_reloads: AtomicU64,
     pub tls_reload_errors: AtomicU64,
+    /// Proven wake-up subscriptions open now.
+    pub subscriptions: AtomicI64,
+    /// Wake-up subscriptions proven.
+    pub subscriptions_proven: AtomicU64,
+    subscription_ends: [AtomicU64; SubscriptionEnd::ALL.len()],
+    wakes: [AtomicU64; WakeResult::ALL.len()],
 }
 
 impl Metrics {
@@ -159,6 +263,14 @@ impl Metrics {
 
     pub(crate) fn closed(&self, r: CloseReason) {
         self.closes[r as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn subscription_ended(&self, e: SubscriptionEnd) {
+        self.subscription_ends[e as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn wake(&self, w: WakeResult) {
+        self.wakes[w as usize].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn rejections(&self, r: Reject) -> u64 {
@@ -258,6 +370,46 @@ impl Metrics {
                 "hybridge_relay_tunnel_closes_total{{reason=\"{}\"}} {}",
                 r.label(),
                 self.closes[r as usize].load(Relaxed)
+            );
+        }
+        for (name, kind, help, v) in [
+            (
+                "hybridge_relay_subscriptions",
+                "gauge",
+                "Phones subscribed for wake-ups (/cable/subscribe, proven).",
+                self.subscriptions.load(Relaxed) as u64,
+            ),
+            (
+                "hybridge_relay_subscriptions_total",
+                "counter",
+                "Wake-up subscriptions proven.",
+                self.subscriptions_proven.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let _ = writeln!(
+            s,
+            "# HELP hybridge_relay_subscription_ends_total Wake-up subscriptions ended or refused after the upgrade, by reason.\n# TYPE hybridge_relay_subscription_ends_total counter"
+        );
+        for e in SubscriptionEnd::ALL {
+            let _ = writeln!(
+                s,
+                "hybridge_relay_subscription_ends_total{{reason=\"{}\"}} {}",
+                e.label(),
+                self.subscription_ends[e as usize].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP hybridge_relay_wakes_total /cable/contact wake-ups, by result (gone: 410).\n# TYPE hybridge_relay_wakes_total counter"
+        );
+        for w in WakeResult::ALL {
+            let _ = writeln!(
+                s,
+                "hybridge_relay_wakes_total{{result=\"{}\"}} {}",
+                w.label(),
+                self.wakes[w as usize].load(Relaxed)
             );
         }
         let name = "hybridge_relay_pairing_wait_seconds";

@@ -25,6 +25,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep_until, timeout};
 
+use hybridge_proto::contact::CONNECT_SIGNAL;
+use hybridge_proto::tunnel::SUBPROTOCOL;
+
 use crate::conn::Conn;
 use crate::http;
 use crate::metrics::{CloseReason, Metrics};
@@ -402,6 +405,39 @@ async fn finish_both(p: &mut Pipes, plan: Plan, limit: Duration) {
     );
 }
 
+/// What the waiting side opened: the tunnel is the same either way, its start is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Opener {
+    /// A phone on `/cable/new` (the QR flow): its 101 names the routing ID, and it waits up
+    /// to the pairing timeout for the laptop.
+    New,
+    /// A laptop on `/cable/contact` (a linked phone, woken): it waits up to the contact
+    /// timeout for the phone, and with `signal` is sent `[0x00]` when the phone joins
+    /// (`X-caBLE-Signal-Connection`, docs/protocol.md §6.2).
+    Contact {
+        /// The laptop asked for the connect signal.
+        signal: bool,
+    },
+}
+
+impl Opener {
+    /// How long the opener waits for its peer.
+    fn wait(self, limits: &crate::config::Limits) -> Duration {
+        match self {
+            Opener::New => limits.pairing_timeout,
+            Opener::Contact { .. } => limits.contact_timeout,
+        }
+    }
+
+    /// The close reason when the peer did not come in time.
+    fn timeout_reason(self) -> &'static str {
+        match self {
+            Opener::New => "timed out waiting for the peer",
+            Opener::Contact { .. } => "the phone did not answer the wake-up in time",
+        }
+    }
+}
+
 enum Waited {
     End(End),
     Paired(Handoff),
@@ -414,8 +450,10 @@ enum Ran {
     Timer(CloseReason),
 }
 
-/// Serves a phone from its `/cable/new` upgrade to the end of its tunnel: waits for the
-/// laptop, pairs the two, relays, and closes both.
+/// Serves a phone from its `/cable/new` upgrade (or a laptop from its `/cable/contact`
+/// upgrade: see [`Opener`]) to the end of its tunnel: waits for the peer, pairs the two,
+/// relays, and closes both. The waiting side is called the phone here, the joining side
+/// the laptop, whichever they are.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     slot: PairingSlot,
@@ -425,6 +463,7 @@ pub(crate) async fn run(
     key: String,
     waiter: Waiter,
     mut ticket: Ticket,
+    opener: Opener,
 ) {
     let shared = slot.0.clone();
     let limits = &shared.limits;
@@ -446,9 +485,14 @@ pub(crate) async fn run(
     };
     // Boxed so the task's future stays small: only the I/O state is large.
     let mut p = Box::new(Pipes::new(tally, limits.queue_bytes));
-    http::push_switching(&mut p.phone.out, &key, Some(&shared.routing_hex));
+    match opener {
+        Opener::New => http::push_switching(&mut p.phone.out, &key, Some(&shared.routing_hex)),
+        Opener::Contact { signal } => {
+            http::push_upgrade(&mut p.phone.out, &key, SUBPROTOCOL, signal);
+        }
+    }
     p.phone.conn = Some(conn);
-    tracing::debug!(tunnel = %tag, "phone waiting");
+    tracing::debug!(tunnel = %tag, opener = ?opener, "waiting for the peer");
 
     let mut phase = shared.phase.subscribe();
     m.waiting.fetch_add(1, Relaxed);
@@ -463,7 +507,7 @@ pub(crate) async fn run(
                 Ok(h) => Waited::Paired(h),
                 Err(_) => Waited::Shutdown,
             },
-            _ = sleep_until(ttl.min(created + limits.pairing_timeout)) => Waited::Timeout,
+            _ = sleep_until(ttl.min(created + opener.wait(limits))) => Waited::Timeout,
             _ = phase.wait_for(|p| *p >= Phase::Draining) => Waited::Shutdown,
         },
     };
@@ -482,7 +526,7 @@ pub(crate) async fn run(
             let plan: Plan = match other {
                 Waited::End(end) => plan_for(&end),
                 Waited::Timeout => (
-                    Some((close::POLICY, "timed out waiting for the peer")),
+                    Some((close::POLICY, opener.timeout_reason())),
                     None,
                     CloseReason::PairingTimeout,
                 ),
@@ -493,8 +537,11 @@ pub(crate) async fn run(
                 ),
             };
             // A phone no laptop came for is charged to its address, unless the relay
-            // itself sent it away.
-            if plan.2 != CloseReason::Shutdown {
+            // itself sent it away. A laptop whose woken phone did not come is not: the
+            // wake-up was delivered, the phone's part is not the laptop's doing.
+            let contact_timeout =
+                matches!(opener, Opener::Contact { .. }) && plan.2 == CloseReason::PairingTimeout;
+            if plan.2 != CloseReason::Shutdown && !contact_timeout {
                 ticket.charge();
             }
             tracing::debug!(tunnel = %tag, reason = plan.2.label(), "phone left before pairing");
@@ -504,7 +551,12 @@ pub(crate) async fn run(
         }
     };
 
-    // Paired: the laptop's 101 goes in front of whatever the phone already sent.
+    // Paired: the laptop's 101 goes in front of whatever the phone already sent. A contact
+    // laptop that asked for it hears that the phone joined first (it is between frames: only
+    // its 101 and pongs were written to it).
+    if opener == (Opener::Contact { signal: true }) {
+        ws::push_frame(&mut p.phone.out, op::BINARY, &CONNECT_SIGNAL);
+    }
     p.paired();
     ticket.paired();
     let paired_at = Instant::now();

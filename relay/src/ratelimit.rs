@@ -53,7 +53,8 @@ pub(crate) struct RateLimiter {
     shards: Vec<Mutex<HashMap<u128, Entry>>>,
 }
 
-fn key(ip: IpAddr) -> u128 {
+/// The address's key in per-IP maps: an IPv4 address, or an IPv6 /64.
+pub(crate) fn key(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u32::from(v4) as u128,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

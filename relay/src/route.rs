@@ -3,6 +3,7 @@
 //! what the answer says (admission and the per-IP budget are its business, as they need the
 //! connection).
 
+use hybridge_proto::contact::{self, ContactId};
 use hybridge_proto::tunnel::{TunnelError, TunnelPath};
 
 use crate::http::Request;
@@ -68,38 +69,90 @@ pub(crate) fn operational(req: &Request, s: State) -> Option<Operational> {
     s.metrics_listener.then_some(Operational::NotFound)
 }
 
-/// A tunnel endpoint's request, once admitted: the path and the client's WebSocket key, or
-/// the refusal. Never log the path: it holds the tunnel ID.
-pub(crate) fn tunnel(req: &Request, s: State) -> Result<(TunnelPath, String), Reject> {
+/// What a tunnel endpoint's request asks for, once checked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/cable/new` or `/cable/connect` (never [`TunnelPath::Contact`]).
+    Tunnel(TunnelPath),
+    /// `/cable/contact/<contact ID>` with a valid client payload: wake the phone.
+    Contact {
+        /// `None`: not a hybridge contact ID (not 32 bytes), so no phone can be subscribed
+        /// to it (410).
+        contact_id: Option<ContactId>,
+        /// The client payload's CBOR, checked strictly, as the phone will get it.
+        client_payload: Vec<u8>,
+        /// `X-caBLE-Signal-Connection: true`.
+        signal: bool,
+    },
+    /// `/cable/subscribe`: a phone proves a wake key and waits for wake-ups.
+    Subscribe {
+        /// The host the phone connected to (`Host`, in the form the proof signs).
+        host: String,
+    },
+}
+
+/// A tunnel endpoint's request, once admitted: what it asks for and the client's WebSocket
+/// key, or the refusal. Never log the path: it holds the tunnel ID or the contact ID.
+pub(crate) fn tunnel(req: &Request, s: State) -> Result<(Endpoint, String), Reject> {
     if !req.method_is_get {
         return Err(Reject::MethodNotAllowed);
     }
     // With --origin, the tunnel endpoints serve only clients that name this relay's host.
+    let subscribe = req.path == contact::SUBSCRIBE_PATH;
     let tunnel_endpoint = ["/cable/new/", "/cable/connect/", "/cable/contact/"]
         .iter()
         .any(|p| req.path.starts_with(p));
-    if s.origin_required && tunnel_endpoint && !req.origin_ok {
+    if s.origin_required && (tunnel_endpoint || subscribe) && !req.origin_ok {
         return Err(Reject::Origin);
     }
-    // Linked phones (/cable/contact) are not served yet.
-    if req.path.starts_with("/cable/contact/") {
-        return Err(Reject::NotFound);
-    }
-    let path = match TunnelPath::parse(&req.path) {
-        Ok(p) => p,
-        Err(TunnelError::UnknownPath) => return Err(Reject::NotFound),
-        Err(_) => return Err(Reject::BadRequest),
+    let path = if subscribe {
+        None
+    } else {
+        match TunnelPath::parse(&req.path) {
+            Ok(p) => Some(p),
+            Err(TunnelError::UnknownPath) => return Err(Reject::NotFound),
+            Err(_) => return Err(Reject::BadRequest),
+        }
     };
-    let key = match (&req.key, req.upgrade && req.version_13 && req.fido_cable) {
+    // /cable/subscribe speaks hybridge.wake; the caBLE endpoints fido.cable.
+    let protocol = if subscribe {
+        req.wake_proto
+    } else {
+        req.fido_cable
+    };
+    let key = match (&req.key, req.upgrade && req.version_13 && protocol) {
         (Some(k), true) => k.clone(),
         // Any 400 to a request without version 13 names the version to use.
         _ if !req.version_13 => return Err(Reject::BadVersion),
         _ => return Err(Reject::BadRequest),
     };
+    let endpoint = match path {
+        None => {
+            let host = req
+                .host
+                .as_deref()
+                .and_then(|h| contact::signing_host(h).ok())
+                .ok_or(Reject::BadRequest)?;
+            Endpoint::Subscribe { host }
+        }
+        Some(TunnelPath::Contact { contact_id }) => {
+            let client_payload = req
+                .client_payload
+                .as_deref()
+                .and_then(|v| contact::client_payload_from_header(v).ok())
+                .ok_or(Reject::BadRequest)?;
+            Endpoint::Contact {
+                contact_id: ContactId::from_slice(&contact_id).ok(),
+                client_payload,
+                signal: req.signal,
+            }
+        }
+        Some(p) => Endpoint::Tunnel(p),
+    };
     if !s.running {
         return Err(Reject::Capacity);
     }
-    Ok((path, key))
+    Ok((endpoint, key))
 }
 
 #[cfg(test)]
@@ -119,6 +172,34 @@ mod tests {
             fido_cable: true,
             client_ip: None,
             origin_ok: true,
+            ..Request::default()
+        }
+    }
+
+    /// Chrome's client payload shape: link ID 01×8, nonce 02×16, "ga".
+    const PAYLOAD: &str = "A301480101010101010101025002020202020202020202020202020202036267 61";
+
+    fn payload() -> Vec<u8> {
+        hex::decode(PAYLOAD.replace(' ', "")).unwrap()
+    }
+
+    fn contact(id_len: usize) -> Request {
+        let id = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            vec![7u8; id_len],
+        );
+        Request {
+            client_payload: Some(PAYLOAD.replace(' ', "").into_bytes()),
+            ..upgrade(&format!("/cable/contact/{id}"))
+        }
+    }
+
+    fn subscribe() -> Request {
+        Request {
+            fido_cable: false,
+            wake_proto: true,
+            host: Some("Relay.Example:8443".into()),
+            ..upgrade("/cable/subscribe")
         }
     }
 
@@ -132,8 +213,15 @@ mod tests {
 
     #[test]
     fn tunnel_requests_route_by_path_headers_and_state() {
-        let ok = |r: Result<(TunnelPath, String), Reject>| r.map(|(p, _)| p);
-        let path = |p: &str| Ok(TunnelPath::parse(p).unwrap());
+        let ok = |r: Result<(Endpoint, String), Reject>| r.map(|(p, _)| p);
+        let path = |p: &str| Ok(Endpoint::Tunnel(TunnelPath::parse(p).unwrap()));
+        let woken = |id: Option<ContactId>, signal| {
+            Ok(Endpoint::Contact {
+                contact_id: id,
+                client_payload: payload(),
+                signal,
+            })
+        };
         let draining = State {
             running: false,
             ..RUNNING
@@ -142,7 +230,7 @@ mod tests {
             origin_required: true,
             ..RUNNING
         };
-        let table: Vec<(&str, Request, State, Result<TunnelPath, Reject>)> = vec![
+        let table: Vec<(&str, Request, State, Result<Endpoint, Reject>)> = vec![
             ("new", upgrade(NEW), RUNNING, path(NEW)),
             ("connect", upgrade(CONNECT), RUNNING, path(CONNECT)),
             (
@@ -162,7 +250,109 @@ mod tests {
             ),
             (
                 "contact",
-                upgrade("/cable/contact/AAAA"),
+                contact(32),
+                RUNNING,
+                woken(Some(ContactId([7; 32])), false),
+            ),
+            (
+                "contact with the connect signal",
+                Request {
+                    signal: true,
+                    ..contact(32)
+                },
+                RUNNING,
+                woken(Some(ContactId([7; 32])), true),
+            ),
+            (
+                "contact ID no phone can have",
+                contact(100),
+                RUNNING,
+                woken(None, false),
+            ),
+            (
+                "contact without a client payload",
+                Request {
+                    client_payload: None,
+                    ..contact(32)
+                },
+                RUNNING,
+                Err(Reject::BadRequest),
+            ),
+            (
+                "contact with a malformed client payload",
+                Request {
+                    client_payload: Some(b"A0".to_vec()),
+                    ..contact(32)
+                },
+                RUNNING,
+                Err(Reject::BadRequest),
+            ),
+            (
+                "contact without fido.cable",
+                Request {
+                    fido_cable: false,
+                    ..contact(32)
+                },
+                RUNNING,
+                Err(Reject::BadRequest),
+            ),
+            (
+                "contact ID with padding",
+                Request {
+                    path: "/cable/contact/AAAA=".into(),
+                    ..contact(32)
+                },
+                RUNNING,
+                Err(Reject::BadRequest),
+            ),
+            (
+                "subscribe",
+                subscribe(),
+                RUNNING,
+                Ok(Endpoint::Subscribe {
+                    host: "relay.example".into(),
+                }),
+            ),
+            (
+                "subscribe with fido.cable only",
+                Request {
+                    fido_cable: true,
+                    wake_proto: false,
+                    ..subscribe()
+                },
+                RUNNING,
+                Err(Reject::BadRequest),
+            ),
+            (
+                "subscribe without a host",
+                Request {
+                    host: None,
+                    ..subscribe()
+                },
+                RUNNING,
+                Err(Reject::BadRequest),
+            ),
+            (
+                "subscribe while draining",
+                subscribe(),
+                draining,
+                Err(Reject::Capacity),
+            ),
+            (
+                "subscribe without the origin",
+                Request {
+                    origin_ok: false,
+                    ..subscribe()
+                },
+                strict,
+                Err(Reject::Origin),
+            ),
+            (
+                "subscribe path with a suffix",
+                Request {
+                    path: "/cable/subscribe/x".into(),
+                    ..subscribe()
+                },
                 RUNNING,
                 Err(Reject::NotFound),
             ),

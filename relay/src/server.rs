@@ -6,7 +6,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use hybridge_proto::tunnel::{RoutingId, TunnelPath};
+use hybridge_proto::contact::Wake;
+use hybridge_proto::tunnel::{RoutingId, TunnelId, TunnelPath};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -14,17 +15,19 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::busy::BusyPoll;
+use crate::cluster::Claim;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::error::Error;
 use crate::http::{self, Parsed, Request};
-use crate::metrics::{Metrics, Reject};
+use crate::metrics::{Metrics, Reject, WakeResult};
 use crate::pairing;
 use crate::ratelimit::{RateLimiter, Ticket};
 use crate::registry::{Handoff, Registry};
-use crate::route;
+use crate::route::{self, Endpoint};
 use crate::shared::{ConnGuard, PairingSlot, Phase, Shared, advance};
 use crate::tls::TlsState;
+use crate::wake;
 
 /// A running relay. Dropping it closes everything at once; [`Relay::shutdown`] drains.
 ///
@@ -83,6 +86,7 @@ impl Relay {
             routing_id: config.routing_id,
             routing_hex: config.routing_id.to_hex(),
             registry: Registry::default(),
+            subs: Default::default(),
             metrics: Metrics::default(),
             tls,
             phase,
@@ -98,6 +102,7 @@ impl Relay {
                 cc,
                 config.routing_id,
                 cluster_acceptor(Arc::downgrade(&shared)),
+                cluster_waker(Arc::downgrade(&shared)),
             )
             .await?;
             let _ = shared.registry.cluster.set(cluster);
@@ -264,6 +269,23 @@ fn cluster_acceptor(shared: std::sync::Weak<Shared>) -> crate::cluster::Acceptor
             key: inc.key,
         })
         .is_ok()
+    })
+}
+
+/// Hands wake-ups and takeovers from other instances to the phones subscribed here.
+fn cluster_waker(shared: std::sync::Weak<Shared>) -> crate::cluster::WakeHandler {
+    use crate::cluster::{Delivery, RemoteWake};
+    Arc::new(move |id, w| {
+        let Some(s) = shared.upgrade() else {
+            return Delivery::Gone;
+        };
+        match w {
+            RemoteWake::Wake(w) => s.subs.deliver(&id, w),
+            RemoteWake::Taken => {
+                s.subs.evict(&id);
+                Delivery::Gone
+            }
+        }
     })
 }
 
@@ -439,20 +461,73 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
     }
 
     // Tunnel endpoints (docs/protocol.md §6.1, §6.2). Never log the path: it holds the tunnel ID.
+    let client_ip = match shared.client_ip_header {
+        Some(_) => req.client_ip.unwrap_or(peer.ip()),
+        None => peer.ip(),
+    };
     if shared.client_ip_header.is_some() {
-        let ip = req.client_ip.unwrap_or(peer.ip());
         admission = shared
             .rate
-            .admit(ip, std::time::Instant::now())
+            .admit(client_ip, std::time::Instant::now())
             .map_err(Reject::from);
     }
     let ticket = match admission {
         Ok(t) => t,
         Err(r) => return reject(shared, conn, r, Ticket::none()).await,
     };
-    let (path, key) = match route::tunnel(&req, state) {
+    let (endpoint, key) = match route::tunnel(&req, state) {
         Ok(routed) => routed,
         Err(r) => return reject(shared, conn, r, ticket).await,
+    };
+    let path = match endpoint {
+        Endpoint::Tunnel(path) => path,
+        Endpoint::Subscribe { host } => {
+            let place = match wake::Place::take(&shared, client_ip) {
+                Ok(p) => p,
+                Err(r) => return reject(shared, conn, r, ticket).await,
+            };
+            tokio::spawn(wake::serve_subscriber(
+                place, guard, conn, early, key, host, ticket,
+            ));
+            return;
+        }
+        Endpoint::Contact {
+            contact_id,
+            client_payload,
+            signal,
+        } => {
+            // The laptop waits here like a phone on /cable/new, on a tunnel ID the relay
+            // picks; the woken phone joins with it and this instance's routing ID.
+            let Some(slot) = PairingSlot::take(&shared) else {
+                return reject(shared, conn, Reject::Capacity, ticket).await;
+            };
+            let tunnel_id = TunnelId(rand::random());
+            let Ok(waiter) = shared.registry.register(tunnel_id, Claim::Local) else {
+                drop(slot);
+                return reject(shared, conn, Reject::Capacity, ticket).await;
+            };
+            let wake = Wake {
+                tunnel_id,
+                routing_id: shared.routing_id,
+                client_payload,
+            };
+            let refusal = match Box::pin(wake::wake(&shared, contact_id, wake)).await {
+                WakeResult::Local | WakeResult::Remote => None,
+                WakeResult::Gone => Some(Reject::Gone),
+                WakeResult::Busy => Some(Reject::WakeBusy),
+                WakeResult::Unavailable => Some(Reject::ClusterUnavailable),
+            };
+            if let Some(r) = refusal {
+                shared.registry.withdraw(&tunnel_id, waiter.generation);
+                drop(slot);
+                return reject(shared, conn, r, ticket).await;
+            }
+            let opener = pairing::Opener::Contact { signal };
+            tokio::spawn(pairing::run(
+                slot, guard, conn, early, key, waiter, ticket, opener,
+            ));
+            return;
+        }
     };
     match path {
         TunnelPath::New { tunnel_id } => {
@@ -468,7 +543,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                         return reject(shared, conn, Reject::Conflict, ticket).await;
                     }
                 },
-                None => crate::cluster::Claim::Local,
+                None => Claim::Local,
             };
             let Ok(waiter) = shared.registry.register(tunnel_id, claim) else {
                 drop(slot);
@@ -476,7 +551,10 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
             };
             // The pairing gets a task of its own, and this one ends: what it needed to read
             // and route the request is freed instead of being kept for the tunnel's life.
-            tokio::spawn(pairing::run(slot, guard, conn, early, key, waiter, ticket));
+            let opener = pairing::Opener::New;
+            tokio::spawn(pairing::run(
+                slot, guard, conn, early, key, waiter, ticket, opener,
+            ));
         }
         TunnelPath::Connect {
             routing_id,
@@ -513,6 +591,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, metrics_o
                 reject(shared, h.conn, Reject::NotFound, ticket).await;
             }
         }
+        // route::tunnel makes every contact path an Endpoint::Contact.
         TunnelPath::Contact { .. } => reject(shared, conn, Reject::NotFound, ticket).await,
     }
 }

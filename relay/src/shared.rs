@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 use crate::tls::TlsState;
+use crate::wake::Subscriptions;
 
 /// Where the relay is in its life. Tunnels watch this to close on shutdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) routing_id: RoutingId,
     pub(crate) routing_hex: String,
     pub(crate) registry: Registry,
+    /// Phones subscribed for wake-ups (`/cable/subscribe`).
+    pub(crate) subs: Subscriptions,
     pub(crate) metrics: Metrics,
     pub(crate) rate: Arc<RateLimiter>,
     pub(crate) tls: Option<TlsState>,

@@ -685,3 +685,98 @@ async fn nats_over_tls_with_a_password() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_laptop_on_one_instance_wakes_a_phone_subscribed_on_another() {
+    require_nats!();
+    use common::wake::*;
+    use hybridge_proto::contact::ContactId;
+    use hybridge_proto::qr::RequestType;
+    let nats = Nats::start().await;
+    let (a, b) = tokio::join!(relay(&nats, "a00001", &[]), relay(&nats, "B00002", &[]));
+    let key = wake_key();
+    let (mut sub, id) = subscribe(b.addr, &key).await;
+
+    // The laptop contacts A; B holds the phone's subscription.
+    let p = payload(RequestType::GetAssertion);
+    let (mut laptop, _) = contact(a.addr, &id, &p, true)
+        .await
+        .expect("contact through the cluster");
+    let wake = next_wake(&mut sub).await;
+    assert_eq!(wake.routing_id.to_hex(), a.routing.to_ascii_uppercase());
+    assert_eq!(wake.client_payload, p.to_bytes());
+    // The phone joins through its own relay with A's routing ID: bridged to A.
+    let mut phone = join(b.addr, &wake).await;
+    assert_eq!(next_binary(&mut laptop).await, [0x00], "the connect signal");
+    exchange(&mut laptop, &mut phone, b"noise message 1").await;
+    exchange(&mut laptop, &mut phone, &[7; 20_000]).await;
+    assert_eq!(
+        b.metric("hybridge_relay_cluster_wakes_forwarded_total")
+            .await,
+        Some(0.0),
+        "counted where the wake-up was asked for"
+    );
+    assert_eq!(
+        a.metric("hybridge_relay_cluster_wakes_forwarded_total")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        a.metric("hybridge_relay_wakes_total{result=\"remote\"}")
+            .await,
+        Some(1.0)
+    );
+
+    // No instance holds a phone for this ID: 410 from either, at once (no responders).
+    let unknown = ContactId::of(&wake_key().public_key());
+    let started = Instant::now();
+    assert_eq!(contact(a.addr, &unknown, &p, false).await.err(), Some(410));
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // The phone subscribes again on A: its subscription on B is closed, and B now sends
+    // its wake-ups to A.
+    let (mut sub_a, _) = subscribe(a.addr, &key).await;
+    let (code, _) = close_of(&mut sub, T).await;
+    assert_eq!(code, 4001, "the older subscription on B is replaced");
+    sleep(Duration::from_millis(200)).await;
+    let (_laptop_b, _) = contact(b.addr, &id, &p, false).await.expect("contact on B");
+    let wake = next_wake(&mut sub_a).await;
+    assert_eq!(wake.routing_id.to_hex(), b.routing.to_ascii_uppercase());
+}
+
+#[tokio::test]
+async fn a_phone_subscribed_while_nats_was_down_is_reachable_once_it_is_up() {
+    require_nats!();
+    use common::wake::*;
+    use hybridge_proto::qr::RequestType;
+    let mut nats = Nats::start().await;
+    nats.stop().await;
+    let a = spawn_relay(&nats, "a00001", &[]).await;
+    let b = spawn_relay(&nats, "B00002", &[]).await;
+    // Subscribed on B while B has no cluster link: a contact on A cannot be answered (503,
+    // not 410, which would make a Chromium laptop forget the phone).
+    let (mut sub, id) = subscribe(b.addr, &wake_key()).await;
+    let p = payload(RequestType::MakeCredential);
+    assert_eq!(contact(a.addr, &id, &p, false).await.err(), Some(503));
+    // The phone is reachable on B itself meanwhile.
+    let (_local, _) = contact(b.addr, &id, &p, false)
+        .await
+        .expect("local contact");
+    let _ = next_wake(&mut sub).await;
+    nats.run().await;
+    a.wait_cluster(true).await;
+    b.wait_cluster(true).await;
+    // B's subscription now listens on NATS too, without the phone doing anything.
+    let deadline = Instant::now() + T;
+    let mut laptop = loop {
+        match contact(a.addr, &id, &p, true).await {
+            Ok((l, _)) => break l,
+            Err(410) if Instant::now() < deadline => sleep(Duration::from_millis(200)).await,
+            Err(s) => panic!("contact through the cluster: {s}"),
+        }
+    };
+    let wake = next_wake(&mut sub).await;
+    let mut phone = join(b.addr, &wake).await;
+    assert_eq!(next_binary(&mut laptop).await, [0x00]);
+    exchange(&mut laptop, &mut phone, b"after NATS came up").await;
+}

@@ -375,9 +375,10 @@ async fn http_statuses_before_the_upgrade() {
         .await,
         404
     );
+    // /cable/contact without a client payload (tests/contact.rs has the rest).
     assert_eq!(
         status_of(a, "/cable/contact/AAAA", Some("fido.cable")).await,
-        404
+        400
     );
     assert_eq!(status_of(a, "/elsewhere", Some("fido.cable")).await, 404);
     let (_phone, _) = ws(a, &format!("/cable/new/{id}")).await.unwrap();
@@ -476,9 +477,11 @@ async fn origin_is_enforced_only_when_configured() {
             403,
             "{path}"
         );
+        // Past the origin check: no such tunnel, or a contact without a client payload.
+        let past = if path == contact { 400 } else { 404 };
         assert_eq!(
             status_with_origin(a, path, Some("wss://cable.example.org")).await,
-            404,
+            past,
             "{path}"
         );
     }
@@ -732,7 +735,7 @@ async fn capacity_503_and_rate_limit_429() {
     for _ in 0..3 {
         assert_eq!(
             status_of(r.addr, "/cable/contact/AAAA", Some("fido.cable")).await,
-            404
+            400
         );
     }
     assert_eq!(
@@ -763,7 +766,7 @@ async fn capacity_503_and_rate_limit_429() {
         assert!(
             raw_request(r2.addr, &via("203.0.113.1"))
                 .await
-                .starts_with("HTTP/1.1 404")
+                .starts_with("HTTP/1.1 400")
         );
     }
     assert!(
@@ -774,7 +777,7 @@ async fn capacity_503_and_rate_limit_429() {
     assert!(
         raw_request(r2.addr, &via("203.0.113.2"))
             .await
-            .starts_with("HTTP/1.1 404")
+            .starts_with("HTTP/1.1 400")
     );
     // Health checks are not rate-limited.
     assert!(get(r.addr, "/healthz").await.starts_with("HTTP/1.1 200"));

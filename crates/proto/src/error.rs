@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use crate::contact::ContactError;
 use crate::tunnel::TunnelError;
 
 /// Everything that can go wrong when parsing, deriving, encrypting or decrypting hybrid
@@ -9,6 +10,9 @@ pub enum Error {
     /// A tunnel path or ID was refused.
     #[error(transparent)]
     Tunnel(#[from] TunnelError),
+    /// A contact ID, wake-up subscription message or client payload was refused.
+    #[error(transparent)]
+    Contact(#[from] ContactError),
     /// Bytes were not valid CBOR.
     #[error("invalid CBOR: {0}")]
     Cbor(#[from] hybridge_cbor::Error),

@@ -65,6 +65,38 @@ pub fn frame(data: &[u8]) {
     let _ = Update::decode(data);
 }
 
+/// The wake-up subscription's parsers and the strict client payload (`contact`): every
+/// message a relay or phone reads from the other. What parses must re-encode to itself.
+pub fn contact(data: &[u8]) {
+    use crate::contact::{self, Ack, Challenge, Proof, Wake};
+    if let Ok(p) = Proof::decode(data) {
+        assert_eq!(
+            Proof::decode(&p.encode()).ok(),
+            Some(p.clone()),
+            "proof does not round-trip"
+        );
+        let _ = p.verify(&Challenge([0; 32]), "relay.example");
+    }
+    if let Ok(w) = Wake::decode(data) {
+        assert_eq!(
+            Wake::decode(&w.encode()).ok(),
+            Some(w),
+            "wake does not round-trip"
+        );
+    }
+    if let Ok(a) = Ack::decode(data) {
+        assert_eq!(
+            Ack::decode(&a.encode()).ok(),
+            Some(a),
+            "ack does not round-trip"
+        );
+    }
+    let _ = Challenge::decode(data);
+    let _ = contact::client_payload_from_bytes(data);
+    let _ = contact::client_payload_from_header(data);
+    let _ = contact::signing_host(&String::from_utf8_lossy(data));
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -76,6 +108,7 @@ mod tests {
             super::advert(&data);
             super::post_handshake(&data);
             super::frame(&data);
+            super::contact(&data);
         }
 
         #[test]

@@ -16,6 +16,7 @@
 //! | [`crypter`] | 8.1 | AES-256-GCM record layer with padding, up to 1 MiB |
 //! | [`frame`] | 8.2–8.4 | message types, revisions, post-handshake and update messages |
 //! | [`linking`] | 8.5 | linking data, its signature, the `/cable/contact` client payload |
+//! | [`contact`] | 6.3, 8.5 | reaching a linked phone through a hybridge relay: contact ID, wake-up subscription, strict client payload |
 //! | [`session`] | all | the typestate handshake and channel of each side (QR and linked flows) |
 //! | [`engine`] | all | the session engines: every rule and timeout of a ceremony, fed inputs with a time, asked for outputs |
 //!
@@ -64,6 +65,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod advert;
+pub mod contact;
 pub mod crypter;
 pub mod digits;
 pub mod domain;

@@ -260,9 +260,8 @@ pub struct ContactRequest {
     pub domain_id: u16,
     /// The phone's contact ID (linking map key 1).
     pub contact_id: Vec<u8>,
-    /// The `X-caBLE-Client-Payload` header value (hex CBOR: link ID, fresh nonce, request
-    /// type).
-    pub client_payload: String,
+    /// The client payload (`X-caBLE-Client-Payload`: link ID, fresh nonce, request type).
+    pub client_payload: ClientPayload,
 }
 
 impl std::fmt::Debug for ContactRequest {
@@ -325,8 +324,13 @@ impl LaptopLinked {
         ContactRequest {
             domain_id: self.phone.domain_id,
             contact_id: self.phone.contact_id.clone(),
-            client_payload: self.client_payload_header(),
+            client_payload: self.client_payload.clone(),
         }
+    }
+
+    /// The client payload (what `hybridge_websocket::contact` sends).
+    pub fn client_payload(&self) -> &ClientPayload {
+        &self.client_payload
     }
 
     /// Trial-decrypts an advert with the linked key; the domain is not checked (§11.7).

@@ -43,11 +43,27 @@ fn frame_corpus() {
 }
 
 #[test]
+fn contact_corpus() {
+    replay("contact", hybridge_proto::fuzz::contact);
+}
+
+#[test]
 fn corpus_seeds_really_parse() {
     // The seeds are meant to reach deep code: check the important ones still parse.
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
     let url = fs::read_to_string(root.join("qr_url/chrome_like")).unwrap();
     assert!(hybridge_proto::qr::QrPayload::from_url(&url).is_ok());
+    use hybridge_proto::contact;
+    let proof = contact::Proof::decode(&fs::read(root.join("contact/proof")).unwrap()).unwrap();
+    assert!(
+        proof
+            .verify(&contact::Challenge([0x22; 32]), "relay.example")
+            .is_ok()
+    );
+    assert!(contact::Wake::decode(&fs::read(root.join("contact/wake")).unwrap()).is_ok());
+    assert!(contact::Ack::decode(&fs::read(root.join("contact/ack")).unwrap()).is_ok());
+    let header = fs::read(root.join("contact/client_payload_header")).unwrap();
+    assert!(contact::client_payload_from_header(&header).is_ok());
     let ph = fs::read(root.join("post_handshake/padded_empty")).unwrap();
     // An empty map lacks getInfo, so it is rejected, but as a padded (revision 0) message.
     assert!(hybridge_proto::frame::decode_padded_cbor(&ph).is_ok());

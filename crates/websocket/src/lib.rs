@@ -3,15 +3,20 @@
 //! message per protocol message, up to 1 MiB.
 //!
 //! Both sides use it: the laptop session (`hybridge-client`) for `/cable/connect`, the phone
-//! session (`hybridge-authenticator`) for `/cable/new`. Every protocol decision stays in
+//! session (`hybridge-authenticator`) for `/cable/new`; and for linked phones ([`linked`]) the
+//! laptop for `/cable/contact` and the phone for its wake-up subscription. Every protocol decision stays in
 //! `hybridge-proto`; this crate only opens the socket and moves messages, and carries the
 //! [`Events`] emitter both sessions report their progress through.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod events;
+pub mod linked;
 
 pub use events::Events;
+pub use linked::{
+    Contacted, PhoneJoinError, SubscribeError, Subscription, Timeouts, contact, subscribe,
+};
 
 use std::sync::{Arc, OnceLock};
 
@@ -99,9 +104,19 @@ pub enum ConnectError {
     /// The server answered the upgrade with this HTTP status.
     #[error("the server answered HTTP {0} instead of 101")]
     Refused(u16),
-    /// The server did not echo `fido.cable`.
+    /// `/cable/contact` answered 410 Gone: no phone is subscribed to that contact ID, so the
+    /// phone is unreachable through this relay (it is offline, or the link is dead).
     #[error(
-        "the server did not accept the {SUBPROTOCOL} WebSocket subprotocol (not a hybrid tunnel server?)"
+        "the phone is unreachable: the relay has no phone subscribed to this contact ID (HTTP 410)"
+    )]
+    Gone,
+    /// Opening the connection (TCP, TLS and the upgrade) took longer than allowed.
+    #[error("the relay did not accept the connection within {} ms", .0.as_millis())]
+    Timeout(std::time::Duration),
+    /// The server did not echo the subprotocol (`fido.cable`, or `hybridge.wake` for a
+    /// subscription).
+    #[error(
+        "the server did not accept the WebSocket subprotocol ({SUBPROTOCOL} or hybridge.wake): not a hybrid tunnel server, or one without wake-up subscriptions?"
     )]
     Subprotocol,
     /// Anything else in the WebSocket handshake.
@@ -126,6 +141,9 @@ pub enum TunnelError {
     /// A text message: hybrid uses binary messages only.
     #[error("the tunnel carried a text message; hybrid uses binary only")]
     TextMessage,
+    /// Nothing at all arrived, not even a ping, for this long.
+    #[error("the tunnel server sent nothing for {} s", .0.as_secs())]
+    Silent(std::time::Duration),
     /// The session ran over the CTAP 2.3 data channel (BLE L2CAP) and that failed.
     #[error("{0}")]
     DataChannel(#[source] hybridge_ble::Error),
@@ -278,13 +296,29 @@ pub async fn connect(
     url: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<(Ws, UpgradeResponse), ConnectError> {
+    open(url, SUBPROTOCOL, &[], tls).await
+}
+
+/// Opens a WebSocket to `url` offering `protocol`, which the server must echo, with extra
+/// request headers. What [`connect`], [`contact`] and [`subscribe`] share.
+async fn open(
+    url: &str,
+    protocol: &'static str,
+    headers: &[(&'static str, String)],
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Ws, UpgradeResponse), ConnectError> {
     let mut request = url
         .into_client_request()
         .map_err(|e| ConnectError::Request(WebSocketError(e)))?;
     request.headers_mut().insert(
         header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL),
+        HeaderValue::from_static(protocol),
     );
+    for (name, value) in headers {
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| ConnectError::Url("a request header is not a valid HTTP header value"))?;
+        request.headers_mut().insert(*name, value);
+    }
     let uri = request.uri().clone();
     let origin = origin_of(&uri)?;
     request.headers_mut().insert(
@@ -329,6 +363,7 @@ pub async fn connect(
         tokio_tungstenite::client_async_with_config(request, stream, Some(config()))
             .await
             .map_err(|e| match e {
+                tungstenite::Error::Http(r) if r.status().as_u16() == 410 => ConnectError::Gone,
                 tungstenite::Error::Http(r) => ConnectError::Refused(r.status().as_u16()),
                 tungstenite::Error::Protocol(
                     tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_),
@@ -340,7 +375,7 @@ pub async fn connect(
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok());
-    if echoed != Some(SUBPROTOCOL) {
+    if echoed != Some(protocol) {
         return Err(ConnectError::Subprotocol);
     }
     Ok((ws, response))

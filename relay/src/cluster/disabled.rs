@@ -10,7 +10,12 @@ use std::task::{Context, Poll};
 use hybridge_proto::tunnel::{RoutingId, TunnelId};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Acceptor, Claim, ClusterConfig, Conflict, Refused};
+use hybridge_proto::contact::{ContactId, Wake};
+
+use super::{Acceptor, Claim, ClusterConfig, Conflict, Refused, WakeHandler, WakeRefused};
+
+/// A wake-up subject listened to: none can exist in this build.
+pub(crate) enum ContactWatch {}
 
 /// A relay's membership in a cluster: none can exist in this build.
 pub(crate) enum Cluster {}
@@ -21,6 +26,7 @@ impl Cluster {
         _config: ClusterConfig,
         _routing_id: RoutingId,
         _acceptor: Acceptor,
+        _waker: WakeHandler,
     ) -> Result<Arc<Cluster>, crate::Error> {
         Err(crate::Error::ClusterNotBuilt)
     }
@@ -57,6 +63,22 @@ impl Cluster {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        match *self {}
+    }
+
+    /// Never called: there is no cluster.
+    pub(crate) async fn wake(&self, _id: &ContactId, _wake: &Wake) -> Result<(), WakeRefused> {
+        match *self {}
+    }
+
+    /// Never called: there is no cluster.
+    #[allow(clippy::unused_async)]
+    pub(crate) async fn watch_contact(self: &Arc<Self>, _id: ContactId) -> ContactWatch {
+        match **self {}
+    }
+
+    /// Never called: there is no cluster.
+    pub(crate) async fn announce_taken(&self, _id: &ContactId) {
         match *self {}
     }
 

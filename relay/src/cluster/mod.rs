@@ -9,6 +9,12 @@
 //!   `<prefix>.<routing id>.connect`, and if the phone is waiting there the laptop's raw
 //!   connection bytes flow over NATS ([`stream`]), so the owner's pairing task serves the
 //!   laptop as if it were local. When both sides are on one instance, nothing touches NATS.
+//! - **Wake-ups.** A phone subscribed here for wake-ups (`/cable/subscribe`) is also
+//!   listened for on `<prefix>.wake.<hash of its contact ID>` (never the ID itself). A
+//!   `/cable/contact` for a contact ID no phone here holds asks that subject (request/reply,
+//!   short timeout): the holder queues the wake-up, no responder means 410. The woken
+//!   phone's `/cable/connect` names the laptop's instance and is bridged as above. A new
+//!   subscription announces itself on the same subject, and an older one elsewhere closes.
 //! - **Failure.** Losing NATS (or a peer instance, seen by missing heartbeats) fails only
 //!   bridged tunnels: the laptop's side is closed with 1011 "relay cluster link lost", the
 //!   phone's side sees its peer go. Meanwhile claims fall back to this instance alone,
@@ -30,6 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hybridge_proto::contact::{ContactId, Wake};
 use hybridge_proto::tunnel::TunnelId;
 
 #[cfg(not(feature = "cluster"))]
@@ -145,3 +152,39 @@ pub(crate) enum Refused {
     /// The cluster link is down (503).
     Unavailable,
 }
+
+/// What became of a wake-up handed to a subscription registry (here or on another instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Queued for the phone.
+    Queued,
+    /// No phone subscribed under that contact ID.
+    Gone,
+    /// The phone's queue of wake-ups is full.
+    Busy,
+}
+
+/// Why a wake-up could not be handed to another instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Without the `cluster` feature nothing is sent to another instance.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) enum WakeRefused {
+    /// No instance holds a phone for the contact ID (410).
+    Gone,
+    /// The phone's queue is full (503).
+    Busy,
+    /// The cluster link is down or the holder did not answer in time (503).
+    Unavailable,
+}
+
+/// A message for the phone subscribed here under a contact ID, from another instance.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) enum RemoteWake {
+    /// A laptop on another instance asks for it.
+    Wake(Wake),
+    /// The phone subscribed again on another instance: close the one here.
+    Taken,
+}
+
+/// Hands [`RemoteWake`]s to this instance's subscriptions.
+pub(crate) type WakeHandler = Arc<dyn Fn(ContactId, RemoteWake) -> Delivery + Send + Sync>;

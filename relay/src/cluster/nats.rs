@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use hybridge_proto::tunnel::{RoutingId, TunnelId};
+use hybridge_proto::contact::{CONTACT_ID_LEN, ContactId, Wake};
+use hybridge_proto::tunnel::{ROUTING_ID_LEN, RoutingId, TunnelId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -17,12 +18,24 @@ use tokio::time::{Instant, sleep, timeout};
 
 use super::stream::{BridgeFailure, BridgeIo, FrameTracker, RemoteStream};
 use super::url::{UrlAuth, redact_url, strip_credentials, url_auth};
-use super::{Acceptor, Claim, ClusterConfig, Conflict, Incoming, Refused};
+use super::{
+    Acceptor, Claim, ClusterConfig, Conflict, Delivery, Incoming, Refused, RemoteWake, WakeHandler,
+    WakeRefused,
+};
 
 /// Heartbeats per peer timeout: a peer is given up after missing this many in a row.
 const HEARTBEATS_PER_TIMEOUT: u32 = 5;
-/// Time for NATS round trips on the request path (claims, connect requests).
+/// Time for NATS round trips on the request path (claims, connect requests, wake-ups).
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+
+// Wake-up subject messages: `W` | contact ID (32) | wake message (a request, replied to with
+// one byte: WAKE_QUEUED, WAKE_GONE or WAKE_BUSY); `T` | routing ID (3): a phone subscribed
+// for this contact ID on that instance (a plain publish).
+const WAKE_REQUEST: u8 = b'W';
+const WAKE_TAKEN: u8 = b'T';
+const WAKE_QUEUED: u8 = 0;
+const WAKE_GONE: u8 = 1;
+const WAKE_BUSY: u8 = 2;
 
 /// The NATS link's state, watched by every bridge.
 #[derive(Clone, Copy, Debug, Default)]
@@ -83,6 +96,7 @@ pub(crate) struct Stats {
     connects_forwarded: AtomicU64,
     connects_refused: AtomicU64,
     link_losses: AtomicU64,
+    wakes_forwarded: AtomicU64,
 }
 
 impl Stats {
@@ -117,6 +131,17 @@ pub(crate) struct Cluster {
     peers: Arc<Peers>,
     stats: Arc<Stats>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    waker: WakeHandler,
+}
+
+/// This instance listens for wake-ups of one subscribed phone; dropping it stops (and
+/// unsubscribes, as the subscriber goes with the task).
+pub(crate) struct ContactWatch(JoinHandle<()>);
+
+impl Drop for ContactWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Cluster {
@@ -127,6 +152,7 @@ impl Cluster {
         config: ClusterConfig,
         routing_id: RoutingId,
         acceptor: Acceptor,
+        waker: WakeHandler,
     ) -> Result<Arc<Cluster>, crate::Error> {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let mut options = match url_auth(&config.nats_url) {
@@ -171,6 +197,7 @@ impl Cluster {
             peers: Arc::new(Peers::new(config.peer_timeout)),
             stats: Arc::new(Stats::default()),
             tasks: Mutex::new(Vec::new()),
+            waker,
         });
         let tasks = vec![
             tokio::spawn(link_task(cluster.clone(), config.claim_ttl, ev_rx)),
@@ -251,6 +278,124 @@ impl Cluster {
             // A revision mismatch means the claim is no longer ours: leave it.
             let _ = timeout(RPC_TIMEOUT, kv.purge_expect_revision(key, Some(revision))).await;
         });
+    }
+
+    /// The subject of wake-ups for `id`: a hash of it (domain-separated), never the ID, so
+    /// NATS and its monitoring see no contact ID.
+    fn wake_subject(&self, id: &ContactId) -> String {
+        use sha2::Digest as _;
+        let h = sha2::Sha256::new()
+            .chain_update(b"hybridge wake subject v1")
+            .chain_update(id.0)
+            .finalize();
+        format!("{}.wake.{}", self.prefix, hex::encode(h))
+    }
+
+    /// Asks the instance holding the phone subscribed under `id` to wake it.
+    pub(crate) async fn wake(&self, id: &ContactId, wake: &Wake) -> Result<(), WakeRefused> {
+        if !self.ready() {
+            return Err(WakeRefused::Unavailable);
+        }
+        let mut payload = Vec::with_capacity(1 + CONTACT_ID_LEN + 200);
+        payload.push(WAKE_REQUEST);
+        payload.extend_from_slice(&id.0);
+        payload.extend_from_slice(&wake.encode());
+        let asked = self.client.request(self.wake_subject(id), payload.into());
+        match timeout(RPC_TIMEOUT, asked).await {
+            Ok(Ok(reply)) => match reply.payload.first() {
+                Some(&WAKE_QUEUED) => {
+                    self.stats.wakes_forwarded.fetch_add(1, Relaxed);
+                    Ok(())
+                }
+                Some(&WAKE_BUSY) => Err(WakeRefused::Busy),
+                _ => Err(WakeRefused::Gone),
+            },
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                Err(WakeRefused::Gone)
+            }
+            Ok(Err(_)) | Err(_) => Err(WakeRefused::Unavailable),
+        }
+    }
+
+    /// Listens for wake-ups of the phone subscribed here under `id`, until the watch is
+    /// dropped. With the link up, returns once NATS has the subscription (so a wake-up right
+    /// after the phone is acknowledged finds it); with the link down, the phone is reachable
+    /// through this instance only until the link comes up, when the watch subscribes (and
+    /// announces the phone) by itself.
+    pub(crate) async fn watch_contact(self: &Arc<Self>, id: ContactId) -> ContactWatch {
+        let subject = self.wake_subject(&id);
+        let mut first = None;
+        if self.ready()
+            && let Ok(Ok(sub)) = timeout(RPC_TIMEOUT, self.client.subscribe(subject.clone())).await
+        {
+            let _ = timeout(RPC_TIMEOUT, self.client.flush()).await;
+            first = Some(sub);
+        }
+        let cluster = self.clone();
+        ContactWatch(tokio::spawn(async move {
+            let mut sub = match first {
+                Some(s) => s,
+                None => loop {
+                    let mut link = cluster.link.subscribe();
+                    if link.wait_for(|l| l.up).await.is_err() {
+                        return;
+                    }
+                    let subscribed =
+                        timeout(RPC_TIMEOUT, cluster.client.subscribe(subject.clone())).await;
+                    if let Ok(Ok(s)) = subscribed {
+                        cluster.announce_taken(&id).await;
+                        break s;
+                    }
+                    sleep(Duration::from_millis(500)).await;
+                },
+            };
+            while let Some(m) = sub.next().await {
+                let p = &m.payload;
+                match (p.first(), m.reply.clone()) {
+                    (Some(&WAKE_REQUEST), Some(reply)) => {
+                        let status = match p
+                            .get(1..1 + CONTACT_ID_LEN)
+                            .filter(|got| *got == id.0)
+                            .and_then(|_| Wake::decode(&p[1 + CONTACT_ID_LEN..]).ok())
+                        {
+                            Some(w) => match (cluster.waker)(id, RemoteWake::Wake(w)) {
+                                Delivery::Queued => WAKE_QUEUED,
+                                Delivery::Busy => WAKE_BUSY,
+                                Delivery::Gone => WAKE_GONE,
+                            },
+                            None => WAKE_GONE,
+                        };
+                        let _ = cluster
+                            .client
+                            .publish(reply, Bytes::copy_from_slice(&[status]))
+                            .await;
+                    }
+                    (Some(&WAKE_TAKEN), None) => {
+                        let by = p.get(1..1 + ROUTING_ID_LEN);
+                        if by.is_some_and(|b| b != cluster.routing_id.0) {
+                            (cluster.waker)(id, RemoteWake::Taken);
+                            return;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }))
+    }
+
+    /// Tells the other instances that a phone subscribed here under `id`, so an older
+    /// subscription of it elsewhere closes.
+    pub(crate) async fn announce_taken(&self, id: &ContactId) {
+        if !self.ready() {
+            return;
+        }
+        let mut payload = vec![WAKE_TAKEN];
+        payload.extend_from_slice(&self.routing_id.0);
+        let _ = timeout(
+            RPC_TIMEOUT,
+            self.client.publish(self.wake_subject(id), payload.into()),
+        )
+        .await;
     }
 
     fn bridge_io(&self, sub: async_nats::Subscriber, to_peer: String, peer: String) -> BridgeIo {
@@ -613,6 +758,13 @@ impl Cluster {
             "/cable/connect requests for another instance that were refused.",
             "counter",
             s.connects_refused.load(Relaxed),
+        );
+        g(
+            out,
+            "wakes_forwarded_total",
+            "/cable/contact wake-ups queued by another instance's subscribed phone.",
+            "counter",
+            s.wakes_forwarded.load(Relaxed),
         );
         g(
             out,

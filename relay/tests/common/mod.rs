@@ -13,6 +13,10 @@
 #[path = "../../src/bin/relay-load/client.rs"]
 pub mod client;
 
+/// Wake-up subscriptions and `/cable/contact`, spoken with tokio-tungstenite.
+#[allow(dead_code)]
+pub mod wake;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};

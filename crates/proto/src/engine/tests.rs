@@ -1178,8 +1178,7 @@ impl PhoneLinking {
 
     /// What the phone does when woken with `contact`'s client payload.
     fn wake(&self, contact: &ContactRequest) -> LinkedWake {
-        let payload =
-            crate::linking::ClientPayload::from_header_value(&contact.client_payload).unwrap();
+        let payload = contact.client_payload.clone();
         let secret =
             crate::kdf::phone_link_secret(&self.root, Some(&self.contact_id), &payload.link_id);
         LinkedWake {
