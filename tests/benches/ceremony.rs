@@ -40,7 +40,7 @@ async fn once<C: Ceremony>(
         .expect("spec");
     let scanner = laptop_radio.scanner().await.expect("scanner");
     let advertiser = phone_radio.advertiser().await.expect("advertiser");
-    let url = prepared.qr_url();
+    let url = prepared.qr_url().expect("a QR ceremony has a QR code");
     let phone = phone.clone().relay(relay);
     let phone_task = tokio::spawn(async move {
         let got_qr = Instant::now();

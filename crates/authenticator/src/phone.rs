@@ -40,7 +40,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hybridge_ble::{Advertiser, AdvertisingHandle, UUID_FIDO};
-use hybridge_proto::engine::{Failure, PhoneEngine, PhoneInput, PhoneOutput};
+use hybridge_proto::engine::{
+    Failure, LinkedWake, LinkingOffer, PhoneEngine, PhoneInput, PhoneOutput,
+};
 use hybridge_proto::qr::RequestType;
 use hybridge_proto::session::PhoneQr;
 use hybridge_proto::tunnel::{ROUTING_ID_HEADER, base_url, routing_id_from_headers};
@@ -133,6 +135,9 @@ pub struct PhoneConfig {
     pub timeouts: PhoneTimeouts,
     /// TLS for `wss://`; `None`: the webpki roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The phone's linking identity: links are offered to laptops whose QR code says they
+    /// store them, and linked laptops can be served ([`Phone::serve_linked`]).
+    pub linking: Option<LinkIdentity>,
     /// Offer the CTAP 2.3 data channel (BLE L2CAP) when the laptop's QR code asks for it:
     /// the advert then names a PSM the phone listens on, and a laptop that connects there
     /// runs the ceremony without the relay. Needs a radio that listens for data channels;
@@ -148,6 +153,78 @@ impl PhoneConfig {
             None => domain::hostname(self.domain_id)
                 .map(|host| base_url(&host))
                 .ok_or(PhoneError::UnknownDomain(self.domain_id)),
+        }
+    }
+}
+
+/// What a phone needs to be reached again without a QR code (docs/protocol.md §8.5): one
+/// identity for every laptop it links to. The passkey store keeps it
+/// ([`FileStore::ensure_linking`](crate::store::FileStore::ensure_linking)).
+#[derive(Clone)]
+pub struct LinkIdentity {
+    root_secret: zeroize::Zeroizing<[u8; 32]>,
+    identity: p256::SecretKey,
+    wake_key: p256::SecretKey,
+    name: String,
+}
+
+impl fmt::Debug for LinkIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkIdentity")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LinkIdentity {
+    /// From the store's linking state; `name` is what laptops show for this phone.
+    ///
+    /// # Errors
+    /// [`PhoneError::NoLinkingIdentity`] if a stored key is not a P-256 scalar.
+    pub fn from_state(
+        state: &crate::store::LinkingState,
+        name: impl Into<String>,
+    ) -> Result<Self, PhoneError> {
+        let key = |b: &[u8; 32]| {
+            p256::SecretKey::from_slice(b).map_err(|_| PhoneError::NoLinkingIdentity)
+        };
+        Ok(Self {
+            root_secret: state.root_secret.clone(),
+            identity: key(&state.identity_key)?,
+            wake_key: key(&state.wake_key)?,
+            name: name.into(),
+        })
+    }
+
+    /// The key that proves the contact ID to the relay (`hybridge_websocket::subscribe`).
+    pub fn wake_key(&self) -> &p256::SecretKey {
+        &self.wake_key
+    }
+
+    /// Where laptops reach this phone: linking map key 1.
+    pub fn contact_id(&self) -> hybridge_proto::contact::ContactId {
+        hybridge_proto::contact::ContactId::of(&self.wake_key.public_key())
+    }
+
+    /// The link secret of the laptop with `link_id`.
+    fn link_secret(&self, link_id: &[u8]) -> hybridge_proto::secret::LinkSecret {
+        hybridge_proto::kdf::phone_link_secret(
+            &*self.root_secret,
+            Some(&self.contact_id().0),
+            link_id,
+        )
+    }
+
+    /// A link for a new laptop, with a fresh link ID.
+    fn offer(&self) -> LinkingOffer {
+        let mut link_id = [0u8; 8];
+        OsRng.fill_bytes(&mut link_id);
+        LinkingOffer {
+            identity: self.identity.clone(),
+            contact_id: self.contact_id().0.to_vec(),
+            link_id: link_id.to_vec(),
+            link_secret: self.link_secret(&link_id),
+            name: self.name.clone(),
         }
     }
 }
@@ -183,6 +260,14 @@ pub enum PhoneProgress {
         /// `0x00` on success.
         status: u8,
     },
+    /// The laptop stores links, and was given one with this link ID: remember the laptop
+    /// (so it can be listed and revoked).
+    Linked {
+        /// The link (pairing) ID the laptop will send back.
+        link_id: [u8; 8],
+    },
+    /// Woken by the relay for a linked laptop.
+    Woken,
     /// The tunnel was closed.
     Done,
 }
@@ -216,6 +301,10 @@ impl fmt::Display for PhoneProgress {
                     None => write!(f, "answered with status {status:#04x}"),
                 }
             }
+            PhoneProgress::Linked { .. } => {
+                f.write_str("linked: the laptop can reach this phone without a QR code")
+            }
+            PhoneProgress::Woken => f.write_str("woken by the relay for a linked laptop"),
             PhoneProgress::Done => f.write_str("done"),
         }
     }
@@ -321,6 +410,15 @@ pub enum PhoneError {
     /// Any other way the session engine ended (none is expected on the phone side).
     #[error("the session failed: {0}")]
     Session(Failure),
+    /// A wake-up whose client payload does not parse.
+    #[error("a wake-up from the relay carried an invalid client payload: {0}")]
+    BadWake(#[source] hybridge_proto::contact::ContactError),
+    /// A wake-up for a link this phone never gave, or revoked.
+    #[error("a laptop asked with a link this phone does not have (revoked or never given)")]
+    NotLinked,
+    /// A linked session without the phone's linking identity.
+    #[error("this phone has no linking identity: give it one with Phone::linking")]
+    NoLinkingIdentity,
 }
 
 impl PhoneError {
@@ -430,6 +528,12 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
         self
     }
 
+    /// The phone's linking identity ([`PhoneConfig::linking`]).
+    pub fn linking(mut self, identity: LinkIdentity) -> Self {
+        self.config.linking = Some(identity);
+        self
+    }
+
     /// Every setting at once.
     pub fn with_config(mut self, config: PhoneConfig) -> Self {
         self.config = config;
@@ -499,6 +603,10 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
         );
         // A listener only when the laptop asked for a data channel and this phone offers one.
         let mut listener = None;
+        if let Some(identity) = &config.linking {
+            // Sent only if the laptop's QR code says it stores links.
+            engine = engine.with_linking(identity.offer());
+        }
         if config.data_channel && offers_l2cap {
             match advertiser.listen_data_channel().await {
                 Ok(l) => {
@@ -509,6 +617,74 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
                 Err(e) => tracing::debug!(error = %e, "no data channel: the relay only"),
             }
         }
+        self.run(engine, listener, &base, advertiser, events).await
+    }
+
+    /// Serves a laptop that reached this phone through a link: `wake` is what the relay's
+    /// wake-up subscription delivered. `is_linked` says whether a link ID is one this phone
+    /// gave and did not revoke; any other is refused before anything is sent. Then, as for a
+    /// QR code: join the tunnel the wake-up names (on this phone's relay), advertise (with the
+    /// link's key), answer the handshake (NKpsk0, with the identity key) and one request.
+    pub async fn serve_linked(
+        &self,
+        wake: &hybridge_proto::contact::Wake,
+        is_linked: &(dyn Fn(&[u8]) -> bool + Sync),
+        advertiser: &dyn Advertiser,
+        events: &PhoneEvents,
+    ) -> Result<PhoneOutcome, PhoneError> {
+        let config = &self.config;
+        let identity = config
+            .linking
+            .as_ref()
+            .ok_or(PhoneError::NoLinkingIdentity)?;
+        let payload = wake.client_payload().map_err(PhoneError::BadWake)?;
+        if !is_linked(&payload.link_id) {
+            return Err(PhoneError::NotLinked);
+        }
+        events.emit(PhoneProgress::Woken);
+        events.emit(PhoneProgress::QrRead {
+            request_type: payload.request_type,
+        });
+        let base = config.relay_url()?;
+        advertiser.check_ready().await.map_err(PhoneError::Radio)?;
+        let get_info = self
+            .handler
+            .try_lock()
+            .map_err(|_| PhoneError::Authenticator("it is busy with an earlier request".into()))?
+            .get_info();
+        let linked = hybridge_proto::session::PhoneLinked::new(
+            identity.link_secret(&payload.link_id),
+            &payload,
+        );
+        let engine = PhoneEngine::linked(
+            LinkedWake {
+                linked,
+                identity: identity.identity.clone(),
+                tunnel: hybridge_proto::tunnel::TunnelPath::Connect {
+                    routing_id: wake.routing_id,
+                    tunnel_id: wake.tunnel_id,
+                },
+                advert: hybridge_proto::advert::AdvertPlaintext::linked(&mut OsRng),
+            },
+            get_info,
+            keys::generate(&mut OsRng),
+            config.timeouts,
+            now(),
+        );
+        self.run(engine, None, &base, advertiser, events).await
+    }
+
+    /// Drives `engine` to its end, then stops advertising and closes the tunnel.
+    async fn run(
+        &self,
+        mut engine: PhoneEngine,
+        listener: Option<hybridge_ble::DataChannelListener>,
+        base: &str,
+        advertiser: &dyn Advertiser,
+        events: &PhoneEvents,
+    ) -> Result<PhoneOutcome, PhoneError> {
+        let config = &self.config;
+        let handler = &self.handler;
         let mut io = PhoneIo {
             link: None,
             listener,
@@ -522,7 +698,7 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
         let result = drive(
             &mut engine,
             &mut io,
-            &base,
+            base,
             advertiser,
             handler,
             config,
@@ -658,8 +834,12 @@ where
                     tracing::debug!(status, "response sent");
                     events.emit(PhoneProgress::Responded { status });
                 }
-                // This driver never offers a link (no `with_linking`), so none is sent.
-                PhoneOutput::LinkSent(_) => {}
+                PhoneOutput::LinkSent(id) => {
+                    if let Ok(link_id) = <[u8; 8]>::try_from(id.as_slice()) {
+                        tracing::debug!("linking data sent");
+                        events.emit(PhoneProgress::Linked { link_id });
+                    }
+                }
                 PhoneOutput::CloseTunnel => {
                     if let Some(link) = io.link.take() {
                         link.close(config.timeouts.close).await;

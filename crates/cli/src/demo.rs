@@ -150,7 +150,7 @@ impl Rig {
         let prepared = prepare(&config)?;
         // Plain lines: the phone and the RP write to stderr too.
         let progress = Progress::plain("laptop: ");
-        let url = prepared.qr_url();
+        let url = prepared.qr_url().unwrap_or_default();
         progress.aside(|| show_qr(&url, self.qr_out.as_deref(), DEMO_QR_HINT));
         let shown = Instant::now();
         let (events, printer) = spawn_event_printer(progress.clone());

@@ -157,7 +157,9 @@ async fn ceremony<C: Ceremony>(
     let scanner = args.transport.ble.scanner().await?;
     let prepared = Prepared::new(options, &config);
     let progress = Progress::new("");
-    progress.aside(|| show_qr(&prepared.qr_url(), args.qr_out.as_deref(), SCAN_HINT));
+    if let Some(url) = prepared.qr_url() {
+        progress.aside(|| show_qr(&url, args.qr_out.as_deref(), SCAN_HINT));
+    }
     let (events, printer) = spawn_event_printer(progress.clone());
     let result = prepared.run(&*scanner, &events).await.map(|r| to_json(&r));
     drop(events);

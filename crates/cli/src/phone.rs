@@ -202,6 +202,7 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
         rand_core::OsRng,
     ))
     .with_config(PhoneConfig {
+        linking: None,
         relay: args.relay.clone(),
         domain_id: args.domain_id,
         timeouts: PhoneTimeouts {

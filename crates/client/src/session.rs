@@ -30,7 +30,9 @@
 //! };
 //! // Nothing reaches a phone unless the options are valid for this origin.
 //! let ceremony = session::register(options_json, "https://example.com", &config)?;
-//! eprintln!("scan this with your phone: {}", ceremony.qr_url());
+//! if let Some(url) = ceremony.qr_url() {
+//!     eprintln!("scan this with your phone: {url}");
+//! }
 //! let (events, mut progress) = Events::channel(32);
 //! tokio::spawn(async move {
 //!     while let Some(event) = progress.recv().await {
@@ -56,7 +58,7 @@ use hybridge_ctap::GetInfoResponse;
 use hybridge_proto::engine::{LaptopEngine, LaptopInput, LaptopOutput};
 use hybridge_proto::linking::LinkingInfo;
 use hybridge_proto::qr::{QrKeys, RequestType};
-use hybridge_proto::session::LaptopQr;
+use hybridge_proto::session::{LaptopLinked, LaptopQr, LinkedPhone};
 use hybridge_proto::{domain, keys, tunnel};
 use rand_core::OsRng;
 use ws::{engine_now as now, wake_at};
@@ -177,11 +179,18 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// A laptop session before the phone was found: fresh QR keys.
+/// A laptop session before the phone was found: fresh QR keys, or a linked phone to wake.
 #[derive(Debug)]
 pub struct Laptop {
-    qr: LaptopQr,
+    start: Start,
     config: LaptopConfig,
+}
+
+/// How the session finds its phone.
+#[derive(Debug)]
+enum Start {
+    Qr(Box<LaptopQr>),
+    Linked(Box<LaptopLinked>),
 }
 
 impl Laptop {
@@ -193,12 +202,29 @@ impl Laptop {
         if config.data_channel {
             qr = qr.with_data_channel();
         }
-        Self { qr, config }
+        Self {
+            start: Start::Qr(Box::new(qr)),
+            config,
+        }
     }
 
-    /// The `FIDO:/` URL to show as a QR code.
-    pub fn qr_url(&self) -> String {
-        self.qr.qr_url()
+    /// A session with a phone linked earlier (`phone`, as stored from its linking data): no
+    /// QR code. [`connect`](Self::connect) asks the phone's tunnel server to wake it, waits
+    /// for its advert (made with the link's key; proximity is still proven) and
+    /// authenticates it by its identity key.
+    pub fn linked(request_type: RequestType, phone: LinkedPhone, config: LaptopConfig) -> Self {
+        Self {
+            start: Start::Linked(Box::new(LaptopLinked::new(&mut OsRng, phone, request_type))),
+            config,
+        }
+    }
+
+    /// The `FIDO:/` URL to show as a QR code; `None` for a [linked](Self::linked) session.
+    pub fn qr_url(&self) -> Option<String> {
+        match &self.start {
+            Start::Qr(qr) => Some(qr.qr_url()),
+            Start::Linked(_) => None,
+        }
     }
 
     /// Scans (after the caller showed [`qr_url`](Self::qr_url)) until this QR code's advert is heard
@@ -214,14 +240,20 @@ impl Laptop {
         scanner: &dyn Scanner,
         events: &Events,
     ) -> Result<PhoneConnection, Error> {
-        events.emit(Event::Scanning);
-        let engine = LaptopEngine::new(
-            self.qr,
-            keys::generate(&mut OsRng),
-            self.config.timeouts,
-            check_get_info,
-            now(),
-        );
+        let ephemeral = keys::generate(&mut OsRng);
+        let engine = match self.start {
+            Start::Qr(qr) => {
+                events.emit(Event::Scanning);
+                LaptopEngine::new(*qr, ephemeral, self.config.timeouts, check_get_info, now())
+            }
+            Start::Linked(linked) => LaptopEngine::linked(
+                *linked,
+                ephemeral,
+                self.config.timeouts,
+                check_get_info,
+                now(),
+            ),
+        };
         let mut driver = Driver {
             engine,
             io: LaptopIo {
@@ -416,8 +448,34 @@ impl Driver {
                             let _ = scan.stop().await;
                         }
                     }
-                    // Only a linked engine asks this, and this driver runs QR sessions.
-                    LaptopOutput::Contact(_) => engine.handle(now(), LaptopInput::ConnectFailed),
+                    LaptopOutput::Contact(c) => {
+                        let base = io.config.relays.resolve(c.domain_id)?;
+                        tracing::debug!(relay = %base, "asking the relay to wake the phone");
+                        events.emit(Event::Connecting(base.clone()));
+                        // No connect signal: the scan starts as soon as the relay accepted,
+                        // and the relay holds Noise message 1 until the phone joins.
+                        let contact = ws::contact(
+                            &base,
+                            &c.contact_id,
+                            &c.client_payload,
+                            false,
+                            io.config.tls.clone(),
+                            ws::linked::Timeouts::default(),
+                        );
+                        io.base = Some(base.clone());
+                        match tokio::time::timeout_at(deadline, contact).await {
+                            Err(_) => engine.handle_timeout(now()),
+                            Ok(Err(e)) => {
+                                io.cause = Some(ws::Cause::Connect(e));
+                                engine.handle(now(), LaptopInput::ConnectFailed)
+                            }
+                            Ok(Ok(contacted)) => {
+                                io.link = Some(ws::Link::Tunnel(Box::new(contacted.ws)));
+                                events.emit(Event::Scanning);
+                                engine.handle(now(), LaptopInput::Connected);
+                            }
+                        }
+                    }
                     LaptopOutput::Connect(c) => {
                         tracing::debug!(
                             domain = c.domain_id,

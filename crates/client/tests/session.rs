@@ -84,6 +84,7 @@ fn phone_config(relay: &str) -> PhoneConfig {
         },
         tls: None,
         data_channel: false,
+        linking: None,
     }
 }
 
@@ -132,7 +133,7 @@ async fn register(
     screen: &Screen,
 ) -> Result<Registration, Error> {
     let prepared = session::register(options, origin, config)?;
-    screen.show_qr(prepared.qr_url());
+    screen.show_qr(prepared.qr_url().expect("a QR ceremony has a QR code"));
     prepared.run(radio, &screen.events).await
 }
 
@@ -145,7 +146,7 @@ async fn sign_in(
     screen: &Screen,
 ) -> Result<Assertion, Error> {
     let prepared = session::sign_in(options, origin, config)?;
-    screen.show_qr(prepared.qr_url());
+    screen.show_qr(prepared.qr_url().expect("a QR ceremony has a QR code"));
     prepared.run(radio, &screen.events).await
 }
 
@@ -1093,4 +1094,161 @@ async fn one_side_without_the_data_channel_gets_the_relay() {
             "{laptop_offers}/{phone_offers}: {events:?}"
         );
     }
+}
+
+/// Issue 14's loop in one process: a QR registration in which the phone offers a link and the
+/// laptop keeps it (verified with the QR key), then a sign-in with no QR code at all: the
+/// laptop contacts the phone through the relay, the phone (subscribed for wake-ups with its
+/// wake key) joins, advertises with the link's key and answers NKpsk0; the RP verifies both.
+/// A revoked link is refused by the phone; a phone that is not subscribed is a 410, said as
+/// unreachable.
+#[tokio::test]
+async fn a_phone_linked_by_qr_code_is_reached_again_without_one() {
+    use hybridge_authenticator::phone::LinkIdentity;
+    use hybridge_authenticator::store::{FileStore, KdfParams};
+    use hybridge_client::webauthn::RequestOptions;
+    use hybridge_proto::session::LinkedPhone;
+
+    let rig = Rig::new().await;
+    let rp = rp();
+    // The phone's linking identity, made by its encrypted store.
+    let dir = std::env::temp_dir().join(format!("hybridge-linked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut store =
+        FileStore::create(dir.join("store"), "1234", KdfParams::insecure_for_tests()).unwrap();
+    let identity =
+        LinkIdentity::from_state(&store.ensure_linking().unwrap(), "Test phone").unwrap();
+    let authenticator = phone_with(AutoApprove).with_config(PhoneConfig {
+        linking: Some(identity.clone()),
+        ..rig.phone_config()
+    });
+    let mut lconfig = rig.laptop_config(None);
+    lconfig.supports_linking = true;
+
+    // 1. Register by QR code; the phone links.
+    let (options, reg_state) = creation_options(&rp, "linda");
+    let (screen, qr, _watcher) = watch_events();
+    let (phone_events, mut phone_progress) = PhoneEvents::channel(64);
+    let phone = tokio::spawn({
+        let (radio, authenticator) = (rig.radio.clone(), authenticator.clone());
+        async move {
+            let url = qr.await.unwrap();
+            authenticator
+                .serve(&QrInput::Text(url), &radio, &phone_events)
+                .await
+        }
+    });
+    let prepared = session::register(&options, ORIGIN, &lconfig).unwrap();
+    screen.show_qr(prepared.qr_url().unwrap());
+    let (reg, end) = tokio::time::timeout(T, prepared.run_linking(&rig.radio, &screen.events))
+        .await
+        .unwrap()
+        .expect("registration succeeds");
+    phone.await.unwrap().expect("the phone served");
+    let cred = verify_registration(&rp, &reg, &reg_state);
+    let mut link_id = None;
+    while let Ok(p) = phone_progress.try_recv() {
+        if let PhoneProgress::Linked { link_id: id } = p {
+            link_id = Some(id);
+        }
+    }
+    let link_id = link_id.expect("the phone said it linked");
+    let linking = end.linking.expect("the laptop got verified linking data");
+    assert_eq!(linking.link_id, link_id);
+    assert_eq!(linking.authenticator_name, "Test phone");
+    assert_eq!(linking.contact_id, identity.contact_id().0);
+    let stored = LinkedPhone::from_linking(&linking, 0);
+
+    // 2. The phone waits for wake-ups; the laptop signs in with no QR code.
+    let sign_in_options = || {
+        let builder = rp
+            .new_challenge_authenticate_builder(
+                vec![cred.clone()],
+                Some(UserVerificationPolicy::Required),
+            )
+            .unwrap();
+        let (rcr, state) = rp.generate_challenge_authenticate(builder).unwrap();
+        let options = RequestOptions::from_json(
+            &serde_json::to_string(&rcr).unwrap(),
+            &Origin::parse(ORIGIN).unwrap(),
+        )
+        .unwrap();
+        (options, state)
+    };
+    // Subscribed when this returns; the wake-up is then served by the task it yields.
+    #[allow(clippy::async_yields_async)]
+    let listen = |allowed: Option<[u8; 8]>| {
+        let (radio, authenticator, identity, url) = (
+            rig.radio.clone(),
+            authenticator.clone(),
+            identity.clone(),
+            rig.url.clone(),
+        );
+        async move {
+            let mut sub = ws::subscribe(
+                &url,
+                identity.wake_key(),
+                None,
+                ws::linked::Timeouts::default(),
+            )
+            .await
+            .expect("the phone subscribes");
+            assert_eq!(sub.contact_id(), identity.contact_id());
+            tokio::spawn(async move {
+                let wake = sub.next_wake().await.expect("a wake-up");
+                let is_linked = move |id: &[u8]| allowed.is_some_and(|a| a == id);
+                authenticator
+                    .serve_linked(&wake, &is_linked, &radio, &PhoneEvents::none())
+                    .await
+            })
+        }
+    };
+    let phone = listen(Some(link_id)).await;
+    let (options, state) = sign_in_options();
+    let prepared = session::Prepared::linked(options, &lconfig, stored.clone());
+    assert!(prepared.qr_url().is_none());
+    let (events, _, _watcher) = watch_events();
+    let assertion = tokio::time::timeout(T, prepared.run(&rig.radio, &events.events))
+        .await
+        .unwrap()
+        .expect("the linked sign-in succeeds");
+    assert_eq!(
+        phone.await.unwrap().expect("the phone served"),
+        PhoneOutcome {
+            command: 0x02,
+            status: 0x00
+        }
+    );
+    let pkc: PublicKeyCredential = serde_json::from_value(assertion.to_json()).unwrap();
+    rp.authenticate_credential(&pkc, &state)
+        .expect("the RP accepts the linked assertion");
+
+    // 3. Revoked on the phone: the wake-up is refused, nothing is signed, and the laptop
+    // never hears an advert.
+    let phone = listen(None).await;
+    let (options, _) = sign_in_options();
+    let mut short = lconfig.clone();
+    short.timeouts.scan = Duration::from_secs(2);
+    let result = session::Prepared::linked(options, &short, stored.clone())
+        .run(&rig.radio, &Events::none())
+        .await;
+    assert!(
+        matches!(phone.await.unwrap(), Err(PhoneError::NotLinked)),
+        "the phone refuses a link it does not have"
+    );
+    assert!(
+        matches!(result, Err(Error::ProximityTimeout(_))),
+        "{result:?}"
+    );
+
+    // 4. Nobody subscribed: 410 from the relay, at once, said as the phone being unreachable.
+    let (options, _) = sign_in_options();
+    let started = std::time::Instant::now();
+    let err = session::Prepared::linked(options, &lconfig, stored)
+        .run(&rig.radio, &Events::none())
+        .await
+        .expect_err("no phone to wake");
+    assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

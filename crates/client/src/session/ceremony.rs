@@ -12,11 +12,14 @@ use hybridge_proto::qr::RequestType;
 
 use std::fmt;
 
-use super::{BadResponse, Error, Events, Laptop, LaptopConfig, PhoneConnection, from_status};
+use super::{
+    BadResponse, Error, Events, Laptop, LaptopConfig, PhoneConnection, SessionEnd, from_status,
+};
 use crate::webauthn::{
     self, Assertion, Attestation, ClientDataType, CreationOptions, ExtensionResults, Origin,
     PrfInput, Registration, RequestOptions, ResidentKey, UserVerification,
 };
+use hybridge_proto::session::LinkedPhone;
 
 /// Prepares a registration: `options_json` is the RP's `PublicKeyCredentialCreationOptionsJSON`
 /// (bare or wrapped in `{"publicKey": …}`), `origin` the page's origin. The options are
@@ -80,8 +83,17 @@ impl<C: Ceremony> Prepared<C> {
         }
     }
 
-    /// The `FIDO:/` URL to show as a QR code (it carries a secret: show it, do not log it).
-    pub fn qr_url(&self) -> String {
+    /// The same ceremony with a phone linked earlier instead of a QR code
+    /// ([`Laptop::linked`]).
+    pub fn linked(options: C, config: &LaptopConfig, phone: LinkedPhone) -> Self {
+        let mut prepared = Self::new(options, config);
+        prepared.laptop = Laptop::linked(C::REQUEST_TYPE, phone, prepared.laptop.config.clone());
+        prepared
+    }
+
+    /// The `FIDO:/` URL to show as a QR code (it carries a secret: show it, do not log it);
+    /// `None` for a [linked](Self::linked) ceremony.
+    pub fn qr_url(&self) -> Option<String> {
         self.laptop.qr_url()
     }
 
@@ -93,6 +105,17 @@ impl<C: Ceremony> Prepared<C> {
     /// Scans for the phone that read the QR code, builds the CTAP request from the options
     /// and the phone's getInfo, and returns the phone's answer, checked, as the RP's response.
     pub async fn run(self, scanner: &dyn Scanner, events: &Events) -> Result<C::Response, Error> {
+        self.run_linking(scanner, events).await.map(|(r, _)| r)
+    }
+
+    /// [`run`](Self::run), and what the session left behind: the linking data the phone
+    /// sent (verified with this QR code's key), to store so that the phone can be reached
+    /// later without a QR code.
+    pub async fn run_linking(
+        self,
+        scanner: &dyn Scanner,
+        events: &Events,
+    ) -> Result<(C::Response, SessionEnd), Error> {
         let options = self.options;
         let client_data_json = webauthn::client_data_json(
             C::CLIENT_DATA_TYPE,
@@ -107,9 +130,9 @@ impl<C: Ceremony> Prepared<C> {
                 return Err(e);
             }
         };
-        let reply = transact(phone, &request, events).await?;
+        let (reply, end) = transact(phone, &request, events).await?;
         check_status(&reply)?;
-        options.response(client_data_json, &request, &reply)
+        Ok((options.response(client_data_json, &request, &reply)?, end))
     }
 }
 
@@ -273,12 +296,10 @@ async fn transact(
     mut phone: PhoneConnection,
     request: &Request,
     events: &Events,
-) -> Result<Vec<u8>, Error> {
-    let result = phone.transact(&request.encode(), events).await;
-    if result.is_ok() {
-        phone.close(events).await;
-    }
-    result
+) -> Result<(Vec<u8>, SessionEnd), Error> {
+    let reply = phone.transact(&request.encode(), events).await?;
+    let end = phone.close(events).await;
+    Ok((reply, end))
 }
 
 fn uv_option(uv: UserVerification, info: &GetInfoResponse) -> Option<bool> {

@@ -140,6 +140,7 @@ impl Rig {
             },
             tls: None,
             data_channel: false,
+            linking: None,
         };
         let (radio, qr_url) = (self.radio.clone(), qr.qr_url());
         let phone = tokio::spawn(async move {
