@@ -97,7 +97,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  echo 'FIDO:/…' | hybridge phone --qr -\n  hybridge phone --qr-file qr.txt --store ~/passkeys.hbk\n  hybridge phone --qr-image qr.png --store passkeys.hbk --relay ws://127.0.0.1:8080 \\\n      --ble udp:127.0.0.1:47000 --yes --pin-file pin.txt\n\nA JSON summary goes to stdout. Exit codes: 0 served, 1 invalid QR code or input,\n3 the laptop never connected, 4 the request was declined, 5 relay unreachable,\n7 handshake failed, 8 radio unavailable, 9 wrong PIN or locked store."
     )]
-    Phone(phone::PhoneArgs),
+    Phone(Box<phone::PhoneArgs>),
     /// List, rename or delete the passkeys in a phone's store (JSON on stdout).
     Passkeys(passkeys::PasskeysArgs),
     /// Decode QR codes, adverts and tunnel domains (JSON on stdout).
