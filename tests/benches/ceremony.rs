@@ -62,6 +62,107 @@ async fn once<C: Ceremony>(
     done.duration_since(got_qr)
 }
 
+/// Linked sign-ins: one QR registration links the phone, which then stays subscribed for
+/// wake-ups; each sample is a sign-in with no QR code, from the laptop starting (what
+/// `hybridge sign-in --phone NAME` does first) to the response JSON.
+async fn linked_sign_ins(relay: &str, rp: &Rp, iters: usize) -> Vec<Duration> {
+    use hybridge_authenticator::phone::LinkIdentity;
+    use hybridge_authenticator::store::{FileStore, KdfParams};
+    use hybridge_client::session::ws;
+    use hybridge_client::webauthn::{Origin, RequestOptions};
+    use hybridge_proto::session::LinkedPhone;
+
+    let dir = std::env::temp_dir().join(format!("hybridge-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut store =
+        FileStore::create(dir.join("store"), "1234", KdfParams::insecure_for_tests()).unwrap();
+    let identity = LinkIdentity::from_state(&store.ensure_linking().unwrap(), "bench").unwrap();
+    let phone: Phone = phone::Phone::new(Authenticator::new(
+        MemoryStore::new(),
+        AutoApprove,
+        SystemClock,
+        rand_core::OsRng,
+    ))
+    .relay(relay)
+    .linking(identity.clone());
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let scanner = format!("udp:127.0.0.1:{port}")
+        .parse::<RadioSpec>()
+        .unwrap()
+        .scanner()
+        .await
+        .unwrap();
+    let advertiser = format!("udp:127.0.0.1:{port},interval=20ms")
+        .parse::<RadioSpec>()
+        .unwrap()
+        .advertiser()
+        .await
+        .unwrap();
+    let laptop = LaptopConfig {
+        relays: RelayOverrides::all(relay),
+        supports_linking: true,
+        ..LaptopConfig::default()
+    };
+    // Link by QR code.
+    let (options, _) = rp.creation_options("linked");
+    let prepared = session::register(&options, ORIGIN, &laptop).unwrap();
+    let url = prepared.qr_url().unwrap();
+    let qr_phone = phone.clone();
+    let qr_advertiser = format!("udp:127.0.0.1:{port},interval=20ms")
+        .parse::<RadioSpec>()
+        .unwrap()
+        .advertiser()
+        .await
+        .unwrap();
+    let served = tokio::spawn(async move {
+        qr_phone
+            .serve(&QrInput::Text(url), &*qr_advertiser, &PhoneEvents::none())
+            .await
+    });
+    let (_, end) = prepared
+        .run_linking(&*scanner, &Events::none())
+        .await
+        .unwrap();
+    served.await.unwrap().unwrap();
+    let stored = LinkedPhone::from_linking(&end.linking.expect("linked"), 0);
+    // The phone waits for wake-ups and serves every link (the bench does not revoke).
+    let mut sub = ws::subscribe(
+        relay,
+        identity.wake_key(),
+        None,
+        ws::linked::Timeouts::default(),
+    )
+    .await
+    .unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok(wake) = sub.next_wake().await {
+            let _ = phone
+                .serve_linked(&wake, &|_| true, &*advertiser, &PhoneEvents::none())
+                .await;
+        }
+    });
+    let (options, _) = rp.request_options(Vec::new());
+    let origin = Origin::parse(ORIGIN).unwrap();
+    let mut samples = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        let options = RequestOptions::from_json(&options, &origin).unwrap();
+        let response = Prepared::linked(options, &laptop, stored.clone())
+            .run(&*scanner, &Events::none())
+            .await
+            .expect("linked sign-in");
+        let printed = serde_json::to_string(&Assertion::to_json(&response)).unwrap();
+        assert!(!printed.is_empty());
+        samples.push(start.elapsed());
+    }
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    samples
+}
+
 fn report(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let pct = |p: f64| {
@@ -124,9 +225,12 @@ fn main() {
             let prepared = session::sign_in(&options, ORIGIN, &laptop).expect("options");
             get.push(once(&url, &phone, prepared, Assertion::to_json).await);
         }
+        let linked = linked_sign_ins(&url, &rp, iters).await;
         println!("ceremony latency, phone gets the QR code -> laptop has the response JSON (loopback, AutoApprove):");
         report("register", reg);
         report("sign-in", get);
+        println!("linked sign-in, `sign-in --phone` starts -> laptop has the response JSON (no QR code; the relay wakes the phone):");
+        report("linked", linked);
         relay.shutdown(Duration::from_secs(1)).await;
     });
 }
