@@ -14,6 +14,7 @@ use crate::common::{
     Progress, SCAN_HINT, TransportArgs, check_qr_out, parse_duration, read_input, show_qr,
 };
 use crate::error::CliError;
+use crate::phones::{PhonesFile, PhonesFileArg};
 
 /// Flags shared by `register` and `sign-in`.
 #[derive(Debug, Args)]
@@ -60,6 +61,26 @@ pub struct CeremonyArgs {
     /// than CTAP 2.3 may refuse the QR code it needs.
     #[arg(long, env = "HYBRIDGE_DATA_CHANNEL")]
     data_channel: bool,
+    /// Use the linked phone called NAME (`hybridge phones list`): no QR code; the relay wakes
+    /// the phone, which then advertises over Bluetooth as usual. Exit codes with --phone:
+    /// 1 no linked phone by that name (the known ones are listed), a damaged phones file or
+    /// a missing / mismatched key; 3 the phone was woken but no advert came in time (is it
+    /// nearby, Bluetooth on?); 5 the phone is unreachable (no phone subscribed at the relay:
+    /// HTTP 410) or the relay is down; 7 the stored link failed the handshake (revoked or
+    /// altered: forget it and link again with a QR code); others as without --phone.
+    #[arg(
+        long,
+        env = "HYBRIDGE_PHONE",
+        value_name = "NAME",
+        conflicts_with = "qr_out"
+    )]
+    phone: Option<String>,
+    /// Do not offer to link the phone in the QR code (by default the QR code says this laptop
+    /// stores linking data, and a phone that sends it is added to the phones file).
+    #[arg(long, env = "HYBRIDGE_NO_LINK")]
+    no_link: bool,
+    #[command(flatten)]
+    phones: PhonesFileArg,
 }
 
 fn parse_relay_for(s: &str) -> Result<(u16, String), String> {
@@ -153,17 +174,126 @@ async fn ceremony<C: Ceremony>(
     options: C,
     to_json: fn(&C::Response) -> Json,
 ) -> Result<Json, CliError> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    if let Some(name) = &args.phone {
+        return linked_ceremony(args, name, options, &config, to_json).await;
+    }
+    let phones = if args.no_link {
+        None
+    } else {
+        linking_file(&args.phones)
+    };
+    config.supports_linking = phones.is_some();
     let scanner = args.transport.ble.scanner().await?;
     let prepared = Prepared::new(options, &config);
     let progress = Progress::new("");
     if let Some(url) = prepared.qr_url() {
         progress.aside(|| show_qr(&url, args.qr_out.as_deref(), SCAN_HINT));
     }
-    let (events, printer) = spawn_event_printer(progress.clone());
-    let result = prepared.run(&*scanner, &events).await.map(|r| to_json(&r));
+    let (events, printer, domain) = spawn_recording_printer(progress.clone());
+    let result = prepared.run_linking(&*scanner, &events).await;
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     progress.finish(result.is_ok());
-    Ok(result?)
+    let (response, end) = result?;
+    if let (Some(path), Some(linking)) = (phones, end.linking) {
+        // The session's domain, as the phone's advert named it; 0 (Google's) if none came.
+        let domain_id = domain.lock().ok().and_then(|d| *d).unwrap_or(0);
+        let stored = PhonesFile::load(&path).and_then(|mut file| {
+            let name = file.add(&linking, domain_id)?;
+            file.save().map(|()| name)
+        });
+        // The response stands whatever happens to the link: a warning, not a failure.
+        progress.aside(|| match stored {
+            Ok(name) => eprintln!("linked phone {name:?}"),
+            Err(e) => eprintln!("hybridge: the phone offered a link that was not stored: {e}"),
+        });
+    }
+    Ok(to_json(&response))
+}
+
+/// The phones file to store a link in, if it can be used (it reads, and its key is there or
+/// was just made); otherwise a warning and `None`: the QR code then does not offer linking.
+fn linking_file(arg: &PhonesFileArg) -> Option<std::path::PathBuf> {
+    let usable = arg.path().and_then(|path| {
+        let mut file = PhonesFile::load(&path)?;
+        file.check_writable()?;
+        Ok(path)
+    });
+    match usable {
+        Ok(path) => Some(path),
+        Err(e) => {
+            eprintln!("hybridge: the QR code does not offer linking: {e}");
+            None
+        }
+    }
+}
+
+/// A ceremony with a linked phone: no QR code.
+async fn linked_ceremony<C: Ceremony>(
+    args: &CeremonyArgs,
+    name: &str,
+    options: C,
+    config: &LaptopConfig,
+    to_json: fn(&C::Response) -> Json,
+) -> Result<Json, CliError> {
+    let path = args.phones.path()?;
+    let phone = PhonesFile::load(&path)?.linked(name)?;
+    let scanner = args.transport.ble.scanner().await?;
+    let prepared = Prepared::linked(options, config, phone);
+    let progress = Progress::new("");
+    progress.step(format!("contacting phone {name:?}"));
+    let (events, printer) = spawn_event_printer(progress.clone());
+    let result = prepared.run(&*scanner, &events).await;
+    drop(events);
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+    progress.finish(result.is_ok());
+    let response = result.map_err(|e| linked_error(name, e))?;
+    // Read again: another command may have changed the file while the phone was asked.
+    let touched = PhonesFile::load(&path).and_then(|mut file| {
+        file.touch(name)?;
+        file.save()
+    });
+    if let Err(e) = touched {
+        progress.aside(|| eprintln!("hybridge: cannot record the phone's use: {e}"));
+    }
+    Ok(to_json(&response))
+}
+
+/// A linked session's error, naming the phone, with the exit code it would have had.
+fn linked_error(name: &str, e: session::Error) -> CliError {
+    match e {
+        session::Error::RelayUnreachable { .. } => {
+            CliError::Network(format!("phone {name:?}: {e}"))
+        }
+        session::Error::ProximityTimeout(_) => CliError::Timeout(format!(
+            "phone {name:?} was contacted but no advert from it came: is it nearby, with \
+             Bluetooth on and `hybridge phone serve` (or its app) running? ({e})"
+        )),
+        e => CliError::Session(e),
+    }
+}
+
+/// [`spawn_event_printer`], also recording the tunnel-server domain of the phone's advert.
+fn spawn_recording_printer(
+    progress: Progress,
+) -> (
+    Events,
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Option<u16>>>,
+) {
+    let domain = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = domain.clone();
+    let (events, mut rx) = Events::channel(64);
+    let task = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if let session::Event::PhoneNearby { domain_id } = &event {
+                if let Ok(mut d) = seen.lock() {
+                    *d = Some(*domain_id);
+                }
+            }
+            progress.step(event.to_string());
+        }
+    });
+    (events, task, domain)
 }
