@@ -423,10 +423,13 @@ impl PhonesFile {
         }
     }
 
-    /// Whether a new link can be stored: the file reads and its key is there (or can be
-    /// made). Creates the key file if there is none yet.
+    /// Whether a new link can be stored: the file read, and its key is there and matches (or
+    /// there is none yet, and none is needed: it is made with the first link). Writes nothing.
     pub fn check_writable(&mut self) -> Result<(), CliError> {
-        self.key(true).map(|_| ())
+        if self.key_check.is_none() && !key_path(&self.path).exists() {
+            return Ok(());
+        }
+        self.key(false).map(|_| ())
     }
 
     /// The entry called `name`, or an error that lists the known names.
