@@ -297,3 +297,169 @@ fn spawn_recording_printer(
     });
     (events, task, domain)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
+    use hybridge_authenticator::phone::{LinkIdentity, Phone, PhoneConfig, PhoneEvents, QrInput};
+    use hybridge_authenticator::store::{FileStore, KdfParams, MemoryStore};
+    use hybridge_relay::{Config as RelayConfig, Relay};
+
+    use crate::scripted::ScriptedAgent;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CeremonyArgs,
+    }
+
+    fn args(list: &[&str]) -> CeremonyArgs {
+        let mut argv = vec!["hybridge"];
+        argv.extend_from_slice(list);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    /// The whole loop through this module: a QR registration whose phone links, stored in
+    /// the phones file, then a sign-in with `--phone` and no QR code.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_qr_ceremony_stores_the_link_and_phone_name_reaches_the_phone_again() {
+        let relay = Relay::bind(RelayConfig::default()).await.unwrap();
+        let url = relay.url();
+        let dir = std::env::temp_dir().join(format!(
+            "hybridge-laptop-link-{}-{}",
+            std::process::id(),
+            rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store =
+            FileStore::create(dir.join("store"), "1234", KdfParams::insecure_for_tests()).unwrap();
+        let identity =
+            LinkIdentity::from_state(&store.ensure_linking().unwrap(), "Test phone").unwrap();
+        let phone = Phone::new(Authenticator::new(
+            MemoryStore::new(),
+            ScriptedAgent::new(true),
+            SystemClock,
+            rand_core::OsRng,
+        ))
+        .with_config(PhoneConfig {
+            relay: Some(url.clone()),
+            linking: Some(identity.clone()),
+            ..PhoneConfig::default()
+        });
+        let port = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
+        let ble = format!("udp:127.0.0.1:{port}");
+        let advertiser: hybridge_ble::RadioSpec = format!("{ble},interval=20ms").parse().unwrap();
+        let advertiser = advertiser.advertiser().await.unwrap();
+        let phones = dir.join("phones.json");
+        let options = dir.join("create.json");
+        std::fs::write(
+            &options,
+            r#"{"challenge":"AAECAwQFBgcICQoLDA0ODw","rp":{"id":"example.com","name":"Example"},
+               "user":{"id":"AQID","name":"linda","displayName":"Linda"},
+               "pubKeyCredParams":[{"type":"public-key","alg":-7}],
+               "authenticatorSelection":{"residentKey":"required","userVerification":"discouraged"}}"#,
+        )
+        .unwrap();
+        let qr_txt = dir.join("qr.txt");
+        let common = |extra: &[&str]| {
+            let mut list = vec![
+                "--origin",
+                "https://example.com",
+                "--ble",
+                &ble,
+                "--relay",
+                &url,
+                "--scan-timeout",
+                "20s",
+            ];
+            list.extend_from_slice(extra);
+            list.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        };
+        let (options_s, phones_s, qr_s) = (
+            options.to_str().unwrap(),
+            phones.to_str().unwrap(),
+            qr_txt.to_str().unwrap(),
+        );
+        let reg: Vec<String> = common(&[
+            "--options",
+            options_s,
+            "--phones",
+            phones_s,
+            "--qr-out",
+            qr_s,
+        ]);
+        let reg = args(&reg.iter().map(String::as_str).collect::<Vec<_>>());
+
+        // 1. Register by QR code; the phone links and the laptop stores it.
+        let phone_task = {
+            let (phone, qr_txt) = (phone.clone(), qr_txt.clone());
+            let advertiser = advertiser;
+            tokio::spawn(async move {
+                let url = loop {
+                    match std::fs::read_to_string(&qr_txt) {
+                        Ok(t) if t.trim().starts_with("FIDO:/") => break t.trim().to_owned(),
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                };
+                let r = phone
+                    .serve(&QrInput::Text(url), &*advertiser, &PhoneEvents::none())
+                    .await;
+                (r, advertiser)
+            })
+        };
+        let json = run(Kind::Register, &reg).await.expect("the registration");
+        assert_eq!(json["type"], "public-key");
+        let (served, advertiser) = phone_task.await.unwrap();
+        served.expect("the phone served");
+        let mut file = PhonesFile::load(&phones).unwrap();
+        assert_eq!(file.entries.len(), 1);
+        assert_eq!(file.entries[0].name, "Test phone");
+        assert_eq!(file.entries[0].contact_id, identity.contact_id().0);
+        let stored = file.linked("Test phone").unwrap();
+        assert_eq!(stored.domain_id, 0);
+
+        // 2. Sign in with --phone: the relay wakes the subscribed phone; no QR code.
+        let mut sub = hybridge_websocket::subscribe(
+            &url,
+            identity.wake_key(),
+            None,
+            hybridge_websocket::linked::Timeouts::default(),
+        )
+        .await
+        .unwrap();
+        let phone_task = tokio::spawn(async move {
+            let wake = sub.next_wake().await.unwrap();
+            phone
+                .serve_linked(&wake, &|_| true, &*advertiser, &PhoneEvents::none())
+                .await
+        });
+        let get = dir.join("get.json");
+        std::fs::write(
+            &get,
+            r#"{"challenge":"EBESExQVFhcYGRobHB0eHw","rpId":"example.com",
+               "userVerification":"discouraged"}"#,
+        )
+        .unwrap();
+        let sign: Vec<String> = common(&[
+            "--options",
+            get.to_str().unwrap(),
+            "--phones",
+            phones_s,
+            "--phone",
+            "Test phone",
+        ]);
+        let sign = args(&sign.iter().map(String::as_str).collect::<Vec<_>>());
+        let json = run(Kind::SignIn, &sign).await.expect("the linked sign-in");
+        assert_eq!(json["type"], "public-key");
+        phone_task.await.unwrap().expect("the phone served");
+        let file = PhonesFile::load(&phones).unwrap();
+        assert!(file.entries[0].last_used.is_some());
+        relay.shutdown(Duration::from_secs(1)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
