@@ -64,10 +64,11 @@ pub struct CeremonyArgs {
     /// Use the linked phone called NAME (`hybridge phones list`): no QR code; the relay wakes
     /// the phone, which then advertises over Bluetooth as usual. Exit codes with --phone:
     /// 1 no linked phone by that name (the known ones are listed), a damaged phones file or
-    /// a missing / mismatched key; 3 the phone was woken but no advert came in time (is it
-    /// nearby, Bluetooth on?); 5 the phone is unreachable (no phone subscribed at the relay:
-    /// HTTP 410) or the relay is down; 7 the stored link failed the handshake (revoked or
-    /// altered: forget it and link again with a QR code); others as without --phone.
+    /// a missing / mismatched key; 3 the phone was contacted but no advert came in time (not
+    /// nearby, Bluetooth off, or the phone revoked this laptop); 5 the phone is unreachable
+    /// (no phone subscribed at the relay: HTTP 410) or the relay is down; 7 the stored link
+    /// failed the handshake (stale or altered: forget it and link again with a QR code);
+    /// others as without --phone.
     #[arg(
         long,
         env = "HYBRIDGE_PHONE",
@@ -268,7 +269,7 @@ fn linked_error(name: &str, e: session::Error) -> CliError {
         }
         session::Error::ProximityTimeout(_) => CliError::Timeout(format!(
             "phone {name:?} was contacted but no advert from it came: is it nearby, with \
-             Bluetooth on and `hybridge phone serve` (or its app) running? ({e})"
+             Bluetooth on, and does it still have this laptop linked? ({e})"
         )),
         e => CliError::Session(e),
     }

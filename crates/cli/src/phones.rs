@@ -390,7 +390,8 @@ impl PhonesFile {
         let kpath = key_path(&self.path);
         let key = match Key::load(&kpath)? {
             Some(k) => k,
-            None if self.key_check.is_some() => {
+            // With no phones left, nothing needs the old key: a new one may be made.
+            None if self.key_check.is_some() && !self.entries.is_empty() => {
                 return Err(CliError::Invalid(format!(
                     "the linked phones key {} is missing, and the link secrets in {} cannot be \
                      read without it: restore it from where the phones file came from, or \
@@ -408,15 +409,16 @@ impl PhonesFile {
             }
         };
         match &self.key_check {
-            Some(check) if *check != key.check() => Err(CliError::Invalid(format!(
-                "the linked phones key {} does not belong to {} (copied from another machine?): \
+            Some(check) if *check != key.check() && !self.entries.is_empty() => {
+                Err(CliError::Invalid(format!(
+                    "the linked phones key {} does not belong to {} (copied from another machine?): \
                  restore the matching key, or forget the phones (`hybridge phones forget NAME`) \
                  and link them again",
-                kpath.display(),
-                self.path.display()
-            ))),
-            Some(_) => Ok(key),
-            None => {
+                    kpath.display(),
+                    self.path.display()
+                )))
+            }
+            _ => {
                 self.key_check = Some(key.check());
                 Ok(key)
             }
@@ -426,7 +428,7 @@ impl PhonesFile {
     /// Whether a new link can be stored: the file read, and its key is there and matches (or
     /// there is none yet, and none is needed: it is made with the first link). Writes nothing.
     pub fn check_writable(&mut self) -> Result<(), CliError> {
-        if self.key_check.is_none() && !key_path(&self.path).exists() {
+        if (self.key_check.is_none() || self.entries.is_empty()) && !key_path(&self.path).exists() {
             return Ok(());
         }
         self.key(false).map(|_| ())
@@ -867,6 +869,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("damaged"), "{err}");
+        // Once its phones are forgotten, the file takes a new key.
+        fs::remove_file(&key).unwrap();
+        let mut file = PhonesFile::load(&path).unwrap();
+        file.forget("Pixel").unwrap();
+        file.check_writable().unwrap();
+        file.add(&linking("Pixel", 1, 8), 0).unwrap();
+        file.save().unwrap();
+        let phone = PhonesFile::load(&path).unwrap().linked("Pixel").unwrap();
+        assert_eq!(phone.link_secret, LinkSecret::new([8; 32]));
         let _ = fs::remove_dir_all(&dir);
 
         // The right key, but an entry's sealed secret moved to another phone's key.
