@@ -1006,3 +1006,180 @@ fn both_sides_send_the_origin_a_production_relay_requires() {
     assert!(l.stderr().contains("403"), "{}", l.dump());
     let _ = ph.code(T);
 }
+
+/// A phones file as `hybridge` writes it, made by hand: one phone, "Pixel", whose link
+/// secret is sealed under the key file next to it.
+fn linked_phones_file(dir: &TempDir) -> PathBuf {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use aes_gcm::{Aes256Gcm, Nonce};
+    let path = dir.path("phones.json");
+    let key = [7u8; 32];
+    std::fs::write(dir.path("phones.key"), key).unwrap();
+    let cipher = Aes256Gcm::new((&key).into());
+    let seal = |nonce: [u8; 12], msg: &[u8], aad: &[u8]| {
+        cipher
+            .encrypt(&Nonce::from(nonce), Payload { msg, aad })
+            .unwrap()
+    };
+    let identity = hybridge_proto::keys::from_seed(b"a linked phone").unwrap();
+    let public_key = hybridge_proto::keys::uncompressed(&identity.public_key());
+    let doc = serde_json::json!({
+        "version": 1,
+        "key_check": hex::encode(seal([0; 12], &[], b"hybridge phones key check v1")),
+        "phones": [{
+            "name": "Pixel",
+            "public_key": hex::encode(public_key),
+            "contact_id": hex::encode([0x42; 16]),
+            "link_id": hex::encode([0x11; 8]),
+            "domain_id": 0,
+            "added": 1_700_000_000u64,
+            "last_used": null,
+            "secret_nonce": hex::encode([9u8; 12]),
+            "secret_sealed": hex::encode(seal([9; 12], &[0x5a; 32], &public_key)),
+        }],
+    });
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    path
+}
+
+fn run_hybridge(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(hybridge())
+        .args(args)
+        .env_remove("HYBRIDGE_PHONES")
+        .output()
+        .expect("run hybridge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn linked_phones_are_listed_renamed_forgotten_and_an_unreachable_one_is_a_clear_error() {
+    let dir = TempDir::new("phones");
+    let rp = Rp::new();
+    let (options, _) = rp.request_options(Vec::new());
+    let opts = dir.path("get.json");
+    std::fs::write(&opts, options).unwrap();
+    let opts = opts.to_str().unwrap();
+
+    // No file yet: nothing linked, nothing written.
+    let missing = dir.path("none/phones.json");
+    let missing = missing.to_str().unwrap();
+    assert_eq!(
+        run_hybridge(&["phones", "list", "--phones", missing]),
+        (0, String::new(), String::new())
+    );
+    let (code, out, _) = run_hybridge(&["phones", "list", "--json", "--phones", missing]);
+    assert_eq!((code, out.trim()), (0, "[]"));
+    let (code, _, err) = run_hybridge(&["phones", "forget", "Pixel", "--phones", missing]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no linked phone named \"Pixel\""), "{err}");
+    assert!(!dir.path("none").exists());
+
+    // The QR code offers linking unless --no-link; the phones file stays untouched.
+    let relay = RelayProc::local();
+    let qr_says = |extra: &[&str]| {
+        let mut args = vec!["--phones", missing, "--scan-timeout", "1s"];
+        args.extend_from_slice(extra);
+        let mut l = local_laptop(
+            "sign-in",
+            Path::new(opts),
+            free_udp_port(),
+            &relay.url(),
+            &args,
+        );
+        let qr = qr_of(&l);
+        expect_code(&mut l, EXIT_TIMEOUT);
+        hybridge_json(&["inspect", "qr", &qr])["supports_linking"].clone()
+    };
+    assert_eq!(qr_says(&[]), true);
+    assert_eq!(qr_says(&["--no-link"]), false);
+    assert!(!dir.path("none").exists());
+
+    let file = linked_phones_file(&dir);
+    let file = file.to_str().unwrap();
+    let before = std::fs::read(file).unwrap();
+    assert!(!before.windows(32).any(|w| w == [0x5a; 32]));
+    let (code, out, _) = run_hybridge(&["phones", "list", "--phones", file]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("Pixel\tlast used never\t"), "{out}");
+
+    // A name that is not linked: the known ones are listed; nothing is contacted.
+    let sign_in = |name: &str| {
+        let start = Instant::now();
+        let result = run_hybridge(&[
+            "sign-in",
+            "--options",
+            opts,
+            "--origin",
+            ORIGIN,
+            "--phones",
+            file,
+            "--phone",
+            name,
+            "--relay",
+            &relay.url(),
+            "--ble",
+            &format!("udp:127.0.0.1:{}", free_udp_port()),
+            "--scan-timeout",
+            "20s",
+        ]);
+        (result, start.elapsed())
+    };
+    let ((code, out, err), _) = sign_in("Pixle");
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("no linked phone named \"Pixle\"; linked phones: \"Pixel\""),
+        "{err}"
+    );
+
+    // No phone subscribed at the relay: 410, said as the phone being unreachable, at once.
+    let ((code, out, err), took) = sign_in("Pixel");
+    assert_eq!(code, EXIT_NETWORK, "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("unreachable") && err.contains("\"Pixel\""),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(
+        std::fs::read(file).unwrap(),
+        before,
+        "a failure is not a use"
+    );
+    // Not a QR ceremony: --qr-out makes no sense.
+    let (code, _, _) = run_hybridge(&[
+        "sign-in",
+        "--options",
+        opts,
+        "--origin",
+        ORIGIN,
+        "--phone",
+        "Pixel",
+        "--qr-out",
+        "x.png",
+    ]);
+    assert_eq!(code, 2);
+
+    // Rename, list for programs (never the secret), forget.
+    let (code, _, err) = run_hybridge(&["phones", "rename", "Pixel", "work", "--phones", file]);
+    assert_eq!(code, 0, "{err}");
+    let list = hybridge_json(&["phones", "list", "--json", "--phones", file]);
+    assert_eq!(list[0]["name"], "work");
+    assert_eq!(list[0]["domain_id"], 0);
+    assert_eq!(list[0]["added"], "2023-11-14T22:13:20Z");
+    assert!(list[0]["last_used"].is_null());
+    assert!(!list.to_string().contains(&hex::encode([0x5a; 32])));
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    let (code, _, err) = run_hybridge(&["phones", "forget", "work", "--phones", file]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mode(file), 0o600);
+    let list = hybridge_json(&["phones", "list", "--json", "--phones", file]);
+    assert_eq!(list, serde_json::json!([]));
+}

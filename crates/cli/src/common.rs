@@ -122,7 +122,7 @@ pub fn store_path(given: Option<&Path>) -> Result<PathBuf, CliError> {
 
 /// hybridge's directory under the XDG data directory. Relative values are ignored, as the
 /// specification says.
-fn data_dir() -> Option<PathBuf> {
+pub fn data_dir() -> Option<PathBuf> {
     let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     std::env::var_os("XDG_DATA_HOME")
         .and_then(absolute)

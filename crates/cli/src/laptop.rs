@@ -14,6 +14,7 @@ use crate::common::{
     Progress, SCAN_HINT, TransportArgs, check_qr_out, parse_duration, read_input, show_qr,
 };
 use crate::error::CliError;
+use crate::phones::{PhonesFile, PhonesFileArg};
 
 /// Flags shared by `register` and `sign-in`.
 #[derive(Debug, Args)]
@@ -60,6 +61,27 @@ pub struct CeremonyArgs {
     /// than CTAP 2.3 may refuse the QR code it needs.
     #[arg(long, env = "HYBRIDGE_DATA_CHANNEL")]
     data_channel: bool,
+    /// Use the linked phone called NAME (`hybridge phones list`): no QR code; the relay wakes
+    /// the phone, which then advertises over Bluetooth as usual. Exit codes with --phone:
+    /// 1 no linked phone by that name (the known ones are listed), a damaged phones file or
+    /// a missing / mismatched key; 3 the phone was contacted but no advert came in time (not
+    /// nearby, Bluetooth off, or the phone revoked this laptop); 5 the phone is unreachable
+    /// (no phone subscribed at the relay: HTTP 410) or the relay is down; 7 the stored link
+    /// failed the handshake (stale or altered: forget it and link again with a QR code);
+    /// others as without --phone.
+    #[arg(
+        long,
+        env = "HYBRIDGE_PHONE",
+        value_name = "NAME",
+        conflicts_with = "qr_out"
+    )]
+    phone: Option<String>,
+    /// Do not offer to link the phone in the QR code (by default the QR code says this laptop
+    /// stores linking data, and a phone that sends it is added to the phones file).
+    #[arg(long, env = "HYBRIDGE_NO_LINK")]
+    no_link: bool,
+    #[command(flatten)]
+    phones: PhonesFileArg,
 }
 
 fn parse_relay_for(s: &str) -> Result<(u16, String), String> {
@@ -153,17 +175,292 @@ async fn ceremony<C: Ceremony>(
     options: C,
     to_json: fn(&C::Response) -> Json,
 ) -> Result<Json, CliError> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    if let Some(name) = &args.phone {
+        return linked_ceremony(args, name, options, &config, to_json).await;
+    }
+    let phones = if args.no_link {
+        None
+    } else {
+        linking_file(&args.phones)
+    };
+    config.supports_linking = phones.is_some();
     let scanner = args.transport.ble.scanner().await?;
     let prepared = Prepared::new(options, &config);
     let progress = Progress::new("");
     if let Some(url) = prepared.qr_url() {
         progress.aside(|| show_qr(&url, args.qr_out.as_deref(), SCAN_HINT));
     }
-    let (events, printer) = spawn_event_printer(progress.clone());
-    let result = prepared.run(&*scanner, &events).await.map(|r| to_json(&r));
+    let (events, printer, domain) = spawn_recording_printer(progress.clone());
+    let result = prepared.run_linking(&*scanner, &events).await;
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     progress.finish(result.is_ok());
-    Ok(result?)
+    let (response, end) = result?;
+    if let (Some(path), Some(linking)) = (phones, end.linking) {
+        // The session's domain, as the phone's advert named it; 0 (Google's) if none came.
+        let domain_id = domain.lock().ok().and_then(|d| *d).unwrap_or(0);
+        let stored = PhonesFile::load(&path).and_then(|mut file| {
+            let name = file.add(&linking, domain_id)?;
+            file.save().map(|()| name)
+        });
+        // The response stands whatever happens to the link: a warning, not a failure.
+        progress.aside(|| match stored {
+            Ok(name) => eprintln!("linked phone {name:?}"),
+            Err(e) => eprintln!("hybridge: the phone offered a link that was not stored: {e}"),
+        });
+    }
+    Ok(to_json(&response))
+}
+
+/// The phones file to store a link in, if it can be used (it reads, and its key is there or
+/// was just made); otherwise a warning and `None`: the QR code then does not offer linking.
+fn linking_file(arg: &PhonesFileArg) -> Option<std::path::PathBuf> {
+    let usable = arg.path().and_then(|path| {
+        let mut file = PhonesFile::load(&path)?;
+        file.check_writable()?;
+        Ok(path)
+    });
+    match usable {
+        Ok(path) => Some(path),
+        Err(e) => {
+            eprintln!("hybridge: the QR code does not offer linking: {e}");
+            None
+        }
+    }
+}
+
+/// A ceremony with a linked phone: no QR code.
+async fn linked_ceremony<C: Ceremony>(
+    args: &CeremonyArgs,
+    name: &str,
+    options: C,
+    config: &LaptopConfig,
+    to_json: fn(&C::Response) -> Json,
+) -> Result<Json, CliError> {
+    let path = args.phones.path()?;
+    let phone = PhonesFile::load(&path)?.linked(name)?;
+    let scanner = args.transport.ble.scanner().await?;
+    let prepared = Prepared::linked(options, config, phone);
+    let progress = Progress::new("");
+    progress.step(format!("contacting phone {name:?}"));
+    let (events, printer) = spawn_event_printer(progress.clone());
+    let result = prepared.run(&*scanner, &events).await;
+    drop(events);
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+    progress.finish(result.is_ok());
+    let response = result.map_err(|e| linked_error(name, e))?;
+    // Read again: another command may have changed the file while the phone was asked.
+    let touched = PhonesFile::load(&path).and_then(|mut file| {
+        file.touch(name)?;
+        file.save()
+    });
+    if let Err(e) = touched {
+        progress.aside(|| eprintln!("hybridge: cannot record the phone's use: {e}"));
+    }
+    Ok(to_json(&response))
+}
+
+/// A linked session's error, naming the phone, with the exit code it would have had.
+fn linked_error(name: &str, e: session::Error) -> CliError {
+    match e {
+        session::Error::RelayUnreachable { .. } => {
+            CliError::Network(format!("phone {name:?}: {e}"))
+        }
+        session::Error::ProximityTimeout(_) => CliError::Timeout(format!(
+            "phone {name:?} was contacted but no advert from it came: is it nearby, with \
+             Bluetooth on, and does it still have this laptop linked? ({e})"
+        )),
+        e => CliError::Session(e),
+    }
+}
+
+/// [`spawn_event_printer`], also recording the tunnel-server domain of the phone's advert.
+fn spawn_recording_printer(
+    progress: Progress,
+) -> (
+    Events,
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Option<u16>>>,
+) {
+    let domain = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = domain.clone();
+    let (events, mut rx) = Events::channel(64);
+    let task = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if let session::Event::PhoneNearby { domain_id } = &event {
+                if let Ok(mut d) = seen.lock() {
+                    *d = Some(*domain_id);
+                }
+            }
+            progress.step(event.to_string());
+        }
+    });
+    (events, task, domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
+    use hybridge_authenticator::phone::{LinkIdentity, Phone, PhoneConfig, PhoneEvents, QrInput};
+    use hybridge_authenticator::store::{FileStore, KdfParams, MemoryStore};
+    use hybridge_relay::{Config as RelayConfig, Relay};
+
+    use crate::scripted::ScriptedAgent;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CeremonyArgs,
+    }
+
+    fn args(list: &[&str]) -> CeremonyArgs {
+        let mut argv = vec!["hybridge"];
+        argv.extend_from_slice(list);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    /// The whole loop through this module: a QR registration whose phone links, stored in
+    /// the phones file, then a sign-in with `--phone` and no QR code.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_qr_ceremony_stores_the_link_and_phone_name_reaches_the_phone_again() {
+        let relay = Relay::bind(RelayConfig::default()).await.unwrap();
+        let url = relay.url();
+        let dir = std::env::temp_dir().join(format!(
+            "hybridge-laptop-link-{}-{}",
+            std::process::id(),
+            rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store =
+            FileStore::create(dir.join("store"), "1234", KdfParams::insecure_for_tests()).unwrap();
+        let identity =
+            LinkIdentity::from_state(&store.ensure_linking().unwrap(), "Test phone").unwrap();
+        let phone = Phone::new(Authenticator::new(
+            MemoryStore::new(),
+            ScriptedAgent::new(true),
+            SystemClock,
+            rand_core::OsRng,
+        ))
+        .with_config(PhoneConfig {
+            relay: Some(url.clone()),
+            linking: Some(identity.clone()),
+            ..PhoneConfig::default()
+        });
+        let port = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
+        let ble = format!("udp:127.0.0.1:{port}");
+        let advertiser: hybridge_ble::RadioSpec = format!("{ble},interval=20ms").parse().unwrap();
+        let advertiser = advertiser.advertiser().await.unwrap();
+        let phones = dir.join("phones.json");
+        let options = dir.join("create.json");
+        std::fs::write(
+            &options,
+            r#"{"challenge":"AAECAwQFBgcICQoLDA0ODw","rp":{"id":"example.com","name":"Example"},
+               "user":{"id":"AQID","name":"linda","displayName":"Linda"},
+               "pubKeyCredParams":[{"type":"public-key","alg":-7}],
+               "authenticatorSelection":{"residentKey":"required","userVerification":"discouraged"}}"#,
+        )
+        .unwrap();
+        let qr_txt = dir.join("qr.txt");
+        let common = |extra: &[&str]| {
+            let mut list = vec![
+                "--origin",
+                "https://example.com",
+                "--ble",
+                &ble,
+                "--relay",
+                &url,
+                "--scan-timeout",
+                "20s",
+            ];
+            list.extend_from_slice(extra);
+            list.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        };
+        let (options_s, phones_s, qr_s) = (
+            options.to_str().unwrap(),
+            phones.to_str().unwrap(),
+            qr_txt.to_str().unwrap(),
+        );
+        let reg: Vec<String> = common(&[
+            "--options",
+            options_s,
+            "--phones",
+            phones_s,
+            "--qr-out",
+            qr_s,
+        ]);
+        let reg = args(&reg.iter().map(String::as_str).collect::<Vec<_>>());
+
+        // 1. Register by QR code; the phone links and the laptop stores it.
+        let phone_task = {
+            let (phone, qr_txt) = (phone.clone(), qr_txt.clone());
+            let advertiser = advertiser;
+            tokio::spawn(async move {
+                let url = loop {
+                    match std::fs::read_to_string(&qr_txt) {
+                        Ok(t) if t.trim().starts_with("FIDO:/") => break t.trim().to_owned(),
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                };
+                let r = phone
+                    .serve(&QrInput::Text(url), &*advertiser, &PhoneEvents::none())
+                    .await;
+                (r, advertiser)
+            })
+        };
+        let json = run(Kind::Register, &reg).await.expect("the registration");
+        assert_eq!(json["type"], "public-key");
+        let (served, advertiser) = phone_task.await.unwrap();
+        served.expect("the phone served");
+        let mut file = PhonesFile::load(&phones).unwrap();
+        assert_eq!(file.entries.len(), 1);
+        assert_eq!(file.entries[0].name, "Test phone");
+        assert_eq!(file.entries[0].contact_id, identity.contact_id().0);
+        let stored = file.linked("Test phone").unwrap();
+        assert_eq!(stored.domain_id, 0);
+
+        // 2. Sign in with --phone: the relay wakes the subscribed phone; no QR code.
+        let mut sub = hybridge_websocket::subscribe(
+            &url,
+            identity.wake_key(),
+            None,
+            hybridge_websocket::linked::Timeouts::default(),
+        )
+        .await
+        .unwrap();
+        let phone_task = tokio::spawn(async move {
+            let wake = sub.next_wake().await.unwrap();
+            phone
+                .serve_linked(&wake, &|_| true, &*advertiser, &PhoneEvents::none())
+                .await
+        });
+        let get = dir.join("get.json");
+        std::fs::write(
+            &get,
+            r#"{"challenge":"EBESExQVFhcYGRobHB0eHw","rpId":"example.com",
+               "userVerification":"discouraged"}"#,
+        )
+        .unwrap();
+        let sign: Vec<String> = common(&[
+            "--options",
+            get.to_str().unwrap(),
+            "--phones",
+            phones_s,
+            "--phone",
+            "Test phone",
+        ]);
+        let sign = args(&sign.iter().map(String::as_str).collect::<Vec<_>>());
+        let json = run(Kind::SignIn, &sign).await.expect("the linked sign-in");
+        assert_eq!(json["type"], "public-key");
+        phone_task.await.unwrap().expect("the phone served");
+        let file = PhonesFile::load(&phones).unwrap();
+        assert!(file.entries[0].last_used.is_some());
+        relay.shutdown(Duration::from_secs(1)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -14,6 +14,7 @@ mod inspect;
 mod laptop;
 mod passkeys;
 mod phone;
+mod phones;
 mod scripted;
 mod terminal;
 
@@ -100,6 +101,8 @@ enum Command {
     Phone(Box<phone::PhoneArgs>),
     /// List, rename or delete the passkeys in a phone's store (JSON on stdout).
     Passkeys(passkeys::PasskeysArgs),
+    /// List, rename or forget the phones this laptop is linked to (no QR code needed).
+    Phones(phones::PhonesArgs),
     /// Decode QR codes, adverts and tunnel domains (JSON on stdout).
     Inspect(inspect::InspectArgs),
 }
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) if args.listens() => run_async(inspect::adverts(args)),
         Command::Inspect(args) => inspect::run(args).map(Some),
         Command::Passkeys(args) => passkeys::run(args).map(Some),
+        Command::Phones(args) => phones::run(args),
         Command::Demo(args) => run_async(demo::run(args)).map(Some),
         Command::Register(args) => run_async(laptop::run(laptop::Kind::Register, args)).map(Some),
         Command::SignIn(args) => run_async(laptop::run(laptop::Kind::SignIn, args)).map(Some),
