@@ -1183,3 +1183,122 @@ fn linked_phones_are_listed_renamed_forgotten_and_an_unreachable_one_is_a_clear_
     let list = hybridge_json(&["phones", "list", "--json", "--phones", file]);
     assert_eq!(list, serde_json::json!([]));
 }
+
+/// `hybridge phone serve` for `p`'s store on this relay and UDP port, approving with its PIN.
+fn phone_serve(p: &Phone, port: u16, relay: &str) -> Proc {
+    let mut cmd = Command::new(hybridge());
+    cmd.args(["phone", "serve", "--relay", relay, "--yes"])
+        .args(["--ble", &format!("udp:127.0.0.1:{port},interval=20ms")])
+        .arg("--store")
+        .arg(p.store())
+        .arg("--pin-file")
+        .arg(p.pin_file());
+    let serve = Proc::spawn("phone serve", cmd);
+    serve
+        .wait_stderr(T, |l| l.contains("reachable for linked laptops"))
+        .unwrap_or_else(|| panic!("phone serve did not subscribe\n{}", serve.dump()));
+    serve
+}
+
+/// Issue 14 as separate processes: a QR registration in which `hybridge phone` links to the
+/// laptop and `hybridge register` keeps the link; then `hybridge phone serve` and
+/// `hybridge sign-in --phone NAME` with no QR code, twice with the phone's serve process
+/// restarted in between, each verified by an independent RP. Then the phone revokes the
+/// laptop (refused, nothing signed) and, with no phone subscribed, the laptop is told the
+/// phone is unreachable.
+#[test]
+fn a_phone_linked_by_qr_code_is_reached_again_with_sign_in_phone() {
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("linked-loop");
+    let phones = p.dir.path("phones.json");
+    let phones = phones.to_str().unwrap();
+    let port = free_udp_port();
+
+    // 1. QR registration; the phone links.
+    let (options, state) = rp.creation_options("lin");
+    let opts = p.file("register.json", &options);
+    let mut l = local_laptop("register", &opts, port, &relay.url(), &["--phones", phones]);
+    let qr = qr_of(&l);
+    let mut ph = local_phone(
+        &p,
+        &qr,
+        port,
+        &relay.url(),
+        &["--yes", "--name", "Lin's phone"],
+    );
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    assert!(
+        l.stderr().contains("linked phone \"Lin's phone\""),
+        "{}",
+        l.dump()
+    );
+    let credential = rp
+        .verify_registration(&l.stdout(), &state)
+        .expect("the RP accepts the registration");
+    let store = p.store();
+    let pin = p.pin_file();
+    let links_args = |action: &[&str]| {
+        let mut args = vec!["phone", "links"];
+        args.extend_from_slice(action);
+        args.extend_from_slice(&["--store", store.to_str().unwrap()]);
+        args.extend_from_slice(&["--pin-file", pin.to_str().unwrap()]);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let links = |action: &[&str]| {
+        let args = links_args(action);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_hybridge(&args)
+    };
+    let (code, out, err) = links(&["list"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let link_id = listed[0]["link_id"]
+        .as_str()
+        .expect("one linked laptop")
+        .to_owned();
+    let (code, out, _) = run_hybridge(&["phones", "list", "--phones", phones]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("Lin's phone\t"), "{out}");
+
+    // 2. Sign in with no QR code, the phone's serve process restarted between two sign-ins.
+    let sign_in = |extra: &[&str]| {
+        let (options, state) = rp.request_options(vec![credential.clone()]);
+        let opts = p.file("get.json", &options);
+        let mut args = vec!["--phones", phones, "--phone", "Lin's phone"];
+        args.extend_from_slice(extra);
+        let mut l = local_laptop("sign-in", &opts, port, &relay.url(), &args);
+        let code = l.code(T);
+        (code, l, state)
+    };
+    for round in 0..2 {
+        let mut serve = phone_serve(&p, port, &relay.url());
+        let (code, l, state) = sign_in(&[]);
+        assert_eq!(code, 0, "round {round}\n{}{}", l.dump(), serve.dump());
+        assert!(!l.stderr().contains("FIDO:/"), "no QR code\n{}", l.dump());
+        rp.verify_assertion(&l.stdout(), &state)
+            .expect("the RP accepts the linked assertion");
+        serve.signal("TERM");
+        assert_eq!(serve.code(T), EXIT_TERMINATED, "{}", serve.dump());
+    }
+
+    // 3. The phone revokes the laptop: its next contact is refused and nothing is signed.
+    let (code, _, err) = links(&["revoke", &link_id]);
+    assert_eq!(code, 0, "{err}");
+    let mut serve = phone_serve(&p, port, &relay.url());
+    let (code, l, _) = sign_in(&["--scan-timeout", "3s"]);
+    assert_eq!(code, EXIT_TIMEOUT, "{}{}", l.dump(), serve.dump());
+    serve
+        .wait_stderr(T, |line| line.contains("does not have"))
+        .unwrap_or_else(|| panic!("the phone did not refuse\n{}", serve.dump()));
+    serve.signal("TERM");
+    let _ = serve.code(T);
+
+    // 4. No phone subscribed: the relay's 410, said as unreachable, within seconds.
+    let start = Instant::now();
+    let (code, l, _) = sign_in(&[]);
+    assert_eq!(code, EXIT_NETWORK, "{}", l.dump());
+    assert!(l.stderr().contains("unreachable"), "{}", l.dump());
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
