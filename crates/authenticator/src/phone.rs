@@ -416,6 +416,9 @@ pub enum PhoneError {
     /// A wake-up for a link this phone never gave, or revoked.
     #[error("a laptop asked with a link this phone does not have (revoked or never given)")]
     NotLinked,
+    /// A wake-up whose client payload this phone served already: a replayed contact request.
+    #[error("refused a replayed wake-up (its client nonce was used before)")]
+    ReplayedWake,
     /// A linked session without the phone's linking identity.
     #[error("this phone has no linking identity: give it one with Phone::linking")]
     NoLinkingIdentity,
@@ -465,13 +468,19 @@ pub use hybridge_proto::engine::PhoneOutcome;
 /// sessions. Cloning shares the authenticator.
 pub struct Phone<H: ?Sized> {
     config: PhoneConfig,
+    /// Client nonces of the wake-ups served lately: a replayed contact request is refused.
+    recent_wakes: Arc<Mutex<std::collections::VecDeque<[u8; 16]>>>,
     handler: Arc<Mutex<H>>,
 }
+
+/// How many recent wake-ups' client nonces a phone remembers (16 bytes each).
+const RECENT_WAKES: usize = 4096;
 
 impl<H: ?Sized> Clone for Phone<H> {
     fn clone(&self) -> Self {
         Self {
             config: self.config.clone(),
+            recent_wakes: self.recent_wakes.clone(),
             handler: self.handler.clone(),
         }
     }
@@ -491,6 +500,7 @@ impl<H: CtapHandler + 'static> Phone<H> {
     pub fn new(handler: H) -> Self {
         Self {
             config: PhoneConfig::default(),
+            recent_wakes: Default::default(),
             handler: Arc::new(Mutex::new(handler)),
         }
     }
@@ -640,6 +650,22 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
         let payload = wake.client_payload().map_err(PhoneError::BadWake)?;
         if !is_linked(&payload.link_id) {
             return Err(PhoneError::NotLinked);
+        }
+        {
+            // A laptop makes a fresh nonce for every contact: the same one again is someone
+            // replaying a request they saw. It could not finish the handshake without the
+            // link secret, but it would still make the phone advertise and wait.
+            let mut recent = self
+                .recent_wakes
+                .lock()
+                .map_err(|_| PhoneError::Authenticator("the wake-up record is poisoned".into()))?;
+            if recent.contains(&payload.client_nonce) {
+                return Err(PhoneError::ReplayedWake);
+            }
+            if recent.len() == RECENT_WAKES {
+                recent.pop_front();
+            }
+            recent.push_back(payload.client_nonce);
         }
         events.emit(PhoneProgress::Woken);
         events.emit(PhoneProgress::QrRead {

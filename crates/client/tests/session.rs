@@ -1197,9 +1197,10 @@ async fn a_phone_linked_by_qr_code_is_reached_again_without_one() {
             tokio::spawn(async move {
                 let wake = sub.next_wake().await.expect("a wake-up");
                 let is_linked = move |id: &[u8]| allowed.is_some_and(|a| a == id);
-                authenticator
+                let served = authenticator
                     .serve_linked(&wake, &is_linked, &radio, &PhoneEvents::none())
-                    .await
+                    .await;
+                (wake, served)
             })
         }
     };
@@ -1212,12 +1213,22 @@ async fn a_phone_linked_by_qr_code_is_reached_again_without_one() {
         .await
         .unwrap()
         .expect("the linked sign-in succeeds");
+    let (wake, served) = phone.await.unwrap();
     assert_eq!(
-        phone.await.unwrap().expect("the phone served"),
+        served.expect("the phone served"),
         PhoneOutcome {
             command: 0x02,
             status: 0x00
         }
+    );
+    // The same wake-up again (someone replaying the laptop's contact request): refused
+    // before the phone advertises or asks anyone.
+    let replayed = authenticator
+        .serve_linked(&wake, &|_| true, &rig.radio, &PhoneEvents::none())
+        .await;
+    assert!(
+        matches!(replayed, Err(PhoneError::ReplayedWake)),
+        "{replayed:?}"
     );
     let pkc: PublicKeyCredential = serde_json::from_value(assertion.to_json()).unwrap();
     rp.authenticate_credential(&pkc, &state)
@@ -1233,7 +1244,7 @@ async fn a_phone_linked_by_qr_code_is_reached_again_without_one() {
         .run(&rig.radio, &Events::none())
         .await;
     assert!(
-        matches!(phone.await.unwrap(), Err(PhoneError::NotLinked)),
+        matches!(phone.await.unwrap().1, Err(PhoneError::NotLinked)),
         "the phone refuses a link it does not have"
     );
     assert!(
