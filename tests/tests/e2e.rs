@@ -1200,15 +1200,42 @@ fn phone_serve(p: &Phone, port: u16, relay: &str) -> Proc {
     serve
 }
 
+/// A relay on a fixed loopback port, so that it can be restarted where phones find it.
+fn relay_on(port: u16) -> RelayProc {
+    let mut cmd = Command::new(hybridge_tests::relay_bin());
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")]);
+    cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+    RelayProc::start(cmd)
+}
+
+/// Waits until `proc`'s stderr holds `text` `times` times.
+fn wait_count(proc: &Proc, text: &str, times: usize) {
+    let deadline = Instant::now() + T;
+    while proc.stderr().matches(text).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "no {times}× {text:?}\n{}",
+            proc.dump()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Issue 14 as separate processes: a QR registration in which `hybridge phone` links to the
 /// laptop and `hybridge register` keeps the link; then `hybridge phone serve` and
-/// `hybridge sign-in --phone NAME` with no QR code, twice with the phone's serve process
-/// restarted in between, each verified by an independent RP. Then the phone revokes the
-/// laptop (refused, nothing signed) and, with no phone subscribed, the laptop is told the
-/// phone is unreachable.
+/// `hybridge sign-in --phone NAME` with no QR code, three times: before and after the relay
+/// restarts (the phone resubscribes by itself) and after the phone's serve process restarts,
+/// each verified by an independent RP. A second phone linked to the same laptop is reached by
+/// its own name. Then the phone revokes the laptop (refused, nothing signed) and, with no
+/// phone subscribed, the laptop is told the phone is unreachable.
 #[test]
 fn a_phone_linked_by_qr_code_is_reached_again_with_sign_in_phone() {
-    let relay = RelayProc::local();
+    let relay_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut relay = relay_on(relay_port);
+    let relay_url = relay.url();
     let rp = Rp::new();
     let p = Phone::new("linked-loop");
     let phones = p.dir.path("phones.json");
@@ -1218,13 +1245,13 @@ fn a_phone_linked_by_qr_code_is_reached_again_with_sign_in_phone() {
     // 1. QR registration; the phone links.
     let (options, state) = rp.creation_options("lin");
     let opts = p.file("register.json", &options);
-    let mut l = local_laptop("register", &opts, port, &relay.url(), &["--phones", phones]);
+    let mut l = local_laptop("register", &opts, port, &relay_url, &["--phones", phones]);
     let qr = qr_of(&l);
     let mut ph = local_phone(
         &p,
         &qr,
         port,
-        &relay.url(),
+        &relay_url,
         &["--yes", "--name", "Lin's phone"],
     );
     expect_code(&mut l, 0);
@@ -1268,25 +1295,70 @@ fn a_phone_linked_by_qr_code_is_reached_again_with_sign_in_phone() {
         let opts = p.file("get.json", &options);
         let mut args = vec!["--phones", phones, "--phone", "Lin's phone"];
         args.extend_from_slice(extra);
-        let mut l = local_laptop("sign-in", &opts, port, &relay.url(), &args);
+        let mut l = local_laptop("sign-in", &opts, port, &relay_url, &args);
         let code = l.code(T);
         (code, l, state)
     };
-    for round in 0..2 {
-        let mut serve = phone_serve(&p, port, &relay.url());
-        let (code, l, state) = sign_in(&[]);
-        assert_eq!(code, 0, "round {round}\n{}{}", l.dump(), serve.dump());
+    let signed_in = |serve: &Proc, extra: &[&str]| {
+        let (code, l, state) = sign_in(extra);
+        assert_eq!(code, 0, "{}{}", l.dump(), serve.dump());
         assert!(!l.stderr().contains("FIDO:/"), "no QR code\n{}", l.dump());
         rp.verify_assertion(&l.stdout(), &state)
             .expect("the RP accepts the linked assertion");
-        serve.signal("TERM");
-        assert_eq!(serve.code(T), EXIT_TERMINATED, "{}", serve.dump());
-    }
+    };
+    let mut serve = phone_serve(&p, port, &relay_url);
+    signed_in(&serve, &[]);
+    // The relay restarts (losing every subscription); the phone subscribes again by itself.
+    relay.proc.signal("TERM");
+    let _ = relay.proc.code(T);
+    drop(relay);
+    let _restarted = relay_on(relay_port);
+    wait_count(&serve, "reachable for linked laptops", 2);
+    signed_in(&serve, &[]);
+    // The phone's serve process restarts.
+    serve.signal("TERM");
+    assert_eq!(serve.code(T), EXIT_TERMINATED, "{}", serve.dump());
+    let mut serve = phone_serve(&p, port, &relay_url);
+    signed_in(&serve, &[]);
+
+    // A second phone, linked to the same laptop, reached by its own name.
+    let p2 = Phone::new("linked-loop-2");
+    let (options, state) = rp.creation_options("lin2");
+    let opts = p2.file("register.json", &options);
+    let mut l = local_laptop("register", &opts, port, &relay_url, &["--phones", phones]);
+    let qr = qr_of(&l);
+    let mut ph = local_phone(
+        &p2,
+        &qr,
+        port,
+        &relay_url,
+        &["--yes", "--name", "Work phone"],
+    );
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    let credential2 = rp.verify_registration(&l.stdout(), &state).unwrap();
+    let mut serve2 = phone_serve(&p2, port, &relay_url);
+    let (options, state) = rp.request_options(vec![credential2]);
+    let opts = p2.file("get.json", &options);
+    let args = ["--phones", phones, "--phone", "Work phone"];
+    let mut l = local_laptop("sign-in", &opts, port, &relay_url, &args);
+    assert_eq!(l.code(T), 0, "{}{}", l.dump(), serve2.dump());
+    rp.verify_assertion(&l.stdout(), &state)
+        .expect("the RP accepts the second phone's assertion");
+    assert!(
+        serve2.stderr().contains("served a linked"),
+        "{}",
+        serve2.dump()
+    );
+    serve2.signal("TERM");
+    let _ = serve2.code(T);
+    serve.signal("TERM");
+    assert_eq!(serve.code(T), EXIT_TERMINATED, "{}", serve.dump());
 
     // 3. The phone revokes the laptop: its next contact is refused and nothing is signed.
     let (code, _, err) = links(&["revoke", &link_id]);
     assert_eq!(code, 0, "{err}");
-    let mut serve = phone_serve(&p, port, &relay.url());
+    let mut serve = phone_serve(&p, port, &relay_url);
     let (code, l, _) = sign_in(&["--scan-timeout", "3s"]);
     assert_eq!(code, EXIT_TIMEOUT, "{}{}", l.dump(), serve.dump());
     serve
