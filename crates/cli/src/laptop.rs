@@ -26,11 +26,18 @@ pub struct CeremonyArgs {
     /// The web origin the ceremony is for (https://…); the RP ID must match it.
     #[arg(long, env = "HYBRIDGE_ORIGIN", value_name = "URL")]
     origin: String,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// The laptop session's flags, shared by `register`, `sign-in` and `key`.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
     /// Also write the QR code to FILE: .png, .svg or .txt (the FIDO:/ text).
     #[arg(long, env = "HYBRIDGE_QR_OUT", value_name = "FILE")]
-    qr_out: Option<PathBuf>,
+    pub qr_out: Option<PathBuf>,
     #[command(flatten)]
-    transport: TransportArgs,
+    pub transport: TransportArgs,
     /// Send every tunnel-server domain ID to this relay (ws://… or wss://…).
     #[arg(long, env = "HYBRIDGE_RELAY", value_name = "URL")]
     relay: Option<String>,
@@ -77,8 +84,9 @@ fn parse_relay_for(s: &str) -> Result<(u16, String), String> {
     Ok((id, url.to_owned()))
 }
 
-impl CeremonyArgs {
-    fn config(&self) -> Result<LaptopConfig, CliError> {
+impl SessionArgs {
+    /// The laptop session's configuration from these flags.
+    pub fn config(&self) -> Result<LaptopConfig, CliError> {
         let tls = self.transport.tls()?;
         let mut relays = RelayOverrides {
             all: self.relay.clone(),
@@ -125,7 +133,7 @@ pub fn spawn_event_printer(progress: Progress) -> (Events, tokio::task::JoinHand
 
 /// Runs `register` or `sign-in`; the response JSON is returned for stdout.
 pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
-    check_qr_out(args.qr_out.as_deref())?;
+    check_qr_out(args.session.qr_out.as_deref())?;
     let options = read_input("cannot read the options file", &args.options, 1 << 20)?;
     let options = String::from_utf8(options)
         .map_err(|_| CliError::Invalid("the options file is not UTF-8 text".into()))?;
@@ -153,11 +161,17 @@ async fn ceremony<C: Ceremony>(
     options: C,
     to_json: fn(&C::Response) -> Json,
 ) -> Result<Json, CliError> {
-    let config = args.config()?;
-    let scanner = args.transport.ble.scanner().await?;
+    let config = args.session.config()?;
+    let scanner = args.session.transport.ble.scanner().await?;
     let prepared = Prepared::new(options, &config);
     let progress = Progress::new("");
-    progress.aside(|| show_qr(&prepared.qr_url(), args.qr_out.as_deref(), SCAN_HINT));
+    progress.aside(|| {
+        show_qr(
+            &prepared.qr_url(),
+            args.session.qr_out.as_deref(),
+            SCAN_HINT,
+        )
+    });
     let (events, printer) = spawn_event_printer(progress.clone());
     let result = prepared.run(&*scanner, &events).await.map(|r| to_json(&r));
     drop(events);
