@@ -512,3 +512,7 @@ fn the_phone_adds_the_advert_suffix_only_when_the_qr_code_asks() {
         let _ = ph.code(T);
     }
 }
+
+/// `hybridge key`: the virtual security key on the guest's /dev/uhid.
+#[path = "vm_key.rs"]
+mod key;
