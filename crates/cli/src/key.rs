@@ -375,6 +375,10 @@ pub async fn run(args: &KeyArgs) -> Result<serde_json::Value, CliError> {
                 Output::Report(r) => writer.input(&r)?,
                 Output::Request(req) => match plan(&req.payload, &mut probe) {
                     Plan::Answer(a) => {
+                        if req.payload.first() == Some(&command::GET_ASSERTION) && a[0] == 0 {
+                            progress
+                                .step("a silent probe (up=false) was answered without the phone");
+                        }
                         engine.respond(Instant::now(), req.id, &a);
                     }
                     Plan::Ceremony(_) if active.is_some() => {

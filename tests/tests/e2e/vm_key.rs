@@ -70,7 +70,12 @@ impl Key {
     /// Waits for the key's QR code (`--qr-out`), then has `hybridge phone --qr-file` answer
     /// it over BlueZ, approving; returns the phone's stderr.
     fn phone_answers(&self, p: &Phone, client: &Proc) -> String {
-        self.wait_for_qr(client);
+        self.phone_answers_within(p, client, T)
+    }
+
+    /// [`phone_answers`](Self::phone_answers), giving the client `limit` to reach the key.
+    fn phone_answers_within(&self, p: &Phone, client: &Proc, limit: Duration) -> String {
+        self.wait_for_qr(client, limit);
         let mut cmd = Command::new(hybridge());
         cmd.args(["phone", "--qr-file"])
             .arg(&self.qr)
@@ -92,8 +97,8 @@ impl Key {
         ph.stderr()
     }
 
-    fn wait_for_qr(&self, client: &Proc) {
-        let deadline = Instant::now() + T;
+    fn wait_for_qr(&self, client: &Proc, limit: Duration) {
+        let deadline = Instant::now() + limit;
         while !std::fs::read_to_string(&self.qr).is_ok_and(|s| s.starts_with("FIDO:/")) {
             assert!(
                 Instant::now() < deadline,
@@ -444,4 +449,164 @@ fn sigterm_removes_the_device() {
         assert!(Instant::now() < deadline, "the device outlived the key");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The relying party's page for the browser test: it fetches the options, calls
+/// `navigator.credentials.create` and `.get`, and posts the results (or the error) back.
+const RP_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8"><title>hybridge key test</title>
+<script>
+async function post(path, body) { await fetch(path, { method: "POST", body }); }
+async function run() {
+  try {
+    const c = await (await fetch("/create-options")).json();
+    const cred = await navigator.credentials.create({ publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(c.publicKey) });
+    await post("/registration", JSON.stringify(cred.toJSON()));
+    const r = await (await fetch("/request-options")).json();
+    const a = await navigator.credentials.get({ publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(r.publicKey) });
+    await post("/assertion", JSON.stringify(a.toJSON()));
+  } catch (e) {
+    await post("/error", String(e) + "\n" + (e.stack || ""));
+  }
+}
+run();
+</script>
+"#;
+
+/// Serves the page and the options files of a directory on the loopback, and stores what the
+/// page posts there (`/request-options` waits until the test has written its file).
+const RP_SERVER: &str = r#"
+import http.server, os, sys, time
+root, port = sys.argv[1], int(sys.argv[2])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def reply(self, body, ctype):
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path == "/":
+            return self.reply(open(os.path.join(root, "page.html"), "rb").read(), "text/html")
+        if self.path in ("/create-options", "/request-options"):
+            path = os.path.join(root, self.path[1:] + ".json")
+            deadline = time.time() + 600
+            while not os.path.exists(path) and time.time() < deadline:
+                time.sleep(0.1)
+            return self.reply(open(path, "rb").read(), "application/json")
+        self.send_error(404)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        name = {"/registration": "registration.json", "/assertion": "assertion.json", "/error": "error.txt"}.get(self.path)
+        if name:
+            tmp = os.path.join(root, name + ".partial")
+            open(tmp, "wb").write(body)
+            os.rename(tmp, os.path.join(root, name))
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+/// How long Firefox may take to start and call `create` (about 220 s under TCG on 2 cores).
+const FIREFOX_START: Duration = Duration::from_secs(480);
+
+/// Firefox ESR, headless, on a page on the guest's loopback: `navigator.credentials.create`
+/// and `.get` go through the hybridge key (Firefox has no hybrid on Linux; it sees a USB
+/// key), the phone answers, and webauthn-rs-core verifies what the page got. The sign-in
+/// passes Firefox's silent pre-flight probe (a `up: false` getAssertion with the allowList)
+/// before the real request reaches the phone.
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn firefox_registers_and_signs_in_through_the_key() {
+    require_vm();
+    let test = hybridge_testkit::this_test();
+    if !have_command("sh", &["-c", "command -v firefox-esr"]) {
+        missing(&test, "firefox-esr", "apt-get install firefox-esr");
+        return;
+    }
+    let key = Key::start("key-firefox");
+    let p = Phone::new("key-firefox");
+    let web = TempDir::new("key-firefox-web");
+    std::fs::write(web.path("page.html"), RP_PAGE).unwrap();
+    let server_py = p.file("server.py", RP_SERVER);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let origin = format!("http://localhost:{port}");
+    let rp = Rp::for_origin("localhost", &origin);
+    let mut server = Command::new(PYTHON);
+    server.arg(&server_py).arg(&web.0).arg(port.to_string());
+    let server = Proc::spawn("rp server", server);
+
+    let (options, reg_state) = rp.creation_options("dave");
+    std::fs::write(web.path("create-options.json"), options).unwrap();
+
+    let profile = TempDir::new("key-firefox-profile");
+    std::fs::write(
+        profile.path("user.js"),
+        "user_pref(\"browser.shell.checkDefaultBrowser\", false);\n\
+         user_pref(\"datareporting.policy.dataSubmissionEnabled\", false);\n\
+         user_pref(\"toolkit.telemetry.reportingpolicy.firstRun\", false);\n\
+         user_pref(\"browser.aboutwelcome.enabled\", false);\n\
+         user_pref(\"security.webauth.webauthn_enable_softtoken\", false);\n\
+         user_pref(\"security.webauth.webauthn_enable_usbtoken\", true);\n",
+    )
+    .unwrap();
+    let mut ff = Command::new("firefox-esr");
+    ff.args(["--headless", "--no-remote", "--profile"])
+        .arg(&profile.0)
+        .arg(format!("{origin}/"))
+        .env("HOME", &profile.0)
+        .env("MOZ_HEADLESS", "1");
+    let firefox = Proc::spawn("firefox", ff);
+
+    let wait_file = |name: &str, client: &Proc| -> String {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            if let Ok(e) = std::fs::read_to_string(web.path("error.txt")) {
+                panic!(
+                    "the page failed: {e}\n{}{}{}",
+                    key.proc.dump(),
+                    client.dump(),
+                    server.dump()
+                );
+            }
+            if let Ok(s) = std::fs::read_to_string(web.path(name)) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {name} from the page\n{}{}",
+                key.proc.dump(),
+                client.dump()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // Firefox under the guest's emulation takes minutes to start and load the page.
+    key.phone_answers_within(&p, &firefox, FIREFOX_START);
+    let registration = wait_file("registration.json", &firefox);
+    let credential = rp
+        .verify_registration(&registration, &reg_state)
+        .expect("the RP accepts Firefox's registration through the key");
+
+    let (options, state) = rp.request_options(vec![credential]);
+    std::fs::write(web.path("request-options.json"), options).unwrap();
+    key.phone_answers(&p, &firefox);
+    let assertion = wait_file("assertion.json", &firefox);
+    let result = rp
+        .verify_assertion(&assertion, &state)
+        .expect("the RP accepts Firefox's assertion through the key");
+    assert!(result.user_verified());
+    assert!(
+        key.proc
+            .stderr()
+            .contains("a silent probe (up=false) was answered without the phone"),
+        "Firefox's pre-flight probe reached the key and was answered there\n{}",
+        key.proc.dump()
+    );
 }
