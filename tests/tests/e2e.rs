@@ -675,7 +675,10 @@ fn key_without_a_uhid_interface_says_what_to_do() {
     let (code, stderr) = run(&["--uhid", "/nonexistent/uhid"]);
     assert_eq!(code, Some(11), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("/nonexistent/uhid does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/uhid does not exist"),
+        "{stderr}"
+    );
     assert!(stderr.contains("modprobe uhid"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
@@ -686,7 +689,10 @@ fn key_without_a_uhid_interface_says_what_to_do() {
 
     let (code, stderr) = run(&["--uhid", "/nonexistent/uhid", "--qr-out", "qr.gif"]);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(!stderr.contains("uhid"), "checked before the device: {stderr}");
+    assert!(
+        !stderr.contains("uhid"),
+        "checked before the device: {stderr}"
+    );
 }
 
 /// `--log trace` on both sides of a registration: the diagnostics say what happened (our own
