@@ -93,9 +93,37 @@ if command -v systemd-analyze >/dev/null; then
     else
         bad "systemd-analyze verify"; echo "$out"
     fi
+    # The key's user unit: its %h and %t resolve for root here as for a user there.
+    sed 's#^ExecStart=.*#ExecStart=/bin/true#' systemd/hybridge-key.service > "$tmp/hybridge-key.service"
+    if out=$(systemd-analyze verify "$tmp/hybridge-key.service" 2>&1) && [ -z "$out" ]; then
+        ok "systemd-analyze verify systemd/hybridge-key.service"
+    else
+        bad "systemd-analyze verify systemd/hybridge-key.service"; echo "$out"
+    fi
 else
     miss "systemd-analyze verify (apt-get install systemd)"
 fi
+
+# udev rules: every line a comment, blank, or KEY==/KEY+=/KEY= pairs udev knows; the uhid rule
+# and the hidraw rule are there (udevadm verify needs systemd 253; Debian 12 has 252).
+if python3 - udev/70-hybridge-key.rules <<'PY'
+import re, sys
+ok = True
+rules = []
+for n, line in enumerate(open(sys.argv[1]), 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+        continue
+    for pair in [p.strip() for p in line.split(",")]:
+        if not re.fullmatch(r'(KERNELS?|SUBSYSTEMS?|ATTRS?\{\w+\}|TAG|GROUP|MODE|OPTIONS|ENV\{\w+\})(==|!=|\+=|=)"[^"]*"', pair):
+            print(f"line {n}: not a udev key/value pair: {pair}")
+            ok = False
+    rules.append(line)
+ok = ok and any('KERNEL=="uhid"' in r and "uaccess" in r for r in rules)
+ok = ok and any('KERNEL=="hidraw*"' in r and "uaccess" in r for r in rules)
+sys.exit(0 if ok else 1)
+PY
+then ok "udev/70-hybridge-key.rules"; else bad "udev/70-hybridge-key.rules"; fi
 
 # Dockerfile basics (no engine needed)
 if grep -q '^FROM .* AS builder' Dockerfile && [ "$(grep -c '^FROM ' Dockerfile)" -ge 2 ] \

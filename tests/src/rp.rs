@@ -37,6 +37,18 @@ impl Rp {
         ))
     }
 
+    /// A relying party with its own RP ID and origin (a page on the loopback for a browser).
+    pub fn for_origin(rp_id: &str, origin: &str) -> Self {
+        Rp(WebauthnCore::new_unsafe_experts_only(
+            "Example",
+            rp_id,
+            vec![Url::parse(origin).expect("origin")],
+            Duration::from_secs(300),
+            None,
+            None,
+        ))
+    }
+
     /// PublicKeyCredentialCreationOptions JSON for `user` (discoverable, UV required).
     pub fn creation_options(&self, user: &str) -> (String, RegistrationState) {
         let builder = self

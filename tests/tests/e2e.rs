@@ -656,6 +656,45 @@ fn usage_errors_and_help() {
     assert!(!stderr.contains("FIDO:/"));
 }
 
+/// `hybridge key` where the kernel's UHID interface is missing (as on this host) or is not one
+/// (a file that ends at once): one line that names the path and what to do, exit code 11,
+/// never a panic; and a bad `--qr-out` is a usage problem found before the device is made.
+#[test]
+fn key_without_a_uhid_interface_says_what_to_do() {
+    let run = |args: &[&str]| {
+        let out = Command::new(hybridge())
+            .args(["key", "--ble", "udp:127.0.0.1:9"])
+            .args(args)
+            .output()
+            .expect("run hybridge key");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--uhid", "/nonexistent/uhid"]);
+    assert_eq!(code, Some(11), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/uhid does not exist"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("modprobe uhid"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // /dev/null takes the create request and then reads as end of file.
+    let (code, stderr) = run(&["--uhid", "/dev/null"]);
+    assert_eq!(code, Some(11), "{stderr}");
+    assert!(stderr.contains("the UHID device failed"), "{stderr}");
+
+    let (code, stderr) = run(&["--uhid", "/nonexistent/uhid", "--qr-out", "qr.gif"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        !stderr.contains("uhid"),
+        "checked before the device: {stderr}"
+    );
+}
+
 /// `--log trace` on both sides of a registration: the diagnostics say what happened (our own
 /// debug lines are there), and no log line holds the QR secret or the full tunnel ID derived
 /// from it — not even the WebSocket library's, whose request-line trace would.

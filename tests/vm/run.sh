@@ -18,9 +18,10 @@
 # Options:
 #   --share DIR      make DIR (on the host) writable in the guest, at the same path
 #   --env NAME=VAL   set an environment variable for CMD (see below for what is passed anyway)
-#   --timeout SECS   tear the guest down after SECS seconds (default 600); exit status 124
+#   --timeout SECS   tear the guest down after SECS seconds (default 600; 2400 for the suite,
+#                    whose browser test alone starts Firefox for minutes under emulation)
 #   --logs DIR       copy the guest's logs (console, btvirt, bluetoothd, dbus) to DIR
-#   --memory MB      guest memory (default 2048)
+#   --memory MB      guest memory (default 2048; 3072 for the suite, which runs Firefox)
 #   -v, --verbose    show the guest's console and setup progress on stderr
 #   --prepare        fetch the kernel and build the initramfs if they are not cached, then stop
 #
@@ -35,8 +36,10 @@ repo=$(cd "$here/../.." && pwd)
 shares=()
 envs=()
 timeout_secs=600
+timeout_given=0
 logs_dir=
 memory=2048
+memory_given=0
 verbose=0
 cmd=()
 have_cmd=0
@@ -68,6 +71,7 @@ while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || die "--timeout needs a number of seconds"
     [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "--timeout $2: expected a whole number of seconds"
     timeout_secs=$2
+    timeout_given=1
     shift 2
     ;;
   --logs)
@@ -79,6 +83,7 @@ while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || die "--memory needs a size in MB"
     [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "--memory $2: expected megabytes"
     memory=$2
+    memory_given=1
     shift 2
     ;;
   -v | --verbose)
@@ -271,6 +276,10 @@ if [ "$have_cmd" = 0 ]; then
   out=$(mktemp)
   trap 'rm -f "$out"' EXIT
   status=0
+  # The suite's own defaults: its key tests start Firefox, which takes minutes and a gigabyte
+  # under emulation.
+  [ "$timeout_given" = 1 ] || timeout_secs=2400
+  [ "$memory_given" = 1 ] || memory=3072
   inner=(--env "HYBRIDGE_BIN_DIR=$bin_dir" --timeout "$timeout_secs" --memory "$memory")
   if [ -n "$logs_dir" ]; then inner+=(--logs "$logs_dir"); fi
   if [ "$verbose" = 1 ]; then inner+=(-v); fi

@@ -13,6 +13,7 @@
 //! | 8 | radio: no Bluetooth adapter, BlueZ not running, or the UDP radio failed |
 //! | 9 | passkey store: wrong PIN, locked store, damaged file |
 //! | 10 | demo: the relying party rejected a response |
+//! | 11 | key: the virtual device cannot be made (no `/dev/uhid`, no permission) or failed |
 //! | 130 | interrupted (Ctrl-C) |
 
 use hybridge_authenticator::phone::PhoneError;
@@ -20,6 +21,8 @@ use hybridge_authenticator::store::StoreError;
 use hybridge_client::session::Error as SessionError;
 use hybridge_client::webauthn::WebAuthnError;
 
+/// `hybridge key`: the virtual device cannot be made or failed.
+pub const EXIT_DEVICE: i32 = 11;
 /// Exit code for success.
 pub const EXIT_OK: i32 = 0;
 /// Exit code for input that was read but is invalid (bad QR code, foreign advert, …).
@@ -95,6 +98,9 @@ pub enum CliError {
     /// Something awaited did not happen in time.
     #[error("{0}")]
     Timeout(String),
+    /// The virtual security key's device failed.
+    #[error("{0}")]
+    Key(#[from] hybridge_key::Error),
     /// The demo's relying party refused a response.
     #[error("the relying party rejected the {what}: {reason}")]
     RpRejected {
@@ -124,6 +130,7 @@ impl CliError {
             CliError::Network(_) => EXIT_NETWORK,
             CliError::Timeout(_) => EXIT_TIMEOUT,
             CliError::RpRejected { .. } => EXIT_RP_REJECTED,
+            CliError::Key(_) => EXIT_DEVICE,
         }
     }
 }

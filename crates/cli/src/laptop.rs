@@ -27,11 +27,39 @@ pub struct CeremonyArgs {
     /// The web origin the ceremony is for (https://…); the RP ID must match it.
     #[arg(long, env = "HYBRIDGE_ORIGIN", value_name = "URL")]
     origin: String,
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Use the linked phone called NAME (`hybridge phones list`): no QR code; the relay wakes
+    /// the phone, which then advertises over Bluetooth as usual. Exit codes with --phone:
+    /// 1 no linked phone by that name (the known ones are listed), a damaged phones file or
+    /// a missing / mismatched key; 3 the phone was contacted but no advert came in time (not
+    /// nearby, Bluetooth off, or the phone revoked this laptop); 5 the phone is unreachable
+    /// (no phone subscribed at the relay: HTTP 410) or the relay is down; 7 the stored link
+    /// failed the handshake (stale or altered: forget it and link again with a QR code);
+    /// others as without --phone.
+    #[arg(
+        long,
+        env = "HYBRIDGE_PHONE",
+        value_name = "NAME",
+        conflicts_with = "qr_out"
+    )]
+    phone: Option<String>,
+    /// Do not offer to link the phone in the QR code (by default the QR code says this laptop
+    /// stores linking data, and a phone that sends it is added to the phones file).
+    #[arg(long, env = "HYBRIDGE_NO_LINK")]
+    no_link: bool,
+    #[command(flatten)]
+    phones: PhonesFileArg,
+}
+
+/// How a laptop session reaches a phone: the flags `register`, `sign-in` and `key` share.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
     /// Also write the QR code to FILE: .png, .svg or .txt (the FIDO:/ text).
     #[arg(long, env = "HYBRIDGE_QR_OUT", value_name = "FILE")]
-    qr_out: Option<PathBuf>,
+    pub qr_out: Option<PathBuf>,
     #[command(flatten)]
-    transport: TransportArgs,
+    pub transport: TransportArgs,
     /// Send every tunnel-server domain ID to this relay (ws://… or wss://…).
     #[arg(long, env = "HYBRIDGE_RELAY", value_name = "URL")]
     relay: Option<String>,
@@ -61,27 +89,6 @@ pub struct CeremonyArgs {
     /// than CTAP 2.3 may refuse the QR code it needs.
     #[arg(long, env = "HYBRIDGE_DATA_CHANNEL")]
     data_channel: bool,
-    /// Use the linked phone called NAME (`hybridge phones list`): no QR code; the relay wakes
-    /// the phone, which then advertises over Bluetooth as usual. Exit codes with --phone:
-    /// 1 no linked phone by that name (the known ones are listed), a damaged phones file or
-    /// a missing / mismatched key; 3 the phone was contacted but no advert came in time (not
-    /// nearby, Bluetooth off, or the phone revoked this laptop); 5 the phone is unreachable
-    /// (no phone subscribed at the relay: HTTP 410) or the relay is down; 7 the stored link
-    /// failed the handshake (stale or altered: forget it and link again with a QR code);
-    /// others as without --phone.
-    #[arg(
-        long,
-        env = "HYBRIDGE_PHONE",
-        value_name = "NAME",
-        conflicts_with = "qr_out"
-    )]
-    phone: Option<String>,
-    /// Do not offer to link the phone in the QR code (by default the QR code says this laptop
-    /// stores linking data, and a phone that sends it is added to the phones file).
-    #[arg(long, env = "HYBRIDGE_NO_LINK")]
-    no_link: bool,
-    #[command(flatten)]
-    phones: PhonesFileArg,
 }
 
 fn parse_relay_for(s: &str) -> Result<(u16, String), String> {
@@ -99,8 +106,9 @@ fn parse_relay_for(s: &str) -> Result<(u16, String), String> {
     Ok((id, url.to_owned()))
 }
 
-impl CeremonyArgs {
-    fn config(&self) -> Result<LaptopConfig, CliError> {
+impl SessionArgs {
+    /// The laptop session's configuration from these flags.
+    pub fn config(&self) -> Result<LaptopConfig, CliError> {
         let tls = self.transport.tls()?;
         let mut relays = RelayOverrides {
             all: self.relay.clone(),
@@ -147,7 +155,7 @@ pub fn spawn_event_printer(progress: Progress) -> (Events, tokio::task::JoinHand
 
 /// Runs `register` or `sign-in`; the response JSON is returned for stdout.
 pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
-    check_qr_out(args.qr_out.as_deref())?;
+    check_qr_out(args.session.qr_out.as_deref())?;
     let options = read_input("cannot read the options file", &args.options, 1 << 20)?;
     let options = String::from_utf8(options)
         .map_err(|_| CliError::Invalid("the options file is not UTF-8 text".into()))?;
@@ -175,7 +183,7 @@ async fn ceremony<C: Ceremony>(
     options: C,
     to_json: fn(&C::Response) -> Json,
 ) -> Result<Json, CliError> {
-    let mut config = args.config()?;
+    let mut config = args.session.config()?;
     if let Some(name) = &args.phone {
         return linked_ceremony(args, name, options, &config, to_json).await;
     }
@@ -185,11 +193,11 @@ async fn ceremony<C: Ceremony>(
         linking_file(&args.phones)
     };
     config.supports_linking = phones.is_some();
-    let scanner = args.transport.ble.scanner().await?;
+    let scanner = args.session.transport.ble.scanner().await?;
     let prepared = Prepared::new(options, &config);
     let progress = Progress::new("");
     if let Some(url) = prepared.qr_url() {
-        progress.aside(|| show_qr(&url, args.qr_out.as_deref(), SCAN_HINT));
+        progress.aside(|| show_qr(&url, args.session.qr_out.as_deref(), SCAN_HINT));
     }
     let (events, printer, domain) = spawn_recording_printer(progress.clone());
     let result = prepared.run_linking(&*scanner, &events).await;
@@ -240,7 +248,7 @@ async fn linked_ceremony<C: Ceremony>(
 ) -> Result<Json, CliError> {
     let path = args.phones.path()?;
     let phone = PhonesFile::load(&path)?.linked(name)?;
-    let scanner = args.transport.ble.scanner().await?;
+    let scanner = args.session.transport.ble.scanner().await?;
     let prepared = Prepared::linked(options, config, phone);
     let progress = Progress::new("");
     progress.step(format!("contacting phone {name:?}"));

@@ -11,6 +11,7 @@ mod common;
 mod demo;
 mod error;
 mod inspect;
+mod key;
 mod laptop;
 mod passkeys;
 mod phone;
@@ -57,6 +58,7 @@ const MAIN_HELP: &str = concat!(
   hybridge phone --qr-file qr.txt --relay ws://127.0.0.1:8080
   hybridge passkeys list
   hybridge inspect qr 'FIDO:/…'
+  hybridge key                       # your phone as a USB security key for every app
 
 Every flag can also be set from the environment variable shown in each command's --help.
 
@@ -67,6 +69,7 @@ Every flag can also be set from the environment variable shown in each command's
   5 relay unreachable / tunnel broke            6 RP ID does not match the origin
   7 handshake failed / message tampered with    8 Bluetooth / radio unavailable
   9 passkey store (wrong PIN, locked, damaged)  10 demo: relying party rejected a response
+  11 key: no /dev/uhid or no permission
   130 interrupted (Ctrl-C)   143 terminated (SIGTERM)"
 );
 
@@ -80,6 +83,17 @@ AuthenticationResponseJSON) goes to stdout, ready to POST to the relying party.
 Exit codes: 0 ok, 1 invalid input, 2 usage, 3 no phone nearby / timeout, 4 NotAllowed
 (declined), 5 relay unreachable, 6 RP ID does not match the origin, 7 handshake failed or
 tampering, 8 radio unavailable.";
+
+const KEY_HELP: &str = "Examples:
+  hybridge key                                  # QR codes on this terminal
+  hybridge key --qr-out /tmp/qr.txt --relay ws://127.0.0.1:8080 --ble bluez:hci0
+
+Applications (Firefox, Chromium, ssh-keygen -t ecdsa-sk, fido2-token, pam_u2f) see a USB
+security key named \"hybridge key\". When one registers or signs in, a QR code appears here:
+scan it with your phone, which does the rest over Bluetooth and the relay. getInfo is answered
+at once; silent probes (up=false) without a phone. Runs in the foreground until Ctrl-C or
+SIGTERM, which remove the device. Needs write access to /dev/uhid (modprobe uhid; the udev
+rule in deploy/udev/). Exit codes: 11 the device cannot be made or failed, 8 radio, 2 usage.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -105,6 +119,9 @@ enum Command {
     Phones(phones::PhonesArgs),
     /// Decode QR codes, adverts and tunnel domains (JSON on stdout).
     Inspect(inspect::InspectArgs),
+    /// Be a FIDO2 security key (USB HID, through /dev/uhid) whose authenticator is your phone.
+    #[command(after_help = KEY_HELP)]
+    Key(key::KeyArgs),
 }
 
 fn main() -> ExitCode {
@@ -144,6 +161,7 @@ fn main() -> ExitCode {
         Command::Register(args) => run_async(laptop::run(laptop::Kind::Register, args)).map(Some),
         Command::SignIn(args) => run_async(laptop::run(laptop::Kind::SignIn, args)).map(Some),
         Command::Phone(args) => run_async(phone::run(args)).map(Some),
+        Command::Key(args) => run_async(key::run(args)).map(Some),
     };
     // A signal that came while the command ran (a PIN check let finish) ends it here, before
     // anything is printed as if it had completed.
@@ -232,6 +250,8 @@ fn interrupted() -> Option<i32> {
 /// Ends the process for a signal: the terminal restored, one line said.
 fn signal_exit(code: i32) -> ! {
     crate::terminal::restore_terminal();
+    // `hybridge key`: the virtual device goes first, so no application keeps talking to it.
+    crate::key::destroy_on_exit();
     let what = if code == error::EXIT_TERMINATED {
         "terminated"
     } else {

@@ -662,3 +662,7 @@ fn btmon_service_data(text: &str, uuid: &str) -> Vec<String> {
     }
     found
 }
+
+/// `hybridge key`: the virtual security key on the guest's /dev/uhid.
+#[path = "vm_key.rs"]
+mod key;
