@@ -251,6 +251,28 @@ pub const MAX_CONTROL_FRAMES: u32 = 256;
 /// The window [`MAX_CONTROL_FRAMES`] is counted over.
 pub const CONTROL_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Counts control frames against [`MAX_CONTROL_FRAMES`] per [`CONTROL_WINDOW`].
+#[derive(Debug, Default)]
+pub(crate) struct ControlBudget {
+    window: Option<tokio::time::Instant>,
+    count: u32,
+}
+
+impl ControlBudget {
+    /// One more control frame: an error once there were too many in the window.
+    pub(crate) fn spend(&mut self) -> Result<(), TunnelError> {
+        if self.window.is_none_or(|w| w.elapsed() >= CONTROL_WINDOW) {
+            self.window = Some(tokio::time::Instant::now());
+            self.count = 0;
+        }
+        self.count += 1;
+        if self.count > MAX_CONTROL_FRAMES {
+            return Err(TunnelError::PingFlood);
+        }
+        Ok(())
+    }
+}
+
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_LEN))
@@ -386,23 +408,13 @@ async fn open(
 /// [`CONTROL_WINDOW`]; more is a flood and an error, as is a text message.
 pub async fn recv(ws: &mut Ws) -> Result<Option<Vec<u8>>, TunnelError> {
     // The window starts at the first control frame: a data message costs no clock read.
-    let mut window: Option<tokio::time::Instant> = None;
-    let mut control = 0u32;
+    let mut budget = ControlBudget::default();
     loop {
         match ws.next().await {
             None => return Ok(None),
             Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
             Some(Ok(Message::Close(_))) => return Ok(None),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                if window.is_none_or(|w| w.elapsed() >= CONTROL_WINDOW) {
-                    window = Some(tokio::time::Instant::now());
-                    control = 0;
-                }
-                control += 1;
-                if control > MAX_CONTROL_FRAMES {
-                    return Err(TunnelError::PingFlood);
-                }
-            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => budget.spend()?,
             Some(Ok(Message::Text(_))) => {
                 return Err(TunnelError::TextMessage);
             }

@@ -40,9 +40,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::{
-    CONTROL_WINDOW, ConnectError, MAX_CONTROL_FRAMES, TunnelError, WebSocketError, Ws, open,
-};
+use crate::{ConnectError, TunnelError, WebSocketError, Ws, open};
 
 /// How long each step of [`contact`] and [`subscribe`] may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,8 +346,7 @@ async fn step(ws: &mut Ws, within: Duration, what: &'static str) -> Result<Data,
 /// [`crate::recv`] drops); pings and pongs are skipped within the flood bound, and with
 /// `idle`, a silence that long is [`TunnelError::Silent`].
 async fn next_data(ws: &mut Ws, idle: Option<Duration>) -> Result<Data, TunnelError> {
-    let mut window: Option<tokio::time::Instant> = None;
-    let mut control = 0u32;
+    let mut budget = crate::ControlBudget::default();
     loop {
         let next = match idle {
             Some(d) => timeout(d, ws.next())
@@ -367,16 +364,7 @@ async fn next_data(ws: &mut Ws, idle: Option<Duration>) -> Result<Data, TunnelEr
                     });
                 return Ok(Data::Closed(code, reason));
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                if window.is_none_or(|w| w.elapsed() >= CONTROL_WINDOW) {
-                    window = Some(tokio::time::Instant::now());
-                    control = 0;
-                }
-                control += 1;
-                if control > MAX_CONTROL_FRAMES {
-                    return Err(TunnelError::PingFlood);
-                }
-            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => budget.spend()?,
             Some(Ok(Message::Text(_))) => return Err(TunnelError::TextMessage),
             Some(Err(
                 tokio_tungstenite::tungstenite::Error::ConnectionClosed

@@ -1283,22 +1283,14 @@ fn a_link_offered_in_a_qr_session_reaches_the_phone_again_without_a_qr_code() {
     assert!(contact < scan, "{:?}", p.laptop_log);
     // A linked session carries no new link (the laptop could not verify one).
     assert_eq!(p.laptop_result, Some(Ok(None)));
-    assert!(
-        !p.phone_log
-            .iter()
-            .any(|o| matches!(o, PhoneOutput::LinkSent(_)))
-    );
+    assert!(!sent_a_link(&p), "{:?}", p.phone_log);
 }
 
 #[test]
 fn a_laptop_that_cannot_store_links_is_offered_none() {
     let p = qr_offering_a_link(&PhoneLinking::new(), false);
     assert_eq!(p.laptop_result, Some(Ok(None)));
-    assert!(
-        !p.phone_log
-            .iter()
-            .any(|o| matches!(o, PhoneOutput::LinkSent(_)))
-    );
+    assert!(!sent_a_link(&p), "{:?}", p.phone_log);
 }
 
 #[test]
@@ -1383,4 +1375,11 @@ fn a_linked_laptop_whose_contact_is_refused_or_unanswered_says_so() {
             ))),
         ]
     );
+}
+
+/// Whether the phone sent linking data in `p`'s session.
+fn sent_a_link(p: &Pair) -> bool {
+    p.phone_log
+        .iter()
+        .any(|o| matches!(o, PhoneOutput::LinkSent(_)))
 }
