@@ -122,6 +122,8 @@ pub async fn adverts(args: &InspectArgs) -> Result<Option<Json>, CliError> {
         .map(|p| p.secret);
     let scanner = ble.scanner().await?;
     let mut scan = scanner.scan(&hybridge_ble::CABLE_UUIDS).await?;
+    // Said once the radio listens, so that whoever starts an advert after it knows it counts.
+    eprintln!("hybridge: listening on {} for {duration:?}", ble.kind());
     let start = tokio::time::Instant::now();
     let deadline = start + *duration;
     let (mut heard, mut matched) = (0u64, 0u64);

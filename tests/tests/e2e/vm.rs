@@ -563,6 +563,10 @@ fn adverts_heard(secs: u32, during: impl FnOnce()) -> Vec<(String, String, Strin
     cmd.args(["inspect", "adverts", "--ble", LAPTOP_BLE])
         .args(["--for", &format!("{secs}s")]);
     let mut listen = Proc::spawn("inspect adverts", cmd);
+    // Adverts put on the air before the scan starts may fall in btvirt's window (below).
+    listen
+        .wait_stderr(T, |l| l.contains("listening on"))
+        .unwrap_or_else(|| panic!("inspect adverts did not start\n{}", listen.dump()));
     during();
     assert_eq!(listen.code(T), 0, "{}", listen.dump());
     listen

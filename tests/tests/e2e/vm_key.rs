@@ -85,7 +85,8 @@ impl Key {
             .arg("--pin-file")
             .arg(p.pin_file());
         let mut ph = Proc::spawn("phone", cmd);
-        let code = ph.code(T);
+        // Two Argon2 PIN checks (opening the store, approving) under emulation: generous.
+        let code = ph.code(T * 3);
         assert_eq!(
             code,
             0,
