@@ -127,8 +127,10 @@ pub async fn adverts(args: &InspectArgs) -> Result<Option<Json>, CliError> {
     let start = tokio::time::Instant::now();
     let deadline = start + *duration;
     let (mut heard, mut matched) = (0u64, 0u64);
+    // What --count counts: every advert, or with --qr only that QR code's.
+    let counted = |heard: u64, matched: u64| if secret.is_some() { matched } else { heard };
     let outcome = loop {
-        if count.is_some_and(|c| (if secret.is_some() { matched } else { heard }) >= c) {
+        if count.is_some_and(|c| counted(heard, matched) >= c) {
             break Ok(());
         }
         let adv = match tokio::time::timeout_at(deadline, scan.next()).await {
@@ -179,9 +181,9 @@ pub async fn adverts(args: &InspectArgs) -> Result<Option<Json>, CliError> {
         ble.kind()
     );
     match count {
-        Some(c) if (if secret.is_some() { matched } else { heard }) < *c => Err(CliError::Timeout(
-            format!("{summary} within {duration:?}, fewer than --count {c}"),
-        )),
+        Some(c) if counted(heard, matched) < *c => Err(CliError::Timeout(format!(
+            "{summary} within {duration:?}, fewer than --count {c}"
+        ))),
         _ => Ok(None),
     }
 }

@@ -73,10 +73,7 @@ impl<C: Ceremony> Prepared<C> {
     /// origin). The relying party's timeout may shorten `config`'s limit for the person
     /// holding the phone, never lengthen it (a caller's `--timeout` stands).
     pub fn new(options: C, config: &LaptopConfig) -> Self {
-        let mut config = config.clone();
-        if let Some(ms) = options.timeout_ms() {
-            config.timeouts.user = config.timeouts.user.min(user_limit(ms));
-        }
+        let config = config_for(&options, config);
         Self {
             laptop: Laptop::new(C::REQUEST_TYPE, config),
             options,
@@ -86,9 +83,11 @@ impl<C: Ceremony> Prepared<C> {
     /// The same ceremony with a phone linked earlier instead of a QR code
     /// ([`Laptop::linked`]).
     pub fn linked(options: C, config: &LaptopConfig, phone: LinkedPhone) -> Self {
-        let mut prepared = Self::new(options, config);
-        prepared.laptop = Laptop::linked(C::REQUEST_TYPE, phone, prepared.laptop.config.clone());
-        prepared
+        let config = config_for(&options, config);
+        Self {
+            laptop: Laptop::linked(C::REQUEST_TYPE, phone, config),
+            options,
+        }
     }
 
     /// The `FIDO:/` URL to show as a QR code (it carries a secret: show it, do not log it);
@@ -134,6 +133,16 @@ impl<C: Ceremony> Prepared<C> {
         check_status(&reply)?;
         Ok((options.response(client_data_json, &request, &reply)?, end))
     }
+}
+
+/// `config` for these options: the relying party's timeout may shorten the limit for the
+/// person holding the phone, never lengthen it (a caller's `--timeout` stands).
+fn config_for<C: Ceremony>(options: &C, config: &LaptopConfig) -> LaptopConfig {
+    let mut config = config.clone();
+    if let Some(ms) = options.timeout_ms() {
+        config.timeouts.user = config.timeouts.user.min(user_limit(ms));
+    }
+    config
 }
 
 /// The relying party's `timeout` as the limit for the person holding the phone, corrected
