@@ -266,8 +266,11 @@ pub enum PhoneProgress {
         /// The link (pairing) ID the laptop will send back.
         link_id: [u8; 8],
     },
-    /// Woken by the relay for a linked laptop.
-    Woken,
+    /// Woken by the relay for a linked laptop that wants to register (`mc`) or sign in (`ga`).
+    Woken {
+        /// From the laptop's client payload.
+        request_type: RequestType,
+    },
     /// The tunnel was closed.
     Done,
 }
@@ -304,7 +307,12 @@ impl fmt::Display for PhoneProgress {
             PhoneProgress::Linked { .. } => {
                 f.write_str("linked: the laptop can reach this phone without a QR code")
             }
-            PhoneProgress::Woken => f.write_str("woken by the relay for a linked laptop"),
+            PhoneProgress::Woken { request_type } => match request_type {
+                RequestType::MakeCredential => {
+                    f.write_str("woken by the relay: a linked laptop wants to register a passkey")
+                }
+                _ => f.write_str("woken by the relay: a linked laptop wants to sign in"),
+            },
             PhoneProgress::Done => f.write_str("done"),
         }
     }
@@ -667,8 +675,7 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
             }
             recent.push_back(payload.client_nonce);
         }
-        events.emit(PhoneProgress::Woken);
-        events.emit(PhoneProgress::QrRead {
+        events.emit(PhoneProgress::Woken {
             request_type: payload.request_type,
         });
         let base = config.relay_url()?;
