@@ -122,10 +122,11 @@ async fn linked_sign_ins(relay: &str, rp: &Rp, iters: usize) -> Vec<Duration> {
             .serve(&QrInput::Text(url), &*qr_advertiser, &PhoneEvents::none())
             .await
     });
-    let (_, end) = prepared
+    let (_, closing) = prepared
         .run_linking(&*scanner, &Events::none())
         .await
         .unwrap();
+    let end = closing.finish(&Events::none()).await;
     served.await.unwrap().unwrap();
     let stored = LinkedPhone::from_linking(&end.linking.expect("linked"), 0);
     // The phone waits for wake-ups and serves every link (the bench does not revoke).

@@ -19,6 +19,8 @@ pub struct Proc {
     out: Arc<(Mutex<Output>, Condvar)>,
     readers: Vec<std::thread::JoinHandle<()>>,
     status: Option<ExitStatus>,
+    /// The process's own data directory, unless the test gave one.
+    _data: Option<crate::TempDir>,
 }
 
 impl Proc {
@@ -41,6 +43,14 @@ impl Proc {
         // The tests read stderr: a developer's own log settings must not change it.
         .env_remove("HYBRIDGE_LOG")
         .env_remove("HYBRIDGE_LOG_FORMAT");
+        // Whatever a test does not point elsewhere (the laptop's phones file, a default
+        // store) goes to a directory of its own, never to the user's data directory.
+        let set = |var: &str| cmd.get_envs().any(|(k, _)| k == var);
+        let data = (!set("XDG_DATA_HOME")).then(|| {
+            let dir = crate::TempDir::new(&format!("data-{name}").replace([' ', '/'], "-"));
+            cmd.env("XDG_DATA_HOME", &dir.0);
+            dir
+        });
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
@@ -100,6 +110,7 @@ impl Proc {
             out,
             readers,
             status: None,
+            _data: data,
         }
     }
 

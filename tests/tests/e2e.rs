@@ -169,6 +169,51 @@ fn ceremony_local(
     l.stdout()
 }
 
+/// The laptop's QR code offers linking; this phone does not link. The response is printed
+/// first, the laptop then waits for a late link, and that wait ends when the phone closes,
+/// not after three minutes.
+#[test]
+fn a_laptop_offering_a_link_to_a_phone_that_declines_it_prints_and_ends_promptly() {
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("no-link");
+    let (options, state) = rp.creation_options("nolink");
+    let opts = p.file("register.json", &options);
+    let phones = p.dir.path("phones.json");
+    let port = free_udp_port();
+    let started = Instant::now();
+    let mut l = local_laptop(
+        "register",
+        &opts,
+        port,
+        &relay.url(),
+        &["--phones", phones.to_str().unwrap()],
+    );
+    let qr = qr_of(&l);
+    let mut ph = local_phone(&p, &qr, port, &relay.url(), &["--yes", "--no-link"]);
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    assert!(started.elapsed() < Duration::from_secs(60), "{}", l.dump());
+    rp.verify_registration(&l.stdout(), &state)
+        .expect("the RP accepts the registration");
+    assert!(
+        l.stderr()
+            .contains("waiting up to 180 s for the phone to send its link"),
+        "{}",
+        l.dump()
+    );
+    assert!(!l.stderr().contains("linked phone"), "{}", l.dump());
+    // Nothing was stored: the phones file lists no phone.
+    let listed = hybridge_json(&[
+        "phones",
+        "list",
+        "--json",
+        "--phones",
+        phones.to_str().unwrap(),
+    ]);
+    assert_eq!(listed, serde_json::json!([]), "{listed}");
+}
+
 fn hybridge_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(hybridge())
         .args(args)

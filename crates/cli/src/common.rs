@@ -390,6 +390,19 @@ impl Progress {
     }
 }
 
+/// Set once a command printed its result and only lingers (a laptop waiting for a late link).
+static RESPONSE_GIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The command's result is on stdout: a signal from now on ends it with success.
+pub fn mark_response_given() {
+    RESPONSE_GIVEN.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`mark_response_given`] was called.
+pub fn response_given() -> bool {
+    RESPONSE_GIVEN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,8 +48,23 @@ pub struct CeremonyArgs {
     /// stores linking data, and a phone that sends it is added to the phones file).
     #[arg(long, env = "HYBRIDGE_NO_LINK")]
     no_link: bool,
+    /// After the response is printed, how long to keep the tunnel open for a phone that sends
+    /// its link late (when the QR code offered linking and none came yet; the wait ends as
+    /// soon as the link comes or the phone closes). `0` does not wait. Ctrl-C during this
+    /// wait exits 0: the response was printed already.
+    #[arg(long, env = "HYBRIDGE_LINK_WAIT", default_value = "3m", value_parser = parse_wait, value_name = "DURATION")]
+    link_wait: Duration,
     #[command(flatten)]
     phones: PhonesFileArg,
+}
+
+/// A duration, or `0` for none.
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        parse_duration(s)
+    }
 }
 
 /// How a laptop session reaches a phone: the flags `register`, `sign-in` and `key` share.
@@ -153,8 +168,9 @@ pub fn spawn_event_printer(progress: Progress) -> (Events, tokio::task::JoinHand
     (events, task)
 }
 
-/// Runs `register` or `sign-in`; the response JSON is returned for stdout.
-pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
+/// Runs `register` or `sign-in`; the response JSON is returned for stdout, unless it was
+/// printed already (a QR ceremony prints it before it waits for a late link).
+pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Option<Json>, CliError> {
     check_qr_out(args.session.qr_out.as_deref())?;
     let options = read_input("cannot read the options file", &args.options, 1 << 20)?;
     let options = String::from_utf8(options)
@@ -182,11 +198,14 @@ async fn ceremony<C: Ceremony>(
     args: &CeremonyArgs,
     options: C,
     to_json: fn(&C::Response) -> Json,
-) -> Result<Json, CliError> {
+) -> Result<Option<Json>, CliError> {
     let mut config = args.session.config()?;
     if let Some(name) = &args.phone {
-        return linked_ceremony(args, name, options, &config, to_json).await;
+        return linked_ceremony(args, name, options, &config, to_json)
+            .await
+            .map(Some);
     }
+    config.timeouts.late_linking = args.link_wait;
     let phones = if args.no_link {
         None
     } else {
@@ -200,11 +219,23 @@ async fn ceremony<C: Ceremony>(
         progress.aside(|| show_qr(&url, args.session.qr_out.as_deref(), SCAN_HINT));
     }
     let (events, printer, domain) = spawn_recording_printer(progress.clone());
-    let result = prepared.run_linking(&*scanner, &events).await;
+    let (response, closing) = match prepared.run_linking(&*scanner, &events).await {
+        Ok(done) => done,
+        Err(e) => {
+            drop(events);
+            let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+            progress.finish(false);
+            return Err(e.into());
+        }
+    };
+    // The response goes out now; a link the phone sends late must not hold it up.
+    let mut printed = Ok(());
+    progress.aside(|| printed = print_response(&to_json(&response)));
+    printed?;
+    let end = closing.finish(&events).await;
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
-    progress.finish(result.is_ok());
-    let (response, end) = result?;
+    progress.finish(true);
     if let (Some(path), Some(linking)) = (phones, end.linking) {
         // The session's domain, as the phone's advert named it; 0 (Google's) if none came.
         let domain_id = domain.lock().ok().and_then(|d| *d).unwrap_or(0);
@@ -218,7 +249,20 @@ async fn ceremony<C: Ceremony>(
             Err(e) => eprintln!("hybridge: the phone offered a link that was not stored: {e}"),
         });
     }
-    Ok(to_json(&response))
+    Ok(None)
+}
+
+/// Prints the response JSON on stdout, flushed, and marks it given: from here a signal ends
+/// the process with success ([`crate::common::response_given`]).
+fn print_response(json: &Json) -> Result<(), CliError> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(json).unwrap_or_else(|_| "null".into());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::Invalid(format!("cannot write the response: {e}")))?;
+    crate::common::mark_response_given();
+    Ok(())
 }
 
 /// The phones file to store a link in, if it can be used (it reads, and its key is there or
@@ -422,7 +466,8 @@ mod tests {
             })
         };
         let json = run(Kind::Register, &reg).await.expect("the registration");
-        assert_eq!(json["type"], "public-key");
+        // A QR ceremony prints its response itself, before it may wait for a late link.
+        assert!(json.is_none(), "{json:?}");
         let (served, advertiser) = phone_task.await.unwrap();
         served.expect("the phone served");
         let mut file = PhonesFile::load(&phones).unwrap();
@@ -463,7 +508,10 @@ mod tests {
             "Test phone",
         ]);
         let sign = args(&sign.iter().map(String::as_str).collect::<Vec<_>>());
-        let json = run(Kind::SignIn, &sign).await.expect("the linked sign-in");
+        let json = run(Kind::SignIn, &sign)
+            .await
+            .expect("the linked sign-in")
+            .expect("a linked ceremony returns its response");
         assert_eq!(json["type"], "public-key");
         phone_task.await.unwrap().expect("the phone served");
         let file = PhonesFile::load(&phones).unwrap();

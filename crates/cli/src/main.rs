@@ -158,8 +158,8 @@ fn main() -> ExitCode {
         Command::Passkeys(args) => passkeys::run(args).map(Some),
         Command::Phones(args) => phones::run(args),
         Command::Demo(args) => run_async(demo::run(args)).map(Some),
-        Command::Register(args) => run_async(laptop::run(laptop::Kind::Register, args)).map(Some),
-        Command::SignIn(args) => run_async(laptop::run(laptop::Kind::SignIn, args)).map(Some),
+        Command::Register(args) => run_async(laptop::run(laptop::Kind::Register, args)),
+        Command::SignIn(args) => run_async(laptop::run(laptop::Kind::SignIn, args)),
         Command::Phone(args) => run_async(phone::run(args)).map(Some),
         Command::Key(args) => run_async(key::run(args)).map(Some),
     };
@@ -252,6 +252,11 @@ fn signal_exit(code: i32) -> ! {
     crate::terminal::restore_terminal();
     // `hybridge key`: the virtual device goes first, so no application keeps talking to it.
     crate::key::destroy_on_exit();
+    if crate::common::response_given() {
+        // Only a wait for a late link was cut short: the command did what it was for.
+        eprintln!("hybridge: stopped waiting for the phone's link (the response was printed)");
+        std::process::exit(0)
+    }
     let what = if code == error::EXIT_TERMINATED {
         "terminated"
     } else {

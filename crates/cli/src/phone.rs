@@ -42,8 +42,13 @@ pub struct PhoneArgs {
     #[arg(long, value_name = "FILE")]
     qr_image: Option<PathBuf>,
     /// Do not offer a link to a laptop that can store one (it will need a QR code next time).
-    #[arg(long)]
+    /// Without --link or --no-link, the terminal asks when the QR code offers linking (with
+    /// --yes or --decline, the phone links without asking).
+    #[arg(long, conflicts_with = "link")]
     no_link: bool,
+    /// Link to a laptop that can store one without asking.
+    #[arg(long)]
+    link: bool,
     #[command(flatten)]
     common: PhoneCommon,
 }
@@ -312,8 +317,22 @@ pub async fn run(args: &PhoneArgs) -> Result<Json, CliError> {
     let args_common = &args.common;
     // And a bad CA file before asking for a PIN.
     let tls = args_common.transport.tls()?;
-    // A link is offered only when the laptop's QR code says it stores one.
-    let (phone, passkeys_before) = open_phone(args_common, tls, !args.no_link).await?;
+    // A link is offered only when the laptop's QR code says it stores one, and the person
+    // holding the phone is asked first, before the PIN (a flag answers for automation).
+    let laptop_stores_links = session.qr_payload().supports_linking == Some(true);
+    let link = match (args.link, args.no_link) {
+        (true, _) => true,
+        (_, true) => false,
+        _ if args_common.yes || args_common.decline => true,
+        _ if laptop_stores_links => {
+            tokio::task::spawn_blocking(|| crate::terminal::ask_link(&mut Terminal::stdio()))
+                .await
+                .unwrap_or(false)
+        }
+        // Nothing to ask about: the laptop would not store a link.
+        _ => false,
+    };
+    let (phone, passkeys_before) = open_phone(args_common, tls, link).await?;
     let args = args_common;
     let advertiser = args.transport.ble.advertiser().await?;
     let (events, mut rx) = PhoneEvents::channel(64);

@@ -346,6 +346,32 @@ impl<R: BufRead, W: Write> TerminalAgent<R, W> {
     }
 }
 
+/// Asks whether to link this phone to the laptop whose QR code offers to remember it. Enter
+/// means yes; end of input (nobody there) means no; three unclear answers mean no.
+pub fn ask_link<R: BufRead, W: Write>(term: &mut Terminal<R, W>) -> bool {
+    term.say(
+        "The laptop offers to remember this phone: next time it can ask for it through the \
+         relay, without a QR code (each request is still approved here, and \
+         `hybridge phone links revoke` undoes it).",
+    );
+    for _ in 0..CHOICE_TRIES {
+        let answer = match term.ask("Link this phone to the laptop? [Y/n] ") {
+            Ok(Some(a)) => a,
+            _ => break,
+        };
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "" | "y" | "yes" => return true,
+            "n" | "no" => {
+                term.say("Not linked.");
+                return false;
+            }
+            _ => term.say("Please answer y or n."),
+        }
+    }
+    term.say("Not linked.");
+    false
+}
+
 impl<R: BufRead + Send, W: Write + Send> UserAgent for TerminalAgent<R, W> {
     fn approve(&mut self, request: &ApprovalRequest) -> Approval {
         if self.verifier.remaining_attempts() == 0 {
@@ -412,6 +438,28 @@ impl<R: BufRead + Send, W: Write + Send> UserAgent for TerminalAgent<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_link_question_takes_enter_as_yes_and_silence_as_no() {
+        let ask = |input: &str| {
+            let mut out = Vec::new();
+            let yes = ask_link(&mut Terminal::new(input.as_bytes(), &mut out));
+            (yes, String::from_utf8(out).unwrap())
+        };
+        assert!(ask("\n").0);
+        assert!(ask("Y\n").0);
+        assert!(ask(" yes \n").0);
+        let (no, said) = ask("n\n");
+        assert!(!no);
+        assert!(said.contains("Not linked."), "{said}");
+        // Nobody at the terminal.
+        assert!(!ask("").0);
+        // Unclear answers are asked again, then taken as no.
+        let (no, said) = ask("maybe\nperhaps\nsure?\ny\n");
+        assert!(!no);
+        assert_eq!(said.matches("Please answer y or n.").count(), 3, "{said}");
+        assert!(ask("what\ny\n").0);
+    }
 
     /// The CLI exits while a PIN prompt still waits with echo off (the laptop went away):
     /// the prompt's thread never drops its guard, so `restore_terminal` must put echo back.

@@ -63,7 +63,7 @@ use hybridge_proto::{domain, keys, tunnel};
 use rand_core::OsRng;
 use ws::{engine_now as now, wake_at};
 
-pub use ceremony::{Ceremony, Prepared, register, sign_in};
+pub use ceremony::{Ceremony, Closing, Prepared, register, sign_in};
 pub use error::{BadResponse, Error, Step, from_status};
 
 /// Where to find tunnel servers. By default a domain ID resolves to its assigned (0, 1) or
@@ -140,6 +140,9 @@ pub enum Event {
     HandshakeDone,
     /// The request was sent; the user is deciding on the phone.
     WaitingForUser,
+    /// The answer is in, but the QR code offered linking and none came yet: the tunnel
+    /// stays open at most this long for linking data the phone sends late.
+    AwaitingLinking(std::time::Duration),
     /// The phone answered and the tunnel was closed.
     Done,
 }
@@ -163,6 +166,11 @@ impl fmt::Display for Event {
             }
             Event::HandshakeDone => f.write_str("connected to the phone"),
             Event::WaitingForUser => f.write_str("confirm on your phone"),
+            Event::AwaitingLinking(d) => write!(
+                f,
+                "waiting up to {} s for the phone to send its link",
+                d.as_secs()
+            ),
             Event::Done => f.write_str("done"),
         }
     }
@@ -408,13 +416,29 @@ impl PhoneConnection {
         }
     }
 
-    /// Sends the shutdown message and closes the tunnel; emits [`Event::Done`].
+    /// Sends the shutdown message and closes the tunnel; emits [`Event::Done`]. When the QR
+    /// code offered linking and no linking data came yet, the tunnel is kept open for it
+    /// first, at most [`Timeouts::late_linking`]
+    /// ([`Event::AwaitingLinking`]): call this once whatever the answer was for is done.
     pub async fn close(self, events: &Events) -> SessionEnd {
+        self.close_waiting(events, true).await
+    }
+
+    /// [`close`](Self::close) without waiting for late linking data.
+    pub async fn close_now(self, events: &Events) -> SessionEnd {
+        self.close_waiting(events, false).await
+    }
+
+    async fn close_waiting(self, events: &Events, wait_for_link: bool) -> SessionEnd {
         let mut driver = self.driver;
         let linking = if driver.engine.is_finished() {
             driver.engine.take_linking()
         } else {
             driver.engine.handle(now(), LaptopInput::Close);
+            if !wait_for_link {
+                // A second close ends a wait for linking data before it starts.
+                driver.engine.handle(now(), LaptopInput::Close);
+            }
             match driver.drive(None, events).await {
                 Ok(Reached::Closed(linking)) => linking,
                 _ => driver.engine.take_linking(),
@@ -543,6 +567,10 @@ impl Driver {
                     }
                     LaptopOutput::Ready(get_info) => return Ok(Reached::Ready(get_info)),
                     LaptopOutput::WaitingForUser => events.emit(Event::WaitingForUser),
+                    LaptopOutput::AwaitingLinking(d) => {
+                        tracing::debug!(?d, "waiting for late linking data");
+                        events.emit(Event::AwaitingLinking(d));
+                    }
                     LaptopOutput::Response(r) => return Ok(Reached::Response(r)),
                     LaptopOutput::CloseTunnel => {
                         if let Some(link) = io.link.take() {

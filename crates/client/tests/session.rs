@@ -355,6 +355,7 @@ async fn register_then_sign_in_verified_by_an_independent_rp() {
             Event::OpeningDataChannel { .. } => "data channel",
             Event::HandshakeDone => "handshake",
             Event::WaitingForUser => "user",
+            Event::AwaitingLinking(_) => "awaiting link",
             Event::Done => "done",
         })
         .collect();
@@ -1102,6 +1103,48 @@ async fn one_side_without_the_data_channel_gets_the_relay() {
 /// wake key) joins, advertises with the link's key and answers NKpsk0; the RP verifies both.
 /// A revoked link is refused by the phone; a phone that is not subscribed is a 410, said as
 /// unreachable.
+/// A QR code that offers linking, to a phone that does not link: the response is the
+/// caller's before any wait, and the wait for a late link ends as soon as the phone closes
+/// (not after Chromium's three minutes).
+#[tokio::test]
+async fn a_phone_that_does_not_link_ends_the_wait_for_a_late_link_when_it_closes() {
+    let rig = Rig::new().await;
+    let rp = rp();
+    let mut lconfig = rig.laptop_config(None);
+    lconfig.supports_linking = true;
+    let (options, state) = creation_options(&rp, "nolink");
+    let (screen, qr, watcher) = watch_events();
+    let phone = spawn_phone(
+        qr,
+        rig.radio.clone(),
+        phone_with(AutoApprove),
+        phone_config(&rig.url),
+        false,
+    );
+    let prepared = session::register(&options, ORIGIN, &lconfig).unwrap();
+    screen.show_qr(prepared.qr_url().unwrap());
+    let (reg, closing) = tokio::time::timeout(T, prepared.run_linking(&rig.radio, &screen.events))
+        .await
+        .unwrap()
+        .expect("registration succeeds");
+    // The response is usable now, with the tunnel still open.
+    verify_registration(&rp, &reg, &state);
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), closing.finish(&screen.events))
+        .await
+        .expect("the wait ends with the phone's close");
+    assert!(end.linking.is_none());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    phone.await.unwrap().expect("the phone served");
+    drop(screen);
+    let events = watcher.await.unwrap();
+    let waited = events
+        .iter()
+        .position(|e| *e == Event::AwaitingLinking(Duration::from_secs(180)));
+    let done = events.iter().position(|e| *e == Event::Done);
+    assert!(waited.is_some() && waited < done, "{events:?}");
+}
+
 #[tokio::test]
 async fn a_phone_linked_by_qr_code_is_reached_again_without_one() {
     use hybridge_authenticator::phone::LinkIdentity;
@@ -1140,10 +1183,14 @@ async fn a_phone_linked_by_qr_code_is_reached_again_without_one() {
     });
     let prepared = session::register(&options, ORIGIN, &lconfig).unwrap();
     screen.show_qr(prepared.qr_url().unwrap());
-    let (reg, end) = tokio::time::timeout(T, prepared.run_linking(&rig.radio, &screen.events))
+    let (reg, closing) = tokio::time::timeout(T, prepared.run_linking(&rig.radio, &screen.events))
         .await
         .unwrap()
         .expect("registration succeeds");
+    // The link came with the phone's first update: nothing to wait for.
+    let end = tokio::time::timeout(Duration::from_secs(5), closing.finish(&screen.events))
+        .await
+        .expect("no wait for a link that came already");
     phone.await.unwrap().expect("the phone served");
     let cred = verify_registration(&rp, &reg, &reg_state);
     let mut link_id = None;

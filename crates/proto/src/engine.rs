@@ -191,6 +191,11 @@ pub struct LaptopTimeouts {
     pub user: Duration,
     /// Sending the shutdown and closing the tunnel (default 2 s).
     pub close: Duration,
+    /// After the shutdown, how long a QR session whose code offered linking (key 4) keeps
+    /// reading for linking data a phone sends late, when none came before (default 3
+    /// minutes, as Chromium; zero closes at once). Ends early when the link arrives or the
+    /// phone closes.
+    pub late_linking: Duration,
 }
 
 impl Default for LaptopTimeouts {
@@ -202,6 +207,7 @@ impl Default for LaptopTimeouts {
             handshake: Duration::from_secs(10),
             user: Duration::from_secs(120),
             close: Duration::from_secs(2),
+            late_linking: Duration::from_secs(180),
         }
     }
 }
@@ -296,6 +302,10 @@ pub enum LaptopOutput {
     Response(Vec<u8>),
     /// Close the connection to the phone, tunnel or data channel (after any `Send` before it).
     CloseTunnel,
+    /// The shutdown went out, but the QR code offered linking and no linking data came yet:
+    /// the tunnel stays open, for at most this long, for a phone that sends it late. Nothing
+    /// the application waits for depends on it (its response came before).
+    AwaitingLinking(Duration),
     /// The session is over: `Ok` after [`LaptopInput::Close`], with the newest verified
     /// linking data the phone sent, or the failure. No output follows.
     Finished(Result<Option<LinkingInfo>, Failure>),
@@ -327,6 +337,8 @@ enum LaptopState {
     PostHandshake(Box<LaptopChannel>),
     Ready(Box<LaptopChannel>),
     WaitingForUser(Box<LaptopChannel>),
+    /// Shut down, reading only for linking data that comes late.
+    Lingering(Box<LaptopChannel>),
     /// The tunnel is open and nothing else is left to undo (an end inside the handshake).
     Open,
     Done,
@@ -366,6 +378,8 @@ pub struct LaptopEngine {
     check_get_info: GetInfoCheck,
     timer: Option<Instant>,
     linking: Option<LinkingInfo>,
+    /// The QR code said we store linking data (key 4): worth waiting for after the shutdown.
+    wants_linking: bool,
     out: VecDeque<LaptopOutput>,
 }
 
@@ -390,6 +404,7 @@ impl LaptopEngine {
     ) -> Self {
         Self {
             qr_url: qr.qr_url(),
+            wants_linking: qr.qr_payload().supports_linking == Some(true),
             state: LaptopState::Scanning {
                 qr: Box::new(qr),
                 unusable: None,
@@ -416,6 +431,8 @@ impl LaptopEngine {
         let contact = linked.contact_request();
         Self {
             qr_url: String::new(),
+            // A linked connection carries no verifiable linking data (§8.5).
+            wants_linking: false,
             state: LaptopState::Contacting(Box::new(linked)),
             ephemeral: Some(ephemeral),
             timeouts,
@@ -443,6 +460,7 @@ impl LaptopEngine {
             LaptopState::WaitingForUser(_) => Step::WaitingForUser,
             // Between requests: the next step is asking the user.
             LaptopState::Ready(_) => Step::WaitingForUser,
+            LaptopState::Lingering(_) => Step::Closing,
             LaptopState::Open => Step::Handshake,
             LaptopState::Done => return None,
         })
@@ -527,6 +545,12 @@ impl LaptopEngine {
                 step: Step::WaitingForUser,
                 after: t.user,
             },
+            LaptopState::Lingering(_) => {
+                // No late linking data came: the session ended well all the same.
+                let linking = self.linking.take();
+                self.finish(Ok(linking));
+                return;
+            }
             LaptopState::Ready(_)
             | LaptopState::OpeningDataChannel { .. }
             | LaptopState::Open
@@ -763,11 +787,50 @@ impl LaptopEngine {
                 LaptopState::Ready(channel)
             }
             (LaptopState::Ready(mut channel), LaptopInput::Close) => {
-                if let Ok(Some(ct)) = channel.shutdown() {
+                let shutdown = channel.shutdown();
+                let sent = matches!(shutdown, Ok(Some(_)));
+                if let Ok(Some(ct)) = shutdown {
                     self.out.push_back(LaptopOutput::Send(ct));
+                }
+                // Updates exist from revision 1 on, so only then can a link still come.
+                let linger = self.timeouts.late_linking;
+                if sent && self.wants_linking && self.linking.is_none() && !linger.is_zero() {
+                    self.timer = Some(deadline(now, linger));
+                    self.out.push_back(LaptopOutput::AwaitingLinking(linger));
+                    self.state = LaptopState::Lingering(channel);
+                    return;
                 }
                 let linking = self.linking.take();
                 self.state = LaptopState::Ready(channel);
+                self.finish(Ok(linking));
+                return;
+            }
+            (LaptopState::Lingering(mut channel), LaptopInput::Received(m)) => {
+                // Only linking data is of use now. A message that does not decrypt ends the
+                // wait: nothing after it could be read (the session itself succeeded).
+                let readable = match channel.on_message(&m) {
+                    Ok(events) => {
+                        events.into_iter().for_each(|e| self.note(e));
+                        true
+                    }
+                    Err(_) => false,
+                };
+                if readable && self.linking.is_none() {
+                    LaptopState::Lingering(channel)
+                } else {
+                    self.state = LaptopState::Lingering(channel);
+                    let linking = self.linking.take();
+                    self.finish(Ok(linking));
+                    return;
+                }
+            }
+            (
+                state @ LaptopState::Lingering(_),
+                LaptopInput::Close | LaptopInput::Closed | LaptopInput::TransportFailed,
+            ) => {
+                // The phone (or the relay) closed, or the application gave up waiting.
+                self.state = state;
+                let linking = self.linking.take();
                 self.finish(Ok(linking));
                 return;
             }

@@ -103,18 +103,23 @@ impl<C: Ceremony> Prepared<C> {
 
     /// Scans for the phone that read the QR code, builds the CTAP request from the options
     /// and the phone's getInfo, and returns the phone's answer, checked, as the RP's response.
+    /// The tunnel is closed before it returns (no wait for late linking data: nobody would
+    /// take it).
     pub async fn run(self, scanner: &dyn Scanner, events: &Events) -> Result<C::Response, Error> {
-        self.run_linking(scanner, events).await.map(|(r, _)| r)
+        let (response, closing) = self.run_linking(scanner, events).await?;
+        closing.phone.close_now(events).await;
+        Ok(response)
     }
 
-    /// [`run`](Self::run), and what the session left behind: the linking data the phone
-    /// sent (verified with this QR code's key), to store so that the phone can be reached
-    /// later without a QR code.
+    /// [`run`](Self::run), but the tunnel is left open: the response is the caller's at once,
+    /// and [`Closing::finish`] then gives what the session left behind (the linking data the
+    /// phone sent, verified with this QR code's key), waiting for it if the phone has not sent
+    /// it yet. The response is never held up by that wait.
     pub async fn run_linking(
         self,
         scanner: &dyn Scanner,
         events: &Events,
-    ) -> Result<(C::Response, SessionEnd), Error> {
+    ) -> Result<(C::Response, Closing), Error> {
         let options = self.options;
         let client_data_json = webauthn::client_data_json(
             C::CLIENT_DATA_TYPE,
@@ -125,13 +130,42 @@ impl<C: Ceremony> Prepared<C> {
         let request = match options.ctap_request(&client_data_json, phone.get_info_response()) {
             Ok(r) => r,
             Err(e) => {
-                phone.close(&Events::none()).await;
+                phone.close_now(&Events::none()).await;
                 return Err(e);
             }
         };
-        let (reply, end) = transact(phone, &request, events).await?;
-        check_status(&reply)?;
-        Ok((options.response(client_data_json, &request, &reply)?, end))
+        let (reply, phone) = transact(phone, &request, events).await?;
+        let checked = check_status(&reply)
+            .and_then(|()| options.response(client_data_json, &request, &reply));
+        match checked {
+            Ok(response) => Ok((response, Closing { phone })),
+            Err(e) => {
+                // A failed ceremony ends at once: no link is taken from it.
+                phone.close_now(events).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A ceremony whose response was returned, with its tunnel still open: [`finish`](Self::finish) it.
+#[derive(Debug)]
+pub struct Closing {
+    phone: PhoneConnection,
+}
+
+impl Closing {
+    /// Sends the shutdown and closes the tunnel, after waiting (at most
+    /// [`Timeouts::late_linking`](super::Timeouts), with [`Event::AwaitingLinking`](super::Event)) for
+    /// linking data a phone sends late, when the QR code offered linking and none came yet.
+    /// What the session left behind.
+    pub async fn finish(self, events: &Events) -> SessionEnd {
+        self.phone.close(events).await
+    }
+
+    /// [`finish`](Self::finish) without waiting for late linking data.
+    pub async fn finish_now(self, events: &Events) -> SessionEnd {
+        self.phone.close_now(events).await
     }
 }
 
@@ -305,10 +339,9 @@ async fn transact(
     mut phone: PhoneConnection,
     request: &Request,
     events: &Events,
-) -> Result<(Vec<u8>, SessionEnd), Error> {
+) -> Result<(Vec<u8>, PhoneConnection), Error> {
     let reply = phone.transact(&request.encode(), events).await?;
-    let end = phone.close(events).await;
-    Ok((reply, end))
+    Ok((reply, phone))
 }
 
 fn uv_option(uv: UserVerification, info: &GetInfoResponse) -> Option<bool> {

@@ -43,6 +43,8 @@ struct Script {
     hang_up: bool,
     /// The laptop's L2CAP connection to the phone's PSM: opens, is refused, or hangs.
     l2cap: L2cap,
+    /// The phone closing its end reaches the laptop (else the relay keeps the laptop's open).
+    phone_close_heard: bool,
 }
 
 /// What opening the data channel does in the simulated world.
@@ -68,6 +70,7 @@ impl Default for Script {
             close: true,
             hang_up: false,
             l2cap: L2cap::Opens,
+            phone_close_heard: true,
         }
     }
 }
@@ -98,6 +101,7 @@ struct Pair {
     /// What is on its way to each side, in order; `None` is the peer's close.
     to_phone: VecDeque<Option<Vec<u8>>>,
     to_laptop: VecDeque<Option<Vec<u8>>>,
+
     serving: Option<Vec<u8>>,
     laptop_log: Vec<LaptopOutput>,
     phone_log: Vec<PhoneOutput>,
@@ -271,7 +275,7 @@ impl Pair {
             return;
         }
         self.phone_tunnel = false;
-        if self.laptop_tunnel {
+        if self.laptop_tunnel && self.script.phone_close_heard {
             self.laptop_tunnel = false;
             self.to_laptop.push_back(None);
         }
@@ -409,7 +413,9 @@ impl Pair {
             }
             LaptopOutput::CloseTunnel => self.laptop_closes(),
             LaptopOutput::Finished(r) => self.laptop_result = Some(r),
-            LaptopOutput::HandshakeDone | LaptopOutput::WaitingForUser => {}
+            LaptopOutput::HandshakeDone
+            | LaptopOutput::WaitingForUser
+            | LaptopOutput::AwaitingLinking(_) => {}
         }
     }
 
@@ -1196,7 +1202,23 @@ impl PhoneLinking {
 /// A QR ceremony in which the phone offers a link (ID `[1; 8]`) to a laptop that can store
 /// links (`key4`) or cannot: the served pair.
 fn qr_offering_a_link(phone: &PhoneLinking, key4: bool) -> Pair {
-    let mut p = Pair::new(Script::default());
+    let p = qr_pair(key4, Some(phone.offer([1; 8])), Script::default());
+    assert_eq!(p.responses, [RESPONSE.to_vec()], "{:?}", p.laptop_log);
+    assert!(matches!(p.phone_result, Some(Ok(_))), "{:?}", p.phone_log);
+    p
+}
+
+/// A QR ceremony run to its end, the laptop's code saying it stores links (`key4`) or not,
+/// the phone offering `offer`.
+fn qr_pair(key4: bool, offer: Option<LinkingOffer>, script: Script) -> Pair {
+    let mut p = qr_pair_unstarted(key4, offer, script);
+    p.finish();
+    p
+}
+
+/// [`qr_pair`] before anything ran.
+fn qr_pair_unstarted(key4: bool, offer: Option<LinkingOffer>, script: Script) -> Pair {
+    let mut p = Pair::new(script);
     let rng = &mut rand_core::OsRng;
     let qr = LaptopQr::new(
         QrKeys::generate(rng),
@@ -1212,7 +1234,7 @@ fn qr_offering_a_link(phone: &PhoneLinking, key4: bool) -> Pair {
         cbor_map,
         p.t0,
     );
-    p.phone = PhoneEngine::new(
+    let phone = PhoneEngine::new(
         phone_qr,
         GET_INFO.to_vec(),
         keys::generate(rng),
@@ -1220,11 +1242,11 @@ fn qr_offering_a_link(phone: &PhoneLinking, key4: bool) -> Pair {
         0,
         PhoneTimeouts::default(),
         p.t0,
-    )
-    .with_linking(phone.offer([1; 8]));
-    p.finish();
-    assert_eq!(p.responses, [RESPONSE.to_vec()], "{:?}", p.laptop_log);
-    assert!(matches!(p.phone_result, Some(Ok(_))), "{:?}", p.phone_log);
+    );
+    p.phone = match offer {
+        Some(offer) => phone.with_linking(offer),
+        None => phone,
+    };
     p
 }
 
@@ -1232,6 +1254,9 @@ fn qr_offering_a_link(phone: &PhoneLinking, key4: bool) -> Pair {
 fn link_by_qr(phone: &PhoneLinking) -> LinkingInfo {
     let p = qr_offering_a_link(phone, true);
     assert!(p.phone_log.contains(&PhoneOutput::LinkSent(vec![1; 8])));
+    // It came with the first update: the shutdown ends the session at once.
+    assert!(!awaited_linking(&p), "{:?}", p.laptop_log);
+    assert_eq!(p.at(), Duration::ZERO);
     match p.laptop_result {
         Some(Ok(Some(linking))) => linking,
         other => panic!("no link: {other:?}"),
@@ -1382,4 +1407,181 @@ fn sent_a_link(p: &Pair) -> bool {
     p.phone_log
         .iter()
         .any(|o| matches!(o, PhoneOutput::LinkSent(_)))
+}
+
+/// Whether the laptop kept its tunnel open after the shutdown for linking data.
+fn awaited_linking(p: &Pair) -> bool {
+    p.laptop_log
+        .iter()
+        .any(|o| matches!(o, LaptopOutput::AwaitingLinking(_)))
+}
+
+#[test]
+fn linking_data_that_comes_after_the_shutdown_is_still_taken() {
+    // The phone here is driven by hand, step by step, to send its link where Chromium's
+    // "late linking" test phone does: after the laptop's shutdown (its first update carries
+    // none). The laptop engine must not hold the response back for it.
+    use crate::frame::PostHandshake;
+    use crate::session::PhoneEvent;
+    let rng = &mut rand_core::OsRng;
+    let t0 = Instant::now();
+    let qr = LaptopQr::new(
+        QrKeys::generate(rng),
+        1_700_000_000,
+        true,
+        RequestType::MakeCredential,
+    );
+    let mut phone_qr = PhoneQr::from_payload(qr.qr_payload().clone());
+    let mut laptop = LaptopEngine::new(
+        qr,
+        keys::generate(rng),
+        LaptopTimeouts::default(),
+        cbor_map,
+        t0,
+    );
+    let drain =
+        |laptop: &mut LaptopEngine| std::iter::from_fn(|| laptop.poll_output()).collect::<Vec<_>>();
+    let sent = |outs: &[LaptopOutput]| -> Vec<u8> {
+        outs.iter()
+            .find_map(|o| match o {
+                LaptopOutput::Send(m) => Some(m.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("nothing sent: {outs:?}"))
+    };
+    assert_eq!(drain(&mut laptop), [LaptopOutput::StartScan]);
+    let advert = phone_qr.service_data(AdvertPlaintext::new(rng, RoutingId([1, 2, 3]), 0), None);
+    laptop.handle(t0, LaptopInput::Advert(advert));
+    assert!(matches!(
+        drain(&mut laptop)[..],
+        [LaptopOutput::StopScan, LaptopOutput::Connect(_)]
+    ));
+    laptop.handle(t0, LaptopInput::Connected);
+    let msg1 = sent(&drain(&mut laptop));
+    let (mut phone, msg2) = phone_qr.respond(&msg1, &keys::generate(rng)).unwrap();
+    laptop.handle(t0, LaptopInput::Received(msg2.to_vec()));
+    let post = phone
+        .post_handshake(&PostHandshake::ctap(GET_INFO.to_vec()))
+        .unwrap();
+    laptop.handle(t0, LaptopInput::Received(post));
+    laptop.handle(t0, LaptopInput::Received(phone.update(None).unwrap()));
+    assert!(drain(&mut laptop).contains(&LaptopOutput::Ready(GET_INFO.to_vec())));
+    laptop.handle(t0, LaptopInput::Request(REQUEST.to_vec()));
+    let request = sent(&drain(&mut laptop));
+    assert!(matches!(phone.on_message(&request), Ok(PhoneEvent::CtapRequest(r)) if r == REQUEST));
+    laptop.handle(
+        t0,
+        LaptopInput::Received(phone.send_ctap(RESPONSE).unwrap()),
+    );
+    assert!(drain(&mut laptop).contains(&LaptopOutput::Response(RESPONSE.to_vec())));
+
+    // The application has its response and closes: the shutdown goes, the tunnel stays.
+    laptop.handle(t0, LaptopInput::Close);
+    let outs = drain(&mut laptop);
+    assert!(
+        outs.contains(&LaptopOutput::AwaitingLinking(Duration::from_secs(180))),
+        "{outs:?}"
+    );
+    assert!(!outs.contains(&LaptopOutput::CloseTunnel), "{outs:?}");
+    assert_eq!(laptop.poll_timeout(), Some(t0 + Duration::from_secs(180)));
+    assert!(matches!(
+        phone.on_message(&sent(&outs)),
+        Ok(PhoneEvent::Shutdown)
+    ));
+
+    // Ten seconds later an update with nothing in it: still waiting.
+    let t = t0 + Duration::from_secs(10);
+    laptop.handle(t, LaptopInput::Received(phone.update(None).unwrap()));
+    assert_eq!(drain(&mut laptop), []);
+    // Then the link, made for this QR code's handshake: taken, and the wait is over.
+    let linking = PhoneLinking::new();
+    let offer = linking.offer([1; 8]);
+    let link = phone
+        .linking_info(
+            &offer.identity,
+            offer.contact_id,
+            offer.link_id,
+            offer.link_secret,
+            offer.name,
+        )
+        .unwrap();
+    laptop.handle(t, LaptopInput::Received(phone.update(Some(&link)).unwrap()));
+    let outs = drain(&mut laptop);
+    assert_eq!(outs.first(), Some(&LaptopOutput::CloseTunnel), "{outs:?}");
+    match outs.last() {
+        Some(LaptopOutput::Finished(Ok(Some(l)))) => assert_eq!(l.contact_id, linking.contact_id),
+        other => panic!("no link: {other:?}"),
+    }
+    assert!(laptop.is_finished() && laptop.poll_timeout().is_none());
+}
+
+#[test]
+fn a_laptop_waits_for_late_linking_data_until_the_phone_closes_or_its_limit() {
+    // The phone offers nothing and closes after the shutdown: the wait ends with it.
+    let p = qr_pair(true, None, Script::default());
+    assert!(awaited_linking(&p), "{:?}", p.laptop_log);
+    assert_eq!(p.responses, [RESPONSE.to_vec()]);
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    assert_eq!(p.at(), Duration::ZERO);
+
+    // The relay keeps the laptop's end open after the phone left: three minutes, no more.
+    let script = Script {
+        phone_close_heard: false,
+        ..Script::default()
+    };
+    let p = qr_pair(true, None, script);
+    assert_eq!(p.responses, [RESPONSE.to_vec()]);
+    assert_eq!(p.laptop_result, Some(Ok(None)), "{:?}", p.laptop_log);
+    assert_eq!(p.at(), Duration::from_secs(180));
+    assert_eq!(p.laptop_log.last(), Some(&LaptopOutput::Finished(Ok(None))));
+    assert!(p.laptop_log.contains(&LaptopOutput::CloseTunnel));
+}
+
+#[test]
+fn only_a_laptop_that_asked_for_a_link_waits_for_one() {
+    let quiet = Script {
+        phone_close_heard: false,
+        ..Script::default()
+    };
+    // Its QR code did not offer to store links.
+    let p = qr_pair(false, None, quiet);
+    assert!(!awaited_linking(&p), "{:?}", p.laptop_log);
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    assert_eq!(p.at(), Duration::ZERO);
+
+    // A linked session: nothing on it could be verified.
+    let phone = PhoneLinking::new();
+    let stored = LinkedPhone::from_linking(&link_by_qr(&phone), 0);
+    let mut p = linked_pair(stored, &phone, quiet);
+    p.finish();
+    assert_served(&p);
+    assert!(!awaited_linking(&p), "{:?}", p.laptop_log);
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+}
+
+#[test]
+fn the_application_may_stop_waiting_for_late_linking_data() {
+    let script = Script {
+        phone_close_heard: false,
+        ..Script::default()
+    };
+    let mut p = qr_pair_unstarted(true, None, script);
+    p.run();
+    assert!(awaited_linking(&p), "{:?}", p.laptop_log);
+    assert_eq!(p.laptop.step(), Some(Step::Closing));
+    assert!(p.laptop_result.is_none());
+    // Ten seconds later the application gives up (Ctrl-C): done at once, the tunnel closed.
+    p.now += Duration::from_secs(10);
+    p.laptop.handle(p.now, LaptopInput::Close);
+    p.run();
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    assert_eq!(p.laptop_log.last(), Some(&LaptopOutput::Finished(Ok(None))));
+    assert!(p.laptop_log.contains(&LaptopOutput::CloseTunnel));
+    assert!(p.laptop.poll_timeout().is_none());
+    // A message that does not decrypt ends a wait as well, taking nothing.
+    let mut p = qr_pair_unstarted(true, None, script);
+    p.run();
+    p.laptop.handle(p.now, LaptopInput::Received(vec![0; 40]));
+    p.run();
+    assert_eq!(p.laptop_result, Some(Ok(None)));
 }
