@@ -33,6 +33,25 @@ pub fn decode_qr_image(bytes: &[u8]) -> Result<String, QrImageError> {
         return Err(QrImageError::TooLarge);
     }
     let (width, height, luma) = decode_luma(bytes)?;
+    decode_qr_greyscale(width, height, &luma)
+}
+
+/// [`decode_qr_image`] for pixels already decoded: 8-bit greyscale, `width` × `height`, row by
+/// row (as a screen capture or a notification's image gives them).
+pub fn decode_qr_greyscale(
+    width: usize,
+    height: usize,
+    luma: &[u8],
+) -> Result<String, QrImageError> {
+    if let Some(e) = too_large(width, height) {
+        return Err(e);
+    }
+    if width.checked_mul(height) != Some(luma.len()) {
+        return Err(QrImageError::Image(format!(
+            "{} bytes of pixels for a {width}×{height} image",
+            luma.len()
+        )));
+    }
     let mut prepared =
         rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| luma[y * width + x]);
     // Finder patterns alone are not a QR code: a blurred or cut-off one is found but does not

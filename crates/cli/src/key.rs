@@ -36,6 +36,7 @@ use hybridge_proto::qr::RequestType;
 use crate::common::{Progress, SCAN_HINT, check_qr_out, show_qr};
 use crate::error::CliError;
 use crate::laptop::SessionArgs;
+use crate::notify::Notifier;
 
 /// Flags of `hybridge key`.
 #[derive(Debug, Args)]
@@ -46,6 +47,11 @@ pub struct KeyArgs {
     /// The product name applications show for the key.
     #[arg(long, env = "HYBRIDGE_KEY_NAME", default_value = "hybridge key")]
     name: String,
+    /// Do not show the QR code in a desktop notification (by default it is shown there too
+    /// when a desktop session's notification service is reachable, so the code is seen while
+    /// the terminal is not).
+    #[arg(long, env = "HYBRIDGE_NO_NOTIFY")]
+    no_notify: bool,
     #[command(flatten)]
     session: SessionArgs,
 }
@@ -304,13 +310,33 @@ impl Drop for QrFile {
 
 type CeremonyFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, SessionError>> + 'a>>;
 
+/// Where the QR code of a ceremony is shown besides the terminal.
+#[derive(Clone, Copy)]
+struct Screens<'a> {
+    qr_out: Option<&'a Path>,
+    desktop: Option<&'a Notifier>,
+}
+
+/// The relying party a makeCredential (`rp.id`, key 2) or getAssertion (`rpId`, key 1) is
+/// for, made safe to show.
+fn rp_id_of(request: &[u8]) -> Option<String> {
+    let (&cmd, params) = request.split_first()?;
+    let params = hybridge_cbor::decode(params).ok()?;
+    let rp = match cmd {
+        command::MAKE_CREDENTIAL => params.get(2)?.get("id")?.as_text()?.to_owned(),
+        command::GET_ASSERTION => params.get(1)?.as_text()?.to_owned(),
+        _ => return None,
+    };
+    Some(crate::terminal::sanitize(&rp).replace(['<', '>', '&'], ""))
+}
+
 /// One ceremony: QR code, phone, the request forwarded, the answer back.
 fn ceremony<'a>(
     request: Vec<u8>,
     kind: RequestType,
     config: LaptopConfig,
     scanner: &'a dyn hybridge_ble::Scanner,
-    qr_out: Option<&'a Path>,
+    screens: Screens<'a>,
     progress: &'a Progress,
     events: Events,
 ) -> CeremonyFuture<'a> {
@@ -318,7 +344,19 @@ fn ceremony<'a>(
         let laptop = Laptop::new(kind, config);
         // Laptop::new is a QR session: it always has a QR code.
         let url = laptop.qr_url().unwrap_or_default();
-        let _qr_file = QrFile::write(qr_out, &url);
+        let _qr_file = QrFile::write(screens.qr_out, &url);
+        let _notice = screens.desktop.map(|desktop| {
+            let rp = rp_id_of(&request).unwrap_or_else(|| "an application".into());
+            let summary = match kind {
+                RequestType::MakeCredential => format!("Create a passkey for {rp} on your phone"),
+                _ => format!("Sign in to {rp} with your phone"),
+            };
+            desktop.show_qr(
+                &summary,
+                "Scan this QR code with your phone's camera, then confirm on the phone.",
+                &url,
+            )
+        });
         progress.aside(|| show_qr(&url, None, SCAN_HINT));
         let mut phone = laptop.connect(scanner, &events).await?;
         let answer = phone.transact(&request, &events).await;
@@ -360,9 +398,22 @@ pub async fn run(args: &KeyArgs) -> Result<serde_json::Value, CliError> {
         .map_err(|e| CliError::Invalid(format!("cannot start the device thread: {e}")))?;
 
     let progress = Progress::new("key: ");
+    let desktop = if args.no_notify {
+        None
+    } else {
+        Notifier::session().unwrap_or_else(|e| {
+            eprintln!("hybridge: no desktop notifications ({e}); QR codes show here only");
+            None
+        })
+    };
     progress.step(format!(
-        "\"{}\" is ready: sign in with it anywhere a security key works",
-        args.name
+        "\"{}\" is ready: sign in with it anywhere a security key works{}",
+        args.name,
+        if desktop.is_some() {
+            " (QR codes also appear as desktop notifications)"
+        } else {
+            ""
+        }
     ));
     let mut engine = Engine::new(Limits::default());
     let mut probe = None;
@@ -392,13 +443,16 @@ pub async fn run(args: &KeyArgs) -> Result<serde_json::Value, CliError> {
                         };
                         progress.step(format!("an application asks to {what}: use your phone"));
                         engine.set_status(req.id, Status::UpNeeded);
-                        let qr_out = session.qr_out.as_deref();
+                        let screens = Screens {
+                            qr_out: session.qr_out.as_deref(),
+                            desktop: desktop.as_ref(),
+                        };
                         let c = ceremony(
                             req.payload,
                             kind,
                             config.clone(),
                             &*scanner,
-                            qr_out,
+                            screens,
                             &progress,
                             events.clone(),
                         );
@@ -538,6 +592,33 @@ mod tests {
             "the phone verifies its user"
         );
         assert_eq!(info.max_msg_size, Some(7609));
+    }
+
+    #[test]
+    fn the_notification_names_the_relying_party_and_nothing_else() {
+        assert_eq!(
+            rp_id_of(&request(vec![], None, None)).as_deref(),
+            Some("example.com")
+        );
+        let mc = |rp: &str| {
+            let rp = Value::map([(Value::from("id"), Value::from(rp))]);
+            let mut r = vec![command::MAKE_CREDENTIAL];
+            r.extend(hybridge_cbor::encode(&Value::Map(vec![
+                (Value::from(1), Value::from(vec![0u8; 32])),
+                (Value::from(2), rp),
+            ])));
+            r
+        };
+        assert_eq!(
+            rp_id_of(&mc("login.example")).as_deref(),
+            Some("login.example")
+        );
+        // Markup and control characters never reach the notification.
+        let shown = rp_id_of(&mc("<b>evil</b>\u{1b}[31m.example")).unwrap();
+        assert!(!shown.contains(['<', '>', '\u{1b}']), "{shown}");
+        assert_eq!(rp_id_of(&[command::GET_INFO]), None);
+        assert_eq!(rp_id_of(&[command::GET_ASSERTION, 0xff]), None);
+        assert_eq!(rp_id_of(&[]), None);
     }
 
     #[test]

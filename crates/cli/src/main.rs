@@ -13,6 +13,7 @@ mod error;
 mod inspect;
 mod key;
 mod laptop;
+mod notify;
 mod passkeys;
 mod phone;
 mod phones;

@@ -84,23 +84,30 @@ pub fn svg(text: &str) -> Result<String, RenderError> {
         .build())
 }
 
-/// The QR code as PNG bytes: 8-bit greyscale, 8 pixels a module, a 4-module quiet zone.
-pub fn png(text: &str) -> Result<Vec<u8>, RenderError> {
-    const SCALE: usize = 8;
+/// The QR code as 8-bit greyscale pixels, row by row, `scale` pixels a module with a 4-module
+/// quiet zone: `(side, pixels)`, the image being `side` × `side`.
+pub fn greyscale(text: &str, scale: usize) -> Result<(usize, Vec<u8>), RenderError> {
     const QUIET: usize = 4;
+    let scale = scale.clamp(1, 32);
     let code = code(text)?;
     let modules = code.width();
     let colors = code.to_colors();
-    let side = (modules + 2 * QUIET) * SCALE;
+    let side = (modules + 2 * QUIET) * scale;
     let mut pixels = vec![0xffu8; side * side];
     for (i, color) in colors.iter().enumerate() {
         if *color == qrcode::Color::Dark {
             let (mx, my) = (i % modules + QUIET, i / modules + QUIET);
-            for y in my * SCALE..(my + 1) * SCALE {
-                pixels[y * side + mx * SCALE..y * side + (mx + 1) * SCALE].fill(0);
+            for y in my * scale..(my + 1) * scale {
+                pixels[y * side + mx * scale..y * side + (mx + 1) * scale].fill(0);
             }
         }
     }
+    Ok((side, pixels))
+}
+
+/// The QR code as PNG bytes: 8-bit greyscale, 8 pixels a module, a 4-module quiet zone.
+pub fn png(text: &str) -> Result<Vec<u8>, RenderError> {
+    let (side, pixels) = greyscale(text, 8)?;
     let failed = |e: png::EncodingError| RenderError::Write {
         path: "<memory>".into(),
         reason: e.to_string(),
