@@ -1413,3 +1413,122 @@ fn a_phone_linked_by_qr_code_is_reached_again_with_sign_in_phone() {
     assert!(l.stderr().contains("unreachable"), "{}", l.dump());
     assert!(start.elapsed() < Duration::from_secs(10));
 }
+
+// ---- Google's contact flow, as the laptop process sends it ------------------------------
+
+/// One HTTP request read from a bare TCP listener, answered with `status` and closed: the
+/// request line and headers as sent (what `hybridge` asked a tunnel server for).
+fn capture_one_request(status: u16) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let task = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(T)).unwrap();
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") && raw.len() < 16 * 1024 {
+            tcp.read_exact(&mut byte).unwrap();
+            raw.push(byte[0]);
+        }
+        let _ = write!(
+            tcp,
+            "HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        String::from_utf8_lossy(&raw)
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    (url, task)
+}
+
+/// The value of header `name` (case-insensitive) in captured request lines.
+fn header<'a>(lines: &'a [String], name: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .collect()
+}
+
+/// The laptop process reaches a phone stored with domain 0 as Chrome reaches a phone linked
+/// through Google's tunnel server: `/cable/contact/<contact ID, base64url, no padding>` on the
+/// relay for domain 0 (`--relay-for 0=…` stands in for `wss://cable.ua5v.com`), subprotocol
+/// `fido.cable`, and `X-caBLE-Client-Payload` in upper-case hex of `{1: the stored link ID,
+/// 2: a 16-byte nonce, 3: "ga"}` for sign-in and `"mc"` for register (chromium
+/// device/fido/cable/fido_tunnel_device.cc @ ccfdb09e). A 410 is the phone being unreachable.
+/// The expected path was computed with Python's `base64.urlsafe_b64encode(b"B" * 16)`.
+#[test]
+fn a_phone_linked_on_domain_0_is_contacted_as_chrome_contacts_it() {
+    let dir = TempDir::new("google-contact");
+    let file = linked_phones_file(&dir);
+    let rp = Rp::new();
+    let (options, _) = rp.request_options(Vec::new());
+    let get = dir.path("get.json");
+    std::fs::write(&get, options).unwrap();
+    let (options, _) = rp.creation_options("g");
+    let create = dir.path("create.json");
+    std::fs::write(&create, options).unwrap();
+    let other_domain = format!("1=ws://127.0.0.1:{}", closed_tcp_port());
+    for (ceremony, options, request_type) in
+        [("sign-in", &get, "6761"), ("register", &create, "6D63")]
+    {
+        let (url, server) = capture_one_request(410);
+        let started = Instant::now();
+        let (code, out, err) = run_hybridge(&[
+            ceremony,
+            "--options",
+            options.to_str().unwrap(),
+            "--origin",
+            ORIGIN,
+            "--phones",
+            file.to_str().unwrap(),
+            "--phone",
+            "Pixel",
+            "--relay-for",
+            &format!("0={url}"),
+            "--relay-for",
+            &other_domain,
+            "--ble",
+            &format!("udp:127.0.0.1:{}", free_udp_port()),
+        ]);
+        let lines = server.join().unwrap();
+        assert_eq!(code, EXIT_NETWORK, "{ceremony}: {err}");
+        assert!(out.is_empty());
+        assert!(err.contains("unreachable"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(
+            lines[0], "GET /cable/contact/QkJCQkJCQkJCQkJCQkJCQg HTTP/1.1",
+            "{lines:#?}"
+        );
+        assert_eq!(header(&lines, "Sec-WebSocket-Protocol"), ["fido.cable"]);
+        let payload = header(&lines, "X-caBLE-Client-Payload");
+        let [payload] = payload[..] else {
+            panic!("one client payload header: {lines:#?}")
+        };
+        // a3 (map of 3), 01 48 <8-byte link ID>, 02 50 <16-byte nonce>, 03 62 <"ga" | "mc">.
+        assert_eq!(payload.len(), 2 * 33, "{payload}");
+        assert!(
+            payload.starts_with("A301481111111111111111025"),
+            "{payload}"
+        );
+        assert_eq!(&payload[24..26], "50");
+        assert!(
+            payload[26..58]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)),
+            "upper-case hex nonce: {payload}"
+        );
+        assert_eq!(&payload[58..], format!("0362{request_type}"));
+        assert_eq!(
+            header(&lines, "Origin"),
+            [url.as_str()],
+            "the tunnel URL's own origin"
+        );
+        assert!(header(&lines, "Cookie").is_empty());
+    }
+}
