@@ -1532,3 +1532,151 @@ fn a_phone_linked_on_domain_0_is_contacted_as_chrome_contacts_it() {
         assert!(header(&lines, "Cookie").is_empty());
     }
 }
+
+// ---- linked sign-in across a relay cluster ---------------------------------------------
+
+/// A `nats-server` with JetStream on a free loopback port and a scratch store, killed on
+/// drop.
+struct Nats {
+    proc: Proc,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let dir = TempDir::new("nats");
+        let port = closed_tcp_port();
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path("js"));
+        let proc = Proc::spawn("nats-server", cmd);
+        let deadline = Instant::now() + T;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start\n{}",
+                proc.dump()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats {
+            proc,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A relay in cluster mode on `nats` with this routing ID, once its cluster link is up.
+fn cluster_relay(nats: &Nats, routing: &str) -> RelayProc {
+    let mut cmd = Command::new(relay_bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--routing-id", routing, "--nats", &nats.url()]);
+    let relay = RelayProc::start(cmd);
+    let deadline = Instant::now() + T;
+    loop {
+        if http_status(relay.listen, "/readyz/cluster") == Some(200) {
+            return relay;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay {routing} never joined the cluster\n{}\n{}",
+            relay.proc.dump(),
+            nats.proc.dump()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The status code of a plain GET, if the server answered one.
+fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split(' ').nth(1)?.parse().ok()
+}
+
+/// Issue 14's cluster case as separate processes: a real `nats-server` and two
+/// `hybridge-relay` instances in cluster mode. The QR registration already crosses them (the
+/// phone's tunnel on B, the laptop joining through A), and the phone links; then
+/// `hybridge phone serve` holds its wake-up subscription on B while
+/// `hybridge sign-in --phone NAME` asks A, which wakes the phone through NATS. The
+/// assertion is verified by the independent RP, and A counts the wake-up as forwarded.
+#[test]
+fn a_linked_phone_subscribed_on_one_relay_is_reached_through_another() {
+    if !have_command("nats-server", &["--version"]) {
+        missing(
+            "a_linked_phone_subscribed_on_one_relay_is_reached_through_another",
+            "nats-server",
+            "apt-get install nats-server",
+        );
+        return;
+    }
+    let nats = Nats::start();
+    let a = cluster_relay(&nats, "a00001");
+    let b = cluster_relay(&nats, "b00002");
+    let rp = Rp::new();
+    let p = Phone::new("linked-cluster");
+    let phones = p.dir.path("phones.json");
+    let phones = phones.to_str().unwrap();
+    let port = free_udp_port();
+
+    // The QR registration: the phone on B, the laptop on A; the phone links.
+    let (options, state) = rp.creation_options("clu");
+    let opts = p.file("register.json", &options);
+    let mut l = local_laptop("register", &opts, port, &a.url(), &["--phones", phones]);
+    let qr = qr_of(&l);
+    let mut ph = local_phone(
+        &p,
+        &qr,
+        port,
+        &b.url(),
+        &["--yes", "--name", "Cluster phone"],
+    );
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    assert!(
+        l.stderr().contains("linked phone \"Cluster phone\""),
+        "{}",
+        l.dump()
+    );
+    let credential = rp
+        .verify_registration(&l.stdout(), &state)
+        .expect("the RP accepts the registration");
+
+    // Subscribed on B; the laptop asks A.
+    let mut serve = phone_serve(&p, port, &b.url());
+    let forwarded = "hybridge_relay_cluster_wakes_forwarded_total";
+    assert_eq!(a.metric(forwarded), 0.0);
+    let (options, state) = rp.request_options(vec![credential]);
+    let opts = p.file("get.json", &options);
+    let args = ["--phones", phones, "--phone", "Cluster phone"];
+    let mut l = local_laptop("sign-in", &opts, port, &a.url(), &args);
+    assert_eq!(l.code(T), 0, "{}{}", l.dump(), serve.dump());
+    assert!(!l.stderr().contains("FIDO:/"), "no QR code\n{}", l.dump());
+    let result = rp
+        .verify_assertion(&l.stdout(), &state)
+        .expect("the RP accepts the assertion made through the cluster");
+    assert!(result.user_verified());
+    assert!(
+        serve.stderr().contains("served a linked"),
+        "{}",
+        serve.dump()
+    );
+    assert_eq!(a.metric(forwarded), 1.0, "A woke the phone through NATS");
+    assert_eq!(b.metric(forwarded), 0.0);
+    serve.signal("TERM");
+    assert_eq!(serve.code(T), EXIT_TERMINATED, "{}", serve.dump());
+}
