@@ -24,6 +24,7 @@ const T: Duration = Duration::from_secs(90);
 const PIN: &str = "2468";
 
 /// Exit codes of `hybridge` (see its --help).
+const EXIT_INVALID_INPUT: i32 = 1;
 const EXIT_TIMEOUT: i32 = 3;
 const EXIT_NOT_ALLOWED: i32 = 4;
 const EXIT_NETWORK: i32 = 5;
@@ -1679,4 +1680,226 @@ fn a_linked_phone_subscribed_on_one_relay_is_reached_through_another() {
     assert_eq!(b.metric(forwarded), 0.0);
     serve.signal("TERM");
     assert_eq!(serve.code(T), EXIT_TERMINATED, "{}", serve.dump());
+}
+
+// ---- refusals of a stored link ----------------------------------------------------------
+
+/// Rewrites the first entry of the laptop's phones file through `change`, which gets the
+/// entry and the cipher of its key file (`phones.key` next to it): the file as an attacker
+/// who can write it, or both files, leaves it.
+fn rewrite_phone_entry(
+    phones: &Path,
+    change: impl FnOnce(&mut serde_json::Value, &aes_gcm::Aes256Gcm),
+) {
+    use aes_gcm::KeyInit;
+    let key = std::fs::read(phones.with_extension("key")).expect("the phones key file");
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key).expect("a 32-byte key");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(phones).unwrap()).unwrap();
+    change(&mut doc["phones"][0], &cipher);
+    std::fs::write(phones, serde_json::to_vec(&doc).unwrap()).unwrap();
+}
+
+fn hex_field(entry: &serde_json::Value, name: &str) -> Vec<u8> {
+    hex::decode(entry[name].as_str().unwrap()).unwrap()
+}
+
+/// Seals `secret` for `entry` as the CLI does (its nonce, the public key as associated data).
+fn seal_secret(entry: &mut serde_json::Value, cipher: &aes_gcm::Aes256Gcm, secret: &[u8]) {
+    use aes_gcm::aead::{Aead, Payload};
+    let nonce: [u8; 12] = hex_field(entry, "secret_nonce").try_into().unwrap();
+    let aad = hex_field(entry, "public_key");
+    let sealed = cipher
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: secret,
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    entry["secret_sealed"] = hex::encode(sealed).into();
+}
+
+/// The link secret sealed in `entry`.
+fn open_secret(entry: &serde_json::Value, cipher: &aes_gcm::Aes256Gcm) -> Vec<u8> {
+    use aes_gcm::aead::{Aead, Payload};
+    let nonce: [u8; 12] = hex_field(entry, "secret_nonce").try_into().unwrap();
+    let aad = hex_field(entry, "public_key");
+    let sealed = hex_field(entry, "secret_sealed");
+    cipher
+        .decrypt(
+            &nonce.into(),
+            Payload {
+                msg: &sealed,
+                aad: &aad,
+            },
+        )
+        .expect("the stored link opens")
+}
+
+/// A stored link that was tampered with, and a forgotten phone, as separate processes with a
+/// real linked phone serving: each is refused with a named error and the exit code
+/// `sign-in --help` gives for it, nothing reaches the RP, and the phone signs nothing (its
+/// passkey's sign counter moves only for the sign-ins that succeed).
+/// - a byte of the sealed link secret flipped: the entry does not open; exit 1, before the
+///   relay is contacted;
+/// - another link secret, sealed properly under the file's key (as someone who can write
+///   both files could): the phone is woken, but its advert is keyed with the real secret and
+///   the laptop never recognises it; exit 3;
+/// - another phone identity key, the real secret sealed properly for it: the advert matches,
+///   the NKpsk0 handshake does not (the phone cannot read message 1 and hangs up); exit 7;
+/// - the original entry back: the phone, still serving, signs again;
+/// - `phones forget`, then `--phone` with that name: exit 1, no phone by that name.
+#[test]
+fn a_tampered_or_forgotten_link_is_refused_and_nothing_is_signed() {
+    // The codes this test expects are the ones `sign-in --help` promises for --phone.
+    let (code, help, _) = run_hybridge(&["sign-in", "--help"]);
+    assert_eq!(code, 0);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for promise in [
+        "1 no linked phone by that name (the known ones are listed), a damaged phones file",
+        "3 the phone was contacted but no advert came in time",
+        "or the stored link secret is not the phone's",
+        "7 the phone refused the stored link's handshake",
+    ] {
+        assert!(help.contains(promise), "--help lacks {promise:?}:\n{help}");
+    }
+    let relay = RelayProc::local();
+    let relay_url = relay.url();
+    let rp = Rp::new();
+    let p = Phone::new("link-refusals");
+    let phones_path = p.dir.path("phones.json");
+    let phones = phones_path.to_str().unwrap();
+    let port = free_udp_port();
+
+    let (options, state) = rp.creation_options("ref");
+    let opts = p.file("register.json", &options);
+    let mut l = local_laptop("register", &opts, port, &relay_url, &["--phones", phones]);
+    let qr = qr_of(&l);
+    let mut ph = local_phone(&p, &qr, port, &relay_url, &["--yes", "--name", "Mine"]);
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    let credential = rp.verify_registration(&l.stdout(), &state).unwrap();
+    let original = std::fs::read(&phones_path).unwrap();
+
+    let mut serve = phone_serve(&p, port, &relay_url);
+    let sign_in = |scan: &str| {
+        let (options, state) = rp.request_options(vec![credential.clone()]);
+        let opts = p.file("get.json", &options);
+        let args = [
+            "--phones",
+            phones,
+            "--phone",
+            "Mine",
+            "--scan-timeout",
+            scan,
+        ];
+        let mut l = local_laptop("sign-in", &opts, port, &relay_url, &args);
+        let code = l.code(T);
+        (code, l, state)
+    };
+    let wakes = || relay.metric("hybridge_relay_wakes_total{result=\"local\"}");
+    let served = |serve: &Proc| serve.stderr().matches("phone: served a linked").count();
+
+    // The loop works before anything is tampered with.
+    let (code, l, state) = sign_in("30s");
+    assert_eq!(code, 0, "{}{}", l.dump(), serve.dump());
+    rp.verify_assertion(&l.stdout(), &state).unwrap();
+    assert_eq!(served(&serve), 1);
+    assert_eq!(wakes(), 1.0);
+
+    // 1. A flipped byte in the sealed secret: refused before the relay hears of it.
+    rewrite_phone_entry(&phones_path, |e, _| {
+        let mut sealed = hex_field(e, "secret_sealed");
+        sealed[5] ^= 0x01;
+        e["secret_sealed"] = hex::encode(sealed).into();
+    });
+    let (code, l, _) = sign_in("30s");
+    assert_eq!(code, EXIT_INVALID_INPUT, "{}", l.dump());
+    assert!(l.stdout().is_empty());
+    assert!(
+        l.stderr().contains("the link of phone \"Mine\" in ")
+            && l.stderr()
+                .contains("does not open with its key (the entry was altered)"),
+        "{}",
+        l.dump()
+    );
+    assert_eq!(wakes(), 1.0, "nothing was contacted");
+
+    // 2. Another link secret, well sealed: the phone is woken, nobody recognises anybody.
+    std::fs::write(&phones_path, &original).unwrap();
+    rewrite_phone_entry(&phones_path, |e, cipher| {
+        let mut secret = open_secret(e, cipher);
+        secret[0] ^= 0x80;
+        seal_secret(e, cipher, &secret);
+    });
+    let (code, l, _) = sign_in("3s");
+    assert_eq!(code, EXIT_TIMEOUT, "{}{}", l.dump(), serve.dump());
+    assert!(l.stdout().is_empty());
+    assert!(
+        l.stderr()
+            .contains("phone \"Mine\" was contacted but no advert from it came"),
+        "{}",
+        l.dump()
+    );
+    assert_eq!(wakes(), 2.0, "the phone was woken");
+    wait_count(&serve, "phone: a linked request failed", 1);
+
+    // 3. Another phone identity key, the real secret sealed for it: the handshake fails.
+    std::fs::write(&phones_path, &original).unwrap();
+    rewrite_phone_entry(&phones_path, |e, cipher| {
+        let secret = open_secret(e, cipher);
+        let impostor = hybridge_proto::keys::from_seed(b"not the phone").unwrap();
+        e["public_key"] =
+            hex::encode(hybridge_proto::keys::uncompressed(&impostor.public_key())).into();
+        seal_secret(e, cipher, &secret);
+    });
+    let (code, l, _) = sign_in("30s");
+    assert_eq!(code, EXIT_PROTOCOL, "{}{}", l.dump(), serve.dump());
+    assert!(l.stdout().is_empty());
+    assert!(
+        l.stderr()
+            .contains("phone \"Mine\" refused the handshake of its stored link"),
+        "{}",
+        l.dump()
+    );
+    assert_eq!(wakes(), 3.0);
+    wait_count(&serve, "phone: a linked request failed", 2);
+    assert_eq!(served(&serve), 1, "{}", serve.dump());
+
+    // The real link still works, and the phone kept serving through all of it.
+    std::fs::write(&phones_path, &original).unwrap();
+    let (code, l, state) = sign_in("30s");
+    assert_eq!(code, 0, "{}{}", l.dump(), serve.dump());
+    rp.verify_assertion(&l.stdout(), &state).unwrap();
+    assert_eq!(served(&serve), 2);
+    serve.signal("TERM");
+    assert_eq!(serve.code(T), EXIT_TERMINATED, "{}", serve.dump());
+
+    // 4. Forgotten: that name is no longer a phone this laptop knows.
+    let (code, _, err) = run_hybridge(&["phones", "forget", "Mine", "--phones", phones]);
+    assert_eq!(code, 0, "{err}");
+    let (code, l, _) = sign_in("30s");
+    assert_eq!(code, EXIT_INVALID_INPUT, "{}", l.dump());
+    assert!(l.stdout().is_empty());
+    assert!(
+        l.stderr().contains("no linked phone named \"Mine\""),
+        "{}",
+        l.dump()
+    );
+    assert_eq!(wakes(), 4.0, "a forgotten phone is not contacted");
+
+    // The phone signed exactly the two sign-ins that succeeded.
+    let store = p.store();
+    let pin = p.pin_file();
+    let list = hybridge_json(&[
+        "passkeys",
+        "list",
+        "--store",
+        store.to_str().unwrap(),
+        "--pin-file",
+        pin.to_str().unwrap(),
+    ]);
+    assert_eq!(list[0]["sign_count"], 2, "{list}");
 }
