@@ -3,18 +3,17 @@
 //! drop) and its own relays. Without `nats-server` on the PATH the tests are skipped with a
 //! message (CI installs it: `apt-get install nats-server`).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
 
 mod common;
-use common::ChildLog;
 use common::client::{self, Client, Frame, Refused};
 
 const T: Duration = Duration::from_secs(10);
@@ -163,20 +162,7 @@ impl Drop for Nats {
 
 // ---- relays ----------------------------------------------------------------------------
 
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    routing: String,
-    pid: u32,
-    /// The relay's stderr, shown only if the test fails.
-    _log: ChildLog,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
+type Relay = common::relay::RelayChild;
 
 async fn relay(nats: &Nats, routing: &str, extra: &[&str]) -> Relay {
     let r = spawn_relay(nats, routing, extra).await;
@@ -186,36 +172,17 @@ async fn relay(nats: &Nats, routing: &str, extra: &[&str]) -> Relay {
 
 /// Starts a relay without waiting for its cluster link.
 async fn spawn_relay(nats: &Nats, routing: &str, extra: &[&str]) -> Relay {
-    let (log, stderr) = ChildLog::new(&format!("hybridge-relay {routing}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
-        .args(["--listen", "127.0.0.1:0", "--rate-per-ip", "0"])
-        .args(["--log", &common::relay_log_filter()])
-        .args(["--routing-id", routing, "--nats", &nats.url()])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hybridge-relay");
-    let v = startup_line(&mut child).await;
-    Relay {
-        addr: v["listen"].as_str().expect("listen").parse().expect("addr"),
-        routing: v["routing_id"].as_str().expect("routing").to_owned(),
-        pid: child.id().expect("pid"),
-        child,
-        _log: log,
-    }
-}
-
-/// The JSON line a relay prints on stdout when it is listening.
-async fn startup_line(child: &mut Child) -> serde_json::Value {
-    let stdout = child.stdout.take().expect("stdout");
-    let line = timeout(T, BufReader::new(stdout).lines().next_line())
-        .await
-        .expect("startup line in time")
-        .expect("read")
-        .expect("a line");
-    serde_json::from_str(&line).expect("startup JSON")
+    let url = nats.url();
+    let mut args = vec![
+        "--rate-per-ip",
+        "0",
+        "--routing-id",
+        routing,
+        "--nats",
+        &url,
+    ];
+    args.extend_from_slice(extra);
+    common::relay::start_relay(&args).await
 }
 
 impl Relay {
@@ -526,35 +493,8 @@ async fn relay_starts_before_nats_and_joins_when_it_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_nats_flag_there_is_no_cluster() {
-    let (log, stderr) = ChildLog::new("hybridge-relay without --nats");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            &common::relay_log_filter(),
-        ])
-        .env_remove("HYBRIDGE_RELAY_NATS")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hybridge-relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = timeout(T, BufReader::new(stdout).lines().next_line())
-        .await
-        .expect("in time")
-        .expect("read")
-        .expect("a line");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
-    assert_eq!(v["cluster"], serde_json::Value::Bool(false));
-    let r = Relay {
-        addr: v["listen"].as_str().expect("listen").parse().expect("addr"),
-        routing: v["routing_id"].as_str().expect("routing").to_owned(),
-        pid: child.id().expect("pid"),
-        child,
-        _log: log,
-    };
+    let r = common::relay::start_relay(&[]).await;
+    assert_eq!(r.startup["cluster"], serde_json::Value::Bool(false));
     assert_eq!(r.get("/readyz/cluster").await.0, 404);
     let (_, body) = r.get("/metrics").await;
     assert!(
@@ -648,24 +588,15 @@ async fn nats_over_tls_with_a_password() {
         (wrong.as_str(), vec!["--nats-ca", ca]),
         (nats.url.as_str(), vec![]),
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
-            // The NATS client's own trace would show its CONNECT message, password
-            // included: asked for here, it must stay capped.
-            .args(["--listen", "127.0.0.1:0", "--nats", url])
-            .args(["--log", "debug,async_nats::connection=trace"])
-            .args(&extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start hybridge-relay");
-        let v = startup_line(&mut child).await;
-        let addr: SocketAddr = v["listen"].as_str().expect("listen").parse().expect("addr");
-        outsiders.push((child, addr));
+        // The NATS client's own trace would show its CONNECT message, password included:
+        // asked for here, it must stay capped.
+        let mut args = vec!["--nats", url, "--log", "debug,async_nats::connection=trace"];
+        args.extend_from_slice(&extra);
+        outsiders.push(common::relay::start_relay_piped(&args).await);
     }
     sleep(Duration::from_secs(3)).await;
-    for (mut child, addr) in outsiders {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
+    for mut r in outsiders {
+        let mut s = TcpStream::connect(r.addr).await.expect("connect");
         s.write_all(b"GET /readyz/cluster HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .expect("write");
@@ -675,9 +606,9 @@ async fn nats_over_tls_with_a_password() {
             out.starts_with("HTTP/1.1 503"),
             "joined without the right credentials: {out}"
         );
-        let _ = child.start_kill();
+        let _ = r.child.start_kill();
         let mut err = String::new();
-        let mut stderr = child.stderr.take().expect("stderr");
+        let mut stderr = r.child.stderr.take().expect("stderr");
         let _ = timeout(T, stderr.read_to_string(&mut err)).await;
         assert!(
             !err.contains("wrong-pw") && !err.contains("s3cret-pw"),

@@ -2,70 +2,26 @@
 //! (`/cable/subscribe`), a laptop's `/cable/contact`, and the woken phone's `/cable/connect`,
 //! all spoken by tokio-tungstenite with the protocol crate's encodings.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::SinkExt;
 use hybridge_proto::contact::{Challenge, ContactId, Proof};
 use hybridge_proto::qr::RequestType;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::ChildLog;
 use common::wake::*;
 
 const T: Duration = Duration::from_secs(10);
 
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    routing: String,
-    /// The relay's stderr: shown if the test fails, read by the log test.
-    log: ChildLog,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
+type Relay = common::relay::RelayChild;
 
 async fn start(args: &[&str]) -> Relay {
-    let (log, stderr) = ChildLog::new(&format!("hybridge-relay {args:?}"));
-    let filter = common::relay_log_filter();
-    let log_args: &[&str] = if args.contains(&"--log") {
-        &[]
-    } else {
-        &["--log", &filter]
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(log_args)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hybridge-relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = timeout(T, BufReader::new(stdout).lines().next_line())
-        .await
-        .expect("startup line in time")
-        .expect("read")
-        .expect("a line");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("startup JSON");
-    Relay {
-        addr: v["listen"].as_str().unwrap().parse().unwrap(),
-        routing: v["routing_id"].as_str().unwrap().to_owned(),
-        child,
-        log,
-    }
+    common::relay::start_relay(args).await
 }
 
 impl Relay {
@@ -476,7 +432,7 @@ async fn logs_name_no_contact_id_payload_or_tunnel_id() {
     let _ = next_wake(&mut sub).await;
     let (_again, _) = subscribe(r.addr, &key).await;
     sleep(Duration::from_millis(1500)).await;
-    let log = r.log.text();
+    let log = r.log.as_ref().expect("the log file").text();
     assert!(log.contains("phone subscribed"), "the log is on:\n{log}");
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let secrets = [

@@ -2,14 +2,13 @@
 //! client (tokio-tungstenite) and by raw TCP where a client must misbehave.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -17,76 +16,23 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async};
 
 mod common;
-use common::ChildLog;
 use common::client;
 
 const T: Duration = Duration::from_secs(10);
 
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    metrics: Option<SocketAddr>,
-    routing: String,
-    pid: u32,
-    /// The relay's stderr, shown only if the test fails (None: the test reads it itself).
-    _log: Option<ChildLog>,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
+type Relay = common::relay::RelayChild;
 
 /// Starts the relay binary with `args`; its log is shown only if the test fails.
 async fn start(args: &[&str]) -> Relay {
-    start_with(args, false).await
+    common::relay::start_relay(args).await
 }
 
 /// [`start`]; with `own_stderr` the relay's stderr is a pipe the test reads itself.
 async fn start_with(args: &[&str], own_stderr: bool) -> Relay {
-    let filter = common::relay_log_filter();
-    let log_args: &[&str] = if args.contains(&"--log") {
-        &[]
+    if own_stderr {
+        common::relay::start_relay_piped(args).await
     } else {
-        &["--log", &filter]
-    };
-    let (log, stderr) = if own_stderr {
-        (None, Stdio::piped())
-    } else {
-        let (log, stdio) = ChildLog::new(&format!("hybridge-relay {args:?}"));
-        (Some(log), stdio)
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hybridge-relay"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(log_args)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hybridge-relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = timeout(T, lines.next_line())
-        .await
-        .expect("startup line in time")
-        .expect("read")
-        .expect("a line");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("startup JSON");
-    let addr = v["listen"].as_str().expect("listen").parse().expect("addr");
-    let metrics = v["metrics"]
-        .as_str()
-        .map(|s| s.parse().expect("metrics addr"));
-    let routing = v["routing_id"].as_str().expect("routing").to_owned();
-    let pid = child.id().expect("pid");
-    Relay {
-        child,
-        addr,
-        metrics,
-        routing,
-        pid,
-        _log: log,
+        start(args).await
     }
 }
 

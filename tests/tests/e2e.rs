@@ -24,6 +24,7 @@ const T: Duration = Duration::from_secs(90);
 const PIN: &str = "2468";
 
 /// Exit codes of `hybridge` (see its --help).
+const EXIT_INVALID_INPUT: i32 = 1;
 const EXIT_TIMEOUT: i32 = 3;
 const EXIT_NOT_ALLOWED: i32 = 4;
 const EXIT_NETWORK: i32 = 5;
@@ -1457,4 +1458,493 @@ fn a_phone_linked_by_qr_code_is_reached_again_with_sign_in_phone() {
     assert_eq!(code, EXIT_NETWORK, "{}", l.dump());
     assert!(l.stderr().contains("unreachable"), "{}", l.dump());
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+// ---- Google's contact flow, as the laptop process sends it ------------------------------
+
+/// One HTTP request read from a bare TCP listener, answered with `status` and closed: the
+/// request line and headers as sent (what `hybridge` asked a tunnel server for).
+fn capture_one_request(status: u16) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let task = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(T)).unwrap();
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") && raw.len() < 16 * 1024 {
+            tcp.read_exact(&mut byte).unwrap();
+            raw.push(byte[0]);
+        }
+        let _ = write!(
+            tcp,
+            "HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        String::from_utf8_lossy(&raw)
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    (url, task)
+}
+
+/// The value of header `name` (case-insensitive) in captured request lines.
+fn header<'a>(lines: &'a [String], name: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .collect()
+}
+
+/// The laptop process reaches a phone stored with domain 0 as Chrome reaches a phone linked
+/// through Google's tunnel server: `/cable/contact/<contact ID, base64url, no padding>` on the
+/// relay for domain 0 (`--relay-for 0=…` stands in for `wss://cable.ua5v.com`), subprotocol
+/// `fido.cable`, and `X-caBLE-Client-Payload` in upper-case hex of `{1: the stored link ID,
+/// 2: a 16-byte nonce, 3: "ga"}` for sign-in and `"mc"` for register (chromium
+/// device/fido/cable/fido_tunnel_device.cc @ ccfdb09e). A 410 is the phone being unreachable.
+/// The expected path was computed with Python's `base64.urlsafe_b64encode(b"B" * 16)`.
+#[test]
+fn a_phone_linked_on_domain_0_is_contacted_as_chrome_contacts_it() {
+    let dir = TempDir::new("google-contact");
+    let file = linked_phones_file(&dir);
+    let rp = Rp::new();
+    let (options, _) = rp.request_options(Vec::new());
+    let get = dir.path("get.json");
+    std::fs::write(&get, options).unwrap();
+    let (options, _) = rp.creation_options("g");
+    let create = dir.path("create.json");
+    std::fs::write(&create, options).unwrap();
+    let other_domain = format!("1=ws://127.0.0.1:{}", closed_tcp_port());
+    for (ceremony, options, request_type) in
+        [("sign-in", &get, "6761"), ("register", &create, "6D63")]
+    {
+        let (url, server) = capture_one_request(410);
+        let started = Instant::now();
+        let (code, out, err) = run_hybridge(&[
+            ceremony,
+            "--options",
+            options.to_str().unwrap(),
+            "--origin",
+            ORIGIN,
+            "--phones",
+            file.to_str().unwrap(),
+            "--phone",
+            "Pixel",
+            "--relay-for",
+            &format!("0={url}"),
+            "--relay-for",
+            &other_domain,
+            "--ble",
+            &format!("udp:127.0.0.1:{}", free_udp_port()),
+        ]);
+        let lines = server.join().unwrap();
+        assert_eq!(code, EXIT_NETWORK, "{ceremony}: {err}");
+        assert!(out.is_empty());
+        assert!(err.contains("unreachable"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(
+            lines[0], "GET /cable/contact/QkJCQkJCQkJCQkJCQkJCQg HTTP/1.1",
+            "{lines:#?}"
+        );
+        assert_eq!(header(&lines, "Sec-WebSocket-Protocol"), ["fido.cable"]);
+        let payload = header(&lines, "X-caBLE-Client-Payload");
+        let [payload] = payload[..] else {
+            panic!("one client payload header: {lines:#?}")
+        };
+        // a3 (map of 3), 01 48 <8-byte link ID>, 02 50 <16-byte nonce>, 03 62 <"ga" | "mc">.
+        assert_eq!(payload.len(), 2 * 33, "{payload}");
+        assert!(
+            payload.starts_with("A301481111111111111111025"),
+            "{payload}"
+        );
+        assert_eq!(&payload[24..26], "50");
+        assert!(
+            payload[26..58]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)),
+            "upper-case hex nonce: {payload}"
+        );
+        assert_eq!(&payload[58..], format!("0362{request_type}"));
+        assert_eq!(
+            header(&lines, "Origin"),
+            [url.as_str()],
+            "the tunnel URL's own origin"
+        );
+        assert!(header(&lines, "Cookie").is_empty());
+    }
+}
+
+// ---- linked sign-in across a relay cluster ---------------------------------------------
+
+/// A `nats-server` with JetStream on a free loopback port and a scratch store, killed on
+/// drop.
+struct Nats {
+    proc: Proc,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let dir = TempDir::new("nats");
+        let port = closed_tcp_port();
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path("js"));
+        let proc = Proc::spawn("nats-server", cmd);
+        let deadline = Instant::now() + T;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start\n{}",
+                proc.dump()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats {
+            proc,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A relay in cluster mode on `nats` with this routing ID, once its cluster link is up.
+fn cluster_relay(nats: &Nats, routing: &str) -> RelayProc {
+    let mut cmd = Command::new(relay_bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--routing-id", routing, "--nats", &nats.url()]);
+    let relay = RelayProc::start(cmd);
+    let deadline = Instant::now() + T;
+    loop {
+        if http_status(relay.listen, "/readyz/cluster") == Some(200) {
+            return relay;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay {routing} never joined the cluster\n{}\n{}",
+            relay.proc.dump(),
+            nats.proc.dump()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The status code of a plain GET, if the server answered one.
+fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split(' ').nth(1)?.parse().ok()
+}
+
+/// Issue 14's cluster case as separate processes: a real `nats-server` and two
+/// `hybridge-relay` instances in cluster mode. The QR registration already crosses them (the
+/// phone's tunnel on B, the laptop joining through A), and the phone links; then
+/// `hybridge phone serve` holds its wake-up subscription on B while
+/// `hybridge sign-in --phone NAME` asks A, which wakes the phone through NATS. The
+/// assertion is verified by the independent RP, and A counts the wake-up as forwarded.
+#[test]
+fn a_linked_phone_subscribed_on_one_relay_is_reached_through_another() {
+    if !have_command("nats-server", &["--version"]) {
+        missing(
+            "a_linked_phone_subscribed_on_one_relay_is_reached_through_another",
+            "nats-server",
+            "apt-get install nats-server",
+        );
+        return;
+    }
+    let nats = Nats::start();
+    let a = cluster_relay(&nats, "a00001");
+    let b = cluster_relay(&nats, "b00002");
+    let rp = Rp::new();
+    let p = Phone::new("linked-cluster");
+    let phones = p.dir.path("phones.json");
+    let phones = phones.to_str().unwrap();
+    let port = free_udp_port();
+
+    // The QR registration: the phone on B, the laptop on A; the phone links.
+    let (options, state) = rp.creation_options("clu");
+    let opts = p.file("register.json", &options);
+    let mut l = local_laptop("register", &opts, port, &a.url(), &["--phones", phones]);
+    let qr = qr_of(&l);
+    let mut ph = local_phone(
+        &p,
+        &qr,
+        port,
+        &b.url(),
+        &["--yes", "--name", "Cluster phone"],
+    );
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    assert!(
+        l.stderr().contains("linked phone \"Cluster phone\""),
+        "{}",
+        l.dump()
+    );
+    let credential = rp
+        .verify_registration(&l.stdout(), &state)
+        .expect("the RP accepts the registration");
+
+    // Subscribed on B; the laptop asks A.
+    let mut serve = phone_serve(&p, port, &b.url());
+    let forwarded = "hybridge_relay_cluster_wakes_forwarded_total";
+    assert_eq!(a.metric(forwarded), 0.0);
+    let (options, state) = rp.request_options(vec![credential]);
+    let opts = p.file("get.json", &options);
+    let args = ["--phones", phones, "--phone", "Cluster phone"];
+    let mut l = local_laptop("sign-in", &opts, port, &a.url(), &args);
+    assert_eq!(l.code(T), 0, "{}{}", l.dump(), serve.dump());
+    assert!(!l.stderr().contains("FIDO:/"), "no QR code\n{}", l.dump());
+    let result = rp
+        .verify_assertion(&l.stdout(), &state)
+        .expect("the RP accepts the assertion made through the cluster");
+    assert!(result.user_verified());
+    assert!(
+        serve.stderr().contains("served a linked"),
+        "{}",
+        serve.dump()
+    );
+    assert_eq!(a.metric(forwarded), 1.0, "A woke the phone through NATS");
+    assert_eq!(b.metric(forwarded), 0.0);
+    serve.signal("TERM");
+    assert_eq!(serve.code(T), EXIT_TERMINATED, "{}", serve.dump());
+}
+
+// ---- refusals of a stored link ----------------------------------------------------------
+
+/// Rewrites the first entry of the laptop's phones file through `change`, which gets the
+/// entry and the cipher of its key file (`phones.key` next to it): the file as an attacker
+/// who can write it, or both files, leaves it.
+fn rewrite_phone_entry(
+    phones: &Path,
+    change: impl FnOnce(&mut serde_json::Value, &aes_gcm::Aes256Gcm),
+) {
+    use aes_gcm::KeyInit;
+    let key = std::fs::read(phones.with_extension("key")).expect("the phones key file");
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key).expect("a 32-byte key");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(phones).unwrap()).unwrap();
+    change(&mut doc["phones"][0], &cipher);
+    std::fs::write(phones, serde_json::to_vec(&doc).unwrap()).unwrap();
+}
+
+fn hex_field(entry: &serde_json::Value, name: &str) -> Vec<u8> {
+    hex::decode(entry[name].as_str().unwrap()).unwrap()
+}
+
+/// Seals `secret` for `entry` as the CLI does (its nonce, the public key as associated data).
+fn seal_secret(entry: &mut serde_json::Value, cipher: &aes_gcm::Aes256Gcm, secret: &[u8]) {
+    use aes_gcm::aead::{Aead, Payload};
+    let nonce: [u8; 12] = hex_field(entry, "secret_nonce").try_into().unwrap();
+    let aad = hex_field(entry, "public_key");
+    let sealed = cipher
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: secret,
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    entry["secret_sealed"] = hex::encode(sealed).into();
+}
+
+/// The link secret sealed in `entry`.
+fn open_secret(entry: &serde_json::Value, cipher: &aes_gcm::Aes256Gcm) -> Vec<u8> {
+    use aes_gcm::aead::{Aead, Payload};
+    let nonce: [u8; 12] = hex_field(entry, "secret_nonce").try_into().unwrap();
+    let aad = hex_field(entry, "public_key");
+    let sealed = hex_field(entry, "secret_sealed");
+    cipher
+        .decrypt(
+            &nonce.into(),
+            Payload {
+                msg: &sealed,
+                aad: &aad,
+            },
+        )
+        .expect("the stored link opens")
+}
+
+/// A stored link that was tampered with, and a forgotten phone, as separate processes with a
+/// real linked phone serving: each is refused with a named error and the exit code
+/// `sign-in --help` gives for it, nothing reaches the RP, and the phone signs nothing (its
+/// passkey's sign counter moves only for the sign-ins that succeed).
+/// - a byte of the sealed link secret flipped: the entry does not open; exit 1, before the
+///   relay is contacted;
+/// - another link secret, sealed properly under the file's key (as someone who can write
+///   both files could): the phone is woken, but its advert is keyed with the real secret and
+///   the laptop never recognises it; exit 3;
+/// - another phone identity key, the real secret sealed properly for it: the advert matches,
+///   the NKpsk0 handshake does not (the phone cannot read message 1 and hangs up); exit 7;
+/// - the original entry back: the phone, still serving, signs again;
+/// - `phones forget`, then `--phone` with that name: exit 1, no phone by that name.
+#[test]
+fn a_tampered_or_forgotten_link_is_refused_and_nothing_is_signed() {
+    // The codes this test expects are the ones `sign-in --help` promises for --phone.
+    let (code, help, _) = run_hybridge(&["sign-in", "--help"]);
+    assert_eq!(code, 0);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for promise in [
+        "1 no linked phone by that name (the known ones are listed), a damaged phones file",
+        "3 the phone was contacted but no advert came in time",
+        "or the stored link secret is not the phone's",
+        "7 the phone refused the stored link's handshake",
+    ] {
+        assert!(help.contains(promise), "--help lacks {promise:?}:\n{help}");
+    }
+    let relay = RelayProc::local();
+    let relay_url = relay.url();
+    let rp = Rp::new();
+    let p = Phone::new("link-refusals");
+    let phones_path = p.dir.path("phones.json");
+    let phones = phones_path.to_str().unwrap();
+    let port = free_udp_port();
+
+    let (options, state) = rp.creation_options("ref");
+    let opts = p.file("register.json", &options);
+    let mut l = local_laptop("register", &opts, port, &relay_url, &["--phones", phones]);
+    let qr = qr_of(&l);
+    let mut ph = local_phone(&p, &qr, port, &relay_url, &["--yes", "--name", "Mine"]);
+    expect_code(&mut l, 0);
+    expect_code(&mut ph, 0);
+    let credential = rp.verify_registration(&l.stdout(), &state).unwrap();
+    let original = std::fs::read(&phones_path).unwrap();
+
+    let mut serve = phone_serve(&p, port, &relay_url);
+    let sign_in = |scan: &str| {
+        let (options, state) = rp.request_options(vec![credential.clone()]);
+        let opts = p.file("get.json", &options);
+        let args = [
+            "--phones",
+            phones,
+            "--phone",
+            "Mine",
+            "--scan-timeout",
+            scan,
+        ];
+        let mut l = local_laptop("sign-in", &opts, port, &relay_url, &args);
+        let code = l.code(T);
+        (code, l, state)
+    };
+    let wakes = || relay.metric("hybridge_relay_wakes_total{result=\"local\"}");
+    let served = |serve: &Proc| serve.stderr().matches("phone: served a linked").count();
+
+    // The loop works before anything is tampered with.
+    let (code, l, state) = sign_in("30s");
+    assert_eq!(code, 0, "{}{}", l.dump(), serve.dump());
+    rp.verify_assertion(&l.stdout(), &state).unwrap();
+    assert_eq!(served(&serve), 1);
+    assert_eq!(wakes(), 1.0);
+
+    // 1. A flipped byte in the sealed secret: refused before the relay hears of it.
+    rewrite_phone_entry(&phones_path, |e, _| {
+        let mut sealed = hex_field(e, "secret_sealed");
+        sealed[5] ^= 0x01;
+        e["secret_sealed"] = hex::encode(sealed).into();
+    });
+    let (code, l, _) = sign_in("30s");
+    assert_eq!(code, EXIT_INVALID_INPUT, "{}", l.dump());
+    assert!(l.stdout().is_empty());
+    assert!(
+        l.stderr().contains("the link of phone \"Mine\" in ")
+            && l.stderr()
+                .contains("does not open with its key (the entry was altered)"),
+        "{}",
+        l.dump()
+    );
+    assert_eq!(wakes(), 1.0, "nothing was contacted");
+
+    // 2. Another link secret, well sealed: the phone is woken, nobody recognises anybody.
+    std::fs::write(&phones_path, &original).unwrap();
+    rewrite_phone_entry(&phones_path, |e, cipher| {
+        let mut secret = open_secret(e, cipher);
+        secret[0] ^= 0x80;
+        seal_secret(e, cipher, &secret);
+    });
+    let (code, l, _) = sign_in("3s");
+    assert_eq!(code, EXIT_TIMEOUT, "{}{}", l.dump(), serve.dump());
+    assert!(l.stdout().is_empty());
+    assert!(
+        l.stderr()
+            .contains("phone \"Mine\" was contacted but no advert from it came"),
+        "{}",
+        l.dump()
+    );
+    assert_eq!(wakes(), 2.0, "the phone was woken");
+    wait_count(&serve, "phone: a linked request failed", 1);
+
+    // 3. Another phone identity key, the real secret sealed for it: the handshake fails.
+    std::fs::write(&phones_path, &original).unwrap();
+    rewrite_phone_entry(&phones_path, |e, cipher| {
+        let secret = open_secret(e, cipher);
+        let impostor = hybridge_proto::keys::from_seed(b"not the phone").unwrap();
+        e["public_key"] =
+            hex::encode(hybridge_proto::keys::uncompressed(&impostor.public_key())).into();
+        seal_secret(e, cipher, &secret);
+    });
+    let (code, l, _) = sign_in("30s");
+    assert_eq!(code, EXIT_PROTOCOL, "{}{}", l.dump(), serve.dump());
+    assert!(l.stdout().is_empty());
+    assert!(
+        l.stderr()
+            .contains("phone \"Mine\" refused the handshake of its stored link"),
+        "{}",
+        l.dump()
+    );
+    assert_eq!(wakes(), 3.0);
+    wait_count(&serve, "phone: a linked request failed", 2);
+    assert_eq!(served(&serve), 1, "{}", serve.dump());
+
+    // The real link still works, and the phone kept serving through all of it.
+    std::fs::write(&phones_path, &original).unwrap();
+    let (code, l, state) = sign_in("30s");
+    assert_eq!(code, 0, "{}{}", l.dump(), serve.dump());
+    rp.verify_assertion(&l.stdout(), &state).unwrap();
+    assert_eq!(served(&serve), 2);
+    serve.signal("TERM");
+    assert_eq!(serve.code(T), EXIT_TERMINATED, "{}", serve.dump());
+
+    // 4. Forgotten: that name is no longer a phone this laptop knows.
+    let (code, _, err) = run_hybridge(&["phones", "forget", "Mine", "--phones", phones]);
+    assert_eq!(code, 0, "{err}");
+    let (code, l, _) = sign_in("30s");
+    assert_eq!(code, EXIT_INVALID_INPUT, "{}", l.dump());
+    assert!(l.stdout().is_empty());
+    assert!(
+        l.stderr().contains("no linked phone named \"Mine\""),
+        "{}",
+        l.dump()
+    );
+    assert_eq!(wakes(), 4.0, "a forgotten phone is not contacted");
+
+    // The phone signed exactly the two sign-ins that succeeded.
+    let store = p.store();
+    let pin = p.pin_file();
+    let list = hybridge_json(&[
+        "passkeys",
+        "list",
+        "--store",
+        store.to_str().unwrap(),
+        "--pin-file",
+        pin.to_str().unwrap(),
+    ]);
+    assert_eq!(list[0]["sign_count"], 2, "{list}");
 }

@@ -98,6 +98,10 @@ pub enum CliError {
     /// Something awaited did not happen in time.
     #[error("{0}")]
     Timeout(String),
+    /// The peer did not accept the protocol (a linked phone refusing the stored link's
+    /// handshake), said in words that name it.
+    #[error("{0}")]
+    Protocol(String),
     /// The virtual security key's device failed.
     #[error("{0}")]
     Key(#[from] hybridge_key::Error),
@@ -129,6 +133,7 @@ impl CliError {
             CliError::PhoneRefused(_) => EXIT_NOT_ALLOWED,
             CliError::Network(_) => EXIT_NETWORK,
             CliError::Timeout(_) => EXIT_TIMEOUT,
+            CliError::Protocol(_) => EXIT_PROTOCOL,
             CliError::RpRejected { .. } => EXIT_RP_REJECTED,
             CliError::Key(_) => EXIT_DEVICE,
         }

@@ -33,10 +33,10 @@ pub struct CeremonyArgs {
     /// the phone, which then advertises over Bluetooth as usual. Exit codes with --phone:
     /// 1 no linked phone by that name (the known ones are listed), a damaged phones file or
     /// a missing / mismatched key; 3 the phone was contacted but no advert came in time (not
-    /// nearby, Bluetooth off, or the phone revoked this laptop); 5 the phone is unreachable
-    /// (no phone subscribed at the relay: HTTP 410) or the relay is down; 7 the stored link
-    /// failed the handshake (stale or altered: forget it and link again with a QR code);
-    /// others as without --phone.
+    /// nearby, Bluetooth off, the phone revoked this laptop, or the stored link secret is not
+    /// the phone's); 5 the phone is unreachable (no phone subscribed at the relay: HTTP 410)
+    /// or the relay is down; 7 the phone refused the stored link's handshake (stale or
+    /// altered: forget it and link again with a QR code); others as without --phone.
     #[arg(
         long,
         env = "HYBRIDGE_PHONE",
@@ -322,6 +322,13 @@ fn linked_error(name: &str, e: session::Error) -> CliError {
         session::Error::ProximityTimeout(_) => CliError::Timeout(format!(
             "phone {name:?} was contacted but no advert from it came: is it nearby, with \
              Bluetooth on, and does it still have this laptop linked? ({e})"
+        )),
+        // The advert matched (so the link secret is right) and the phone hung up on our
+        // handshake message: it does not hold the identity key stored for it.
+        session::Error::TunnelClosed(session::Step::Handshake) => CliError::Protocol(format!(
+            "phone {name:?} refused the handshake of its stored link (the entry was altered, \
+             or the phone's identity changed): forget it (`hybridge phones forget {name:?}`) \
+             and link the phone again with a QR code ({e})"
         )),
         e => CliError::Session(e),
     }

@@ -514,6 +514,72 @@ mod tests {
         assert_eq!(Ack::decode(&ack.encode()).unwrap(), ack);
     }
 
+    /// Google's contact flow, as Chrome speaks it (chromium `device/fido/cable/`
+    /// fido_tunnel_device.cc @ ccfdb09e, the paired `FidoTunnelDevice` constructor; v2_handshake.cc
+    /// @ ccfdb09e, `GetContactURL` and `RequestTypeToString`): the client payload is
+    /// `cbor::Writer` (canonical) of `{1: pairing ID, 2: 16-byte client nonce, 3: "mc" | "ga"}`
+    /// sent as `base::HexEncode` (upper case) in `X-caBLE-Client-Payload`, and the URL is
+    /// `"wss://" + DecodeDomain(domain) + "/cable/contact/" + Base64UrlEncode(contact ID,
+    /// OMIT_PADDING)`, domain 0 being `cable.ua5v.com`. Chromium's tests hold no literal
+    /// value for either (its mock server, v2_test_util.cc, parses whatever arrives), so the
+    /// expected strings were derived by hand from that layout (A3 = map of 3, 48 = bstr(8),
+    /// 50 = bstr(16), 62 = tstr(2)) and checked with Python: `cbor2.dumps({1: bytes(range(8)),
+    /// 2: bytes(range(16, 32)), 3: "ga"}, canonical=True).hex().upper()` and
+    /// `base64.urlsafe_b64encode(bytes(range(0xf0, 0x100)) + b"\0").rstrip(b"=")`.
+    #[test]
+    fn google_contact_flow_bytes_match_chromium() {
+        let payload = |request_type| ClientPayload {
+            link_id: (0u8..8).collect(),
+            client_nonce: std::array::from_fn(|i| 0x10 + i as u8),
+            request_type,
+        };
+        let ga = payload(RequestType::GetAssertion);
+        assert_eq!(
+            ga.to_header_value(),
+            "A3014800010203040506070250101112131415161718191A1B1C1D1E1F03626761"
+        );
+        assert_eq!(ga.to_bytes().len(), 33);
+        assert_eq!(
+            payload(RequestType::MakeCredential).to_header_value(),
+            "A3014800010203040506070250101112131415161718191A1B1C1D1E1F03626D63"
+        );
+        // Chrome sends only "mc" and "ga" for a WebAuthn request; a request type of ours
+        // that has no contact-flow name is sent as "ga", the phone's default for unknown
+        // names (`RequestTypeFromString`).
+        for rt in [RequestType::GetAssertion, RequestType::MakeCredential] {
+            let bytes = payload(rt).to_bytes();
+            assert_eq!(client_payload_from_bytes(&bytes).unwrap(), payload(rt));
+        }
+
+        // The contact URL on domain 0: base64url, '-' and '_' where base64 has '+' and '/',
+        // and no '=' although 17 bytes would need one.
+        let contact_id: Vec<u8> = (0xf0u8..=0xff).chain([0]).collect();
+        let host = crate::domain::hostname(0).unwrap();
+        assert_eq!(host, "cable.ua5v.com");
+        let url = crate::tunnel::TunnelPath::Contact {
+            contact_id: contact_id.clone(),
+        }
+        .to_url(&host);
+        assert_eq!(
+            url,
+            "wss://cable.ua5v.com/cable/contact/8PHy8_T19vf4-fr7_P3-_wA"
+        );
+        // And the relay side reads that path back to the same bytes.
+        let parsed = crate::tunnel::TunnelPath::parse("/cable/contact/8PHy8_T19vf4-fr7_P3-_wA");
+        assert_eq!(
+            parsed.unwrap(),
+            crate::tunnel::TunnelPath::Contact { contact_id }
+        );
+        // The header names and the subprotocol, as fido_constants.h spells them.
+        assert_eq!(
+            crate::tunnel::CLIENT_PAYLOAD_HEADER,
+            "X-caBLE-Client-Payload"
+        );
+        assert_eq!(SIGNAL_CONNECTION_HEADER, "X-caBLE-Signal-Connection");
+        assert_eq!(crate::tunnel::SUBPROTOCOL, "fido.cable");
+        assert_eq!(CONNECT_SIGNAL, [0x00]);
+    }
+
     const KAT_PUBLIC: &str = "040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b80282d4ed194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c65306e5794";
     const KAT_CONTACT_ID: &str = "2bad0fd610d99eae443e932a26142bca1e5fa995b4518452827e78ef1f317ff0";
     const KAT_SIGNATURE: &str = "20ff90722be5593ed641d7d87bf0e2f4485853f8fd2cc53b8cbd1b8216dc66b8a5c32af1cd561fd9bec10595e7fdbfc9afa6950ddea50f3f6a08015e723a2b96";

@@ -1,5 +1,6 @@
-//! What the integration tests share: the load tool's client ([`client`]), and a relay child
-//! process's log, kept out of the test output unless the test fails.
+//! What the integration tests share: the load tool's client ([`client`]), the relay binary as
+//! a child process ([`relay`]), and that process's log, kept out of the test output unless the
+//! test fails.
 //!
 //! A relay started by a test writes its log (stderr) to a file of its own. When the test
 //! fails (the handle is dropped while the thread panics), the file is printed, so the
@@ -16,6 +17,10 @@ pub mod client;
 /// Wake-up subscriptions and `/cable/contact`, spoken with tokio-tungstenite.
 #[allow(dead_code)]
 pub mod wake;
+
+/// The relay binary as a child process of a test.
+#[allow(dead_code)]
+pub mod relay;
 
 use std::path::PathBuf;
 use std::process::Stdio;
