@@ -12,6 +12,7 @@ mod demo;
 mod error;
 mod inspect;
 mod key;
+mod keyring;
 mod laptop;
 mod notify;
 mod passkeys;

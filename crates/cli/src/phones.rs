@@ -14,16 +14,22 @@
 //!
 //! The link secret is never in the file in clear: it is sealed with AES-256-GCM (a random
 //! nonce per entry, the entry's public key as associated data, so an entry's secret cannot be
-//! moved to another phone's entry) under a 32-byte key kept in a separate file next to it
-//! (`phones.key` for `phones.json`: the data file's name with the extension `.key`).
-//! `key_check` is a tag made with that key over nothing, to tell a mismatched key file at once.
+//! moved to another phone's entry) under a 32-byte key kept apart from it. `key_check` is a
+//! tag made with that key over nothing, to tell a mismatched key at once.
 //!
-//! This keeps the secret out of the data file — out of backups, sync folders and files shared
-//! by accident that take the data file alone — but not from someone who can read both files
-//! (the same user, or root). An OS keyring (Secret Service, Keychain) is the better home for
-//! the key later.
+//! Where the key lives (`key_store`):
+//! * `"keyring"`: in the desktop keyring (the freedesktop Secret Service: GNOME Keyring,
+//!   KWallet, KeePassXC), as an item with the attributes `application=hybridge`,
+//!   `kind=linked-phones-key`, `check=<key_check hex>`. Chosen for a new key whenever a
+//!   desktop session's keyring is reachable: the key is then protected by the login password,
+//!   not only by file permissions, and the file can be moved or backed up on its own.
+//! * absent (`file`): in a file next to the data (`phones.key` for `phones.json`: the data
+//!   file's name with the extension `.key`), mode 0600. Used without a desktop session (a
+//!   server, a terminal over SSH), or when `HYBRIDGE_PHONES_KEY=file` asks for it. This keeps
+//!   the secret out of the data file (backups, sync folders, files shared by accident that
+//!   take the data file alone) but not from someone who can read both files.
 //!
-//! Both files are mode 0600, their directory 0700; the data file is replaced atomically
+//! The files are mode 0600, their directory 0700; the data file is replaced atomically
 //! (temporary file, fsync, rename). Two commands that change the file at the same moment are
 //! not serialised: the later write wins.
 
@@ -43,6 +49,7 @@ use serde_json::{Value as Json, json};
 use zeroize::Zeroizing;
 
 use crate::error::CliError;
+use crate::keyring::{Keyring, KeyringError};
 
 /// The largest phones file read (a few hundred phones fit in far less).
 const MAX_FILE: u64 = 1 << 20;
@@ -57,8 +64,9 @@ const MAX_NAME: usize = 64;
 #[derive(Debug, Clone, Args)]
 pub struct PhonesFileArg {
     /// The laptop's linked phones file. Default: $XDG_DATA_HOME/hybridge/phones.json
-    /// (~/.local/share/hybridge/phones.json). Its key is kept next to it, in the same name
-    /// with the extension .key.
+    /// (~/.local/share/hybridge/phones.json). The key that seals its link secrets is kept in
+    /// the desktop keyring (Secret Service) when one is reachable, else next to the file, in
+    /// the same name with the extension .key (HYBRIDGE_PHONES_KEY=file always uses the file).
     #[arg(long, global = true, env = "HYBRIDGE_PHONES", value_name = "FILE")]
     pub phones: Option<PathBuf>,
 }
@@ -117,6 +125,10 @@ impl std::fmt::Debug for Entry {
 pub struct PhonesFile {
     path: PathBuf,
     key_check: Option<Vec<u8>>,
+    /// Where the key is: the desktop keyring, or the key file.
+    in_keyring: bool,
+    /// How to reach the keyring for a new key or a key kept there.
+    keyring: KeyringAccess,
     /// The phones, in the order they were linked.
     pub entries: Vec<Entry>,
 }
@@ -229,6 +241,54 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     Ok(())
 }
 
+/// How the phones file reaches the desktop keyring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyringAccess {
+    /// This session's (`DBUS_SESSION_BUS_ADDRESS`), unless `HYBRIDGE_PHONES_KEY=file`.
+    #[cfg_attr(test, allow(dead_code))]
+    Session,
+    /// The bus at this address (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    At(String),
+    /// None: new keys go to the key file.
+    Off,
+}
+
+impl KeyringAccess {
+    /// Tests never reach the desktop of whoever runs them: they name their keyring.
+    #[cfg(test)]
+    fn from_env() -> Self {
+        KeyringAccess::Off
+    }
+
+    #[cfg(not(test))]
+    fn from_env() -> Self {
+        match std::env::var("HYBRIDGE_PHONES_KEY").as_deref() {
+            Ok("file") => KeyringAccess::Off,
+            _ => KeyringAccess::Session,
+        }
+    }
+
+    fn open(&self) -> Result<Keyring, KeyringError> {
+        match self {
+            KeyringAccess::Session => Keyring::session(),
+            KeyringAccess::At(address) => Keyring::at(address),
+            KeyringAccess::Off => Err(KeyringError::Unavailable(
+                "HYBRIDGE_PHONES_KEY=file asks for the key file".into(),
+            )),
+        }
+    }
+}
+
+/// The keyring item attributes of the key whose check tag is `check`.
+fn keyring_attributes(check: &str) -> [(&'static str, &str); 3] {
+    [
+        ("application", "hybridge"),
+        ("kind", "linked-phones-key"),
+        ("check", check),
+    ]
+}
+
 /// The 32-byte key that seals the link secrets.
 struct Key(Zeroizing<[u8; 32]>);
 
@@ -248,6 +308,39 @@ impl Key {
                 },
             )
             .unwrap_or_default()
+    }
+
+    /// A fresh random key.
+    fn random() -> Result<Self, CliError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        OsRng
+            .try_fill_bytes(&mut *key)
+            .map_err(|e| CliError::Invalid(format!("cannot make the linked phones key: {e}")))?;
+        Ok(Self(key))
+    }
+
+    /// The key with this check tag from the keyring; `None` if it has none.
+    fn from_keyring(keyring: &Keyring, check: &[u8]) -> Result<Option<Self>, KeyringError> {
+        let check = hex::encode(check);
+        let Some(bytes) = keyring.find(&keyring_attributes(&check))? else {
+            return Ok(None);
+        };
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            KeyringError::Failed(format!(
+                "its linked phones key (check {check}) is not 32 bytes"
+            ))
+        })?;
+        Ok(Some(Self(Zeroizing::new(key))))
+    }
+
+    /// Keeps the key in the keyring, found again by its check tag.
+    fn to_keyring(&self, keyring: &Keyring) -> Result<(), KeyringError> {
+        let check = hex::encode(self.check());
+        keyring.store(
+            "hybridge: key of the linked phones file",
+            &keyring_attributes(&check),
+            &*self.0,
+        )
     }
 
     /// Reads the key at `path`; `None` if there is none.
@@ -339,6 +432,8 @@ impl PhonesFile {
         let mut file = Self {
             path: path.to_path_buf(),
             key_check: None,
+            in_keyring: false,
+            keyring: KeyringAccess::from_env(),
             entries: Vec::new(),
         };
         let Some(bytes) = read_bounded("cannot read the linked phones file", path, MAX_FILE)?
@@ -360,6 +455,17 @@ impl PhonesFile {
             None | Some(Json::Null) => None,
             Some(v) => Some(hex_field(v).ok_or_else(|| damaged("key_check is not hex"))?),
         };
+        file.in_keyring = match doc.get("key_store") {
+            None | Some(Json::Null) => false,
+            Some(Json::String(s)) if s == "keyring" => true,
+            Some(Json::String(s)) if s == "file" => false,
+            Some(_) => return Err(damaged("key_store is neither \"keyring\" nor \"file\"")),
+        };
+        if file.in_keyring && file.key_check.is_none() {
+            return Err(damaged(
+                "a key in the keyring, but no key_check to find it by",
+            ));
+        }
         let phones = doc
             .get("phones")
             .and_then(Json::as_array)
@@ -377,6 +483,7 @@ impl PhonesFile {
         let doc = json!({
             "version": VERSION,
             "key_check": self.key_check.as_deref().map(hex::encode),
+            "key_store": if self.in_keyring { "keyring" } else { "file" },
             "phones": self.entries.iter().map(Entry::to_json).collect::<Vec<_>>(),
         });
         let mut text = serde_json::to_vec_pretty(&doc)
@@ -385,9 +492,45 @@ impl PhonesFile {
         write_atomic(&self.path, &text)
     }
 
-    /// The key, created on first use; checked against the file's `key_check`.
+    /// Reaches the keyring some other way than this session's (tests).
+    #[cfg(test)]
+    pub fn with_keyring(mut self, access: KeyringAccess) -> Self {
+        self.keyring = access;
+        self
+    }
+
+    /// The key, created on first use (in the keyring when one is reachable); checked against
+    /// the file's `key_check`.
     fn key(&mut self, create: bool) -> Result<Key, CliError> {
+        if self.in_keyring && !self.entries.is_empty() {
+            return self.keyring_key();
+        }
         let kpath = key_path(&self.path);
+        if self.entries.is_empty() && !kpath.exists() {
+            // Nothing is sealed yet: a new key, in the keyring if there is one.
+            if !create {
+                return Err(CliError::Invalid(format!(
+                    "no linked phones key at {}",
+                    kpath.display()
+                )));
+            }
+            if let Ok(keyring) = self.keyring.open() {
+                let key = Key::random()?;
+                match key.to_keyring(&keyring) {
+                    Ok(()) => {
+                        self.in_keyring = true;
+                        self.key_check = Some(key.check());
+                        return Ok(key);
+                    }
+                    Err(e) => eprintln!(
+                        "hybridge: the desktop keyring cannot keep the linked phones key ({e}); \
+                         it goes to {}",
+                        kpath.display()
+                    ),
+                }
+            }
+        }
+        self.in_keyring = false;
         let key = match Key::load(&kpath)? {
             Some(k) => k,
             // With no phones left, nothing needs the old key: a new one may be made.
@@ -425,10 +568,33 @@ impl PhonesFile {
         }
     }
 
+    /// The key kept in the keyring for the phones in this file.
+    fn keyring_key(&self) -> Result<Key, CliError> {
+        let check = self.key_check.as_deref().unwrap_or_default();
+        let unreachable = |e: KeyringError| {
+            CliError::Invalid(format!(
+                "the key of the linked phones in {} is in the desktop keyring, which cannot be \
+                 used here ({e}): run this in your desktop session, with the keyring unlocked",
+                self.path.display()
+            ))
+        };
+        let keyring = self.keyring.open().map_err(unreachable)?;
+        match Key::from_keyring(&keyring, check).map_err(unreachable)? {
+            Some(key) if key.check() == check => Ok(key),
+            _ => Err(CliError::Invalid(format!(
+                "the desktop keyring has no key for the linked phones in {} (check {}; deleted, \
+                 or another user's keyring?): forget those phones (`hybridge phones forget \
+                 NAME`) and link them again",
+                self.path.display(),
+                hex::encode(check)
+            ))),
+        }
+    }
+
     /// Whether a new link can be stored: the file read, and its key is there and matches (or
     /// there is none yet, and none is needed: it is made with the first link). Writes nothing.
     pub fn check_writable(&mut self) -> Result<(), CliError> {
-        if (self.key_check.is_none() || self.entries.is_empty()) && !key_path(&self.path).exists() {
+        if self.entries.is_empty() && !key_path(&self.path).exists() {
             return Ok(());
         }
         self.key(false).map(|_| ())
@@ -763,6 +929,97 @@ mod tests {
             handshake_signature: [0; 32],
             from_play_services: false,
         }
+    }
+
+    #[test]
+    fn a_new_key_goes_to_the_desktop_keyring_and_the_file_then_moves_alone() {
+        let Some(ring) = crate::keyring::test_keyring::start() else {
+            return;
+        };
+        let access = KeyringAccess::At(ring.address.clone());
+        let dir = temp_dir("keyring");
+        let path = dir.join("phones.json");
+        let mut file = PhonesFile::load(&path)
+            .unwrap()
+            .with_keyring(access.clone());
+        file.check_writable().unwrap();
+        let info = linking("Pixel 7", 1, 0x5a);
+        file.add(&info, 0).unwrap();
+        file.save().unwrap();
+        assert!(!key_path(&path).exists(), "no key file next to the data");
+        let doc: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["key_store"], "keyring");
+        let check = doc["key_check"].as_str().unwrap().to_owned();
+        // libsecret's own client finds the key by the documented attributes.
+        if let Some(key) = ring.secret_tool_lookup(&keyring_attributes(&check)) {
+            assert_eq!(key.len(), 32);
+        }
+
+        // The data file alone, moved elsewhere, opens with the keyring.
+        let moved = temp_dir("keyring-moved").join("phones.json");
+        std::fs::copy(&path, &moved).unwrap();
+        let mut again = PhonesFile::load(&moved)
+            .unwrap()
+            .with_keyring(access.clone());
+        again.check_writable().unwrap();
+        assert_eq!(
+            again.linked("Pixel 7").unwrap().link_secret,
+            info.link_secret
+        );
+        // A second phone is sealed with the same key, still in the keyring.
+        again.add(&linking("Galaxy", 2, 0x77), 0).unwrap();
+        again.save().unwrap();
+        let mut third = PhonesFile::load(&moved).unwrap().with_keyring(access);
+        assert_eq!(
+            third.linked("Galaxy").unwrap().link_secret,
+            LinkSecret::new([0x77; 32])
+        );
+        assert!(!key_path(&moved).exists());
+
+        // Without the keyring (outside the desktop session): a clear error, never a new key.
+        let mut away = PhonesFile::load(&moved).unwrap();
+        let e = away.linked("Pixel 7").unwrap_err().to_string();
+        assert!(e.contains("desktop keyring"), "{e}");
+        assert!(away.check_writable().is_err());
+        assert!(away.add(&linking("Other", 3, 1), 0).is_err());
+        assert!(!key_path(&moved).exists());
+        // Another keyring (another user's) has no key for it.
+        let Some(other) = crate::keyring::test_keyring::start() else {
+            return;
+        };
+        let mut elsewhere = PhonesFile::load(&moved)
+            .unwrap()
+            .with_keyring(KeyringAccess::At(other.address.clone()));
+        let e = elsewhere.linked("Pixel 7").unwrap_err().to_string();
+        assert!(e.contains("has no key"), "{e}");
+    }
+
+    #[test]
+    fn without_a_keyring_the_key_goes_to_its_file() {
+        let dir = temp_dir("no-keyring");
+        let path = dir.join("phones.json");
+        let mut file = PhonesFile::load(&path)
+            .unwrap()
+            .with_keyring(KeyringAccess::At("unix:path=/nonexistent/bus".into()));
+        file.add(&linking("Pixel 7", 1, 0x5a), 0).unwrap();
+        file.save().unwrap();
+        assert!(key_path(&path).exists());
+        let doc: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["key_store"], "file");
+        // A file from before key_store existed still opens with its key file.
+        let mut old = doc.clone();
+        old.as_object_mut().unwrap().remove("key_store");
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let mut again = PhonesFile::load(&path).unwrap();
+        assert_eq!(
+            again.linked("Pixel 7").unwrap().link_secret,
+            LinkSecret::new([0x5a; 32])
+        );
+        // An unknown key_store is a damaged file.
+        let mut bad = doc;
+        bad["key_store"] = "tpm".into();
+        std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+        assert!(PhonesFile::load(&path).is_err());
     }
 
     #[test]
