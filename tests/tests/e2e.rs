@@ -1884,7 +1884,7 @@ fn a_tampered_or_forgotten_link_is_refused_and_nothing_is_signed() {
     assert!(l.stdout().is_empty());
     assert!(
         l.stderr()
-            .contains("phone \"Mine\" was contacted but no advert from it came"),
+            .contains("phone \"Mine\" was contacted but no advert made with its link came"),
         "{}",
         l.dump()
     );

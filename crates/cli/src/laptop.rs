@@ -320,8 +320,10 @@ fn linked_error(name: &str, e: session::Error) -> CliError {
             CliError::Network(format!("phone {name:?}: {e}"))
         }
         session::Error::ProximityTimeout(_) => CliError::Timeout(format!(
-            "phone {name:?} was contacted but no advert from it came: is it nearby, with \
-             Bluetooth on, and does it still have this laptop linked? ({e})"
+            "phone {name:?} was contacted but no advert made with its link came: is it \
+             nearby, with Bluetooth on, and does it still have this laptop linked? (A stored \
+             link whose secret is not the phone's looks the same: forget the phone and link it \
+             again with a QR code.) ({e})"
         )),
         // The advert matched (so the link secret is right) and the phone hung up on our
         // handshake message: it does not hold the identity key stored for it.
