@@ -78,9 +78,16 @@ const MAX_CREDENTIALS_IN_LIST: u64 = 64;
 /// `authenticatorGetInfo`, answered without a phone: what a hybrid phone offers (CTAP 2.0 and
 /// 2.1, ES256, discoverable credentials, built-in user verification, user presence), over
 /// USB here and over hybrid directly. No `clientPin`: the phone verifies its user itself.
-/// No extensions are claimed: `hmac-secret` over HID needs a PIN/UV key agreement with this
-/// key, which it does not do. The AAGUID is zero: the attestation, and the real AAGUID, come
-/// from the phone.
+/// No extensions are claimed, `hmac-secret` included, because it cannot be mapped onto what a
+/// phone does over hybrid: there the laptop asks for CTAP 2.2's `prf` (salts in clear, inside
+/// the encrypted tunnel) and the phone returns its results as *unsigned* extension outputs,
+/// while `hmac-secret` returns them encrypted inside the authenticator data the phone
+/// *signed*. This key could do the PIN/UV key agreement and decrypt the salts, but it could
+/// hand the results over only by rewriting signed authenticator data, which would break the
+/// assertion's signature for every relying party that checks it. Applications that need
+/// `hmac-secret` (`systemd-cryptenroll`, pam_u2f with it) therefore see at once that this key
+/// lacks it, instead of failing later. The AAGUID is zero: the attestation, and the real
+/// AAGUID, come from the phone.
 pub fn get_info() -> Vec<u8> {
     let mut info = GetInfoResponse::default();
     info.versions = vec!["FIDO_2_0".into(), "FIDO_2_1".into()];
