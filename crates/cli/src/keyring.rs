@@ -279,89 +279,47 @@ impl CloneProps for PropMap {
 #[cfg(test)]
 pub mod test_keyring {
     use std::process::{Child, Command, Stdio};
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    /// The bus and the keyring daemon, stopped on drop.
+    use crate::test_bus::{self, TestBus};
+
+    /// The keyring daemon on its bus, stopped on drop.
     pub struct TestKeyring {
         pub address: String,
-        bus: Child,
         keyring: Child,
-        pub dir: std::path::PathBuf,
+        _bus: TestBus,
     }
 
     impl Drop for TestKeyring {
         fn drop(&mut self) {
-            for child in [&mut self.keyring, &mut self.bus] {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = self.keyring.kill();
+            let _ = self.keyring.wait();
         }
     }
 
     /// Starts them; `None` (after saying what is missing, or failing under CI) without
     /// dbus-daemon or gnome-keyring-daemon.
     pub fn start() -> Option<TestKeyring> {
-        for (program, package) in [
-            ("dbus-daemon", "dbus-daemon"),
-            ("gnome-keyring-daemon", "gnome-keyring"),
-        ] {
-            if !hybridge_testkit::have_command(program, &["--version"]) {
-                hybridge_testkit::missing(
-                    &hybridge_testkit::this_test(),
-                    program,
-                    &format!("apt-get install {package}"),
-                );
-                return None;
-            }
+        if !test_bus::require("gnome-keyring-daemon", "gnome-keyring") {
+            return None;
         }
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "hybridge-keyring-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        let runtime = dir.join("run");
+        let bus = test_bus::start("keyring")?;
+        let runtime = bus.dir.join("run");
         std::fs::create_dir_all(&runtime).unwrap();
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
         }
-        let socket = dir.join("bus");
-        let address = format!("unix:path={}", socket.display());
-        // A bus of its own with no service directories: nothing is started by activation,
-        // so the keyring daemon below is the only Secret Service on it.
-        let config = dir.join("bus.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
-                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
-                 <busconfig><type>session</type><listen>{address}</listen>\
-                 <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
-                 <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n"
-            ),
-        )
-        .unwrap();
-        let bus = Command::new("dbus-daemon")
-            .args(["--nofork", "--nopidfile"])
-            .arg(format!("--config-file={}", config.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dbus-daemon");
-        wait_for(&socket);
+        let log = bus.dir.join("keyring.log");
         let mut keyring = Command::new("gnome-keyring-daemon")
             .args(["--unlock", "--components=secrets", "--foreground"])
-            .env("DBUS_SESSION_BUS_ADDRESS", &address)
-            .env("HOME", &dir)
-            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .env("HOME", &bus.dir)
+            .env("XDG_DATA_HOME", bus.dir.join("data"))
             .env("XDG_RUNTIME_DIR", &runtime)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("keyring.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start gnome-keyring-daemon");
         // The login keyring's password on stdin, then end of input: it is made and unlocked.
@@ -371,10 +329,9 @@ pub mod test_keyring {
             stdin.write_all(b"test password").unwrap();
         }
         let ring = TestKeyring {
-            address,
-            bus,
+            address: bus.address.clone(),
             keyring,
-            dir,
+            _bus: bus,
         };
         // Ready once the service answers with its login keyring as the default.
         for _ in 0..200 {
@@ -389,27 +346,15 @@ pub mod test_keyring {
         panic!(
             "gnome-keyring-daemon did not come up on {}: {}",
             ring.address,
-            std::fs::read_to_string(ring.dir.join("keyring.log")).unwrap_or_default()
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
-    }
-
-    fn wait_for(path: &std::path::Path) {
-        for _ in 0..500 {
-            if path.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("{} did not appear", path.display());
     }
 
     impl TestKeyring {
         /// `secret-tool lookup` (libsecret: a client we did not write) for these attributes:
-        /// the secret's bytes, or `None` when it finds nothing.
+        /// the secret's bytes, or `None` when it finds nothing or is not installed.
         pub fn secret_tool_lookup(&self, attributes: &[(&str, &str)]) -> Option<Vec<u8>> {
-            if !hybridge_testkit::have_command("secret-tool", &["--version"])
-                && !std::path::Path::new("/usr/bin/secret-tool").exists()
-            {
+            if !std::path::Path::new("/usr/bin/secret-tool").exists() {
                 hybridge_testkit::missing(
                     &hybridge_testkit::this_test(),
                     "secret-tool",

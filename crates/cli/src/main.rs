@@ -20,6 +20,8 @@ mod phone;
 mod phones;
 mod scripted;
 mod terminal;
+#[cfg(test)]
+mod test_bus;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -200,60 +200,10 @@ mod tests {
     use dbus::Message;
     use dbus::channel::MatchingReceiver;
     use dbus::message::MatchRule;
-    use std::process::{Child, Command as Process, Stdio};
     use std::sync::{Arc, Mutex};
 
-    /// A private session bus (`dbus-daemon`), killed on drop.
-    struct Bus {
-        daemon: Child,
-        address: String,
-        dir: std::path::PathBuf,
-    }
-
-    impl Drop for Bus {
-        fn drop(&mut self) {
-            let _ = self.daemon.kill();
-            let _ = self.daemon.wait();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn bus() -> Option<Bus> {
-        if !hybridge_testkit::have_command("dbus-daemon", &["--version"]) {
-            hybridge_testkit::missing(
-                &hybridge_testkit::this_test(),
-                "dbus-daemon",
-                "apt-get install dbus-daemon",
-            );
-            return None;
-        }
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "hybridge-notify-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("bus");
-        let address = format!("unix:path={}", socket.display());
-        let daemon = Process::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address={address}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dbus-daemon");
-        for _ in 0..500 {
-            if socket.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Some(Bus {
-            daemon,
-            address,
-            dir,
-        })
+    fn bus() -> Option<crate::test_bus::TestBus> {
+        crate::test_bus::start("notify")
     }
 
     /// A notification service written from the freedesktop specification: it records every
