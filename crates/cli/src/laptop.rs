@@ -270,7 +270,7 @@ async fn linked_ceremony<C: Ceremony>(
 }
 
 /// A linked session's error, naming the phone, with the exit code it would have had.
-fn linked_error(name: &str, e: session::Error) -> CliError {
+pub(crate) fn linked_error(name: &str, e: session::Error) -> CliError {
     match e {
         session::Error::RelayUnreachable { .. } => {
             CliError::Network(format!("phone {name:?}: {e}"))
