@@ -230,6 +230,46 @@ fn phone_serve_bluez(p: &Phone, relay: &str) -> Proc {
     serve
 }
 
+/// A QR registration over BlueZ (phone on hci1, laptop on hci0) in which the phone links as
+/// `name` and `hybridge register` stores the link in `phones`; the registered credential, as
+/// the RP verified it.
+fn link_over_bluez(
+    p: &Phone,
+    rp: &Rp,
+    relay: &str,
+    phones: &str,
+    name: &str,
+) -> webauthn_rs_core::proto::Credential {
+    let (options, state) = rp.creation_options("lin");
+    let opts = p.file("register.json", &options);
+    let mut l = laptop(
+        Command::new(hybridge()),
+        "register",
+        &opts,
+        LAPTOP_BLE,
+        relay,
+        &["--scan-timeout", "60s", "--phones", phones],
+    );
+    let qr = qr_of(&l);
+    let mut ph = phone(
+        Command::new(hybridge()),
+        p,
+        &qr,
+        PHONE_BLE,
+        relay,
+        &["--yes", "--name", name],
+    );
+    assert_eq!(l.code(T), 0, "the laptop failed\n{}{}", l.dump(), ph.dump());
+    assert_eq!(ph.code(T), 0, "the phone failed\n{}{}", l.dump(), ph.dump());
+    assert!(
+        l.stderr().contains(&format!("linked phone {name:?}")),
+        "{}",
+        l.dump()
+    );
+    rp.verify_registration(&l.stdout(), &state)
+        .expect("the RP accepts the registration")
+}
+
 /// Issue 14 over real BlueZ: a QR registration (the phone advertising on hci1, the laptop
 /// scanning on hci0) in which the phone links and the laptop stores the link; then
 /// `hybridge phone serve --ble bluez:hci1` and `hybridge sign-in --phone NAME --ble
@@ -254,35 +294,7 @@ fn a_phone_linked_over_bluez_signs_in_with_sign_in_phone_and_no_qr_code() {
     let phones = phones.to_str().unwrap();
 
     // 1. A QR registration over BlueZ; the phone links.
-    let (options, state) = rp.creation_options("lin");
-    let opts = p.file("register.json", &options);
-    let mut l = laptop(
-        Command::new(hybridge()),
-        "register",
-        &opts,
-        LAPTOP_BLE,
-        &relay.url(),
-        &["--scan-timeout", "60s", "--phones", phones],
-    );
-    let qr = qr_of(&l);
-    let mut ph = phone(
-        Command::new(hybridge()),
-        &p,
-        &qr,
-        PHONE_BLE,
-        &relay.url(),
-        &["--yes", "--name", "VM phone"],
-    );
-    assert_eq!(l.code(T), 0, "the laptop failed\n{}{}", l.dump(), ph.dump());
-    assert_eq!(ph.code(T), 0, "the phone failed\n{}{}", l.dump(), ph.dump());
-    assert!(
-        l.stderr().contains("linked phone \"VM phone\""),
-        "{}",
-        l.dump()
-    );
-    let credential = rp
-        .verify_registration(&l.stdout(), &state)
-        .expect("the RP accepts the registration");
+    let credential = link_over_bluez(&p, &rp, &relay.url(), phones, "VM phone");
 
     // 2. The phone serves wake-ups over BlueZ; the unlinked phone advertises beside it, and
     // the laptop's controller has heard it before the sign-in starts.
