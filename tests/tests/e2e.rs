@@ -741,6 +741,55 @@ fn key_without_a_uhid_interface_says_what_to_do() {
     );
 }
 
+/// `hybridge key --phone NAME`: the linked phone is looked up before the device is made. A
+/// name that is not linked ends the key at once with exit code 1 and the linked names (the
+/// UHID interface is never touched); a linked one passes, so the same run goes on to the
+/// missing UHID interface (exit code 11), also with the user service's `--qr-out`, which a
+/// linked phone leaves unused.
+#[test]
+fn key_with_a_phone_that_is_not_linked_stops_before_the_device_is_made() {
+    let dir = TempDir::new("key-phone");
+    let file = linked_phones_file(&dir);
+    let run = |args: &[&str]| {
+        let out = Command::new(hybridge())
+            .args([
+                "key",
+                "--ble",
+                "udp:127.0.0.1:9",
+                "--uhid",
+                "/nonexistent/uhid",
+            ])
+            .arg("--phones")
+            .arg(&file)
+            .args(args)
+            .env_remove("HYBRIDGE_PHONE")
+            .output()
+            .expect("run hybridge key");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--phone", "Pixle"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no linked phone named \"Pixle\"; linked phones: \"Pixel\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("uhid"), "before the device: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+
+    let (code, stderr) = run(&["--phone", "Pixel"]);
+    assert_eq!(code, Some(11), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/uhid does not exist"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run(&["--phone", "Pixel", "--qr-out", "qr.txt"]);
+    assert_eq!(code, Some(11), "{stderr}");
+}
+
 /// `--log trace` on both sides of a registration: the diagnostics say what happened (our own
 /// debug lines are there), and no log line holds the QR secret or the full tunnel ID derived
 /// from it — not even the WebSocket library's, whose request-line trace would.

@@ -7,9 +7,12 @@
 //!
 //! * `authenticatorGetInfo`: answered at once ([`get_info`]), before any phone is involved.
 //! * `authenticatorMakeCredential` / `authenticatorGetAssertion` that need the user: a hybrid
-//!   ceremony. The QR code goes to the terminal (and `--qr-out`), the request bytes go to the
-//!   phone unchanged (the application already computed the clientDataHash) and the phone's
-//!   answer comes back unchanged. `KEEPALIVE` says "user presence needed" while the person
+//!   ceremony. The QR code goes to the terminal (and `--qr-out`) — or, with `--phone NAME`,
+//!   there is none: the linked phone is woken through its relay, as `sign-in --phone` does —
+//!   the request bytes go to the phone unchanged (the application already computed the
+//!   clientDataHash) and the phone's answer comes back unchanged. A ceremony that gets no
+//!   answer from the phone gives the application a CTAP error ([`Failure`]) and the terminal
+//!   one line saying why. `KEEPALIVE` says "user presence needed" while the person
 //!   scans and decides, "processing" while the tunnel and handshake run. `CANCEL` from the
 //!   application, or the last application closing the device, drops the ceremony: the scan
 //!   stops and the tunnel's socket is closed.
@@ -37,6 +40,7 @@ use crate::common::{Progress, SCAN_HINT, check_qr_out, show_qr};
 use crate::error::CliError;
 use crate::laptop::SessionArgs;
 use crate::notify::Notifier;
+use crate::phones::{PhonesFile, PhonesFileArg};
 
 /// Flags of `hybridge key`.
 #[derive(Debug, Args)]
@@ -54,6 +58,22 @@ pub struct KeyArgs {
     no_notify: bool,
     #[command(flatten)]
     session: SessionArgs,
+    /// Use the linked phone called NAME (`hybridge phones list`) for every request, with no
+    /// QR code: the relay the phone named wakes it (`hybridge phone serve` on the phone),
+    /// and it answers over Bluetooth as usual. Link it first with a QR code (`hybridge
+    /// register` or `sign-in` store the link in the phones file). A NAME that is not linked
+    /// stops the key at start (exit code 1, the linked names listed). While the key runs, a
+    /// request that gets no answer from the phone fails with one line here and, for the
+    /// application, CTAP2_ERR_USER_ACTION_TIMEOUT (0x2f) when the phone was contacted but
+    /// no advert came (not nearby, Bluetooth off, or it revoked this laptop), or
+    /// CTAP1_ERR_OTHER (0x7f) when it is unreachable (HTTP 410: no `phone serve` subscribed
+    /// at the relay), the relay is down, the stored link failed the handshake, or NAME left
+    /// the phones file. With a phone there is no QR code, so `--qr-out` is left unused (the
+    /// user service passes it: HYBRIDGE_PHONE=NAME in its environment file is enough).
+    #[arg(long, env = "HYBRIDGE_PHONE", value_name = "NAME")]
+    phone: Option<String>,
+    #[command(flatten)]
+    phones: PhonesFileArg,
 }
 
 /// The handle that destroys the device when a signal ends the process (main's signal thread
@@ -280,6 +300,64 @@ fn failure_status(e: &SessionError) -> StatusCode {
     }
 }
 
+/// A ceremony that ended without the phone's answer: the status the application is given
+/// (the whole CTAP answer: no CBOR follows) and the line for the person at the terminal.
+///
+/// Timeouts are `CTAP2_ERR_USER_ACTION_TIMEOUT`, everything else `CTAP1_ERR_OTHER`: no user
+/// decided anything, so neither is a refusal (`OPERATION_DENIED` would tell Chromium that
+/// the person declined, and end the request). Chromium drops an authenticator that answers
+/// any other error from the request and lets the others continue
+/// (`device/fido/*_request_handler.cc`); libfido2 reports `FIDO_ERR_ERR_OTHER` /
+/// `FIDO_ERR_USER_ACTION_TIMEOUT`.
+#[derive(Debug)]
+pub struct Failure {
+    /// What the application is answered.
+    pub status: StatusCode,
+    /// Why, for stderr.
+    pub message: String,
+}
+
+impl Failure {
+    /// A QR session's failure.
+    fn session(e: SessionError) -> Failure {
+        Failure {
+            status: failure_status(&e),
+            message: e.to_string(),
+        }
+    }
+
+    /// A linked session's failure, said as `sign-in --phone` says it (naming the phone).
+    fn linked(name: &str, e: SessionError) -> Failure {
+        Failure {
+            status: failure_status(&e),
+            message: crate::laptop::linked_error(name, e).to_string(),
+        }
+    }
+
+    /// The linked phone could not be taken from the phones file (no longer there, or its
+    /// link does not open): nothing was contacted.
+    fn phones(e: &CliError) -> Failure {
+        Failure {
+            status: StatusCode::CTAP1_ERR_OTHER,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// How each ceremony finds the phone.
+#[derive(Clone, Copy, Debug)]
+enum Reach<'a> {
+    /// A fresh QR code on the terminal, its text also in `qr_out`, and in a desktop
+    /// notification when there is a desktop.
+    Qr {
+        qr_out: Option<&'a Path>,
+        desktop: Option<&'a Notifier>,
+    },
+    /// The phone linked as `name` in the phones file at `phones` (read again for each
+    /// ceremony, so a phone linked again or forgotten meanwhile is seen).
+    Linked { phones: &'a Path, name: &'a str },
+}
+
 /// Writes the QR text atomically (a reader never sees half a file), and removes it when the
 /// ceremony ends, so a stale code is never scanned.
 struct QrFile(Option<PathBuf>);
@@ -315,14 +393,7 @@ impl Drop for QrFile {
     }
 }
 
-type CeremonyFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, SessionError>> + 'a>>;
-
-/// Where the QR code of a ceremony is shown besides the terminal.
-#[derive(Clone, Copy)]
-struct Screens<'a> {
-    qr_out: Option<&'a Path>,
-    desktop: Option<&'a Notifier>,
-}
+type CeremonyFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + 'a>>;
 
 /// The relying party a makeCredential (`rp.id`, key 2) or getAssertion (`rpId`, key 1) is
 /// for, made safe to show.
@@ -337,39 +408,81 @@ fn rp_id_of(request: &[u8]) -> Option<String> {
     Some(crate::terminal::sanitize(&rp).replace(['<', '>', '&'], ""))
 }
 
-/// One ceremony: QR code, phone, the request forwarded, the answer back.
+/// One ceremony: QR code (or the linked phone woken), phone, the request forwarded, the
+/// answer back.
 fn ceremony<'a>(
     request: Vec<u8>,
     kind: RequestType,
     config: LaptopConfig,
     scanner: &'a dyn hybridge_ble::Scanner,
-    screens: Screens<'a>,
+    reach: Reach<'a>,
     progress: &'a Progress,
     events: Events,
 ) -> CeremonyFuture<'a> {
     Box::pin(async move {
-        let laptop = Laptop::new(kind, config);
-        // Laptop::new is a QR session: it always has a QR code.
-        let url = laptop.qr_url().unwrap_or_default();
-        let _qr_file = QrFile::write(screens.qr_out, &url);
-        let _notice = screens.desktop.map(|desktop| {
-            let rp = rp_id_of(&request).unwrap_or_else(|| "an application".into());
-            let summary = match kind {
-                RequestType::MakeCredential => format!("Create a passkey for {rp} on your phone"),
-                _ => format!("Sign in to {rp} with your phone"),
-            };
-            desktop.show_qr(
-                &summary,
-                "Scan this QR code with your phone's camera, then confirm on the phone.",
-                &url,
-            )
-        });
-        progress.aside(|| show_qr(&url, None, SCAN_HINT));
-        let mut phone = laptop.connect(scanner, &events).await?;
-        let answer = phone.transact(&request, &events).await;
-        phone.close(&events).await;
-        answer
+        match reach {
+            Reach::Qr { qr_out, desktop } => {
+                let laptop = Laptop::new(kind, config);
+                // Laptop::new is a QR session: it always has a QR code.
+                let url = laptop.qr_url().unwrap_or_default();
+                let _qr_file = QrFile::write(qr_out, &url);
+                let _notice = desktop.map(|desktop| {
+                    let rp = rp_id_of(&request).unwrap_or_else(|| "an application".into());
+                    let summary = match kind {
+                        RequestType::MakeCredential => {
+                            format!("Create a passkey for {rp} on your phone")
+                        }
+                        _ => format!("Sign in to {rp} with your phone"),
+                    };
+                    desktop.show_qr(
+                        &summary,
+                        "Scan this QR code with your phone's camera, then confirm on the phone.",
+                        &url,
+                    )
+                });
+                progress.aside(|| show_qr(&url, None, SCAN_HINT));
+                let answer = transact(laptop, &request, scanner, &events).await;
+                answer.map_err(Failure::session)
+            }
+            Reach::Linked { phones, name } => {
+                // The same linked session as `sign-in --phone`.
+                let phone = PhonesFile::load(phones)
+                    .and_then(|mut file| file.linked(name))
+                    .map_err(|e| Failure::phones(&e))?;
+                progress.step(format!("contacting phone {name:?}"));
+                let laptop = Laptop::linked(kind, phone, config);
+                let answer = transact(laptop, &request, scanner, &events).await;
+                let answer = answer.map_err(|e| Failure::linked(name, e))?;
+                record_use(phones, name, progress);
+                Ok(answer)
+            }
+        }
     })
+}
+
+/// Finds the phone, forwards the request and closes the session: the phone's answer.
+async fn transact(
+    laptop: Laptop,
+    request: &[u8],
+    scanner: &dyn hybridge_ble::Scanner,
+    events: &Events,
+) -> Result<Vec<u8>, SessionError> {
+    let mut phone = laptop.connect(scanner, events).await?;
+    let answer = phone.transact(request, events).await;
+    phone.close(events).await;
+    answer
+}
+
+/// Records that the linked phone answered (`last_used` in `hybridge phones list`), reading
+/// the file again: another command may have changed it meanwhile. A failure is only said.
+fn record_use(phones: &Path, name: &str, progress: &Progress) {
+    let touched = PhonesFile::load(phones).and_then(|mut file| {
+        file.touch(name)?;
+        file.save()
+    });
+    if let Err(e) = touched {
+        progress.aside(|| eprintln!("hybridge: cannot record the phone's use: {e}"));
+    }
 }
 
 /// Runs the key until the device fails; Ctrl-C or SIGTERM end the process (main's signal
@@ -378,6 +491,35 @@ pub async fn run(args: &KeyArgs) -> Result<serde_json::Value, CliError> {
     let session = &args.session;
     check_qr_out(session.qr_out.as_deref())?;
     let config = session.config()?;
+    // A linked phone is looked up before anything is made: a name that is not linked (or a
+    // phones file that cannot be read) ends the key here, with the linked names listed.
+    let phones = match &args.phone {
+        Some(name) => {
+            let path = args.phones.path()?;
+            PhonesFile::load(&path)?.linked(name)?;
+            Some((path, name.as_str()))
+        }
+        None => None,
+    };
+    // QR codes also go to a desktop notification (a linked phone needs none).
+    let desktop = if args.no_notify || phones.is_some() {
+        None
+    } else {
+        Notifier::session().unwrap_or_else(|e| {
+            eprintln!("hybridge: no desktop notifications ({e}); QR codes show here only");
+            None
+        })
+    };
+    let reach = match &phones {
+        Some((path, name)) => Reach::Linked {
+            phones: path.as_path(),
+            name,
+        },
+        None => Reach::Qr {
+            qr_out: session.qr_out.as_deref(),
+            desktop: desktop.as_ref(),
+        },
+    };
     let scanner = session.transport.ble.scanner().await?;
     let device_config = uhid::Config {
         name: args.name.clone(),
@@ -405,14 +547,6 @@ pub async fn run(args: &KeyArgs) -> Result<serde_json::Value, CliError> {
         .map_err(|e| CliError::Invalid(format!("cannot start the device thread: {e}")))?;
 
     let progress = Progress::new("key: ");
-    let desktop = if args.no_notify {
-        None
-    } else {
-        Notifier::session().unwrap_or_else(|e| {
-            eprintln!("hybridge: no desktop notifications ({e}); QR codes show here only");
-            None
-        })
-    };
     progress.step(format!(
         "\"{}\" is ready: sign in with it anywhere a security key works{}",
         args.name,
@@ -422,6 +556,11 @@ pub async fn run(args: &KeyArgs) -> Result<serde_json::Value, CliError> {
             ""
         }
     ));
+    if let Some((_, name)) = &phones {
+        progress.step(format!(
+            "requests go to the linked phone {name:?}, no QR code"
+        ));
+    }
     let mut engine = Engine::new(Limits::default());
     let mut probe = None;
     // The running ceremony: its request, its future, its progress events.
@@ -450,16 +589,12 @@ pub async fn run(args: &KeyArgs) -> Result<serde_json::Value, CliError> {
                         };
                         progress.step(format!("an application asks to {what}: use your phone"));
                         engine.set_status(req.id, Status::UpNeeded);
-                        let screens = Screens {
-                            qr_out: session.qr_out.as_deref(),
-                            desktop: desktop.as_ref(),
-                        };
                         let c = ceremony(
                             req.payload,
                             kind,
                             config.clone(),
                             &*scanner,
-                            screens,
+                            reach,
                             &progress,
                             events.clone(),
                         );
@@ -511,7 +646,11 @@ pub async fn run(args: &KeyArgs) -> Result<serde_json::Value, CliError> {
                         Event::Connecting(_)
                         | Event::OpeningDataChannel { .. }
                         | Event::HandshakeDone => engine.set_status(*id, Status::Processing),
-                        Event::WaitingForUser => engine.set_status(*id, Status::UpNeeded),
+                        // Linked: after the relay took the contact, the phone is woken
+                        // and its person may need to act before it advertises.
+                        Event::Scanning | Event::WaitingForUser => {
+                            engine.set_status(*id, Status::UpNeeded)
+                        }
                         _ => {}
                     }
                     progress.step(event.to_string());
@@ -526,9 +665,12 @@ pub async fn run(args: &KeyArgs) -> Result<serde_json::Value, CliError> {
                         progress.step("the phone answered; passed on to the application");
                         answer
                     }
-                    Err(e) => {
-                        progress.step(format!("the ceremony failed: {e}"));
-                        status(failure_status(&e))
+                    Err(failure) => {
+                        progress.step(format!(
+                            "the ceremony failed: {}; the application is told {}",
+                            failure.message, failure.status
+                        ));
+                        status(failure.status)
                     }
                 };
                 engine.respond(now, id, &answer);
@@ -542,12 +684,13 @@ enum Wake {
     Timer,
     Device(Option<Result<DeviceEvent, hybridge_key::Error>>),
     Session(Option<Event>),
-    Done(Result<Vec<u8>, SessionError>),
+    Done(Result<Vec<u8>, Failure>),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn ga(params: Value) -> Vec<u8> {
         let mut r = vec![0x02];
@@ -707,5 +850,239 @@ mod tests {
         assert_eq!(plan(&[0x02, 0x01], &mut p), Plan::Answer(vec![0x12]));
         assert_eq!(plan(&[], &mut p), Plan::Answer(vec![0x03]));
         assert_eq!(plan(&[0x0b], &mut p), Plan::Answer(vec![0x00]));
+    }
+
+    #[test]
+    fn a_failed_ceremony_is_a_timeout_or_other_never_a_refusal() {
+        let timeout = SessionError::ProximityTimeout(Duration::from_secs(60));
+        let f = Failure::linked("Pixel", timeout);
+        assert_eq!(f.status, StatusCode::CTAP2_ERR_USER_ACTION_TIMEOUT);
+        assert!(
+            f.message.contains("phone \"Pixel\" was contacted"),
+            "{}",
+            f.message
+        );
+        let closed = SessionError::TunnelClosed(hybridge_client::session::Step::Handshake);
+        assert_eq!(Failure::session(closed).status, StatusCode::CTAP1_ERR_OTHER);
+        let gone = CliError::Invalid("no linked phone named \"Pixel\"".into());
+        let f = Failure::phones(&gone);
+        assert_eq!(f.status, StatusCode::CTAP1_ERR_OTHER);
+        assert_eq!(f.message, "no linked phone named \"Pixel\"");
+    }
+
+    /// `hybridge key --phone`, through the key's own ceremony code: a QR registration with
+    /// `hybridge register` links the phone (as a person does before starting the key), then a
+    /// getAssertion, as an application sends it to the key, goes to the linked phone with no
+    /// QR code, and webauthn-rs-core verifies the answer the key passes back. Before that:
+    /// the same request for a name not in the phones file, and for the phone while it is not
+    /// subscribed at its relay (410), each ends with the CTAP status the application gets
+    /// and a line naming the phone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_key_reaches_a_linked_phone_without_a_qr_code() {
+        use clap::Parser;
+        use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
+        use hybridge_authenticator::phone::{
+            LinkIdentity, Phone, PhoneConfig, PhoneEvents, QrInput,
+        };
+        use hybridge_authenticator::store::{FileStore, KdfParams};
+        use hybridge_client::session::{Ceremony as _, RelayOverrides, Timeouts};
+        use hybridge_client::webauthn::{ClientDataType, Origin, RequestOptions, client_data_json};
+        use hybridge_relay::{Config as RelayConfig, Relay};
+        use webauthn_rs_core::WebauthnCore;
+        use webauthn_rs_core::proto::{
+            PublicKeyCredential, RegisterPublicKeyCredential, UserVerificationPolicy,
+        };
+
+        use crate::laptop::{CeremonyArgs, Kind};
+        use crate::scripted::ScriptedAgent;
+
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: CeremonyArgs,
+        }
+
+        let relay = Relay::bind(RelayConfig::default()).await.unwrap();
+        let url = relay.url();
+        let dir = std::env::temp_dir().join(format!(
+            "hybridge-key-linked-{}-{}",
+            std::process::id(),
+            rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store =
+            FileStore::create(dir.join("store"), "1234", KdfParams::insecure_for_tests()).unwrap();
+        let identity =
+            LinkIdentity::from_state(&store.ensure_linking().unwrap(), "Key phone").unwrap();
+        let agent = ScriptedAgent::new(true)
+            .with_pin(zeroize::Zeroizing::new("1234".into()), store.pin_verifier());
+        let phone = Phone::new(Authenticator::new(
+            hybridge_authenticator::store::MemoryStore::new(),
+            agent,
+            SystemClock,
+            rand_core::OsRng,
+        ))
+        .with_config(PhoneConfig {
+            relay: Some(url.clone()),
+            linking: Some(identity.clone()),
+            ..PhoneConfig::default()
+        });
+        let port = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
+        let ble = format!("udp:127.0.0.1:{port}");
+        let advertiser: hybridge_ble::RadioSpec = format!("{ble},interval=20ms").parse().unwrap();
+        let advertiser = advertiser.advertiser().await.unwrap();
+        let rp = WebauthnCore::new_unsafe_experts_only(
+            "Example",
+            "example.com",
+            vec![url::Url::parse("https://example.com").unwrap()],
+            Duration::from_secs(300),
+            None,
+            None,
+        );
+
+        // 1. The phone links in a QR registration (`hybridge register`).
+        let builder = rp
+            .new_challenge_register_builder(b"kay", "kay", "Kay")
+            .unwrap()
+            .user_verification_policy(UserVerificationPolicy::Required)
+            .require_resident_key(true);
+        let (ccr, reg_state) = rp.generate_challenge_register(builder).unwrap();
+        let create = dir.join("create.json");
+        std::fs::write(&create, serde_json::to_string(&ccr).unwrap()).unwrap();
+        let phones = dir.join("phones.json");
+        let qr_txt = dir.join("qr.txt");
+        let argv = [
+            "hybridge",
+            "--options",
+            create.to_str().unwrap(),
+            "--origin",
+            "https://example.com",
+            "--ble",
+            &ble,
+            "--relay",
+            &url,
+            "--scan-timeout",
+            "20s",
+            "--phones",
+            phones.to_str().unwrap(),
+            "--qr-out",
+            qr_txt.to_str().unwrap(),
+        ];
+        let reg = Cli::try_parse_from(argv).unwrap().args;
+        let phone_task = {
+            let (phone, qr_txt) = (phone.clone(), qr_txt.clone());
+            tokio::spawn(async move {
+                let url = loop {
+                    match std::fs::read_to_string(&qr_txt) {
+                        Ok(t) if t.trim().starts_with("FIDO:/") => break t.trim().to_owned(),
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                };
+                let r = phone
+                    .serve(&QrInput::Text(url), &*advertiser, &PhoneEvents::none())
+                    .await;
+                (r, advertiser)
+            })
+        };
+        let json = crate::laptop::run_json(Kind::Register, &reg)
+            .await
+            .expect("the registration");
+        let (served, advertiser) = phone_task.await.unwrap();
+        served.expect("the phone served the registration");
+        let rpc: RegisterPublicKeyCredential = serde_json::from_value(json).unwrap();
+        let credential = rp.register_credential(&rpc, &reg_state, None).unwrap();
+
+        // 2. What an application sends the key: a getAssertion for the RP's options.
+        let builder = rp
+            .new_challenge_authenticate_builder(
+                vec![credential],
+                Some(UserVerificationPolicy::Required),
+            )
+            .unwrap();
+        let (rcr, auth_state) = rp.generate_challenge_authenticate(builder).unwrap();
+        let origin = Origin::parse("https://example.com").unwrap();
+        let options =
+            RequestOptions::from_json(&serde_json::to_string(&rcr).unwrap(), &origin).unwrap();
+        let cdj = client_data_json(ClientDataType::Get, options.challenge(), &origin);
+        let info = GetInfoResponse::from_cbor(&get_info()[1..]).unwrap();
+        let request = options.ctap_request(&cdj, &info).unwrap();
+
+        let config = LaptopConfig {
+            relays: RelayOverrides::all(url.clone()),
+            timeouts: Timeouts {
+                scan: Duration::from_secs(20),
+                ..Timeouts::default()
+            },
+            ..LaptopConfig::default()
+        };
+        let scanner: hybridge_ble::RadioSpec = ble.parse().unwrap();
+        let scanner = scanner.scanner().await.unwrap();
+        let progress = Progress::new("key: ");
+        let key_ceremony = |name: &'static str| {
+            ceremony(
+                request.encode(),
+                RequestType::GetAssertion,
+                config.clone(),
+                &*scanner,
+                Reach::Linked {
+                    phones: &phones,
+                    name,
+                },
+                &progress,
+                Events::none(),
+            )
+        };
+
+        // A name that is not (or no longer) in the phones file: nothing is contacted.
+        let f = key_ceremony("Nope").await.expect_err("no such phone");
+        assert_eq!(f.status, StatusCode::CTAP1_ERR_OTHER);
+        assert!(
+            f.message
+                .contains("no linked phone named \"Nope\"; linked phones: \"Key phone\""),
+            "{}",
+            f.message
+        );
+        // The phone is not subscribed at its relay: the relay's 410, at once.
+        let start = Instant::now();
+        let f = key_ceremony("Key phone").await.expect_err("unreachable");
+        assert_eq!(f.status, StatusCode::CTAP1_ERR_OTHER);
+        assert!(
+            f.message.contains("unreachable") && f.message.contains("\"Key phone\""),
+            "{}",
+            f.message
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+
+        // 3. The phone subscribes (as `hybridge phone serve` does) and answers the wake-up.
+        let mut sub = hybridge_websocket::subscribe(
+            &url,
+            identity.wake_key(),
+            None,
+            hybridge_websocket::linked::Timeouts::default(),
+        )
+        .await
+        .unwrap();
+        let phone_task = tokio::spawn(async move {
+            let wake = sub.next_wake().await.unwrap();
+            phone
+                .serve_linked(&wake, &|_| true, &*advertiser, &PhoneEvents::none())
+                .await
+        });
+        let answer = key_ceremony("Key phone").await.expect("the phone answered");
+        phone_task.await.unwrap().expect("the phone served");
+        assert_eq!(answer[0], 0, "{answer:02x?}");
+        let assertion = options.response(cdj, &request, &answer).unwrap();
+        let pkc: PublicKeyCredential = serde_json::from_value(assertion.to_json()).unwrap();
+        let result = rp
+            .authenticate_credential(&pkc, &auth_state)
+            .expect("the RP accepts what the key passed on");
+        assert!(result.user_verified());
+        let file = PhonesFile::load(&phones).unwrap();
+        assert!(file.entries[0].last_used.is_some());
+        relay.shutdown(Duration::from_secs(1)).await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -168,9 +168,29 @@ pub fn spawn_event_printer(progress: Progress) -> (Events, tokio::task::JoinHand
     (events, task)
 }
 
-/// Runs `register` or `sign-in`; the response JSON is returned for stdout, unless it was
-/// printed already (a QR ceremony prints it before it waits for a late link).
+/// Where the response JSON goes the moment it is there (before a wait for a late link).
+pub type Emit<'a> = &'a mut dyn FnMut(&Json) -> Result<(), CliError>;
+
+/// Runs `register` or `sign-in`; the response JSON is printed on stdout as soon as it is
+/// there (a QR ceremony then may wait for a late link), so nothing is left to print.
 pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Option<Json>, CliError> {
+    run_to(kind, args, &mut print_response).await.map(|()| None)
+}
+
+/// [`run`], the response JSON returned instead of printed (tests).
+#[cfg(test)]
+pub async fn run_json(kind: Kind, args: &CeremonyArgs) -> Result<Json, CliError> {
+    let mut got = None;
+    run_to(kind, args, &mut |json: &Json| {
+        got = Some(json.clone());
+        Ok(())
+    })
+    .await?;
+    got.ok_or_else(|| CliError::Invalid("no response was given".into()))
+}
+
+/// [`run`], the response JSON given to `emit`.
+pub async fn run_to(kind: Kind, args: &CeremonyArgs, emit: Emit<'_>) -> Result<(), CliError> {
     check_qr_out(args.session.qr_out.as_deref())?;
     let options = read_input("cannot read the options file", &args.options, 1 << 20)?;
     let options = String::from_utf8(options)
@@ -182,28 +202,28 @@ pub async fn run(kind: Kind, args: &CeremonyArgs) -> Result<Option<Json>, CliErr
         Kind::Register => {
             let options =
                 CreationOptions::from_json(&options, &origin).map_err(session::Error::from)?;
-            ceremony(args, options, Registration::to_json).await
+            ceremony(args, options, Registration::to_json, emit).await
         }
         Kind::SignIn => {
             let options =
                 RequestOptions::from_json(&options, &origin).map_err(session::Error::from)?;
-            ceremony(args, options, Assertion::to_json).await
+            ceremony(args, options, Assertion::to_json, emit).await
         }
     }
 }
 
 /// The part of `register` and `sign-in` after the options were checked: the session, with
-/// progress on stderr; `to_json` gives the response JSON for stdout.
+/// progress on stderr; `to_json` gives the response JSON for `emit`.
 async fn ceremony<C: Ceremony>(
     args: &CeremonyArgs,
     options: C,
     to_json: fn(&C::Response) -> Json,
-) -> Result<Option<Json>, CliError> {
+    emit: Emit<'_>,
+) -> Result<(), CliError> {
     let mut config = args.session.config()?;
     if let Some(name) = &args.phone {
-        return linked_ceremony(args, name, options, &config, to_json)
-            .await
-            .map(Some);
+        let json = linked_ceremony(args, name, options, &config, to_json).await?;
+        return emit(&json);
     }
     config.timeouts.late_linking = args.link_wait;
     let phones = if args.no_link {
@@ -230,7 +250,7 @@ async fn ceremony<C: Ceremony>(
     };
     // The response goes out now; a link the phone sends late must not hold it up.
     let mut printed = Ok(());
-    progress.aside(|| printed = print_response(&to_json(&response)));
+    progress.aside(|| printed = emit(&to_json(&response)));
     printed?;
     let end = closing.finish(&events).await;
     drop(events);
@@ -249,7 +269,7 @@ async fn ceremony<C: Ceremony>(
             Err(e) => eprintln!("hybridge: the phone offered a link that was not stored: {e}"),
         });
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Prints the response JSON on stdout, flushed, and marks it given: from here a signal ends
@@ -314,7 +334,7 @@ async fn linked_ceremony<C: Ceremony>(
 }
 
 /// A linked session's error, naming the phone, with the exit code it would have had.
-fn linked_error(name: &str, e: session::Error) -> CliError {
+pub(crate) fn linked_error(name: &str, e: session::Error) -> CliError {
     match e {
         session::Error::RelayUnreachable { .. } => {
             CliError::Network(format!("phone {name:?}: {e}"))
@@ -474,9 +494,10 @@ mod tests {
                 (r, advertiser)
             })
         };
-        let json = run(Kind::Register, &reg).await.expect("the registration");
-        // A QR ceremony prints its response itself, before it may wait for a late link.
-        assert!(json.is_none(), "{json:?}");
+        let json = run_json(Kind::Register, &reg)
+            .await
+            .expect("the registration");
+        assert_eq!(json["type"], "public-key");
         let (served, advertiser) = phone_task.await.unwrap();
         served.expect("the phone served");
         let mut file = PhonesFile::load(&phones).unwrap();
@@ -517,10 +538,9 @@ mod tests {
             "Test phone",
         ]);
         let sign = args(&sign.iter().map(String::as_str).collect::<Vec<_>>());
-        let json = run(Kind::SignIn, &sign)
+        let json = run_json(Kind::SignIn, &sign)
             .await
-            .expect("the linked sign-in")
-            .expect("a linked ceremony returns its response");
+            .expect("the linked sign-in");
         assert_eq!(json["type"], "public-key");
         phone_task.await.unwrap().expect("the phone served");
         let file = PhonesFile::load(&phones).unwrap();

@@ -91,13 +91,18 @@ tampering, 8 radio unavailable.";
 const KEY_HELP: &str = "Examples:
   hybridge key                                  # QR codes on this terminal
   hybridge key --qr-out /tmp/qr.txt --relay ws://127.0.0.1:8080 --ble bluez:hci0
+  hybridge key --phone Pixel                    # a linked phone (hybridge phones list), no QR
 
 Applications (Firefox, Chromium, ssh-keygen -t ecdsa-sk, fido2-token, pam_u2f) see a USB
 security key named \"hybridge key\". When one registers or signs in, a QR code appears here:
-scan it with your phone, which does the rest over Bluetooth and the relay. getInfo is answered
-at once; silent probes (up=false) without a phone. Runs in the foreground until Ctrl-C or
-SIGTERM, which remove the device. Needs write access to /dev/uhid (modprobe uhid; the udev
-rule in deploy/udev/). Exit codes: 11 the device cannot be made or failed, 8 radio, 2 usage.";
+scan it with your phone, which does the rest over Bluetooth and the relay. With --phone NAME
+there is no QR code: the linked phone (running `hybridge phone serve`) is woken through its
+relay. getInfo is answered at once; silent probes (up=false) without a phone. A request the
+phone never answers gets CTAP2_ERR_USER_ACTION_TIMEOUT (no advert in time) or CTAP1_ERR_OTHER
+(phone unreachable, relay down, link failed), with one line here saying why. Runs in the
+foreground until Ctrl-C or SIGTERM, which remove the device. Needs write access to /dev/uhid
+(modprobe uhid; the udev rule in deploy/udev/). Exit codes: 1 --phone NAME is not linked (or
+the phones file cannot be read), 11 the device cannot be made or failed, 8 radio, 2 usage.";
 
 #[derive(Debug, Subcommand)]
 enum Command {

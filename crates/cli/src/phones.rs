@@ -60,7 +60,7 @@ const KEY_CHECK_AAD: &[u8] = b"hybridge phones key check v1";
 /// The longest phone name kept (characters).
 const MAX_NAME: usize = 64;
 
-/// `--phones FILE`: shared by `phones`, `register` and `sign-in`.
+/// `--phones FILE`: shared by `phones`, `register`, `sign-in` and `key`.
 #[derive(Debug, Clone, Args)]
 pub struct PhonesFileArg {
     /// The laptop's linked phones file. Default: $XDG_DATA_HOME/hybridge/phones.json

@@ -212,6 +212,189 @@ fn register_and_sign_in_over_bluez_verified_by_an_independent_rp() {
     );
 }
 
+/// `hybridge phone serve` for `p`'s store over BlueZ (hci1), approving with its PIN, once it
+/// holds its wake-up subscription at `relay`.
+fn phone_serve_bluez(p: &Phone, relay: &str) -> Proc {
+    let mut cmd = Command::new(hybridge());
+    cmd.args([
+        "phone", "serve", "--relay", relay, "--yes", "--ble", PHONE_BLE,
+    ])
+    .arg("--store")
+    .arg(p.store())
+    .arg("--pin-file")
+    .arg(p.pin_file());
+    let serve = Proc::spawn("phone serve", cmd);
+    serve
+        .wait_stderr(T, |l| l.contains("reachable for linked laptops"))
+        .unwrap_or_else(|| panic!("phone serve did not subscribe\n{}", serve.dump()));
+    serve
+}
+
+/// A QR registration over BlueZ (phone on hci1, laptop on hci0) in which the phone links as
+/// `name` and `hybridge register` stores the link in `phones`; the registered credential, as
+/// the RP verified it.
+fn link_over_bluez(
+    p: &Phone,
+    rp: &Rp,
+    relay: &str,
+    phones: &str,
+    name: &str,
+) -> webauthn_rs_core::proto::Credential {
+    let (options, state) = rp.creation_options("lin");
+    let opts = p.file("register.json", &options);
+    let mut l = laptop(
+        Command::new(hybridge()),
+        "register",
+        &opts,
+        LAPTOP_BLE,
+        relay,
+        &["--scan-timeout", "60s", "--phones", phones],
+    );
+    let qr = qr_of(&l);
+    let mut ph = phone(
+        Command::new(hybridge()),
+        p,
+        &qr,
+        PHONE_BLE,
+        relay,
+        &["--yes", "--name", name],
+    );
+    assert_eq!(l.code(T), 0, "the laptop failed\n{}{}", l.dump(), ph.dump());
+    assert_eq!(ph.code(T), 0, "the phone failed\n{}{}", l.dump(), ph.dump());
+    assert!(
+        l.stderr().contains(&format!("linked phone {name:?}")),
+        "{}",
+        l.dump()
+    );
+    rp.verify_registration(&l.stdout(), &state)
+        .expect("the RP accepts the registration")
+}
+
+/// Issue 14 over real BlueZ: a QR registration (the phone advertising on hci1, the laptop
+/// scanning on hci0) in which the phone links and the laptop stores the link; then
+/// `hybridge phone serve --ble bluez:hci1` and `hybridge sign-in --phone NAME --ble
+/// bluez:hci0` with no QR code: the relay wakes the phone, which advertises over BlueZ with
+/// the link's key, and the laptop runs NKpsk0 with the stored link. An independent RP
+/// verifies both responses.
+///
+/// Meanwhile an unlinked phone (one that scanned someone else's QR code) advertises from the
+/// same controller, through its own relay, for the whole sign-in. `hybridge inspect adverts`
+/// on the laptop's controller hears it before the sign-in starts, so BlueZ has it cached and
+/// the laptop's scan is handed it first: only an advert made with the link's key may be
+/// taken. Had the laptop taken the stranger's, it would have followed it to the stranger's
+/// relay or derived the wrong PSK from it, and the sign-in would have failed.
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn a_phone_linked_over_bluez_signs_in_with_sign_in_phone_and_no_qr_code() {
+    require_vm();
+    let relay = RelayProc::local();
+    let rp = Rp::new();
+    let p = Phone::new("bluez-linked");
+    let phones = p.dir.path("phones.json");
+    let phones = phones.to_str().unwrap();
+
+    // 1. A QR registration over BlueZ; the phone links.
+    let credential = link_over_bluez(&p, &rp, &relay.url(), phones, "VM phone");
+
+    // 2. The phone serves wake-ups over BlueZ; the unlinked phone advertises beside it, and
+    // the laptop's controller has heard it before the sign-in starts.
+    let mut serve = phone_serve_bluez(&p, &relay.url());
+    let mut listen = {
+        let mut cmd = Command::new(hybridge());
+        cmd.args(["inspect", "adverts", "--ble", LAPTOP_BLE, "--for", "600s"]);
+        Proc::spawn("inspect adverts", cmd)
+    };
+    listen
+        .wait_stderr(T, |l| l.contains("listening on"))
+        .unwrap_or_else(|| panic!("inspect adverts did not start\n{}", listen.dump()));
+    let elsewhere = RelayProc::local();
+    let stranger = Phone::new("bluez-linked-stranger");
+    let mut stranger_qr = {
+        use hybridge_proto::qr::{QrKeys, RequestType};
+        use hybridge_proto::session::LaptopQr;
+        let keys = QrKeys::generate(&mut rand_core::OsRng);
+        LaptopQr::new(keys, 1_700_000_000, false, RequestType::MakeCredential)
+    };
+    let mut foreign = phone(
+        Command::new(hybridge()),
+        &stranger,
+        &stranger_qr.qr_url(),
+        PHONE_BLE,
+        &elsewhere.url(),
+        &["--yes", "--wait", "300s"],
+    );
+    let mut heard_stranger = || {
+        listen.stdout().lines().any(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let data = hex::decode(v["service_data"].as_str().unwrap_or_default());
+            data.is_ok_and(|d| matches!(stranger_qr.on_advert(&d), Ok(Some(_))))
+        })
+    };
+    let deadline = Instant::now() + T;
+    while !heard_stranger() {
+        assert!(
+            Instant::now() < deadline,
+            "hci0 never heard the unlinked phone\n{}{}",
+            listen.dump(),
+            foreign.dump()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // 3. Sign in with --phone: no QR code.
+    let (options, state) = rp.request_options(vec![credential]);
+    let opts = p.file("get.json", &options);
+    let start = Instant::now();
+    let mut l = laptop(
+        Command::new(hybridge()),
+        "sign-in",
+        &opts,
+        LAPTOP_BLE,
+        &relay.url(),
+        &[
+            "--scan-timeout",
+            "60s",
+            "--phones",
+            phones,
+            "--phone",
+            "VM phone",
+        ],
+    );
+    let code = l.code(T * 2);
+    let took = start.elapsed();
+    assert_eq!(
+        code,
+        0,
+        "the linked sign-in failed\n{}{}{}",
+        l.dump(),
+        serve.dump(),
+        foreign.dump()
+    );
+    eprintln!("linked sign-in over BlueZ took {took:?}");
+    assert!(!l.stderr().contains("FIDO:/"), "no QR code\n{}", l.dump());
+    let result = rp
+        .verify_assertion(&l.stdout(), &state)
+        .expect("the RP accepts the linked assertion");
+    assert!(result.user_verified());
+    serve
+        .wait_stderr(T, |l| l.contains("served a linked getAssertion"))
+        .unwrap_or_else(|| panic!("phone serve did not serve it\n{}", serve.dump()));
+
+    // The unlinked phone was still advertising when the laptop finished (it ends with
+    // SIGTERM, not with its own timeout), and no laptop ever followed its advert.
+    foreign.signal("TERM");
+    expect_code(&mut foreign, EXIT_TERMINATED);
+    assert_eq!(
+        elsewhere.metric("hybridge_relay_connections_total"),
+        1.0,
+        "only the unlinked phone's own tunnel: no laptop followed its advert"
+    );
+    serve.signal("TERM");
+    expect_code(&mut serve, EXIT_TERMINATED);
+    listen.signal("TERM");
+    let _ = listen.code(T);
+}
+
 /// The laptop alone, scanning on `ble` for `scan_timeout` (no phone, no relay: the relay URL
 /// is a closed port, so a laptop that got past the scan would fail with exit code 5).
 fn lonely_laptop(name: &str, ble: &str, scan_timeout: &str) -> (Phone, Proc) {

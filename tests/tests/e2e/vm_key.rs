@@ -35,13 +35,18 @@ struct Key {
 
 impl Key {
     fn start(name: &str) -> Key {
-        let relay = RelayProc::local();
+        Key::start_on(name, RelayProc::local(), &[])
+    }
+
+    /// [`start`](Self::start) on `relay`, with `extra` flags.
+    fn start_on(name: &str, relay: RelayProc, extra: &[&str]) -> Key {
         let dir = TempDir::new(name);
         let qr = dir.path("qr.txt");
         let mut cmd = Command::new(hybridge());
         cmd.args(["key", "--ble", LAPTOP_BLE, "--relay", &relay.url()])
             .args(["--scan-timeout", "60s", "--qr-out"])
-            .arg(&qr);
+            .arg(&qr)
+            .args(extra);
         let proc = Proc::spawn("key", cmd);
         proc.wait_stderr(T, |l| l.contains("is ready"))
             .unwrap_or_else(|| panic!("the key did not start\n{}", proc.dump()));
@@ -431,6 +436,153 @@ fn ssh_keygen_makes_an_ecdsa_sk_key_through_the_key_and_signs_with_it() {
         "OpenSSH verifies it"
     );
     assert_ne!(verify(b"something else\n"), 0, "and refuses other content");
+}
+
+/// `hybridge key --phone NAME` (issue 13 with issue 14): a phone linked by a QR registration
+/// over BlueZ answers the key's requests with no QR code. First the refusals, as libfido2
+/// reports them: with no `phone serve` subscribed, the relay's 410 makes `fido2-cred -M` fail
+/// with FIDO_ERR_ERR_OTHER (CTAP1_ERR_OTHER) at once, and the key says the phone is unreachable; with the phone
+/// renamed in the phones file while the key runs, the same, and the key says no phone has
+/// that name. Then `hybridge phone serve` on hci1: `fido2-cred -M` and `fido2-assert -G`
+/// through the key, each answered by the woken phone over BlueZ, and verified by libfido2
+/// (`-V`). No QR code is ever shown or written.
+#[test]
+#[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
+fn libfido2_registers_and_asserts_through_the_key_with_a_linked_phone() {
+    require_vm();
+    if !have_fido_tools(&hybridge_testkit::this_test()) {
+        return;
+    }
+    let relay = RelayProc::local();
+    let relay_url = relay.url();
+    let rp = Rp::new();
+    let p = Phone::new("key-linked");
+    let phones = p.dir.path("phones.json");
+    let phones = phones.to_str().unwrap();
+    link_over_bluez(&p, &rp, &relay_url, phones, "VM phone");
+    let key = Key::start_on(
+        "key-linked",
+        relay,
+        &["--phones", phones, "--phone", "VM phone"],
+    );
+    key.proc
+        .wait_stderr(T, |l| {
+            l.contains("requests go to the linked phone \"VM phone\"")
+        })
+        .unwrap_or_else(|| panic!("the key did not name its phone\n{}", key.proc.dump()));
+
+    let cdh = b64(&[7u8; 32]);
+    let make_credential = || {
+        let input = format!("{cdh}\nexample.com\nalice\n{}\n", b64(b"alice-id"));
+        client(
+            "fido2-cred -M",
+            "fido2-cred",
+            &["-M", "-r", &key.hidraw, "es256"],
+            &input,
+        )
+    };
+    let refused = |says: &[&str]| {
+        let start = Instant::now();
+        let mut mc = make_credential();
+        assert_ne!(mc.code(T), 0, "{}{}", mc.dump(), key.proc.dump());
+        assert!(
+            // libfido2's name for CTAP1_ERR_OTHER (0x7f); its own FIDO_ERR_OTHER is -7.
+            mc.stderr().contains("FIDO_ERR_ERR_OTHER"),
+            "{}{}",
+            mc.dump(),
+            key.proc.dump()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            start.elapsed()
+        );
+        key.proc
+            .wait_stderr(T, |l| {
+                says.iter().all(|s| l.contains(s))
+                    && l.contains("the application is told CTAP1_ERR_OTHER")
+            })
+            .unwrap_or_else(|| panic!("the key did not say {says:?}\n{}", key.proc.dump()));
+    };
+    // No phone subscribed: unreachable.
+    refused(&[
+        "phone \"VM phone\"",
+        "the phone is unreachable",
+        "(HTTP 410)",
+    ]);
+    // The phone renamed in the phones file while the key runs: no phone by that name.
+    let rename = |from: &str, to: &str| {
+        let out = Command::new(hybridge())
+            .args(["phones", "rename", from, to, "--phones", phones])
+            .output()
+            .expect("run hybridge phones rename");
+        assert!(out.status.success(), "{out:?}");
+    };
+    rename("VM phone", "Other name");
+    refused(&["no linked phone named \"VM phone\"; linked phones: \"Other name\""]);
+    rename("Other name", "VM phone");
+
+    // The phone serves wake-ups: a registration and an assertion through the key.
+    let mut serve = phone_serve_bluez(&p, &relay_url);
+    let mut mc = make_credential();
+    let cred = key.finish(&mut mc);
+    let pubkey = key.dir.path("cred.pem");
+    let mut v = client(
+        "fido2-cred -V",
+        "fido2-cred",
+        &["-V", "-o", pubkey.to_str().unwrap(), "es256"],
+        &cred,
+    );
+    assert_eq!(
+        v.code(T),
+        0,
+        "libfido2 rejects the attestation\n{}",
+        v.dump()
+    );
+    let cred_id = cred
+        .lines()
+        .nth(4)
+        .expect("fido2-cred -M prints the credential ID")
+        .to_owned();
+    let input = format!("{}\nexample.com\n{cred_id}\n", b64(&[9u8; 32]));
+    let mut ga = client(
+        "fido2-assert -G",
+        "fido2-assert",
+        &["-G", "-p", &key.hidraw],
+        &input,
+    );
+    let assertion = key.finish(&mut ga);
+    let mut v = client(
+        "fido2-assert -V",
+        "fido2-assert",
+        &["-V", "-p", pubkey.to_str().unwrap(), "es256"],
+        &assertion,
+    );
+    assert_eq!(v.code(T), 0, "libfido2 rejects the assertion\n{}", v.dump());
+    let mut bad: Vec<String> = assertion.lines().map(str::to_owned).collect();
+    bad[0] = b64(&[8u8; 32]);
+    let mut v = client(
+        "fido2-assert -V (tampered)",
+        "fido2-assert",
+        &["-V", "-p", pubkey.to_str().unwrap(), "es256"],
+        &(bad.join("\n") + "\n"),
+    );
+    assert_ne!(v.code(T), 0, "a wrong client data hash must not verify");
+
+    for command in ["makeCredential", "getAssertion"] {
+        assert!(
+            serve
+                .stderr()
+                .contains(&format!("served a linked {command} (status 0x00)")),
+            "{}",
+            serve.dump()
+        );
+    }
+    let said = key.proc.stderr();
+    assert!(!said.contains("FIDO:/"), "no QR code\n{said}");
+    assert!(!key.qr.exists(), "no QR code file");
+    serve.signal("TERM");
+    expect_code(&mut serve, EXIT_TERMINATED);
 }
 
 /// SIGTERM removes the device: its hidraw node goes, and the key ends with 143.
