@@ -31,16 +31,23 @@ struct Key {
     dir: TempDir,
     qr: PathBuf,
     hidraw: String,
+    scan_timeout: String,
 }
 
 impl Key {
     fn start(name: &str) -> Key {
+        Key::start_with(name, "60s")
+    }
+
+    /// [`start`](Self::start) with the key's `--scan-timeout` (and the phone's `--wait`): a
+    /// browser in the guest slows BlueZ's scan down (one Chromium run in the suite missed 60 s).
+    fn start_with(name: &str, scan_timeout: &str) -> Key {
         let relay = RelayProc::local();
         let dir = TempDir::new(name);
         let qr = dir.path("qr.txt");
         let mut cmd = Command::new(hybridge());
         cmd.args(["key", "--ble", LAPTOP_BLE, "--relay", &relay.url()])
-            .args(["--scan-timeout", "60s", "--qr-out"])
+            .args(["--scan-timeout", scan_timeout, "--qr-out"])
             .arg(&qr);
         let proc = Proc::spawn("key", cmd);
         proc.wait_stderr(T, |l| l.contains("is ready"))
@@ -64,6 +71,7 @@ impl Key {
             dir,
             qr,
             hidraw,
+            scan_timeout: scan_timeout.to_owned(),
         }
     }
 
@@ -80,6 +88,7 @@ impl Key {
         cmd.args(["phone", "--qr-file"])
             .arg(&self.qr)
             .args(["--relay", &self.relay.url(), "--ble", PHONE_BLE, "--yes"])
+            .args(["--wait", &self.scan_timeout])
             .arg("--store")
             .arg(p.store())
             .arg("--pin-file")
@@ -583,7 +592,7 @@ fn security_key_hints(options: &str, create: bool) -> String {
 /// USB key), the phone answers, and webauthn-rs-core verifies what the page got. Returns the
 /// key's stderr.
 fn browser_registers_and_signs_in(browser: Browser, name: &str) -> String {
-    let key = Key::start(name);
+    let key = Key::start_with(name, "180s");
     let p = Phone::new(name);
     let web = TempDir::new(&format!("{name}-web"));
     std::fs::write(web.path("page.html"), RP_PAGE).unwrap();
