@@ -23,6 +23,8 @@
 #   --logs DIR       copy the guest's logs (console, btvirt, bluetoothd, dbus) to DIR
 #   --memory MB      guest memory (default 2048; 3072 for the suite, which runs Firefox)
 #   -v, --verbose    show the guest's console and setup progress on stderr
+#   --filter NAME    the suite: run only the vm:: tests whose name contains NAME (repeatable)
+#   --skip NAME      the suite: leave out the tests whose name contains NAME (repeatable)
 #   --prepare        fetch the kernel and build the initramfs if they are not cached, then stop
 #
 # Exit status: CMD's own; 124 on timeout; 125 when the guest could not be set up; 130 on
@@ -35,6 +37,9 @@ repo=$(cd "$here/../.." && pwd)
 
 shares=()
 envs=()
+# The suite's selection: libtest filters (default: every vm:: test) and --skip patterns.
+filters=()
+skips=()
 timeout_secs=600
 timeout_given=0
 logs_dir=
@@ -84,6 +89,16 @@ while [ $# -gt 0 ]; do
     [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "--memory $2: expected megabytes"
     memory=$2
     memory_given=1
+    shift 2
+    ;;
+  --filter)
+    [ $# -ge 2 ] || die "--filter needs a test name or part of one"
+    filters+=("$2")
+    shift 2
+    ;;
+  --skip)
+    [ $# -ge 2 ] || die "--skip needs a test name or part of one"
+    skips+=(--skip "$2")
     shift 2
     ;;
   -v | --verbose)
@@ -286,7 +301,9 @@ if [ "$have_cmd" = 0 ]; then
   for kv in "${envs[@]}"; do inner+=(--env "$kv"); done
   for dir in "${shares[@]}"; do inner+=(--share "$dir"); done
   # shellcheck disable=SC2016 # expanded by the guest's bash, from its arguments
-  "$0" "${inner[@]}" -- bash -c 'cd "$1" && exec "$2" --ignored --test-threads=1 vm::' vm-suite "$repo/tests" "$exe" |
+  [ "${#filters[@]}" -gt 0 ] || filters=(vm::)
+  "$0" "${inner[@]}" -- bash -c 'cd "$1" && exe=$2 && shift 2 && exec "$exe" --ignored --test-threads=1 "$@"' \
+    vm-suite "$repo/tests" "$exe" "${filters[@]}" "${skips[@]}" |
     tee "$out" || status=$?
   # libtest's summary: "test result: ok. 2 passed; 0 failed; 0 ignored; ...".
   summary=$(grep -E '^test result: ' "$out" | tail -n 1 || true)

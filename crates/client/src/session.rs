@@ -434,11 +434,10 @@ impl PhoneConnection {
         let linking = if driver.engine.is_finished() {
             driver.engine.take_linking()
         } else {
-            driver.engine.handle(now(), LaptopInput::Close);
             if !wait_for_link {
-                // A second close ends a wait for linking data before it starts.
-                driver.engine.handle(now(), LaptopInput::Close);
+                driver.engine.skip_late_linking();
             }
+            driver.engine.handle(now(), LaptopInput::Close);
             match driver.drive(None, events).await {
                 Ok(Reached::Closed(linking)) => linking,
                 _ => driver.engine.take_linking(),

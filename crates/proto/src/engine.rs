@@ -481,6 +481,12 @@ impl LaptopEngine {
         matches!(self.state, LaptopState::Done)
     }
 
+    /// Do not wait for late linking data after the shutdown ([`LaptopTimeouts::late_linking`]
+    /// as zero): for an application that would not take it.
+    pub fn skip_late_linking(&mut self) {
+        self.wants_linking = false;
+    }
+
     /// The newest verified linking data the phone sent, taken (after a failure too: a link
     /// verified before the session broke is as good as any).
     pub fn take_linking(&mut self) -> Option<LinkingInfo> {

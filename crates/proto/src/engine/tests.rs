@@ -1549,6 +1549,14 @@ fn only_a_laptop_that_asked_for_a_link_waits_for_one() {
     assert_eq!(p.laptop_result, Some(Ok(None)));
     assert_eq!(p.at(), Duration::ZERO);
 
+    // The application said it would not take a link.
+    let mut p = qr_pair_unstarted(true, None, quiet);
+    p.laptop.skip_late_linking();
+    p.finish();
+    assert!(!awaited_linking(&p), "{:?}", p.laptop_log);
+    assert_eq!(p.laptop_result, Some(Ok(None)));
+    assert_eq!(p.at(), Duration::ZERO);
+
     // A linked session: nothing on it could be verified.
     let phone = PhoneLinking::new();
     let stored = LinkedPhone::from_linking(&link_by_qr(&phone), 0);
