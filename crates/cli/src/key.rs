@@ -879,61 +879,16 @@ mod tests {
     /// and a line naming the phone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_key_reaches_a_linked_phone_without_a_qr_code() {
-        use clap::Parser;
-        use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
-        use hybridge_authenticator::phone::{
-            LinkIdentity, Phone, PhoneConfig, PhoneEvents, QrInput,
-        };
-        use hybridge_authenticator::store::{FileStore, KdfParams};
         use hybridge_client::session::{Ceremony as _, RelayOverrides, Timeouts};
         use hybridge_client::webauthn::{ClientDataType, Origin, RequestOptions, client_data_json};
-        use hybridge_relay::{Config as RelayConfig, Relay};
         use webauthn_rs_core::WebauthnCore;
         use webauthn_rs_core::proto::{
             PublicKeyCredential, RegisterPublicKeyCredential, UserVerificationPolicy,
         };
 
-        use crate::laptop::{CeremonyArgs, Kind};
-        use crate::scripted::ScriptedAgent;
+        use crate::laptop::linked_rig::LinkedRig;
 
-        #[derive(Debug, Parser)]
-        struct Cli {
-            #[command(flatten)]
-            args: CeremonyArgs,
-        }
-
-        let relay = Relay::bind(RelayConfig::default()).await.unwrap();
-        let url = relay.url();
-        let dir = std::env::temp_dir().join(format!(
-            "hybridge-key-linked-{}-{}",
-            std::process::id(),
-            rand_core::RngCore::next_u32(&mut rand_core::OsRng)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut store =
-            FileStore::create(dir.join("store"), "1234", KdfParams::insecure_for_tests()).unwrap();
-        let identity =
-            LinkIdentity::from_state(&store.ensure_linking().unwrap(), "Key phone").unwrap();
-        let agent = ScriptedAgent::new(true)
-            .with_pin(zeroize::Zeroizing::new("1234".into()), store.pin_verifier());
-        let phone = Phone::new(Authenticator::new(
-            hybridge_authenticator::store::MemoryStore::new(),
-            agent,
-            SystemClock,
-            rand_core::OsRng,
-        ))
-        .with_config(PhoneConfig {
-            relay: Some(url.clone()),
-            linking: Some(identity.clone()),
-            ..PhoneConfig::default()
-        });
-        let port = {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.local_addr().unwrap().port()
-        };
-        let ble = format!("udp:127.0.0.1:{port}");
-        let advertiser: hybridge_ble::RadioSpec = format!("{ble},interval=20ms").parse().unwrap();
-        let advertiser = advertiser.advertiser().await.unwrap();
+        let mut rig = LinkedRig::new("key-linked", "Key phone").await;
         let rp = WebauthnCore::new_unsafe_experts_only(
             "Example",
             "example.com",
@@ -950,50 +905,12 @@ mod tests {
             .user_verification_policy(UserVerificationPolicy::Required)
             .require_resident_key(true);
         let (ccr, reg_state) = rp.generate_challenge_register(builder).unwrap();
-        let create = dir.join("create.json");
-        std::fs::write(&create, serde_json::to_string(&ccr).unwrap()).unwrap();
-        let phones = dir.join("phones.json");
-        let qr_txt = dir.join("qr.txt");
-        let argv = [
-            "hybridge",
-            "--options",
-            create.to_str().unwrap(),
-            "--origin",
-            "https://example.com",
-            "--ble",
-            &ble,
-            "--relay",
-            &url,
-            "--scan-timeout",
-            "20s",
-            "--phones",
-            phones.to_str().unwrap(),
-            "--qr-out",
-            qr_txt.to_str().unwrap(),
-        ];
-        let reg = Cli::try_parse_from(argv).unwrap().args;
-        let phone_task = {
-            let (phone, qr_txt) = (phone.clone(), qr_txt.clone());
-            tokio::spawn(async move {
-                let url = loop {
-                    match std::fs::read_to_string(&qr_txt) {
-                        Ok(t) if t.trim().starts_with("FIDO:/") => break t.trim().to_owned(),
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                };
-                let r = phone
-                    .serve(&QrInput::Text(url), &*advertiser, &PhoneEvents::none())
-                    .await;
-                (r, advertiser)
-            })
-        };
-        let json = crate::laptop::run_json(Kind::Register, &reg)
-            .await
-            .expect("the registration");
-        let (served, advertiser) = phone_task.await.unwrap();
-        served.expect("the phone served the registration");
+        let json = rig
+            .register_and_link(&serde_json::to_string(&ccr).unwrap())
+            .await;
         let rpc: RegisterPublicKeyCredential = serde_json::from_value(json).unwrap();
         let credential = rp.register_credential(&rpc, &reg_state, None).unwrap();
+        let (url, ble, phones) = (rig.url.clone(), rig.ble.clone(), rig.phones.clone());
 
         // 2. What an application sends the key: a getAssertion for the RP's options.
         let builder = rp
@@ -1057,20 +974,7 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(10));
 
         // 3. The phone subscribes (as `hybridge phone serve` does) and answers the wake-up.
-        let mut sub = hybridge_websocket::subscribe(
-            &url,
-            identity.wake_key(),
-            None,
-            hybridge_websocket::linked::Timeouts::default(),
-        )
-        .await
-        .unwrap();
-        let phone_task = tokio::spawn(async move {
-            let wake = sub.next_wake().await.unwrap();
-            phone
-                .serve_linked(&wake, &|_| true, &*advertiser, &PhoneEvents::none())
-                .await
-        });
+        let (phone_task, relay, dir) = rig.serve_next_wake().await;
         let answer = key_ceremony("Key phone").await.expect("the phone answered");
         phone_task.await.unwrap().expect("the phone served");
         assert_eq!(answer[0], 0, "{answer:02x?}");

@@ -380,16 +380,26 @@ fn spawn_recording_printer(
     (events, task, domain)
 }
 
+/// An in-process rig for the linked flow through this module: a relay, a software phone that
+/// links (its linking identity from a real store), a UDP radio, and the phones file the
+/// laptop keeps; used by this module's tests and the key's.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub mod linked_rig {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
     use clap::Parser;
     use hybridge_authenticator::authenticator::{Authenticator, SystemClock};
     use hybridge_authenticator::phone::{LinkIdentity, Phone, PhoneConfig, PhoneEvents, QrInput};
     use hybridge_authenticator::store::{FileStore, KdfParams, MemoryStore};
     use hybridge_relay::{Config as RelayConfig, Relay};
+    use serde_json::Value as Json;
 
+    use super::{CeremonyArgs, Kind, run_json};
     use crate::scripted::ScriptedAgent;
+
+    /// The phone of the rig.
+    pub type RigPhone = Phone<Authenticator<MemoryStore, ScriptedAgent>>;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -397,91 +407,105 @@ mod tests {
         args: CeremonyArgs,
     }
 
-    fn args(list: &[&str]) -> CeremonyArgs {
-        let mut argv = vec!["hybridge"];
-        argv.extend_from_slice(list);
-        Cli::try_parse_from(argv).unwrap().args
+    /// See the [module](self).
+    pub struct LinkedRig {
+        pub relay: Relay,
+        pub url: String,
+        pub dir: PathBuf,
+        pub identity: LinkIdentity,
+        pub phone: RigPhone,
+        /// The radio, as `--ble` takes it.
+        pub ble: String,
+        /// The phone's radio (taken while a ceremony's task holds it).
+        pub advertiser: Option<Box<dyn hybridge_ble::Advertiser>>,
+        pub phones: PathBuf,
     }
 
-    /// The whole loop through this module: a QR registration whose phone links, stored in
-    /// the phones file, then a sign-in with `--phone` and no QR code.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_qr_ceremony_stores_the_link_and_phone_name_reaches_the_phone_again() {
-        let relay = Relay::bind(RelayConfig::default()).await.unwrap();
-        let url = relay.url();
-        let dir = std::env::temp_dir().join(format!(
-            "hybridge-laptop-link-{}-{}",
-            std::process::id(),
-            rand_core::RngCore::next_u32(&mut rand_core::OsRng)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut store =
-            FileStore::create(dir.join("store"), "1234", KdfParams::insecure_for_tests()).unwrap();
-        let identity =
-            LinkIdentity::from_state(&store.ensure_linking().unwrap(), "Test phone").unwrap();
-        let phone = Phone::new(Authenticator::new(
-            MemoryStore::new(),
-            ScriptedAgent::new(true),
-            SystemClock,
-            rand_core::OsRng,
-        ))
-        .with_config(PhoneConfig {
-            relay: Some(url.clone()),
-            linking: Some(identity.clone()),
-            ..PhoneConfig::default()
-        });
-        let port = {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.local_addr().unwrap().port()
-        };
-        let ble = format!("udp:127.0.0.1:{port}");
-        let advertiser: hybridge_ble::RadioSpec = format!("{ble},interval=20ms").parse().unwrap();
-        let advertiser = advertiser.advertiser().await.unwrap();
-        let phones = dir.join("phones.json");
-        let options = dir.join("create.json");
-        std::fs::write(
-            &options,
-            r#"{"challenge":"AAECAwQFBgcICQoLDA0ODw","rp":{"id":"example.com","name":"Example"},
-               "user":{"id":"AQID","name":"linda","displayName":"Linda"},
-               "pubKeyCredParams":[{"type":"public-key","alg":-7}],
-               "authenticatorSelection":{"residentKey":"required","userVerification":"discouraged"}}"#,
-        )
-        .unwrap();
-        let qr_txt = dir.join("qr.txt");
-        let common = |extra: &[&str]| {
-            let mut list = vec![
+    impl LinkedRig {
+        /// A rig whose phone is called `phone_name` and approves, PIN-verified as the
+        /// store `1234` is.
+        pub async fn new(tag: &str, phone_name: &str) -> Self {
+            let relay = Relay::bind(RelayConfig::default()).await.unwrap();
+            let url = relay.url();
+            let dir = std::env::temp_dir().join(format!(
+                "hybridge-{tag}-{}-{}",
+                std::process::id(),
+                rand_core::RngCore::next_u32(&mut rand_core::OsRng)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut store =
+                FileStore::create(dir.join("store"), "1234", KdfParams::insecure_for_tests())
+                    .unwrap();
+            let identity =
+                LinkIdentity::from_state(&store.ensure_linking().unwrap(), phone_name).unwrap();
+            let agent = ScriptedAgent::new(true)
+                .with_pin(zeroize::Zeroizing::new("1234".into()), store.pin_verifier());
+            let phone = Phone::new(Authenticator::new(
+                MemoryStore::new(),
+                agent,
+                SystemClock,
+                rand_core::OsRng,
+            ))
+            .with_config(PhoneConfig {
+                relay: Some(url.clone()),
+                linking: Some(identity.clone()),
+                ..PhoneConfig::default()
+            });
+            let port = {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.local_addr().unwrap().port()
+            };
+            let ble = format!("udp:127.0.0.1:{port}");
+            let spec: hybridge_ble::RadioSpec = format!("{ble},interval=20ms").parse().unwrap();
+            let advertiser = Some(spec.advertiser().await.unwrap());
+            let phones = dir.join("phones.json");
+            Self {
+                relay,
+                url,
+                dir,
+                identity,
+                phone,
+                ble,
+                advertiser,
+                phones,
+            }
+        }
+
+        /// `register`/`sign-in` arguments on this rig (origin https://example.com, its radio,
+        /// relay and phones file), then `extra`.
+        pub fn args(&self, extra: &[&str]) -> CeremonyArgs {
+            let mut argv = vec![
+                "hybridge",
                 "--origin",
                 "https://example.com",
                 "--ble",
-                &ble,
+                &self.ble,
                 "--relay",
-                &url,
+                &self.url,
                 "--scan-timeout",
                 "20s",
+                "--phones",
+                self.phones.to_str().unwrap(),
             ];
-            list.extend_from_slice(extra);
-            list.into_iter().map(str::to_owned).collect::<Vec<_>>()
-        };
-        let (options_s, phones_s, qr_s) = (
-            options.to_str().unwrap(),
-            phones.to_str().unwrap(),
-            qr_txt.to_str().unwrap(),
-        );
-        let reg: Vec<String> = common(&[
-            "--options",
-            options_s,
-            "--phones",
-            phones_s,
-            "--qr-out",
-            qr_s,
-        ]);
-        let reg = args(&reg.iter().map(String::as_str).collect::<Vec<_>>());
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().args
+        }
 
-        // 1. Register by QR code; the phone links and the laptop stores it.
-        let phone_task = {
-            let (phone, qr_txt) = (phone.clone(), qr_txt.clone());
-            let advertiser = advertiser;
-            tokio::spawn(async move {
+        /// `hybridge register` with these creation options (JSON), the phone reading the QR
+        /// code and linking: the response JSON.
+        pub async fn register_and_link(&mut self, options: &str) -> Json {
+            let create = self.dir.join("create.json");
+            std::fs::write(&create, options).unwrap();
+            let qr_txt = self.dir.join("qr.txt");
+            let reg = self.args(&[
+                "--options",
+                create.to_str().unwrap(),
+                "--qr-out",
+                qr_txt.to_str().unwrap(),
+            ]);
+            let phone = self.phone.clone();
+            let advertiser = self.advertiser.take().expect("the phone's radio");
+            let phone_task = tokio::spawn(async move {
                 let url = loop {
                     match std::fs::read_to_string(&qr_txt) {
                         Ok(t) if t.trim().starts_with("FIDO:/") => break t.trim().to_owned(),
@@ -492,52 +516,88 @@ mod tests {
                     .serve(&QrInput::Text(url), &*advertiser, &PhoneEvents::none())
                     .await;
                 (r, advertiser)
-            })
-        };
-        let json = run_json(Kind::Register, &reg)
+            });
+            let json = run_json(Kind::Register, &reg)
+                .await
+                .expect("the registration");
+            let (served, advertiser) = phone_task.await.unwrap();
+            served.expect("the phone served the registration");
+            self.advertiser = Some(advertiser);
+            json
+        }
+
+        /// The phone subscribes at the relay (as `hybridge phone serve` does) and answers the
+        /// next wake-up: the task serving it.
+        pub async fn serve_next_wake(
+            self,
+        ) -> (
+            tokio::task::JoinHandle<
+                Result<
+                    hybridge_authenticator::phone::PhoneOutcome,
+                    hybridge_authenticator::phone::PhoneError,
+                >,
+            >,
+            Relay,
+            PathBuf,
+        ) {
+            let mut sub = hybridge_websocket::subscribe(
+                &self.url,
+                self.identity.wake_key(),
+                None,
+                hybridge_websocket::linked::Timeouts::default(),
+            )
             .await
-            .expect("the registration");
+            .unwrap();
+            let (phone, advertiser) = (self.phone, self.advertiser.expect("the phone's radio"));
+            let task = tokio::spawn(async move {
+                let wake = sub.next_wake().await.unwrap();
+                phone
+                    .serve_linked(&wake, &|_| true, &*advertiser, &PhoneEvents::none())
+                    .await
+            });
+            (task, self.relay, self.dir)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::linked_rig::LinkedRig;
+    use super::*;
+
+    /// The whole loop through this module: a QR registration whose phone links, stored in
+    /// the phones file, then a sign-in with `--phone` and no QR code.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_qr_ceremony_stores_the_link_and_phone_name_reaches_the_phone_again() {
+        let mut rig = LinkedRig::new("laptop-link", "Test phone").await;
+        // 1. Register by QR code; the phone links and the laptop stores it.
+        let json = rig
+            .register_and_link(
+                r#"{"challenge":"AAECAwQFBgcICQoLDA0ODw","rp":{"id":"example.com","name":"Example"},
+                   "user":{"id":"AQID","name":"linda","displayName":"Linda"},
+                   "pubKeyCredParams":[{"type":"public-key","alg":-7}],
+                   "authenticatorSelection":{"residentKey":"required","userVerification":"discouraged"}}"#,
+            )
+            .await;
         assert_eq!(json["type"], "public-key");
-        let (served, advertiser) = phone_task.await.unwrap();
-        served.expect("the phone served");
+        let phones = rig.phones.clone();
         let mut file = PhonesFile::load(&phones).unwrap();
         assert_eq!(file.entries.len(), 1);
         assert_eq!(file.entries[0].name, "Test phone");
-        assert_eq!(file.entries[0].contact_id, identity.contact_id().0);
+        assert_eq!(file.entries[0].contact_id, rig.identity.contact_id().0);
         let stored = file.linked("Test phone").unwrap();
         assert_eq!(stored.domain_id, 0);
 
         // 2. Sign in with --phone: the relay wakes the subscribed phone; no QR code.
-        let mut sub = hybridge_websocket::subscribe(
-            &url,
-            identity.wake_key(),
-            None,
-            hybridge_websocket::linked::Timeouts::default(),
-        )
-        .await
-        .unwrap();
-        let phone_task = tokio::spawn(async move {
-            let wake = sub.next_wake().await.unwrap();
-            phone
-                .serve_linked(&wake, &|_| true, &*advertiser, &PhoneEvents::none())
-                .await
-        });
-        let get = dir.join("get.json");
+        let get = rig.dir.join("get.json");
         std::fs::write(
             &get,
             r#"{"challenge":"EBESExQVFhcYGRobHB0eHw","rpId":"example.com",
                "userVerification":"discouraged"}"#,
         )
         .unwrap();
-        let sign: Vec<String> = common(&[
-            "--options",
-            get.to_str().unwrap(),
-            "--phones",
-            phones_s,
-            "--phone",
-            "Test phone",
-        ]);
-        let sign = args(&sign.iter().map(String::as_str).collect::<Vec<_>>());
+        let sign = rig.args(&["--options", get.to_str().unwrap(), "--phone", "Test phone"]);
+        let (phone_task, relay, dir) = rig.serve_next_wake().await;
         let json = run_json(Kind::SignIn, &sign)
             .await
             .expect("the linked sign-in");
