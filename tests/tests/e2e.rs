@@ -1320,9 +1320,14 @@ fn linked_phones_are_listed_renamed_forgotten_and_an_unreachable_one_is_a_clear_
 
 /// `hybridge phone serve` for `p`'s store on this relay and UDP port, approving with its PIN.
 fn phone_serve(p: &Phone, port: u16, relay: &str) -> Proc {
+    phone_serve_on(p, &format!("udp:127.0.0.1:{port},interval=20ms"), relay)
+}
+
+/// [`phone_serve`] on the radio `ble`, once it holds its wake-up subscription at `relay`.
+fn phone_serve_on(p: &Phone, ble: &str, relay: &str) -> Proc {
     let mut cmd = Command::new(hybridge());
     cmd.args(["phone", "serve", "--relay", relay, "--yes"])
-        .args(["--ble", &format!("udp:127.0.0.1:{port},interval=20ms")])
+        .args(["--ble", ble])
         .arg("--store")
         .arg(p.store())
         .arg("--pin-file")

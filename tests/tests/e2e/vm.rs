@@ -215,19 +215,7 @@ fn register_and_sign_in_over_bluez_verified_by_an_independent_rp() {
 /// `hybridge phone serve` for `p`'s store over BlueZ (hci1), approving with its PIN, once it
 /// holds its wake-up subscription at `relay`.
 fn phone_serve_bluez(p: &Phone, relay: &str) -> Proc {
-    let mut cmd = Command::new(hybridge());
-    cmd.args([
-        "phone", "serve", "--relay", relay, "--yes", "--ble", PHONE_BLE,
-    ])
-    .arg("--store")
-    .arg(p.store())
-    .arg("--pin-file")
-    .arg(p.pin_file());
-    let serve = Proc::spawn("phone serve", cmd);
-    serve
-        .wait_stderr(T, |l| l.contains("reachable for linked laptops"))
-        .unwrap_or_else(|| panic!("phone serve did not subscribe\n{}", serve.dump()));
-    serve
+    super::phone_serve_on(p, PHONE_BLE, relay)
 }
 
 /// A QR registration over BlueZ (phone on hci1, laptop on hci0) in which the phone links as

@@ -819,19 +819,28 @@ fn browser_registers_and_signs_in(browser: Browser, name: &str) -> String {
     key.proc.stderr()
 }
 
+/// In the VM, with the browser `command` (a Debian package of that name) installed; else
+/// says what is missing (a failure under CI) and `false`.
+fn require_browser(command: &str) -> bool {
+    require_vm();
+    let there = have_command("sh", &["-c", &format!("command -v {command}")]);
+    if !there {
+        missing(
+            &hybridge_testkit::this_test(),
+            command,
+            &format!("apt-get install {command}"),
+        );
+    }
+    there
+}
+
 /// Firefox ESR (which has no hybrid on Linux at all). Its sign-in starts with a silent
 /// pre-flight probe (a `up: false` getAssertion with the allowList), which the key answers
 /// without the phone before the real request reaches the phone.
 #[test]
 #[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
 fn firefox_registers_and_signs_in_through_the_key() {
-    require_vm();
-    if !have_command("sh", &["-c", "command -v firefox-esr"]) {
-        missing(
-            &hybridge_testkit::this_test(),
-            "firefox-esr",
-            "apt-get install firefox-esr",
-        );
+    if !require_browser("firefox-esr") {
         return;
     }
     let stderr = browser_registers_and_signs_in(Browser::Firefox, "key-firefox");
@@ -845,13 +854,7 @@ fn firefox_registers_and_signs_in_through_the_key() {
 #[test]
 #[ignore = "needs BlueZ controllers: runs in the VM tier, tests/vm/run.sh"]
 fn chromium_registers_and_signs_in_through_the_key() {
-    require_vm();
-    if !have_command("sh", &["-c", "command -v chromium"]) {
-        missing(
-            &hybridge_testkit::this_test(),
-            "chromium",
-            "apt-get install chromium",
-        );
+    if !require_browser("chromium") {
         return;
     }
     browser_registers_and_signs_in(Browser::Chromium, "key-chromium");
