@@ -87,6 +87,30 @@ pub fn hybridge() -> PathBuf {
     bin_dir().join("hybridge")
 }
 
+/// A `hybridge` command that sees none of the developer's own settings: no `HYBRIDGE_*`
+/// variable it inherits (the test sets what it needs), and no desktop session bus (so no
+/// keyring item or notification of theirs is touched).
+pub fn hybridge_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(hybridge());
+    hermetic(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd` the inherited environment a test must not depend on (see
+/// [`hybridge_command`]); what the test set on `cmd` itself stays.
+pub fn hermetic(cmd: &mut std::process::Command) {
+    let set: Vec<_> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+    let inherited = std::env::vars_os().map(|(k, _)| k).filter(|k| {
+        k.to_str()
+            .is_some_and(|k| k.starts_with("HYBRIDGE_") || k == "DBUS_SESSION_BUS_ADDRESS")
+    });
+    for k in inherited.collect::<Vec<_>>() {
+        if !set.contains(&k) {
+            cmd.env_remove(k);
+        }
+    }
+}
+
 /// The `hybridge-relay` binary.
 pub fn relay_bin() -> PathBuf {
     bin_dir().join("hybridge-relay")

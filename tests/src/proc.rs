@@ -46,10 +46,8 @@ impl Proc {
         // Whatever a test does not point elsewhere (the laptop's phones file, a default
         // store) goes to a directory of its own, never to the user's data directory.
         let set = |cmd: &Command, var: &str| cmd.get_envs().any(|(k, _)| k == var);
-        // Nor their desktop: no keyring item or notification of theirs is touched.
-        if !set(&cmd, "DBUS_SESSION_BUS_ADDRESS") {
-            cmd.env_remove("DBUS_SESSION_BUS_ADDRESS");
-        }
+        // Nor their other settings, or their desktop.
+        crate::hermetic(&mut cmd);
         let data = (!set(&cmd, "XDG_DATA_HOME")).then(|| {
             let dir = crate::TempDir::new(&format!("data-{name}").replace([' ', '/'], "-"));
             cmd.env("XDG_DATA_HOME", &dir.0);

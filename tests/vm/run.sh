@@ -315,6 +315,10 @@ if [ "$have_cmd" = 0 ]; then
     exit 1
   fi
   echo "$passed passed, $failed failed"
+  if [ "$passed" = 0 ] && [ "$failed" = 0 ]; then
+    echo "vm: no test matched ${filters[*]}" >&2
+    exit 1
+  fi
   if [ "$failed" != 0 ] || [ "$status" != 0 ]; then exit 1; fi
   exit 0
 fi

@@ -88,6 +88,8 @@ pub fn destroy_on_exit() {
     if let Some(mut w) = guard.take() {
         let _ = w.destroy();
     }
+    // A QR code on screen is stale now (the process exits without running destructors).
+    crate::notify::withdraw_all();
 }
 
 /// The most credentials a request may list (getInfo key 7). Large, so Chromium sends an
@@ -445,10 +447,17 @@ fn ceremony<'a>(
                 answer.map_err(Failure::session)
             }
             Reach::Linked { phones, name } => {
-                // The same linked session as `sign-in --phone`.
-                let phone = PhonesFile::load(phones)
-                    .and_then(|mut file| file.linked(name))
-                    .map_err(|e| Failure::phones(&e))?;
+                // The same linked session as `sign-in --phone`. Reading the link may wait on
+                // the desktop keyring (even its unlock dialog): off this task, so keepalives,
+                // CANCEL and other channels go on meanwhile.
+                let (path, owned) = (phones.to_path_buf(), name.to_owned());
+                let phone = tokio::task::spawn_blocking(move || {
+                    PhonesFile::load(&path).and_then(|mut file| file.linked(&owned))
+                })
+                .await
+                .map_err(|e| CliError::Invalid(format!("reading the phones file failed: {e}")))
+                .and_then(|r| r)
+                .map_err(|e| Failure::phones(&e))?;
                 progress.step(format!("contacting phone {name:?}"));
                 let laptop = Laptop::linked(kind, phone, config);
                 let answer = transact(laptop, &request, scanner, &events).await;
@@ -469,7 +478,8 @@ async fn transact(
 ) -> Result<Vec<u8>, SessionError> {
     let mut phone = laptop.connect(scanner, events).await?;
     let answer = phone.transact(request, events).await;
-    phone.close(events).await;
+    // The application waits for this answer: no wait for a late link (the key offers none).
+    phone.close_now(events).await;
     answer
 }
 

@@ -237,6 +237,11 @@ impl Keyring {
                 false
             })
             .map_err(failed)?;
+        eprintln!(
+            "hybridge: the desktop keyring is locked: unlock it in its dialog (waiting up to {} \
+             minutes)",
+            PROMPT_LIMIT.as_secs() / 60
+        );
         let shown: Result<(), _> = self.proxy(path).method_call(PROMPT_IFACE, "Prompt", ("",));
         let deadline = Instant::now() + PROMPT_LIMIT;
         let result = shown.map_err(failed).and_then(|()| {

@@ -58,9 +58,10 @@ pub struct CeremonyArgs {
     phones: PhonesFileArg,
 }
 
-/// A duration, or `0` for none.
+/// A duration, or zero (`0`, `0s`, `0m`, `0ms`) for none.
 fn parse_wait(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
+    let digits = s.trim().trim_end_matches(['m', 's']);
+    if !digits.is_empty() && digits.bytes().all(|b| b == b'0') {
         Ok(Duration::ZERO)
     } else {
         parse_duration(s)
@@ -345,12 +346,14 @@ pub(crate) fn linked_error(name: &str, e: session::Error) -> CliError {
              link whose secret is not the phone's looks the same: forget the phone and link it \
              again with a QR code.) ({e})"
         )),
-        // The advert matched (so the link secret is right) and the phone hung up on our
-        // handshake message: it does not hold the identity key stored for it.
+        // The advert matched (so the link secret is right) and the tunnel closed on our
+        // handshake message: most likely the phone does not hold the identity key stored for
+        // it, but a phone or relay going away at that moment looks the same.
         session::Error::TunnelClosed(session::Step::Handshake) => CliError::Protocol(format!(
-            "phone {name:?} refused the handshake of its stored link (the entry was altered, \
-             or the phone's identity changed): forget it (`hybridge phones forget {name:?}`) \
-             and link the phone again with a QR code ({e})"
+            "phone {name:?} refused or dropped the handshake of its stored link ({e}): try \
+             again; if it keeps happening, the entry was altered or the phone's identity \
+             changed, so forget it (`hybridge phones forget {name:?}`) and link the phone \
+             again with a QR code"
         )),
         e => CliError::Session(e),
     }
@@ -564,6 +567,18 @@ pub mod linked_rig {
 mod tests {
     use super::linked_rig::LinkedRig;
     use super::*;
+
+    #[test]
+    fn the_link_wait_takes_any_zero_as_none() {
+        for zero in ["0", "0s", "0m", "0ms", " 00s "] {
+            assert_eq!(parse_wait(zero).unwrap(), Duration::ZERO, "{zero}");
+        }
+        assert_eq!(parse_wait("3m").unwrap(), Duration::from_secs(180));
+        assert_eq!(parse_wait("500ms").unwrap(), Duration::from_millis(500));
+        for bad in ["", "s", "-1s", "soon", "25h"] {
+            assert!(parse_wait(bad).is_err(), "{bad}");
+        }
+    }
 
     /// The whole loop through this module: a QR registration whose phone links, stored in
     /// the phones file, then a sign-in with `--phone` and no QR code.

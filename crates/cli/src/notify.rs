@@ -42,6 +42,33 @@ pub struct Notifier {
     next: AtomicU64,
 }
 
+/// The notifications on screen, with the bus each is on: [`withdraw_all`] takes them down when
+/// the process ends by a signal, which runs no destructors.
+static ON_SCREEN: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
+
+fn on_screen() -> std::sync::MutexGuard<'static, Vec<(String, u32)>> {
+    ON_SCREEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Withdraws every notification still on screen, each call bounded by a second: for an exit
+/// that runs no destructors (Ctrl-C, SIGTERM).
+pub fn withdraw_all() {
+    let shown = std::mem::take(&mut *on_screen());
+    for (address, id) in shown {
+        let Ok(mut channel) = dbus::channel::Channel::open_private(&address) else {
+            continue;
+        };
+        if channel.register().is_err() {
+            continue;
+        }
+        let conn = Connection::from(channel);
+        let proxy = conn.with_proxy(SERVICE, PATH, Duration::from_secs(1));
+        let _: Result<(), _> = proxy.method_call(SERVICE, "CloseNotification", (id,));
+    }
+}
+
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Notifier").finish_non_exhaustive()
@@ -76,14 +103,12 @@ impl Notifier {
         let mut channel =
             dbus::channel::Channel::open_private(address).map_err(|e| describe(&e))?;
         channel.register().map_err(|e| describe(&e))?;
-        Self::start(Connection::from(channel))
-    }
-
-    fn start(conn: Connection) -> Result<Self, String> {
+        let address = address.to_owned();
+        let conn = Connection::from(channel);
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("notifications".into())
-            .spawn(move || serve(&conn, &rx))
+            .spawn(move || serve(&conn, &rx, &address))
             .map_err(|e| format!("cannot start the notification thread: {e}"))?;
         Ok(Self {
             tx,
@@ -116,7 +141,7 @@ fn describe(e: &dbus::Error) -> String {
 }
 
 /// The notification thread: one call at a time, until the [`Notifier`] is dropped.
-fn serve(conn: &Connection, rx: &mpsc::Receiver<Command>) {
+fn serve(conn: &Connection, rx: &mpsc::Receiver<Command>, address: &str) {
     let proxy = conn.with_proxy(SERVICE, PATH, CALL_LIMIT);
     let mut shown: HashMap<u64, u32> = HashMap::new();
     let mut warned = false;
@@ -162,12 +187,14 @@ fn serve(conn: &Connection, rx: &mpsc::Receiver<Command>) {
                 match call {
                     Ok((id,)) => {
                         shown.insert(token, id);
+                        on_screen().push((address.to_owned(), id));
                     }
                     Err(e) => warn("shown", &e),
                 }
             }
             Command::Close { token } => {
                 if let Some(id) = shown.remove(&token) {
+                    on_screen().retain(|(a, i)| !(a == address && *i == id));
                     let call: Result<(), _> =
                         proxy.method_call(SERVICE, "CloseNotification", (id,));
                     if let Err(e) = call {
@@ -179,6 +206,7 @@ fn serve(conn: &Connection, rx: &mpsc::Receiver<Command>) {
     }
     // The key is going away: nothing it showed may stay behind.
     for id in shown.into_values() {
+        on_screen().retain(|(a, i)| !(a == address && *i == id));
         let _: Result<(), _> = proxy.method_call(SERVICE, "CloseNotification", (id,));
     }
 }
@@ -306,6 +334,23 @@ mod tests {
         let got = wait_for(&calls, 2);
         assert_eq!(got[1].member().as_deref(), Some("CloseNotification"));
         assert_eq!(got[1].read1::<u32>().unwrap(), 7);
+
+        // A signal ends the process mid-ceremony (no destructors run): withdraw_all takes
+        // the code down all the same.
+        let _stale = notifier.show_qr("Sign in with your phone", "", url);
+        let got = wait_for(&calls, 3);
+        assert_eq!(got[2].member().as_deref(), Some("Notify"));
+        for _ in 0..300 {
+            if on_screen().iter().any(|(_, id)| *id == 8) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        withdraw_all();
+        let got = wait_for(&calls, 4);
+        assert_eq!(got[3].member().as_deref(), Some("CloseNotification"));
+        assert_eq!(got[3].read1::<u32>().unwrap(), 8);
+        assert!(!on_screen().iter().any(|(a, _)| *a == bus.address));
     }
 
     #[test]

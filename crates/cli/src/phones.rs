@@ -21,7 +21,7 @@
 //! * `"keyring"`: in the desktop keyring (the freedesktop Secret Service: GNOME Keyring,
 //!   KWallet, KeePassXC), as an item with the attributes `application=hybridge`,
 //!   `kind=linked-phones-key`, `check=<key_check hex>`. Chosen for a new key whenever a
-//!   desktop session's keyring is reachable: the key is then protected by the login password,
+//!   graphical desktop session's keyring is reachable: the key is then protected by the login password,
 //!   not only by file permissions, and the file can be moved or backed up on its own.
 //! * absent (`file`): in a file next to the data (`phones.key` for `phones.json`: the data
 //!   file's name with the extension `.key`), mode 0600. Used without a desktop session (a
@@ -269,6 +269,19 @@ impl KeyringAccess {
         }
     }
 
+    /// The keyring to make a new key in: this session's only in a graphical session
+    /// (`WAYLAND_DISPLAY` or `DISPLAY`), where its unlock dialog can be seen and answered; a
+    /// terminal over SSH reaches the session bus too, but nobody would see the dialog.
+    fn open_for_new_key(&self) -> Result<Keyring, KeyringError> {
+        if *self == KeyringAccess::Session {
+            let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
+            if !set("WAYLAND_DISPLAY") && !set("DISPLAY") {
+                return Err(KeyringError::Unavailable("no graphical session".into()));
+            }
+        }
+        self.open()
+    }
+
     fn open(&self) -> Result<Keyring, KeyringError> {
         match self {
             KeyringAccess::Session => Keyring::session(),
@@ -514,7 +527,14 @@ impl PhonesFile {
                     kpath.display()
                 )));
             }
-            if let Ok(keyring) = self.keyring.open() {
+            // The key a keyring already keeps for this file (its phones were all
+            // forgotten), rather than one more item in it.
+            if self.in_keyring && self.key_check.is_some() {
+                if let Ok(key) = self.keyring_key() {
+                    return Ok(key);
+                }
+            }
+            if let Ok(keyring) = self.keyring.open_for_new_key() {
                 let key = Key::random()?;
                 match key.to_keyring(&keyring) {
                     Ok(()) => {
@@ -983,6 +1003,21 @@ mod tests {
         assert!(away.check_writable().is_err());
         assert!(away.add(&linking("Other", 3, 1), 0).is_err());
         assert!(!key_path(&moved).exists());
+        // Every phone forgotten, then a new link: the keyring's key is used again, not
+        // joined by another item.
+        let mut emptied = PhonesFile::load(&moved)
+            .unwrap()
+            .with_keyring(KeyringAccess::At(ring.address.clone()));
+        emptied.forget("Pixel 7").unwrap();
+        emptied.forget("Galaxy").unwrap();
+        emptied.save().unwrap();
+        let mut relinked = PhonesFile::load(&moved)
+            .unwrap()
+            .with_keyring(KeyringAccess::At(ring.address.clone()));
+        relinked.add(&linking("Pixel 8", 4, 0x33), 0).unwrap();
+        relinked.save().unwrap();
+        let doc: Json = serde_json::from_slice(&std::fs::read(&moved).unwrap()).unwrap();
+        assert_eq!(doc["key_check"].as_str(), Some(check.as_str()));
         // Another keyring (another user's) has no key for it.
         let Some(other) = crate::keyring::test_keyring::start() else {
             return;
@@ -990,7 +1025,7 @@ mod tests {
         let mut elsewhere = PhonesFile::load(&moved)
             .unwrap()
             .with_keyring(KeyringAccess::At(other.address.clone()));
-        let e = elsewhere.linked("Pixel 7").unwrap_err().to_string();
+        let e = elsewhere.linked("Pixel 8").unwrap_err().to_string();
         assert!(e.contains("has no key"), "{e}");
     }
 

@@ -57,8 +57,10 @@ impl Terminal<StdioInput, io::Stderr> {
                 output: io::stderr(),
                 tty: Some(tty),
             },
+            // Stdin is buffered once for the whole process; a reader of our own would read
+            // ahead and lose, when dropped, the answers piped for the next prompt.
             Err(_) => Self {
-                input: Box::new(BufReader::new(io::stdin())),
+                input: Box::new(BufReader::with_capacity(1, io::stdin())),
                 output: io::stderr(),
                 tty: None,
             },

@@ -109,8 +109,9 @@ pub struct LaptopConfig {
     /// TLS for `wss://` relays; `None`: the webpki roots ([`ws::tls_with_roots`] builds one
     /// for a private CA).
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// QR key 4: tell the phone we would store linking data. Off by default (this client
-    /// does not store links yet); verified linking data is returned in [`SessionEnd`] anyway.
+    /// QR key 4: tell the phone we would store linking data. Off by default: turn it on only
+    /// where the caller keeps the link it gets back in [`SessionEnd`] (`hybridge register`
+    /// and `sign-in` keep it in their phones file).
     pub supports_linking: bool,
     /// Offer the CTAP 2.3 data channel in the QR code (key 6 = `[0, 1]`): a phone that
     /// supports it is then reached over Bluetooth (L2CAP) and the relay is left out, with the
@@ -166,6 +167,11 @@ impl fmt::Display for Event {
             }
             Event::HandshakeDone => f.write_str("connected to the phone"),
             Event::WaitingForUser => f.write_str("confirm on your phone"),
+            Event::AwaitingLinking(d) if d.as_secs() == 0 => write!(
+                f,
+                "waiting up to {} ms for the phone to send its link",
+                d.as_millis()
+            ),
             Event::AwaitingLinking(d) => write!(
                 f,
                 "waiting up to {} s for the phone to send its link",

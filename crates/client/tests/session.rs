@@ -1097,12 +1097,6 @@ async fn one_side_without_the_data_channel_gets_the_relay() {
     }
 }
 
-/// Issue 14's loop in one process: a QR registration in which the phone offers a link and the
-/// laptop keeps it (verified with the QR key), then a sign-in with no QR code at all: the
-/// laptop contacts the phone through the relay, the phone (subscribed for wake-ups with its
-/// wake key) joins, advertises with the link's key and answers NKpsk0; the RP verifies both.
-/// A revoked link is refused by the phone; a phone that is not subscribed is a 410, said as
-/// unreachable.
 /// A QR code that offers linking, to a phone that does not link: the response is the
 /// caller's before any wait, and the wait for a late link ends as soon as the phone closes
 /// (not after Chromium's three minutes).
@@ -1145,6 +1139,12 @@ async fn a_phone_that_does_not_link_ends_the_wait_for_a_late_link_when_it_closes
     assert!(waited.is_some() && waited < done, "{events:?}");
 }
 
+/// Issue 14's loop in one process: a QR registration in which the phone offers a link and the
+/// laptop keeps it (verified with the QR key), then a sign-in with no QR code at all: the
+/// laptop contacts the phone through the relay, the phone (subscribed for wake-ups with its
+/// wake key) joins, advertises with the link's key and answers NKpsk0; the RP verifies both.
+/// A revoked link is refused by the phone; a phone that is not subscribed is a 410, said as
+/// unreachable.
 #[tokio::test]
 async fn a_phone_linked_by_qr_code_is_reached_again_without_one() {
     use hybridge_authenticator::phone::LinkIdentity;

@@ -546,6 +546,10 @@ mod tests {
         // Chrome sends only "mc" and "ga" for a WebAuthn request; a request type of ours
         // that has no contact-flow name is sent as "ga", the phone's default for unknown
         // names (`RequestTypeFromString`).
+        assert_eq!(
+            payload(RequestType::DigitalCredentialPresentation).to_header_value(),
+            payload(RequestType::GetAssertion).to_header_value()
+        );
         for rt in [RequestType::GetAssertion, RequestType::MakeCredential] {
             let bytes = payload(rt).to_bytes();
             assert_eq!(client_payload_from_bytes(&bytes).unwrap(), payload(rt));

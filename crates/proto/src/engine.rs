@@ -814,14 +814,16 @@ impl LaptopEngine {
             (LaptopState::Lingering(mut channel), LaptopInput::Received(m)) => {
                 // Only linking data is of use now. A message that does not decrypt ends the
                 // wait: nothing after it could be read (the session itself succeeded).
-                let readable = match channel.on_message(&m) {
-                    Ok(events) => {
-                        events.into_iter().for_each(|e| self.note(e));
-                        true
-                    }
+                // A link that fails verification ends it too: that phone sends no other.
+                let waiting = match channel.on_message(&m) {
+                    Ok(events) => events.into_iter().all(|e| {
+                        let rejected = matches!(e, LaptopEvent::LinkingRejected(_));
+                        self.note(e);
+                        !rejected
+                    }),
                     Err(_) => false,
                 };
-                if readable && self.linking.is_none() {
+                if waiting && self.linking.is_none() {
                     LaptopState::Lingering(channel)
                 } else {
                     self.state = LaptopState::Lingering(channel);

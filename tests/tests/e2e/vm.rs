@@ -103,7 +103,7 @@ fn ceremony_bluez_with(
 ) -> (String, String) {
     let opts = p.file(&format!("{ceremony}.json"), options);
     let mut l = laptop(
-        Command::new(hybridge()),
+        hybridge_command(),
         ceremony,
         &opts,
         LAPTOP_BLE,
@@ -112,7 +112,7 @@ fn ceremony_bluez_with(
     );
     let qr = qr_of(&l);
     let mut ph = phone(
-        Command::new(hybridge()),
+        hybridge_command(),
         p,
         &qr,
         PHONE_BLE,
@@ -183,7 +183,7 @@ fn register_and_sign_in_over_bluez_verified_by_an_independent_rp() {
     let elsewhere = RelayProc::local();
     let stranger = Phone::new("bluez-stranger");
     let mut foreign = phone(
-        Command::new(hybridge()),
+        hybridge_command(),
         &stranger,
         &other_qr(),
         PHONE_BLE,
@@ -231,7 +231,7 @@ fn link_over_bluez(
     let (options, state) = rp.creation_options("lin");
     let opts = p.file("register.json", &options);
     let mut l = laptop(
-        Command::new(hybridge()),
+        hybridge_command(),
         "register",
         &opts,
         LAPTOP_BLE,
@@ -240,7 +240,7 @@ fn link_over_bluez(
     );
     let qr = qr_of(&l);
     let mut ph = phone(
-        Command::new(hybridge()),
+        hybridge_command(),
         p,
         &qr,
         PHONE_BLE,
@@ -288,7 +288,7 @@ fn a_phone_linked_over_bluez_signs_in_with_sign_in_phone_and_no_qr_code() {
     // the laptop's controller has heard it before the sign-in starts.
     let mut serve = phone_serve_bluez(&p, &relay.url());
     let mut listen = {
-        let mut cmd = Command::new(hybridge());
+        let mut cmd = hybridge_command();
         cmd.args(["inspect", "adverts", "--ble", LAPTOP_BLE, "--for", "600s"]);
         Proc::spawn("inspect adverts", cmd)
     };
@@ -304,7 +304,7 @@ fn a_phone_linked_over_bluez_signs_in_with_sign_in_phone_and_no_qr_code() {
         LaptopQr::new(keys, 1_700_000_000, false, RequestType::MakeCredential)
     };
     let mut foreign = phone(
-        Command::new(hybridge()),
+        hybridge_command(),
         &stranger,
         &stranger_qr.qr_url(),
         PHONE_BLE,
@@ -334,7 +334,7 @@ fn a_phone_linked_over_bluez_signs_in_with_sign_in_phone_and_no_qr_code() {
     let opts = p.file("get.json", &options);
     let start = Instant::now();
     let mut l = laptop(
-        Command::new(hybridge()),
+        hybridge_command(),
         "sign-in",
         &opts,
         LAPTOP_BLE,
@@ -392,7 +392,7 @@ fn lonely_laptop(name: &str, ble: &str, scan_timeout: &str) -> (Phone, Proc) {
     let opts = p.file("register.json", &options);
     let relay = format!("ws://127.0.0.1:{}", closed_tcp_port());
     let l = laptop(
-        Command::new(hybridge()),
+        hybridge_command(),
         "register",
         &opts,
         ble,
@@ -481,7 +481,7 @@ fn bluetoothd_not_running_is_a_clear_error() {
     let (options, _) = rp.creation_options("dan");
     let opts = p.file("register.json", &options);
     let laptop = laptop(
-        Command::new(hybridge()),
+        hybridge_command(),
         "register",
         &opts,
         LAPTOP_BLE,
@@ -489,7 +489,7 @@ fn bluetoothd_not_running_is_a_clear_error() {
         &["--scan-timeout", "30s"],
     );
     let phone = phone(
-        Command::new(hybridge()),
+        hybridge_command(),
         &p,
         &other_qr(),
         PHONE_BLE,
@@ -611,7 +611,7 @@ fn a_phone_without_a_usable_controller_says_why_before_it_contacts_the_relay() {
         let _blocked = (case == "blocked").then(|| RfkillBlocked::new(1));
         let _off = (case == "off").then(|| PoweredOff::new(1));
         let mut ph = phone(
-            Command::new(hybridge()),
+            hybridge_command(),
             &p,
             &other_qr(),
             PHONE_BLE,
@@ -662,7 +662,7 @@ fn the_phone_adds_the_advert_suffix_only_when_the_qr_code_asks() {
         std::thread::sleep(Duration::from_millis(500));
         // The laptop never comes: the phone advertises until --wait ends.
         let mut ph = phone(
-            Command::new(hybridge()),
+            hybridge_command(),
             &p,
             &qr.qr_url(),
             PHONE_BLE,
@@ -730,7 +730,7 @@ fn the_phone_adds_the_advert_suffix_only_when_the_qr_code_asks() {
 /// Listens on the laptop's controller with `hybridge inspect adverts` for `secs` seconds,
 /// doing `during` meanwhile; every advert heard, as (address, UUID, service data hex).
 fn adverts_heard(secs: u32, during: impl FnOnce()) -> Vec<(String, String, String)> {
-    let mut cmd = Command::new(hybridge());
+    let mut cmd = hybridge_command();
     cmd.args(["inspect", "adverts", "--ble", LAPTOP_BLE])
         .args(["--for", &format!("{secs}s")]);
     let mut listen = Proc::spawn("inspect adverts", cmd);

@@ -49,7 +49,7 @@ impl Key {
     fn start_on(name: &str, relay: RelayProc, scan_timeout: &str, extra: &[&str]) -> Key {
         let dir = TempDir::new(name);
         let qr = dir.path("qr.txt");
-        let mut cmd = Command::new(hybridge());
+        let mut cmd = hybridge_command();
         cmd.args(["key", "--ble", LAPTOP_BLE, "--relay", &relay.url()])
             .args(["--scan-timeout", scan_timeout, "--qr-out"])
             .arg(&qr)
@@ -89,7 +89,7 @@ impl Key {
     /// [`phone_answers`](Self::phone_answers), giving the client `limit` to reach the key.
     fn phone_answers_within(&self, p: &Phone, client: &Proc, limit: Duration) -> String {
         self.wait_for_qr(client, limit);
-        let mut cmd = Command::new(hybridge());
+        let mut cmd = hybridge_command();
         cmd.args(["phone", "--qr-file"])
             .arg(&self.qr)
             .args(["--relay", &self.relay.url(), "--ble", PHONE_BLE, "--yes"])
@@ -523,7 +523,7 @@ fn libfido2_registers_and_asserts_through_the_key_with_a_linked_phone() {
     ]);
     // The phone renamed in the phones file while the key runs: no phone by that name.
     let rename = |from: &str, to: &str| {
-        let out = Command::new(hybridge())
+        let out = hybridge_command()
             .args(["phones", "rename", from, to, "--phones", phones])
             .output()
             .expect("run hybridge phones rename");

@@ -1416,11 +1416,25 @@ fn awaited_linking(p: &Pair) -> bool {
         .any(|o| matches!(o, LaptopOutput::AwaitingLinking(_)))
 }
 
-#[test]
-fn linking_data_that_comes_after_the_shutdown_is_still_taken() {
-    // The phone here is driven by hand, step by step, to send its link where Chromium's
-    // "late linking" test phone does: after the laptop's shutdown (its first update carries
-    // none). The laptop engine must not hold the response back for it.
+fn drain(laptop: &mut LaptopEngine) -> Vec<LaptopOutput> {
+    std::iter::from_fn(|| laptop.poll_output()).collect()
+}
+
+/// The message in `outs` for the phone.
+fn sent(outs: &[LaptopOutput]) -> Vec<u8> {
+    outs.iter()
+        .find_map(|o| match o {
+            LaptopOutput::Send(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("nothing sent: {outs:?}"))
+}
+
+/// A QR ceremony that offered linking, with a phone driven by hand, step by step, that sent
+/// no link in its first update, after the laptop's shutdown: the laptop waits for a late
+/// link (as for Chromium's "late linking" test phone). The laptop, the phone's channel, and
+/// the time of the shutdown.
+fn awaiting_a_late_link() -> (LaptopEngine, crate::session::PhoneChannel, Instant) {
     use crate::frame::PostHandshake;
     use crate::session::PhoneEvent;
     let rng = &mut rand_core::OsRng;
@@ -1439,16 +1453,6 @@ fn linking_data_that_comes_after_the_shutdown_is_still_taken() {
         cbor_map,
         t0,
     );
-    let drain =
-        |laptop: &mut LaptopEngine| std::iter::from_fn(|| laptop.poll_output()).collect::<Vec<_>>();
-    let sent = |outs: &[LaptopOutput]| -> Vec<u8> {
-        outs.iter()
-            .find_map(|o| match o {
-                LaptopOutput::Send(m) => Some(m.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("nothing sent: {outs:?}"))
-    };
     assert_eq!(drain(&mut laptop), [LaptopOutput::StartScan]);
     let advert = phone_qr.service_data(AdvertPlaintext::new(rng, RoutingId([1, 2, 3]), 0), None);
     laptop.handle(t0, LaptopInput::Advert(advert));
@@ -1489,6 +1493,13 @@ fn linking_data_that_comes_after_the_shutdown_is_still_taken() {
         Ok(PhoneEvent::Shutdown)
     ));
 
+    (laptop, phone, t0)
+}
+
+#[test]
+fn linking_data_that_comes_after_the_shutdown_is_still_taken() {
+    // The laptop engine does not hold the response back for the link (it came first).
+    let (mut laptop, mut phone, t0) = awaiting_a_late_link();
     // Ten seconds later an update with nothing in it: still waiting.
     let t = t0 + Duration::from_secs(10);
     laptop.handle(t, LaptopInput::Received(phone.update(None).unwrap()));
@@ -1513,6 +1524,33 @@ fn linking_data_that_comes_after_the_shutdown_is_still_taken() {
         other => panic!("no link: {other:?}"),
     }
     assert!(laptop.is_finished() && laptop.poll_timeout().is_none());
+}
+
+#[test]
+fn a_late_link_that_fails_verification_ends_the_wait_and_is_not_taken() {
+    let (mut laptop, mut phone, t0) = awaiting_a_late_link();
+    let linking = PhoneLinking::new();
+    let offer = linking.offer([1; 8]);
+    let mut link = phone
+        .linking_info(
+            &offer.identity,
+            offer.contact_id,
+            offer.link_id,
+            offer.link_secret,
+            offer.name,
+        )
+        .unwrap();
+    // Not signed over this session's handshake.
+    link.handshake_signature[0] ^= 1;
+    laptop.handle(
+        t0,
+        LaptopInput::Received(phone.update(Some(&link)).unwrap()),
+    );
+    let outs = drain(&mut laptop);
+    assert_eq!(
+        outs,
+        [LaptopOutput::CloseTunnel, LaptopOutput::Finished(Ok(None))]
+    );
 }
 
 #[test]
