@@ -660,28 +660,31 @@ fn the_phone_adds_the_advert_suffix_only_when_the_qr_code_asks() {
             c
         });
         std::thread::sleep(Duration::from_millis(500));
-        // The laptop never comes: the phone advertises until --wait ends.
-        let mut ph = phone(
-            hybridge_command(),
-            &p,
-            &qr.qr_url(),
-            PHONE_BLE,
-            &relay.url(),
-            &["--yes", "--data-channel", "--wait", "20s"],
-        );
-        let heard = rt.block_on(async {
+        let (heard, mut ph) = rt.block_on(async {
+            // The scan first: btvirt drops an advert already on the air when a scan starts
+            // (see the scanner test below), and the phone's Argon2 store opening under
+            // emulation takes a while anyway.
             let radio: hybridge_ble::RadioSpec = LAPTOP_BLE.parse().expect("spec");
             let scanner = radio.scanner().await.expect("the BlueZ scanner opens");
             let mut scan = scanner
                 .scan(&[hybridge_ble::UUID_FIDO])
                 .await
                 .expect("scan");
+            // The laptop never comes: the phone advertises until it is stopped below.
+            let ph = phone(
+                hybridge_command(),
+                &p,
+                &qr.qr_url(),
+                PHONE_BLE,
+                &relay.url(),
+                &["--yes", "--data-channel", "--wait", "90s"],
+            );
             // BlueZ also reports what it cached from earlier phones on the same controller:
             // the advert that decrypts with this QR code's key is the one to look at.
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let deadline = Instant::now() + Duration::from_secs(90);
             let mut ours = None;
             while ours.is_none() && Instant::now() < deadline {
-                match scan.next_timeout(Duration::from_secs(20)).await {
+                match scan.next_timeout(Duration::from_secs(90)).await {
                     Ok(adv) if matches!(qr.on_advert(&adv.service_data), Ok(Some(_))) => {
                         ours = Some(adv);
                     }
@@ -690,7 +693,7 @@ fn the_phone_adds_the_advert_suffix_only_when_the_qr_code_asks() {
                 }
             }
             let _ = scan.stop().await;
-            ours
+            (ours, ph)
         });
         let adv = heard.unwrap_or_else(|| panic!("no advert of this QR code\n{}", ph.dump()));
         let _ = Command::new("kill")
@@ -723,6 +726,7 @@ fn the_phone_adds_the_advert_suffix_only_when_the_qr_code_asks() {
         } else {
             assert_eq!(adv.service_data.len(), 20, "{adv:?}");
         }
+        ph.signal("TERM");
         let _ = ph.code(T);
     }
 }
