@@ -196,21 +196,37 @@ fn libfido2_tools_register_and_assert_through_the_key() {
         assert!(info.contains(want), "fido2-token -I lacks {want:?}: {info}");
     }
 
-    // fido2-cred -M: client data hash, RP ID, user name, user ID (base64 lines in).
-    let cdh = b64(&[7u8; 32]);
-    let input = format!("{cdh}\nexample.com\nalice\n{}\n", b64(b"alice-id"));
-    let mut mc = client(
-        "fido2-cred -M",
-        "fido2-cred",
-        &["-M", "-r", &key.hidraw, "es256"],
-        &input,
-    );
-    key.phone_answers(&p, &mc);
-    let cred = key.finish(&mut mc);
+    libfido2_registers_and_asserts(&key, |client| {
+        key.phone_answers(&p, client);
+    });
     assert!(
         !key.qr.exists(),
         "the QR code is removed once the phone answered"
     );
+}
+
+/// `fido2-cred -M` for alice at example.com through `key`, as the QR and linked tests make it.
+fn make_credential(key: &Key) -> Proc {
+    let input = format!(
+        "{}\nexample.com\nalice\n{}\n",
+        b64(&[7u8; 32]),
+        b64(b"alice-id")
+    );
+    client(
+        "fido2-cred -M",
+        "fido2-cred",
+        &["-M", "-r", &key.hidraw, "es256"],
+        &input,
+    )
+}
+
+/// libfido2 registers (`fido2-cred -M`) and asserts (`fido2-assert -G -p`) through `key`,
+/// `answer` seeing to each ceremony's phone; `-V` checks the attestation and the assertion
+/// against the credential's public key, and a tampered assertion must fail it.
+fn libfido2_registers_and_asserts(key: &Key, mut answer: impl FnMut(&Proc)) {
+    let mut mc = make_credential(key);
+    answer(&mc);
+    let cred = key.finish(&mut mc);
 
     // fido2-cred -V: checks the attestation; writes the credential's public key.
     let pubkey = key.dir.path("cred.pem");
@@ -222,21 +238,21 @@ fn libfido2_tools_register_and_assert_through_the_key() {
     );
     let code = v.code(T);
     assert_eq!(code, 0, "libfido2 rejects the attestation\n{}", v.dump());
-    let lines: Vec<&str> = cred.lines().collect();
-    let cred_id = lines
-        .get(4)
-        .expect("fido2-cred -M prints the credential ID");
+    let cred_id = cred
+        .lines()
+        .nth(4)
+        .expect("fido2-cred -M prints the credential ID")
+        .to_owned();
 
     // fido2-assert -G: client data hash, RP ID, credential ID in; -p asks for presence.
-    let cdh2 = b64(&[9u8; 32]);
-    let input = format!("{cdh2}\nexample.com\n{cred_id}\n");
+    let input = format!("{}\nexample.com\n{cred_id}\n", b64(&[9u8; 32]));
     let mut ga = client(
         "fido2-assert -G",
         "fido2-assert",
         &["-G", "-p", &key.hidraw],
         &input,
     );
-    key.phone_answers(&p, &ga);
+    answer(&ga);
     let assertion = key.finish(&mut ga);
     let mut v = client(
         "fido2-assert -V",
@@ -482,19 +498,9 @@ fn libfido2_registers_and_asserts_through_the_key_with_a_linked_phone() {
         })
         .unwrap_or_else(|| panic!("the key did not name its phone\n{}", key.proc.dump()));
 
-    let cdh = b64(&[7u8; 32]);
-    let make_credential = || {
-        let input = format!("{cdh}\nexample.com\nalice\n{}\n", b64(b"alice-id"));
-        client(
-            "fido2-cred -M",
-            "fido2-cred",
-            &["-M", "-r", &key.hidraw, "es256"],
-            &input,
-        )
-    };
     let refused = |says: &[&str]| {
         let start = Instant::now();
-        let mut mc = make_credential();
+        let mut mc = make_credential(&key);
         assert_ne!(mc.code(T), 0, "{}{}", mc.dump(), key.proc.dump());
         assert!(
             // libfido2's name for CTAP1_ERR_OTHER (0x7f); its own FIDO_ERR_OTHER is -7.
@@ -535,50 +541,8 @@ fn libfido2_registers_and_asserts_through_the_key_with_a_linked_phone() {
 
     // The phone serves wake-ups: a registration and an assertion through the key.
     let mut serve = phone_serve_bluez(&p, &relay_url);
-    let mut mc = make_credential();
-    let cred = key.finish(&mut mc);
-    let pubkey = key.dir.path("cred.pem");
-    let mut v = client(
-        "fido2-cred -V",
-        "fido2-cred",
-        &["-V", "-o", pubkey.to_str().unwrap(), "es256"],
-        &cred,
-    );
-    assert_eq!(
-        v.code(T),
-        0,
-        "libfido2 rejects the attestation\n{}",
-        v.dump()
-    );
-    let cred_id = cred
-        .lines()
-        .nth(4)
-        .expect("fido2-cred -M prints the credential ID")
-        .to_owned();
-    let input = format!("{}\nexample.com\n{cred_id}\n", b64(&[9u8; 32]));
-    let mut ga = client(
-        "fido2-assert -G",
-        "fido2-assert",
-        &["-G", "-p", &key.hidraw],
-        &input,
-    );
-    let assertion = key.finish(&mut ga);
-    let mut v = client(
-        "fido2-assert -V",
-        "fido2-assert",
-        &["-V", "-p", pubkey.to_str().unwrap(), "es256"],
-        &assertion,
-    );
-    assert_eq!(v.code(T), 0, "libfido2 rejects the assertion\n{}", v.dump());
-    let mut bad: Vec<String> = assertion.lines().map(str::to_owned).collect();
-    bad[0] = b64(&[8u8; 32]);
-    let mut v = client(
-        "fido2-assert -V (tampered)",
-        "fido2-assert",
-        &["-V", "-p", pubkey.to_str().unwrap(), "es256"],
-        &(bad.join("\n") + "\n"),
-    );
-    assert_ne!(v.code(T), 0, "a wrong client data hash must not verify");
+    // Nothing to do for the phone: `phone serve` answers the wake-ups.
+    libfido2_registers_and_asserts(&key, |_| {});
 
     for command in ["makeCredential", "getAssertion"] {
         assert!(
