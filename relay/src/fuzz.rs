@@ -114,18 +114,7 @@ mod tests {
             ("relay_ws", super::ws_stream as fn(&[u8])),
             ("relay_http", super::http_head),
         ] {
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../fuzz/corpus")
-                .join(target);
-            let mut n = 0;
-            for entry in std::fs::read_dir(&dir).expect("corpus directory") {
-                let path = entry.expect("entry").path();
-                if path.is_file() {
-                    run(&std::fs::read(&path).expect("corpus file"));
-                    n += 1;
-                }
-            }
-            assert!(n > 0, "{} is empty", dir.display());
+            hybridge_testkit::replay_corpus(target, run);
         }
     }
 }

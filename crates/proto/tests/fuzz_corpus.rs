@@ -4,23 +4,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-fn replay(target: &str, run: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let entries =
-        fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {} missing: {e}", dir.display()));
-    let mut n = 0;
-    for entry in entries {
-        let path = entry.expect("readable corpus directory").path();
-        if path.is_file() {
-            let data = fs::read(&path).expect("readable corpus file");
-            run(&data);
-            n += 1;
-        }
-    }
-    assert!(n > 0, "corpus {} is empty", dir.display());
-}
+use hybridge_testkit::replay_corpus as replay;
 
 #[test]
 fn qr_url_corpus() {

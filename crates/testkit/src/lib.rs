@@ -104,3 +104,23 @@ extern "C" fn report() {
     }
     let _ = writeln!(err);
 }
+
+/// Replays every file of the committed fuzz corpus `fuzz/corpus/<target>/` through `run`, the
+/// entry point its cargo-fuzz target calls, so a regression shows without cargo-fuzz. An
+/// empty or missing corpus fails.
+pub fn replay_corpus(target: &str, run: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {} missing: {e}", dir.display()));
+    let mut n = 0;
+    for entry in entries {
+        let path = entry.expect("readable corpus directory").path();
+        if path.is_file() {
+            run(&std::fs::read(&path).expect("readable corpus file"));
+            n += 1;
+        }
+    }
+    assert!(n > 0, "corpus {} is empty", dir.display());
+}
