@@ -1050,6 +1050,20 @@ pub struct LinkingOffer {
     pub name: String,
 }
 
+impl LinkingOffer {
+    /// This offer as linking data signed over `channel`'s handshake (`None` on a linked
+    /// channel, whose laptop could not verify it).
+    pub fn sign(&self, channel: &PhoneChannel) -> Option<LinkingInfo> {
+        channel.linking_info(
+            &self.identity,
+            self.contact_id.clone(),
+            self.link_id.clone(),
+            self.link_secret.clone(),
+            self.name.clone(),
+        )
+    }
+}
+
 impl fmt::Debug for LinkingOffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LinkingOffer")
@@ -1515,13 +1529,7 @@ impl PhoneEngine {
         self.out.push_back(PhoneOutput::Send(post));
         if channel.revision() == ProtocolRevision::V1 {
             let linking = match &self.linking {
-                Some(o) if laptop_stores_links => channel.linking_info(
-                    &o.identity,
-                    o.contact_id.clone(),
-                    o.link_id.clone(),
-                    o.link_secret.clone(),
-                    o.name.clone(),
-                ),
+                Some(o) if laptop_stores_links => o.sign(&channel),
                 _ => None,
             };
             let update = channel.update(linking.as_ref()).map_err(protocol)?;

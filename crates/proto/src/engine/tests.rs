@@ -1506,16 +1506,7 @@ fn linking_data_that_comes_after_the_shutdown_is_still_taken() {
     assert_eq!(drain(&mut laptop), []);
     // Then the link, made for this QR code's handshake: taken, and the wait is over.
     let linking = PhoneLinking::new();
-    let offer = linking.offer([1; 8]);
-    let link = phone
-        .linking_info(
-            &offer.identity,
-            offer.contact_id,
-            offer.link_id,
-            offer.link_secret,
-            offer.name,
-        )
-        .unwrap();
+    let link = linking.offer([1; 8]).sign(&phone).unwrap();
     laptop.handle(t, LaptopInput::Received(phone.update(Some(&link)).unwrap()));
     let outs = drain(&mut laptop);
     assert_eq!(outs.first(), Some(&LaptopOutput::CloseTunnel), "{outs:?}");
@@ -1530,16 +1521,7 @@ fn linking_data_that_comes_after_the_shutdown_is_still_taken() {
 fn a_late_link_that_fails_verification_ends_the_wait_and_is_not_taken() {
     let (mut laptop, mut phone, t0) = awaiting_a_late_link();
     let linking = PhoneLinking::new();
-    let offer = linking.offer([1; 8]);
-    let mut link = phone
-        .linking_info(
-            &offer.identity,
-            offer.contact_id,
-            offer.link_id,
-            offer.link_secret,
-            offer.name,
-        )
-        .unwrap();
+    let mut link = linking.offer([1; 8]).sign(&phone).unwrap();
     // Not signed over this session's handshake.
     link.handshake_signature[0] ^= 1;
     laptop.handle(
