@@ -305,6 +305,21 @@ fn creation_options(
     (serde_json::to_string(&ccr).unwrap(), state)
 }
 
+/// The RP's sign-in challenge for these credentials (none: discoverable), user verification
+/// required: the challenge as the RP sends it, and the state to verify the answer with.
+fn request_options(
+    rp: &WebauthnCore,
+    allow: Vec<Credential>,
+) -> (
+    webauthn_rs_core::proto::RequestChallengeResponse,
+    webauthn_rs_core::proto::AuthenticationState,
+) {
+    let builder = rp
+        .new_challenge_authenticate_builder(allow, Some(UserVerificationPolicy::Required))
+        .unwrap();
+    rp.generate_challenge_authenticate(builder).unwrap()
+}
+
 fn verify_registration(
     rp: &WebauthnCore,
     reg: &Registration,
@@ -373,13 +388,7 @@ async fn register_then_sign_in_verified_by_an_independent_rp() {
 
     // Sign in with the allow list, then discoverably.
     for allow in [vec![cred.clone()], vec![]] {
-        let builder = rp
-            .new_challenge_authenticate_builder(
-                allow.clone(),
-                Some(UserVerificationPolicy::Required),
-            )
-            .unwrap();
-        let (rcr, mut state) = rp.generate_challenge_authenticate(builder).unwrap();
+        let (rcr, mut state) = request_options(&rp, allow.clone());
         let options = serde_json::to_string(&rcr).unwrap();
         let (assertion, phone, _) = rig.sign_in(&options, authenticator.clone()).await;
         let assertion = assertion.expect("sign-in succeeds");
@@ -560,10 +569,7 @@ async fn rp_id_mismatch_is_refused_before_any_qr_code() {
     assert_eq!(err.dom_exception(), "SecurityError");
     nothing_shown(events, rx, &radio).await;
 
-    let builder = rp
-        .new_challenge_authenticate_builder(vec![], Some(UserVerificationPolicy::Required))
-        .unwrap();
-    let (rcr, _) = rp.generate_challenge_authenticate(builder).unwrap();
+    let (rcr, _) = request_options(&rp, vec![]);
     let options = serde_json::to_string(&rcr).unwrap();
     let err = sign_in(
         &options,
@@ -892,10 +898,7 @@ async fn over_tls_with_a_private_ca() {
     let (reg, phone, _) = rig.register(&options, authenticator.clone(), None).await;
     let cred = verify_registration(&rp, &reg.expect("registration over wss"), &state);
     phone.unwrap();
-    let builder = rp
-        .new_challenge_authenticate_builder(vec![cred], Some(UserVerificationPolicy::Required))
-        .unwrap();
-    let (rcr, state) = rp.generate_challenge_authenticate(builder).unwrap();
+    let (rcr, state) = request_options(&rp, vec![cred]);
     let (assertion, phone, _) = rig
         .sign_in(&serde_json::to_string(&rcr).unwrap(), authenticator)
         .await;
@@ -944,13 +947,7 @@ async fn cred_props_and_prf_end_to_end() {
 
     let mut firsts = Vec::new();
     for input in ["salt one", "salt one", "salt two"] {
-        let builder = rp
-            .new_challenge_authenticate_builder(
-                vec![cred.clone()],
-                Some(UserVerificationPolicy::Required),
-            )
-            .unwrap();
-        let (rcr, state) = rp.generate_challenge_authenticate(builder).unwrap();
+        let (rcr, state) = request_options(&rp, vec![cred.clone()]);
         let mut json = serde_json::to_value(&rcr).unwrap();
         json["publicKey"]["extensions"] = serde_json::json!({
             "prf": { "eval": { "first": hybridge_client::webauthn::b64url(input.as_bytes()) } }
@@ -1208,13 +1205,7 @@ async fn a_phone_linked_by_qr_code_is_reached_again_without_one() {
 
     // 2. The phone waits for wake-ups; the laptop signs in with no QR code.
     let sign_in_options = || {
-        let builder = rp
-            .new_challenge_authenticate_builder(
-                vec![cred.clone()],
-                Some(UserVerificationPolicy::Required),
-            )
-            .unwrap();
-        let (rcr, state) = rp.generate_challenge_authenticate(builder).unwrap();
+        let (rcr, state) = request_options(&rp, vec![cred.clone()]);
         let options = RequestOptions::from_json(
             &serde_json::to_string(&rcr).unwrap(),
             &Origin::parse(ORIGIN).unwrap(),
