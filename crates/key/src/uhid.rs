@@ -287,25 +287,31 @@ pub fn parse_event(b: &[u8]) -> Result<Parsed, Error> {
             // struct uhid_get_report_req { __u32 id; __u8 rnum; __u8 rtype; }
             // reply: struct uhid_get_report_reply_req { __u32 id; __u16 err; __u16 size; … }
             let id = u32_at(b, 4).ok_or_else(short)?;
-            let mut r = Vec::with_capacity(12);
-            r.extend_from_slice(&UHID_GET_REPORT_REPLY.to_ne_bytes());
-            r.extend_from_slice(&id.to_ne_bytes());
-            r.extend_from_slice(&EIO.to_ne_bytes());
-            r.extend_from_slice(&0u16.to_ne_bytes());
-            return Ok(Parsed::Reply(r));
+            return Ok(Parsed::Reply(refusal(
+                UHID_GET_REPORT_REPLY,
+                id,
+                &0u16.to_ne_bytes(),
+            )));
         }
         UHID_SET_REPORT => {
             // reply: struct uhid_set_report_reply_req { __u32 id; __u16 err; }
             let id = u32_at(b, 4).ok_or_else(short)?;
-            let mut r = Vec::with_capacity(10);
-            r.extend_from_slice(&UHID_SET_REPORT_REPLY.to_ne_bytes());
-            r.extend_from_slice(&id.to_ne_bytes());
-            r.extend_from_slice(&EIO.to_ne_bytes());
-            return Ok(Parsed::Reply(r));
+            return Ok(Parsed::Reply(refusal(UHID_SET_REPORT_REPLY, id, &[])));
         }
         other => DeviceEvent::Other(other),
     };
     Ok(Parsed::Event(ev))
+}
+
+/// The reply (`event`: a `uhid_*_report_reply_req`) refusing the kernel's request `id` with
+/// EIO, as a FIDO device with no feature reports does; `tail` follows the error field.
+fn refusal(event: u32, id: u32, tail: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(10 + tail.len());
+    r.extend_from_slice(&event.to_ne_bytes());
+    r.extend_from_slice(&id.to_ne_bytes());
+    r.extend_from_slice(&EIO.to_ne_bytes());
+    r.extend_from_slice(tail);
+    r
 }
 
 /// A FIDO HID device, alive while this (or a [`Writer`] cloned from it) is open. Dropping the
