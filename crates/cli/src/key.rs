@@ -397,14 +397,12 @@ impl Drop for QrFile {
 
 type CeremonyFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + 'a>>;
 
-/// The relying party a makeCredential (`rp.id`, key 2) or getAssertion (`rpId`, key 1) is
-/// for, made safe to show.
+/// The relying party a makeCredential or getAssertion is for (read with the CTAP crate's
+/// request parser), made safe to show.
 fn rp_id_of(request: &[u8]) -> Option<String> {
-    let (&cmd, params) = request.split_first()?;
-    let params = hybridge_cbor::decode(params).ok()?;
-    let rp = match cmd {
-        command::MAKE_CREDENTIAL => params.get(2)?.get("id")?.as_text()?.to_owned(),
-        command::GET_ASSERTION => params.get(1)?.as_text()?.to_owned(),
+    let rp = match hybridge_ctap::Request::decode(request).ok()? {
+        hybridge_ctap::Request::MakeCredential(r) => r.rp.id,
+        hybridge_ctap::Request::GetAssertion(r) => r.rp_id,
         _ => return None,
     };
     Some(crate::terminal::sanitize(&rp).replace(['<', '>', '&'], ""))
@@ -763,9 +761,16 @@ mod tests {
         let mc = |rp: &str| {
             let rp = Value::map([(Value::from("id"), Value::from(rp))]);
             let mut r = vec![command::MAKE_CREDENTIAL];
+            let user = Value::map([(Value::from("id"), Value::from(vec![1u8]))]);
+            let es256 = Value::map([
+                (Value::from("alg"), Value::from(-7)),
+                (Value::from("type"), Value::from("public-key")),
+            ]);
             r.extend(hybridge_cbor::encode(&Value::Map(vec![
                 (Value::from(1), Value::from(vec![0u8; 32])),
                 (Value::from(2), rp),
+                (Value::from(3), user),
+                (Value::from(4), Value::Array(vec![es256])),
             ])));
             r
         };
