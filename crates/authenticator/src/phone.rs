@@ -693,10 +693,7 @@ impl<H: CtapHandler + ?Sized + 'static> Phone<H> {
             LinkedWake {
                 linked,
                 identity: identity.identity.clone(),
-                tunnel: hybridge_proto::tunnel::TunnelPath::Connect {
-                    routing_id: wake.routing_id,
-                    tunnel_id: wake.tunnel_id,
-                },
+                tunnel: wake.tunnel_path(),
                 advert: hybridge_proto::advert::AdvertPlaintext::linked(&mut OsRng),
             },
             get_info,

@@ -338,6 +338,14 @@ impl fmt::Debug for Wake {
 }
 
 impl Wake {
+    /// The tunnel the phone joins: `/cable/connect/<routing ID>/<tunnel ID>`.
+    pub fn tunnel_path(&self) -> crate::tunnel::TunnelPath {
+        crate::tunnel::TunnelPath::Connect {
+            routing_id: self.routing_id,
+            tunnel_id: self.tunnel_id,
+        }
+    }
+
     /// CBOR `{1: tunnel ID (16), 2: routing ID (3), 3: client payload bstr}`.
     pub fn encode(&self) -> Vec<u8> {
         hybridge_cbor::encode(&Value::map([

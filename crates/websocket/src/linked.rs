@@ -15,11 +15,8 @@
 //!     Timeouts::default()).await?;
 //! // The phone: the wake-up names the tunnel to join.
 //! let wake = sub.next_wake().await?;
-//! let path = hybridge_proto::tunnel::TunnelPath::Connect {
-//!     routing_id: wake.routing_id,
-//!     tunnel_id: wake.tunnel_id,
-//! };
-//! let (phone, _) = hybridge_websocket::connect(&path.to_url("wss://relay.example"), None).await?;
+//! let url = wake.tunnel_path().to_url("wss://relay.example");
+//! let (phone, _) = hybridge_websocket::connect(&url, None).await?;
 //! // The laptop: the relay says the phone joined; the handshake can go.
 //! laptop.phone_joined(std::time::Duration::from_secs(30)).await?;
 //! # Ok(()) }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use hybridge_proto::contact::ContactId;
 use hybridge_proto::linking::ClientPayload;
 use hybridge_proto::qr::RequestType;
-use hybridge_proto::tunnel::TunnelPath;
 use hybridge_relay::{Config, Limits, Relay};
 use hybridge_websocket::{
     ConnectError, PhoneJoinError, SubscribeError, Timeouts, contact, recv, send, subscribe,
@@ -62,11 +61,7 @@ async fn subscribe_contact_join_and_talk() {
         .expect("a wake-up");
     assert_eq!(wake.client_payload().unwrap(), p);
     assert_eq!(wake.routing_id, r.routing_id());
-    let path = TunnelPath::Connect {
-        routing_id: wake.routing_id,
-        tunnel_id: wake.tunnel_id,
-    };
-    let (mut phone, _) = hybridge_websocket::connect(&path.to_url(&url), None)
+    let (mut phone, _) = hybridge_websocket::connect(&wake.tunnel_path().to_url(&url), None)
         .await
         .expect("the phone joins");
     laptop.phone_joined(T).await.expect("the connect signal");

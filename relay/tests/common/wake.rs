@@ -121,11 +121,7 @@ pub async fn contact(
 
 /// The phone joins the tunnel a wake-up names, on the relay at `addr`.
 pub async fn join(addr: SocketAddr, wake: &Wake) -> Ws {
-    let path = TunnelPath::Connect {
-        routing_id: wake.routing_id,
-        tunnel_id: wake.tunnel_id,
-    }
-    .to_path();
+    let path = wake.tunnel_path().to_path();
     open(addr, &path, &[("Sec-WebSocket-Protocol", "fido.cable")])
         .await
         .expect("the phone joins")
